@@ -1,0 +1,109 @@
+# Makefile for lt: builds bin/lt-embed (and bin/lt-train once it exists), the HDF5 zstd plugin,
+# the tests; `make test`, `make bench`, `make test-cuda`, `make demo`. See README.md.
+#
+#   make            build everything (CUDA backend too when nvcc is found; CUDA=0 to skip it)
+#   make test       install missing packages, build, run the whole CPU test suite
+#   make test-cuda  CUDA-vs-CPU tests (needs a GPU)
+#   make demo       install, build, run lt-embed (then lt-train) on a generated sample set
+#   make bench      throughput against PyTorch on this machine
+
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+BUILD   := build
+PKGS    := hdf5 libturbojpeg libpng libzstd openblas
+OPT     ?= -O2 -march=x86-64-v2
+CFLAGS  += $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Ilib \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
+LDFLAGS += -fopenmp
+
+# Rendering must give identical bytes on every machine: no FMA contraction there (DESIGN.md §4).
+$(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
+
+# ---- CUDA backend (built when nvcc is present unless CUDA=0) ----
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA    ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS ?= -O2 -std=c++17 -Ilib --compiler-options -fPIC,-Wall,-Wextra \
+             -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+ifeq ($(CUDA),1)
+  CFLAGS  += -DLT_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  LIB_CU  := $(wildcard lib/*/*.cu)
+endif
+
+LIB_C   := $(wildcard lib/*/*.c)
+LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
+LIBLT   := $(BUILD)/liblt.a
+PLUGIN  := $(BUILD)/plugins/libh5zstd.so
+TOOLS   := $(patsubst tools/%/,bin/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
+TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/%,$(wildcard tests/cuda/test_*.c))
+
+.PHONY: all deps deps-test test test-cuda bench bench-quick demo fuzz clean check-deps
+all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS)
+
+check-deps:
+	@for p in $(PKGS); do \
+	  v=$$(pkg-config --modversion $$p 2>/dev/null) && echo "lt: found $$p $$v" || \
+	  { echo "lt: missing $$p: run scripts/install-deps.sh (or make deps)"; exit 1; }; done
+	@if [ "$(CUDA)" = 1 ]; then echo "lt: found nvcc $(NVCC): building the CUDA backend"; \
+	 else echo "lt: CUDA backend off (no nvcc, or CUDA=0): CPU only"; fi
+
+deps:
+	bash scripts/install-deps.sh
+deps-test:
+	bash scripts/install-deps.sh --test
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIBLT): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+bin/lt-%: $(BUILD)/tools/%/main.o $(LIBLT)
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+# The HDF5 filter plugin: lets stock h5py / h5dump read our zstd-compressed datasets.
+$(PLUGIN): $(BUILD)/lib/data/h5zstd.o $(BUILD)/plugin/h5zstd_plugin.o
+	@mkdir -p $(dir $@)
+	$(CC) -shared $^ $(shell pkg-config --libs hdf5 libzstd) -o $@
+
+$(BUILD)/plugin/h5zstd_plugin.o: lib/data/plugin/h5zstd_plugin.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBLT)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/cuda/%.o $(LIBLT)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+test: deps-test
+	$(MAKE) all
+	PYTHON=$(PYTHON) bash tests/run.sh
+
+test-cuda: all
+	PYTHON=$(PYTHON) bash tests/run-cuda.sh
+
+bench: all
+	$(PYTHON) scripts/bench/bench.py
+
+bench-quick: all
+	$(PYTHON) scripts/bench/bench.py --quick
+
+demo: deps
+	$(MAKE) all
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD) bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,85 @@
+/* cache.h: the lt cache file (HDF5), written by lt-embed and read by lt-train.
+ *
+ * formats/cache.md is the specification; this is its writer and reader. The writer creates
+ * CACHE.partial and renames it to CACHE only in lt_cache_writer_finish(), so a failed or
+ * interrupted run never leaves something that looks like a complete cache. Embeddings are stored
+ * float16 (default) or float32, chunked, with HDF5's shuffle filter then Zstandard (filter id 32015,
+ * see h5zstd.h). */
+#ifndef LT_CACHE_H
+#define LT_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image/recipe.h"
+
+#define LT_CACHE_FORMAT "lt-cache"
+#define LT_CACHE_VERSION 1
+
+typedef struct {
+    char file[256];      /* base name of the weights file */
+    char sha256[65];     /* of the whole weights file, hex */
+    int embed_dim, depth, heads, patch, n_reg, pos_grid, mlp_hidden, swiglu;
+} lt_teacher_desc;
+
+typedef struct {
+    int embed_dim;
+    int image_size;
+    int views_per_image;
+    uint64_t seed;
+    int mixup;
+    int emb_f32;            /* 1: embeddings stored float32; 0: float16 */
+    int zstd_level;         /* cd_values[0] of the zstd filter */
+    int64_t max_pixels;     /* decode limit used */
+    lt_transform transform;
+    lt_teacher_desc teacher;
+    char tool_version[32];
+} lt_cache_meta;
+
+typedef struct {
+    const char *path;       /* relative to DATA_DIR */
+    const uint8_t *bytes;   /* the file's bytes, stored verbatim */
+    size_t n_bytes;
+    int32_t width, height;  /* decoded size */
+    int64_t mtime_ns;       /* source file's modification time */
+    char sha256[65];        /* of the bytes, hex */
+} lt_cache_image;
+
+typedef struct lt_cache_writer lt_cache_writer;
+
+/* Creates path.partial (replacing a stale one). */
+int lt_cache_writer_create(const char *path, const lt_cache_meta *meta, lt_cache_writer **out);
+/* Appends images in order (index = call order). */
+int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im);
+/* Records a file that was skipped and why (stored under /skipped). */
+int lt_cache_writer_add_skipped(lt_cache_writer *w, const char *path, const char *reason);
+/* After the last image: writes all S = N * V samples (recipes) and creates /embeddings (S, D). */
+int lt_cache_writer_set_samples(lt_cache_writer *w, const lt_sample *samples, int64_t n_samples);
+/* Writes rows [first, first + count) of /embeddings from float32 (count, D). */
+int lt_cache_writer_put_embeddings(lt_cache_writer *w, int64_t first, int64_t count,
+                                   const float *emb);
+/* Flushes, closes and renames path.partial to path. Frees w (also on failure). */
+int lt_cache_writer_finish(lt_cache_writer *w);
+/* Closes and removes path.partial. Frees w. */
+void lt_cache_writer_abort(lt_cache_writer *w);
+
+/* ---- reader ---- */
+typedef struct lt_cache lt_cache;
+
+/* Opens and validates (format, version, every shape) a complete cache. -1 + lt_err naming the
+ * file and what is wrong. */
+int lt_cache_open(const char *path, lt_cache **out);
+void lt_cache_close(lt_cache *c);
+const lt_cache_meta *lt_cache_meta_of(const lt_cache *c);
+int64_t lt_cache_n_images(const lt_cache *c);
+int64_t lt_cache_n_samples(const lt_cache *c);
+const char *lt_cache_image_path(const lt_cache *c, int64_t i);
+void lt_cache_image_size(const lt_cache *c, int64_t i, int32_t *w, int32_t *h);
+/* Reads image i's stored bytes into a malloc'd buffer. */
+int lt_cache_image_bytes(lt_cache *c, int64_t i, uint8_t **bytes, size_t *n);
+/* Reads samples [first, first + count). */
+int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out);
+/* Reads embeddings rows [first, first + count) as float32 (count, D). */
+int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out);
+
+#endif

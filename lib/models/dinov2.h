@@ -1,0 +1,38 @@
+/* dinov2.h: the DINOv2 ViT teacher, forward only, fp32 on the CPU.
+ *
+ * Weights from a .safetensors file with the original (facebookresearch/dinov2) or Hugging Face
+ * (facebook/dinov2-*) key names, F32/F16/BF16. Dimensions come from the tensor shapes; heads =
+ * embed_dim / 64. Architecture: patch embedding (conv patch x patch, stride patch), CLS token
+ * (+ register tokens if present, inserted after CLS and after the position embedding is added),
+ * position embeddings resized as DINOv2 does (bicubic, scale (g + 0.1) / M, no antialias), pre-norm
+ * blocks (LayerNorm eps 1e-6, attention, LayerScale, MLP with GELU, or SwiGLU when the weights
+ * say so), final LayerNorm, CLS token out, L2-normalised. */
+#ifndef LT_DINOV2_H
+#define LT_DINOV2_H
+
+#include <stdint.h>
+
+typedef struct {
+    int embed_dim;  /* D: 768 for ViT-B */
+    int depth;      /* number of blocks */
+    int heads;      /* D / 64 */
+    int patch;      /* 14 */
+    int n_reg;      /* register tokens, 0 or 4 */
+    int pos_grid;   /* M: stored position-embedding grid side (37 for 518 px) */
+    int mlp_hidden; /* hidden size of the MLP (per branch for SwiGLU) */
+    int swiglu;     /* 1 for the SwiGLU MLP of ViT-g */
+    int hf_names;   /* the file used Hugging Face key names */
+} lt_dinov2_config;
+
+typedef struct lt_dinov2 lt_dinov2;
+
+/* -1 + lt_err naming the file and the missing/invalid key. */
+int lt_dinov2_load(const char *path, lt_dinov2 **out);
+const lt_dinov2_config *lt_dinov2_config_of(const lt_dinov2 *m);
+/* x: (B, H, W, 3) float, normalised, NHWC; H and W multiples of patch (extra pixels are
+ * ignored, as the conv would). out: (B, D) L2-normalised CLS embeddings. Uses lt_threads_get()
+ * threads. -1 + lt_err on OOM. */
+int lt_dinov2_forward(lt_dinov2 *m, const float *x, int B, int H, int W, float *out);
+void lt_dinov2_free(lt_dinov2 *m);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lt needs to build (and, with --test, to run its test suite).
+# Safe to run repeatedly: only missing packages are installed. Needs root or sudo for apt-get.
+set -euo pipefail
+
+build_pkgs=(build-essential pkg-config libhdf5-dev libturbojpeg0-dev libjpeg62-turbo-dev
+            libzstd-dev libopenblas-dev libpng-dev hdf5-tools)
+test_pkgs=(python3 python3-torch python3-torchvision python3-h5py python3-pil python3-numpy
+           python3-venv python3-pytest)
+
+want=("${build_pkgs[@]}")
+[ "${1:-}" = "--test" ] && want+=("${test_pkgs[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
