@@ -39,9 +39,11 @@ PLUGIN  := $(BUILD)/plugins/libh5zstd.so
 TOOLS   := $(patsubst tools/%/,bin/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
 TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/%,$(wildcard tests/cuda/test_*.c))
+# Small programs the Python tests drive (decode one file, render one recipe, run the teacher...).
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 .PHONY: all deps deps-test test test-cuda bench bench-quick demo fuzz clean check-deps
-all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS)
+all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS) $(TEST_TOOLS)
 
 check-deps:
 	@for p in $(PKGS); do \
@@ -81,6 +83,9 @@ $(BUILD)/plugin/h5zstd_plugin.o: lib/data/plugin/h5zstd_plugin.c
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBLT)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIBLT)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/cuda/%.o $(LIBLT)
