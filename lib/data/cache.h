@@ -58,6 +58,9 @@ int lt_cache_writer_set_samples(lt_cache_writer *w, const lt_sample *samples, in
 /* Writes rows [first, first + count) of /embeddings from float32 (count, D). */
 int lt_cache_writer_put_embeddings(lt_cache_writer *w, int64_t first, int64_t count,
                                    const float *emb);
+/* Reads back image i's stored bytes (malloc'd) from the file being written, so views are
+ * rendered from exactly the bytes the cache holds. */
+int lt_cache_writer_image_bytes(lt_cache_writer *w, int64_t i, uint8_t **bytes, size_t *n);
 /* Flushes, closes and renames path.partial to path. Frees w (also on failure). */
 int lt_cache_writer_finish(lt_cache_writer *w);
 /* Closes and removes path.partial. Frees w. */
@@ -81,5 +84,11 @@ int lt_cache_image_bytes(lt_cache *c, int64_t i, uint8_t **bytes, size_t *n);
 int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out);
 /* Reads embeddings rows [first, first + count) as float32 (count, D). */
 int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out);
+/* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256 (read from the
+ * file on demand); out->bytes = NULL, out->n_bytes = stored byte count. */
+int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out);
+/* The files lt-embed skipped (/skipped): count, and entry k's path and reason (owned by c). */
+int64_t lt_cache_n_skipped(const lt_cache *c);
+void lt_cache_skipped(const lt_cache *c, int64_t k, const char **path, const char **reason);
 
 #endif

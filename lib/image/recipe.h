@@ -57,4 +57,11 @@ void lt_sample_draw(const lt_transform *t, uint64_t seed, int mixup, uint32_t n_
                     const int32_t *widths, const int32_t *heights, uint32_t image, uint32_t view,
                     lt_sample *out);
 
+/* exp and natural log computed with IEEE-754 double +, -, *, / only (range reduction + series),
+ * so they give the same bits on every machine and on the GPU, unlike libm's. Used for the crop's
+ * log-uniform aspect ratio and for the Gaussian blur weights. lt_det_exp(x) = 0 for x < -745;
+ * lt_det_log(x) requires x > 0 (returns -inf for 0, NaN for x < 0). */
+double lt_det_exp(double x);
+double lt_det_log(double x);
+
 #endif

@@ -1,0 +1,1415 @@
+/* cache.c: writer and reader of the lt cache (HDF5), as specified in formats/cache.md.
+ *
+ * lt-embed writes everything a student run needs into one file (images, view recipes, teacher
+ * embeddings); lt-train reads only that file. The writer fills CACHE.partial and renames it only
+ * once complete; the reader validates every attribute and dataset shape up front so a damaged or
+ * foreign file fails at open with a message naming it, never later in the training loop.
+ *
+ * HDF5 is used with its automatic error printing off; failures become lt_err messages carrying
+ * HDF5's innermost description. Debian's libhdf5 is not thread-safe, so every public function
+ * here holds one process-wide lock while it calls HDF5. */
+#include "cache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/sha256.h"
+#include "data/h5zstd.h"
+
+#define SHA_LEN 64
+#define TABLE_CHUNK 4096                 /* entries per chunk of the per-image datasets */
+#define BYTES_CHUNK (1u << 20)           /* /images/bytes chunk and staging buffer */
+#define EMB_CHUNK_BYTES (512u << 10)     /* target size of one /embeddings chunk */
+#define EMB_CACHE_BYTES (32u << 20)      /* chunk cache of /embeddings */
+#define SAMPLE_BLOCK 65536               /* samples converted per write/read */
+#define EMB_BLOCK 4096                   /* embedding rows converted per write/read */
+
+static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ------------------------------------------------------------------------------------------ */
+/* HDF5 helpers                                                                               */
+
+static herr_t first_error(unsigned n, const H5E_error2_t *e, void *data) {
+    if (n == 0 && e->desc) snprintf((char *)data, 256, "%s", e->desc);
+    return 0;
+}
+
+/* HDF5 clears its error stack at every API call, so a failure followed by cleanup calls (closing
+ * spaces, property lists) would lose its description: h5_note() saves it first. Guarded by
+ * h5_lock like every HDF5 call here. */
+static char h5_noted[256];
+
+static void h5_note(void) {
+    char detail[256] = "";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, detail);
+    if (detail[0]) memcpy(h5_noted, detail, sizeof detail);
+}
+
+/* Records "<file>: <what> (HDF5: <innermost description>)" and clears HDF5's error stack. */
+static int h5_fail(const char *file, const char *what) {
+    char detail[256] = "";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, detail);
+    H5Eclear2(H5E_DEFAULT);
+    if (!detail[0]) memcpy(detail, h5_noted, sizeof detail);
+    h5_noted[0] = 0;
+    if (detail[0]) return lt_err_set("%s: %s (HDF5: %s)", file, what, detail);
+    return lt_err_set("%s: %s", file, what);
+}
+
+static void close_dset(hid_t *d) {
+    if (*d >= 0) H5Dclose(*d);
+    *d = -1;
+}
+static void close_group(hid_t *g) {
+    if (*g >= 0) H5Gclose(*g);
+    *g = -1;
+}
+static void close_type(hid_t *t) {
+    if (*t >= 0) H5Tclose(*t);
+    *t = -1;
+}
+
+/* IEEE binary16, declared as h5py declares float16. */
+static hid_t half_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return -1;
+    if (H5Tset_fields(t, 15, 10, 5, 0, 10) < 0 || H5Tset_size(t, 2) < 0 ||
+        H5Tset_ebias(t, 15) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static hid_t vlen_str_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return -1;
+    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* 64-byte null-padded ASCII (a hex SHA-256). */
+static hid_t sha_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t < 0) return -1;
+    if (H5Tset_size(t, SHA_LEN) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+/* Reads (write = 0) or writes rows [first, first + count) of dataset d; a row is everything
+ * after axis 0. buf holds (count, row...) elements of mtype. */
+static herr_t rows_io(hid_t d, hid_t mtype, int64_t first, int64_t count, void *buf, int write) {
+    if (count == 0) return 0;
+    hid_t fs = H5Dget_space(d);
+    if (fs < 0) return -1;
+    hsize_t dims[H5S_MAX_RANK], start[H5S_MAX_RANK] = {0};
+    int rank = H5Sget_simple_extent_dims(fs, dims, NULL);
+    herr_t r = -1;
+    if (rank >= 1) {
+        start[0] = (hsize_t)first;
+        dims[0] = (hsize_t)count;
+        hid_t ms = H5Screate_simple(rank, dims, NULL);
+        if (ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, dims, NULL) >= 0)
+            r = write ? H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf)
+                      : H5Dread(d, mtype, ms, fs, H5P_DEFAULT, buf);
+        if (r < 0) h5_note();
+        if (ms >= 0) H5Sclose(ms);
+    }
+    H5Sclose(fs);
+    return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attributes                                                                                 */
+
+/* Writes attribute name on loc: n values (n = 0: a scalar) of mtype stored as ftype. */
+static herr_t attr_put(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int n,
+                       const void *data) {
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = n ? H5Screate_simple(1, &dim, NULL) : H5Screate(H5S_SCALAR);
+    if (sp < 0) return -1;
+    hid_t a = H5Acreate2(loc, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a >= 0 ? H5Awrite(a, mtype, data) : -1;
+    if (r < 0) h5_note();
+    if (a >= 0 && H5Aclose(a) < 0) r = -1;
+    H5Sclose(sp);
+    return r;
+}
+
+static herr_t attr_str(hid_t loc, const char *name, const char *s) {
+    hid_t t = vlen_str_type();
+    if (t < 0) return -1;
+    herr_t r = attr_put(loc, name, t, t, 0, &s);
+    H5Tclose(t);
+    return r;
+}
+
+static herr_t attr_i32(hid_t loc, const char *name, int v) {
+    int32_t x = v;
+    return attr_put(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT32, 0, &x);
+}
+
+static herr_t attr_i64(hid_t loc, const char *name, int64_t v) {
+    return attr_put(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, 0, &v);
+}
+
+static herr_t attr_f32(hid_t loc, const char *name, const float *v, int n) {
+    return attr_put(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, n == 1 ? 0 : n, v);
+}
+
+/* Reads numeric attribute name (n values, class cls) converted to mtype; -1 without an lt_err
+ * message if it is missing or of another class or size. */
+static int attr_get(hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, int n, void *out) {
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    int ok = t >= 0 && sp >= 0 && H5Tget_class(t) == cls &&
+             H5Sget_simple_extent_npoints(sp) == (hssize_t)n && H5Aread(a, mtype, out) >= 0;
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    H5Aclose(a);
+    H5Eclear2(H5E_DEFAULT);
+    return ok ? 0 : -1;
+}
+
+/* Reads a scalar string attribute (variable or fixed length) into buf (truncated to cap - 1). */
+static int attr_get_str(hid_t loc, const char *name, char *buf, size_t cap) {
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    int ok = 0;
+    if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING &&
+        H5Sget_simple_extent_npoints(sp) == 1) {
+        if (H5Tis_variable_str(t) > 0) {
+            char *s = NULL;
+            if (H5Aread(a, t, &s) >= 0) {
+                snprintf(buf, cap, "%s", s ? s : "");
+                H5free_memory(s);
+                ok = 1;
+            }
+        } else {
+            size_t n = H5Tget_size(t);
+            char *s = calloc(n + 1, 1);
+            if (s && H5Aread(a, t, s) >= 0) {
+                snprintf(buf, cap, "%s", s);
+                ok = 1;
+            }
+            free(s);
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    H5Aclose(a);
+    H5Eclear2(H5E_DEFAULT);
+    return ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer: appendable 1-D datasets with a staging buffer                                     */
+
+typedef struct {
+    hid_t dset, mtype;   /* mtype: memory (= file) type of one element */
+    size_t esize;        /* bytes per element in buf */
+    int is_str;          /* elements are malloc'd char * (vlen strings) */
+    int64_t done;        /* elements written to the file */
+    uint8_t *buf;
+    size_t n, cap;       /* staged elements, capacity */
+} appender;
+
+static int app_create(appender *a, hid_t loc, const char *name, hid_t type, size_t esize,
+                      int is_str, size_t chunk, size_t cap) {
+    memset(a, 0, sizeof *a);
+    a->dset = -1;
+    a->mtype = -1;
+    hsize_t dim = 0, maxdim = H5S_UNLIMITED, ch = chunk;
+    hid_t sp = H5Screate_simple(1, &dim, &maxdim);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, &ch) >= 0)
+        a->dset = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (a->dset < 0) h5_note();
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    a->mtype = H5Tcopy(type);
+    a->esize = esize;
+    a->is_str = is_str;
+    a->cap = cap;
+    a->buf = malloc(cap * esize);
+    return a->dset >= 0 && a->mtype >= 0 && a->buf ? 0 : -1;
+}
+
+static void app_free_staged(appender *a) {
+    if (a->is_str)
+        for (size_t k = 0; k < a->n; k++) free(((char **)a->buf)[k]);
+    a->n = 0;
+}
+
+/* Appends n elements straight to the file (extends the dataset). */
+static herr_t app_write(appender *a, const void *data, size_t n) {
+    if (n == 0) return 0;
+    hsize_t size = (hsize_t)a->done + n;
+    if (H5Dset_extent(a->dset, &size) < 0) return -1;
+    if (rows_io(a->dset, a->mtype, a->done, (int64_t)n, (void *)data, 1) < 0) return -1;
+    a->done += (int64_t)n;
+    return 0;
+}
+
+static herr_t app_flush(appender *a) {
+    herr_t r = app_write(a, a->buf, a->n);
+    app_free_staged(a);
+    return r;
+}
+
+/* Stages n elements (for strings: n char * to copy); large pushes bypass the staging buffer. */
+static herr_t app_push(appender *a, const void *data, size_t n) {
+    if (a->n + n > a->cap && app_flush(a) < 0) return -1;
+    if (n > a->cap) return app_write(a, data, n);
+    if (a->is_str) {
+        for (size_t k = 0; k < n; k++) {
+            char *s = strdup(((const char *const *)data)[k]);
+            if (!s) return -1;
+            ((char **)a->buf)[a->n++] = s;
+        }
+        return 0;
+    }
+    memcpy(a->buf + a->n * a->esize, data, n * a->esize);
+    a->n += n;
+    return 0;
+}
+
+static void app_close(appender *a) {
+    app_free_staged(a);
+    free(a->buf);
+    a->buf = NULL;
+    close_dset(&a->dset);
+    close_type(&a->mtype);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer                                                                                     */
+
+enum { A_PATH, A_BYTES, A_OFFSET, A_WIDTH, A_HEIGHT, A_SHA, A_SIZE, A_MTIME, A_SK_PATH,
+       A_SK_REASON, A_COUNT };
+
+/* /samples datasets, in this order everywhere. */
+enum { S_IMAGE, S_LAMBDA, S_CROP, S_FLIP, S_JITTER, S_ORDER, S_FACTOR, S_GRAY, S_BLUR, S_COUNT };
+static const char *const sample_names[S_COUNT] = {
+    "image", "lambda", "crop", "flip", "jitter", "jitter_order", "jitter_factor", "gray",
+    "blur_sigma"};
+/* Per-sample element counts (after axis 0) and whether the elements are int32, float32 or u8. */
+static const int sample_per_row[S_COUNT] = {2, 1, 8, 2, 2, 8, 8, 2, 2};
+enum { K_I32, K_F32, K_U8 };
+static const int sample_kind[S_COUNT] = {K_I32, K_F32, K_I32, K_U8, K_U8, K_U8, K_F32, K_U8,
+                                         K_F32};
+
+struct lt_cache_writer {
+    char *path, *partial;
+    lt_cache_meta meta;
+    hid_t file, g_images, g_skipped, g_samples, emb, half;
+    appender app[A_COUNT];
+    int64_t n_images, n_bytes, n_samples;
+    uint8_t *written;        /* bitmap of /embeddings rows written */
+    int64_t rows_written;
+    int samples_set, failed;
+};
+
+static void writer_close_handles(lt_cache_writer *w) {
+    for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
+    close_dset(&w->emb);
+    close_group(&w->g_images);
+    close_group(&w->g_skipped);
+    close_group(&w->g_samples);
+    close_type(&w->half);
+    if (w->file >= 0) H5Fclose(w->file);
+    w->file = -1;
+    H5Eclear2(H5E_DEFAULT);
+}
+
+static void writer_free(lt_cache_writer *w, int remove_partial) {
+    if (!w) return;
+    writer_close_handles(w);
+    if (remove_partial && w->partial) unlink(w->partial);
+    free(w->path);
+    free(w->partial);
+    free(w->written);
+    free(w);
+}
+
+static int check_meta(const char *path, const lt_cache_meta *m) {
+    if (m->embed_dim < 1 || m->views_per_image < 1 || m->image_size < 1)
+        return lt_err_set("%s: invalid cache parameters (embed_dim %d, views %d, image_size %d)",
+                          path, m->embed_dim, m->views_per_image, m->image_size);
+    if (m->zstd_level < 0 || m->zstd_level > 22)
+        return lt_err_set("%s: zstd level %d out of range 1..22 (0 = default 3)", path,
+                          m->zstd_level);
+    return 0;
+}
+
+static void iso_utc_now(char out[32]) {
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static herr_t write_teacher_attrs(hid_t f, const lt_teacher_desc *t) {
+    herr_t r = 0;
+    r |= attr_str(f, "teacher_file", t->file);
+    r |= attr_str(f, "teacher_sha256", t->sha256);
+    r |= attr_i32(f, "teacher_embed_dim", t->embed_dim);
+    r |= attr_i32(f, "teacher_depth", t->depth);
+    r |= attr_i32(f, "teacher_heads", t->heads);
+    r |= attr_i32(f, "teacher_patch", t->patch);
+    r |= attr_i32(f, "teacher_registers", t->n_reg);
+    r |= attr_i32(f, "teacher_pos_grid", t->pos_grid);
+    r |= attr_i32(f, "teacher_mlp_hidden", t->mlp_hidden);
+    r |= attr_i32(f, "teacher_swiglu", t->swiglu);
+    return r < 0 ? -1 : 0;
+}
+
+static herr_t write_transform_attrs(hid_t f, const lt_transform *t) {
+    herr_t r = 0;
+    r |= attr_f32(f, "transform_crop_scale", t->crop_scale, 2);
+    r |= attr_f32(f, "transform_crop_ratio", t->crop_ratio, 2);
+    r |= attr_f32(f, "transform_hflip_p", &t->hflip_p, 1);
+    r |= attr_f32(f, "transform_jitter_p", &t->jitter_p, 1);
+    r |= attr_f32(f, "transform_jitter", t->jitter, 4);
+    r |= attr_f32(f, "transform_gray_p", &t->gray_p, 1);
+    r |= attr_f32(f, "transform_blur_sigma", t->blur_sigma, 2);
+    r |= attr_f32(f, "transform_mean", t->mean, 3);
+    r |= attr_f32(f, "transform_std", t->std, 3);
+    return r < 0 ? -1 : 0;
+}
+
+/* Everything but num_images / num_samples, which set_samples writes. */
+static herr_t write_root_attrs(hid_t f, const lt_cache_meta *m) {
+    char created[32];
+    iso_utc_now(created);
+    uint64_t seed = m->seed;
+    herr_t r = 0;
+    r |= attr_str(f, "format", LT_CACHE_FORMAT);
+    r |= attr_i32(f, "version", LT_CACHE_VERSION);
+    r |= attr_i32(f, "embed_dim", m->embed_dim);
+    r |= attr_i32(f, "image_size", m->image_size);
+    r |= attr_i32(f, "views_per_image", m->views_per_image);
+    r |= attr_put(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &seed);
+    r |= attr_i32(f, "mixup", m->mixup ? 1 : 0);
+    r |= attr_str(f, "embedding_dtype", m->emb_f32 ? "float32" : "float16");
+    r |= attr_i64(f, "max_pixels", m->max_pixels);
+    r |= attr_str(f, "tool_version", m->tool_version);
+    r |= attr_str(f, "created", created);
+    r |= write_teacher_attrs(f, &m->teacher);
+    r |= write_transform_attrs(f, &m->transform);
+    return r < 0 ? -1 : 0;
+}
+
+static int create_appenders(lt_cache_writer *w) {
+    hid_t str = vlen_str_type(), sha = sha_type();
+    int r = str >= 0 && sha >= 0 ? 0 : -1;
+    hid_t gi = w->g_images, gs = w->g_skipped;
+    size_t ps = sizeof(char *);
+    r |= app_create(&w->app[A_PATH], gi, "path", str, ps, 1, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_BYTES], gi, "bytes", H5T_STD_U8LE, 1, 0, BYTES_CHUNK, BYTES_CHUNK);
+    r |= app_create(&w->app[A_OFFSET], gi, "offset", H5T_STD_U64LE, 8, 0, TABLE_CHUNK,
+                    TABLE_CHUNK);
+    r |= app_create(&w->app[A_WIDTH], gi, "width", H5T_STD_I32LE, 4, 0, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_HEIGHT], gi, "height", H5T_STD_I32LE, 4, 0, TABLE_CHUNK,
+                    TABLE_CHUNK);
+    r |= app_create(&w->app[A_SHA], gi, "sha256", sha, SHA_LEN, 0, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_SIZE], gi, "file_size", H5T_STD_I64LE, 8, 0, TABLE_CHUNK,
+                    TABLE_CHUNK);
+    r |= app_create(&w->app[A_MTIME], gi, "mtime_ns", H5T_STD_I64LE, 8, 0, TABLE_CHUNK,
+                    TABLE_CHUNK);
+    r |= app_create(&w->app[A_SK_PATH], gs, "path", str, ps, 1, TABLE_CHUNK, 256);
+    r |= app_create(&w->app[A_SK_REASON], gs, "reason", str, ps, 1, TABLE_CHUNK, 256);
+    if (str >= 0) H5Tclose(str);
+    if (sha >= 0) H5Tclose(sha);
+    return r < 0 ? -1 : 0;
+}
+
+static int writer_open_file(lt_cache_writer *w) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        return h5_fail(w->partial, "cannot set up HDF5 file access");
+    }
+    w->file = H5Fcreate(w->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (w->file < 0) h5_note();
+    H5Pclose(fapl);
+    if (w->file < 0) return h5_fail(w->partial, "cannot create the cache file");
+    if (write_root_attrs(w->file, &w->meta) < 0)
+        return h5_fail(w->partial, "cannot write the root attributes");
+    w->g_images = H5Gcreate2(w->file, "images", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    w->g_skipped = H5Gcreate2(w->file, "skipped", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    w->g_samples = H5Gcreate2(w->file, "samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    w->half = half_type();
+    if (w->g_images < 0 || w->g_skipped < 0 || w->g_samples < 0 || w->half < 0 ||
+        create_appenders(w) < 0)
+        return h5_fail(w->partial, "cannot create the cache's groups and datasets");
+    uint64_t zero = 0;
+    if (app_push(&w->app[A_OFFSET], &zero, 1) < 0)
+        return h5_fail(w->partial, "cannot write /images/offset");
+    return 0;
+}
+
+int lt_cache_writer_create(const char *path, const lt_cache_meta *meta, lt_cache_writer **out) {
+    *out = NULL;
+    if (check_meta(path, meta) < 0) return -1;
+    pthread_mutex_lock(&h5_lock);
+    lt_cache_writer *w = lt_calloc(1, sizeof *w, "cache writer");
+    int r = -1;
+    if (!w) goto done;
+    w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->half = -1;
+    for (int k = 0; k < A_COUNT; k++) w->app[k].dset = w->app[k].mtype = -1;
+    w->meta = *meta;
+    if (w->meta.zstd_level == 0) w->meta.zstd_level = 3;
+    size_t n = strlen(path);
+    w->path = strdup(path);
+    w->partial = malloc(n + sizeof ".partial");
+    if (!w->path || !w->partial) {
+        lt_err_set("out of memory (cache writer for %s)", path);
+        goto done;
+    }
+    memcpy(w->partial, path, n);
+    memcpy(w->partial + n, ".partial", sizeof ".partial");
+    if (lt_h5zstd_register() < 0) {
+        lt_err_prefix("%s", path);
+        goto done;
+    }
+    if (unlink(w->partial) < 0 && errno != ENOENT) {
+        lt_err_set("%s: cannot remove a stale partial file: %s", w->partial, strerror(errno));
+        goto done;
+    }
+    r = writer_open_file(w);
+done:
+    if (r < 0) writer_free(w, 1);
+    else *out = w;
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+static int is_hex64(const char *s) {
+    for (int k = 0; k < SHA_LEN; k++)
+        if (!((s[k] >= '0' && s[k] <= '9') || (s[k] >= 'a' && s[k] <= 'f'))) return 0;
+    return s[SHA_LEN] == 0;
+}
+
+static int check_image(const lt_cache_writer *w, const lt_cache_image *im) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
+    if (w->samples_set)
+        return lt_err_set("%s: images must all be added before the samples", w->partial);
+    if (!im->path || !im->path[0])
+        return lt_err_set("%s: image %lld has an empty path", w->partial, (long long)w->n_images);
+    if (im->n_bytes && !im->bytes)
+        return lt_err_set("%s: image %s has no bytes", w->partial, im->path);
+    if (im->width < 1 || im->height < 1)
+        return lt_err_set("%s: image %s has invalid size %dx%d", w->partial, im->path,
+                          im->width, im->height);
+    if (im->sha256[0] && !is_hex64(im->sha256))
+        return lt_err_set("%s: image %s: sha256 is not 64 lowercase hex digits", w->partial,
+                          im->path);
+    return 0;
+}
+
+int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im) {
+    pthread_mutex_lock(&h5_lock);
+    int r = check_image(w, im);
+    if (r == 0) {
+        char sha[SHA_LEN + 1];
+        if (im->sha256[0]) memcpy(sha, im->sha256, sizeof sha);
+        else lt_sha256_hex(im->bytes, im->n_bytes, sha);
+        uint64_t end = (uint64_t)(w->n_bytes + (int64_t)im->n_bytes);
+        int64_t size = (int64_t)im->n_bytes;
+        herr_t e = 0;
+        e |= app_push(&w->app[A_PATH], &im->path, 1);
+        e |= app_push(&w->app[A_BYTES], im->bytes, im->n_bytes);
+        e |= app_push(&w->app[A_OFFSET], &end, 1);
+        e |= app_push(&w->app[A_WIDTH], &im->width, 1);
+        e |= app_push(&w->app[A_HEIGHT], &im->height, 1);
+        e |= app_push(&w->app[A_SHA], sha, 1);
+        e |= app_push(&w->app[A_SIZE], &size, 1);
+        e |= app_push(&w->app[A_MTIME], &im->mtime_ns, 1);
+        if (e < 0) {
+            w->failed = 1;
+            r = h5_fail(w->partial, "cannot write an image to /images");
+        } else {
+            w->n_images++;
+            w->n_bytes += size;
+        }
+    }
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+int lt_cache_writer_add_skipped(lt_cache_writer *w, const char *path, const char *reason) {
+    pthread_mutex_lock(&h5_lock);
+    int r = 0;
+    if (w->failed) r = lt_err_set("%s: an earlier write failed", w->partial);
+    else if (app_push(&w->app[A_SK_PATH], &path, 1) < 0 ||
+             app_push(&w->app[A_SK_REASON], &reason, 1) < 0) {
+        w->failed = 1;
+        r = h5_fail(w->partial, "cannot write to /skipped");
+    }
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+/* Creates a contiguous dataset of shape (s, per_row) ((s) when per_row is 1; (s, 2, 4) for 8). */
+static hid_t create_sample_dset(hid_t g, int k, int64_t s) {
+    hsize_t dims[3] = {(hsize_t)s, 2, 4};
+    int rank = sample_per_row[k] == 1 ? 1 : sample_per_row[k] == 2 ? 2 : 3;
+    hid_t type = sample_kind[k] == K_I32 ? H5T_STD_I32LE
+                 : sample_kind[k] == K_F32 ? H5T_IEEE_F32LE : H5T_STD_U8LE;
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t d = H5Dcreate2(g, sample_names[k], type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (d < 0) h5_note();
+    H5Sclose(sp);
+    return d;
+}
+
+static hid_t sample_mtype(int k) {
+    return sample_kind[k] == K_I32 ? H5T_NATIVE_INT32
+           : sample_kind[k] == K_F32 ? H5T_NATIVE_FLOAT : H5T_NATIVE_UINT8;
+}
+
+/* Column buffers of up to SAMPLE_BLOCK samples, one per /samples dataset. */
+typedef struct {
+    void *col[S_COUNT];
+} sample_cols;
+
+static int cols_alloc(sample_cols *c, int64_t n) {
+    int ok = 1;
+    for (int k = 0; k < S_COUNT; k++) {
+        size_t es = sample_kind[k] == K_U8 ? 1 : 4;
+        c->col[k] = malloc((size_t)n * (size_t)sample_per_row[k] * es);
+        ok &= c->col[k] != NULL;
+    }
+    return ok ? 0 : -1;
+}
+
+static void cols_free(sample_cols *c) {
+    for (int k = 0; k < S_COUNT; k++) free(c->col[k]);
+}
+
+static void samples_to_cols(const lt_sample *s, int64_t n, sample_cols *c) {
+    for (int64_t i = 0; i < n; i++) {
+        ((float *)c->col[S_LAMBDA])[i] = s[i].lambda;
+        for (int r = 0; r < 2; r++) {
+            const lt_recipe *rc = &s[i].r[r];
+            int64_t j = i * 2 + r;
+            ((int32_t *)c->col[S_IMAGE])[j] = s[i].image[r];
+            ((uint8_t *)c->col[S_FLIP])[j] = rc->flip;
+            ((uint8_t *)c->col[S_JITTER])[j] = rc->jitter;
+            ((uint8_t *)c->col[S_GRAY])[j] = rc->gray;
+            ((float *)c->col[S_BLUR])[j] = rc->blur_sigma;
+            memcpy((int32_t *)c->col[S_CROP] + j * 4, rc->crop, 16);
+            memcpy((uint8_t *)c->col[S_ORDER] + j * 4, rc->order, 4);
+            memcpy((float *)c->col[S_FACTOR] + j * 4, rc->factor, 16);
+        }
+    }
+}
+
+static void cols_to_samples(const sample_cols *c, int64_t n, lt_sample *s) {
+    for (int64_t i = 0; i < n; i++) {
+        memset(&s[i], 0, sizeof s[i]);
+        s[i].lambda = ((const float *)c->col[S_LAMBDA])[i];
+        for (int r = 0; r < 2; r++) {
+            lt_recipe *rc = &s[i].r[r];
+            int64_t j = i * 2 + r;
+            s[i].image[r] = ((const int32_t *)c->col[S_IMAGE])[j];
+            rc->flip = ((const uint8_t *)c->col[S_FLIP])[j];
+            rc->jitter = ((const uint8_t *)c->col[S_JITTER])[j];
+            rc->gray = ((const uint8_t *)c->col[S_GRAY])[j];
+            rc->blur_sigma = ((const float *)c->col[S_BLUR])[j];
+            memcpy(rc->crop, (const int32_t *)c->col[S_CROP] + j * 4, 16);
+            memcpy(rc->order, (const uint8_t *)c->col[S_ORDER] + j * 4, 4);
+            memcpy(rc->factor, (const float *)c->col[S_FACTOR] + j * 4, 16);
+        }
+    }
+}
+
+static int check_samples(const lt_cache_writer *w, const lt_sample *s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t a = s[i].image[0], b = s[i].image[1];
+        if (a < 0 || a >= w->n_images || b < -1 || b >= w->n_images)
+            return lt_err_set("%s: sample %lld refers to image %d/%d, outside 0..%lld",
+                              w->partial, (long long)i, a, b, (long long)w->n_images - 1);
+    }
+    return 0;
+}
+
+/* Writes all samples in blocks; datasets d[k] already exist. */
+static int write_samples(lt_cache_writer *w, const hid_t *d, const lt_sample *s, int64_t n) {
+    sample_cols c;
+    int r = cols_alloc(&c, n < SAMPLE_BLOCK ? n : SAMPLE_BLOCK);
+    for (int64_t first = 0; r == 0 && first < n; first += SAMPLE_BLOCK) {
+        int64_t cnt = n - first < SAMPLE_BLOCK ? n - first : SAMPLE_BLOCK;
+        samples_to_cols(s + first, cnt, &c);
+        for (int k = 0; r == 0 && k < S_COUNT; k++)
+            r = rows_io(d[k], sample_mtype(k), first, cnt, c.col[k], 1) < 0 ? -1 : 0;
+    }
+    cols_free(&c);
+    return r < 0 ? h5_fail(w->partial, "cannot write /samples") : 0;
+}
+
+/* /embeddings (S, D): chunked by rows, shuffle + zstd, fill 0. */
+static int create_embeddings(lt_cache_writer *w) {
+    int d = w->meta.embed_dim;
+    size_t es = w->meta.emb_f32 ? 4 : 2;
+    int64_t rows = (int64_t)(EMB_CHUNK_BYTES / ((size_t)d * es));
+    if (rows < 1) rows = 1;
+    if (rows > w->n_samples) rows = w->n_samples;
+    hsize_t dims[2] = {(hsize_t)w->n_samples, (hsize_t)d}, chunk[2] = {(hsize_t)rows, (hsize_t)d};
+    unsigned cd[1] = {(unsigned)w->meta.zstd_level};
+    hid_t type = w->meta.emb_f32 ? H5T_IEEE_F32LE : w->half;
+    uint8_t zero[4] = {0};
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (sp >= 0 && dcpl >= 0 && dapl >= 0 && H5Pset_chunk(dcpl, 2, chunk) >= 0 &&
+        H5Pset_shuffle(dcpl) >= 0 &&
+        H5Pset_filter(dcpl, LT_H5Z_ZSTD_ID, H5Z_FLAG_MANDATORY, 1, cd) >= 0 &&
+        H5Pset_fill_value(dcpl, type, zero) >= 0 &&
+        H5Pset_chunk_cache(dapl, 12421, EMB_CACHE_BYTES, 1.0) >= 0)
+        w->emb = H5Dcreate2(w->file, "embeddings", type, sp, H5P_DEFAULT, dcpl, dapl);
+    if (w->emb < 0) h5_note();
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (dapl >= 0) H5Pclose(dapl);
+    if (w->emb < 0) return h5_fail(w->partial, "cannot create /embeddings");
+    w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
+    return w->written ? 0 : -1;
+}
+
+static int flush_images(lt_cache_writer *w) {
+    for (int k = 0; k < A_COUNT; k++)
+        if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /images");
+    return 0;
+}
+
+static int set_samples_locked(lt_cache_writer *w, const lt_sample *samples, int64_t n) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
+    if (w->samples_set) return lt_err_set("%s: samples were already written", w->partial);
+    if (w->n_images < 1) return lt_err_set("%s: no images were added", w->partial);
+    if (n != w->n_images * w->meta.views_per_image)
+        return lt_err_set("%s: %lld samples given, expected %lld images x %d views", w->partial,
+                          (long long)n, (long long)w->n_images, w->meta.views_per_image);
+    if (check_samples(w, samples, n) < 0 || flush_images(w) < 0) return -1;
+    w->n_samples = n;
+    if (attr_i64(w->file, "num_images", w->n_images) < 0 ||
+        attr_i64(w->file, "num_samples", n) < 0)
+        return h5_fail(w->partial, "cannot write num_images/num_samples");
+    hid_t d[S_COUNT];
+    int r = 0;
+    for (int k = 0; k < S_COUNT; k++) {
+        d[k] = create_sample_dset(w->g_samples, k, n);
+        if (d[k] < 0) r = -1;
+    }
+    if (r < 0) r = h5_fail(w->partial, "cannot create /samples");
+    else r = write_samples(w, d, samples, n);
+    for (int k = 0; k < S_COUNT; k++) close_dset(&d[k]);
+    if (r == 0) r = create_embeddings(w);
+    if (r == 0) w->samples_set = 1;
+    return r;
+}
+
+int lt_cache_writer_set_samples(lt_cache_writer *w, const lt_sample *samples, int64_t n) {
+    pthread_mutex_lock(&h5_lock);
+    int r = set_samples_locked(w, samples, n);
+    if (r < 0) w->failed = 1;
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+/* Marks rows [first, first + count) written; -1 if one already was. */
+static int mark_rows(lt_cache_writer *w, int64_t first, int64_t count) {
+    for (int64_t i = first; i < first + count; i++)
+        if (w->written[i >> 3] & (1u << (i & 7)))
+            return lt_err_set("%s: embedding row %lld written twice", w->partial, (long long)i);
+    for (int64_t i = first; i < first + count; i++) w->written[i >> 3] |= (uint8_t)(1u << (i & 7));
+    w->rows_written += count;
+    return 0;
+}
+
+static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t count,
+                                 const float *emb) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
+    if (!w->samples_set)
+        return lt_err_set("%s: embeddings written before the samples", w->partial);
+    if (first < 0 || count < 0 || first + count > w->n_samples)
+        return lt_err_set("%s: embedding rows %lld..%lld outside 0..%lld", w->partial,
+                          (long long)first, (long long)(first + count), (long long)w->n_samples);
+    if (mark_rows(w, first, count) < 0) return -1;
+    size_t d = (size_t)w->meta.embed_dim;
+    if (w->meta.emb_f32) {
+        if (rows_io(w->emb, H5T_NATIVE_FLOAT, first, count, (void *)emb, 1) < 0)
+            return h5_fail(w->partial, "cannot write /embeddings");
+        return 0;
+    }
+    int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
+    uint16_t *h = lt_malloc((size_t)block * d * 2, "float16 embeddings");
+    if (!h) return -1;
+    int r = 0;
+    for (int64_t r0 = 0; r == 0 && r0 < count; r0 += block) {
+        int64_t n = count - r0 < block ? count - r0 : block;
+        const float *src = emb + (size_t)r0 * d;
+        for (size_t k = 0; k < (size_t)n * d; k++) h[k] = lt_f32_to_f16(src[k]);
+        if (rows_io(w->emb, w->half, first + r0, n, h, 1) < 0)
+            r = h5_fail(w->partial, "cannot write /embeddings");
+    }
+    free(h);
+    return r;
+}
+
+int lt_cache_writer_put_embeddings(lt_cache_writer *w, int64_t first, int64_t count,
+                                   const float *emb) {
+    pthread_mutex_lock(&h5_lock);
+    int r = put_embeddings_locked(w, first, count, emb);
+    if (r < 0) w->failed = 1;
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+static int writer_image_bytes_locked(lt_cache_writer *w, int64_t i, uint8_t **bytes, size_t *n) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
+    if (i < 0 || i >= w->n_images)
+        return lt_err_set("%s: image %lld requested, %lld were added", w->partial, (long long)i,
+                          (long long)w->n_images);
+    uint64_t off[2];
+    if (app_flush(&w->app[A_BYTES]) < 0 || app_flush(&w->app[A_OFFSET]) < 0 ||
+        rows_io(w->app[A_OFFSET].dset, H5T_NATIVE_UINT64, i, 2, off, 0) < 0) {
+        w->failed = 1;
+        return h5_fail(w->partial, "cannot read back /images/offset");
+    }
+    size_t len = (size_t)(off[1] - off[0]);
+    uint8_t *buf = lt_malloc(len, "image bytes");
+    if (!buf) return -1;
+    if (rows_io(w->app[A_BYTES].dset, H5T_NATIVE_UINT8, (int64_t)off[0], (int64_t)len, buf, 0) <
+        0) {
+        free(buf);
+        return h5_fail(w->partial, "cannot read back /images/bytes");
+    }
+    *bytes = buf;
+    *n = len;
+    return 0;
+}
+
+int lt_cache_writer_image_bytes(lt_cache_writer *w, int64_t i, uint8_t **bytes, size_t *n) {
+    *bytes = NULL;
+    *n = 0;
+    pthread_mutex_lock(&h5_lock);
+    int r = writer_image_bytes_locked(w, i, bytes, n);
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+static int fsync_path(const char *path, int dir) {
+    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+/* Directory part of path ("." if none), into buf. */
+static void dir_of(const char *path, char *buf, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, cap, ".");
+    else if (slash == path) snprintf(buf, cap, "/");
+    else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
+}
+
+static int finish_locked(lt_cache_writer *w) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed; nothing was saved", w->partial);
+    if (!w->samples_set)
+        return lt_err_set("%s: finished before the samples were written", w->partial);
+    if (w->rows_written != w->n_samples)
+        return lt_err_set("%s: only %lld of %lld embedding rows were written", w->partial,
+                          (long long)w->rows_written, (long long)w->n_samples);
+    for (int k = 0; k < A_COUNT; k++)
+        if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /skipped");
+    for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
+    close_dset(&w->emb);
+    close_group(&w->g_images);
+    close_group(&w->g_skipped);
+    close_group(&w->g_samples);
+    close_type(&w->half);
+    herr_t e = H5Fclose(w->file);
+    w->file = -1;
+    if (e < 0) return h5_fail(w->partial, "cannot close the cache file");
+    if (fsync_path(w->partial, 0) < 0)
+        return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
+    if (rename(w->partial, w->path) < 0)
+        return lt_err_set("%s: cannot rename to %s: %s", w->partial, w->path, strerror(errno));
+    char dir[4096];
+    dir_of(w->path, dir, sizeof dir);
+    fsync_path(dir, 1); /* best effort: the rename is durable once the directory is synced */
+    return 0;
+}
+
+int lt_cache_writer_finish(lt_cache_writer *w) {
+    if (!w) return lt_err_set("cache writer: finish called without a writer");
+    pthread_mutex_lock(&h5_lock);
+    int r = finish_locked(w);
+    writer_free(w, r < 0);
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+void lt_cache_writer_abort(lt_cache_writer *w) {
+    if (!w) return;
+    pthread_mutex_lock(&h5_lock);
+    writer_free(w, 1);
+    pthread_mutex_unlock(&h5_lock);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reader                                                                                     */
+
+struct lt_cache {
+    char *path;
+    lt_cache_meta meta;
+    int64_t n_images, n_samples, n_bytes, n_skipped;
+    hid_t file, bytes, emb, sha, size, mtime, half;
+    hid_t sam[S_COUNT];
+    char *paths;             /* all image paths, NUL-terminated, back to back */
+    size_t *path_at;         /* (N) start of path i in paths */
+    char *sk_text;           /* skipped paths and reasons, NUL-terminated */
+    size_t *sk_at;           /* (2K) starts: path k at sk_at[2k], reason at sk_at[2k+1] */
+    int32_t *width, *height; /* (N) */
+    uint64_t *offset;        /* (N+1) */
+};
+
+static void reader_free(lt_cache *c) {
+    if (!c) return;
+    close_dset(&c->bytes);
+    close_dset(&c->emb);
+    close_dset(&c->sha);
+    close_dset(&c->size);
+    close_dset(&c->mtime);
+    for (int k = 0; k < S_COUNT; k++) close_dset(&c->sam[k]);
+    close_type(&c->half);
+    if (c->file >= 0) H5Fclose(c->file);
+    H5Eclear2(H5E_DEFAULT);
+    free(c->path);
+    free(c->paths);
+    free(c->path_at);
+    free(c->sk_text);
+    free(c->sk_at);
+    free(c->width);
+    free(c->height);
+    free(c->offset);
+    free(c);
+}
+
+/* Reports what is wrong with the cache file, with the re-run hint. */
+#define BAD(c, ...) bad_cache((c)->path, __VA_ARGS__)
+static int bad_cache(const char *path, const char *fmt, ...) LT_PRINTF(2, 3);
+static int bad_cache(const char *path, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    H5Eclear2(H5E_DEFAULT);
+    return lt_err_set("%s: not a valid lt cache: %s (re-run lt-embed to rebuild it)", path, msg);
+}
+
+static int open_file(lt_cache *c) {
+    struct stat st;
+    if (stat(c->path, &st) < 0) return lt_err_set("%s: cannot open: %s", c->path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return lt_err_set("%s: not a regular file", c->path);
+    htri_t is = H5Fis_hdf5(c->path);
+    H5Eclear2(H5E_DEFAULT);
+    if (is <= 0) return lt_err_set("%s: not an HDF5 file (expected an lt cache written by "
+                                   "lt-embed)", c->path);
+    c->file = H5Fopen(c->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (c->file < 0)
+        return h5_fail(c->path, "cannot open the HDF5 file (truncated or damaged? re-run lt-embed)");
+    return 0;
+}
+
+static int read_format(lt_cache *c) {
+    char fmt[64];
+    int32_t version;
+    if (attr_get_str(c->file, "format", fmt, sizeof fmt) < 0)
+        return lt_err_set("%s: not an lt cache (no 'format' attribute)", c->path);
+    if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
+        return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path, fmt,
+                          LT_CACHE_FORMAT);
+    if (attr_get(c->file, "version", H5T_INTEGER, H5T_NATIVE_INT32, 1, &version) < 0)
+        return BAD(c, "attribute 'version' missing or not an integer");
+    if (version != LT_CACHE_VERSION)
+        return lt_err_set("%s: cache version %d, this lt reads version %d: re-run lt-embed",
+                          c->path, version, LT_CACHE_VERSION);
+    return 0;
+}
+
+/* Integer attributes read into int: name and destination. */
+typedef struct {
+    const char *name;
+    int *dst;
+} int_attr;
+
+static int read_int_attrs(lt_cache *c, const int_attr *a, int n) {
+    for (int k = 0; k < n; k++) {
+        int32_t v;
+        if (attr_get(c->file, a[k].name, H5T_INTEGER, H5T_NATIVE_INT32, 1, &v) < 0)
+            return BAD(c, "attribute '%s' missing or not an integer", a[k].name);
+        *a[k].dst = v;
+    }
+    return 0;
+}
+
+static int read_transform_attrs(lt_cache *c) {
+    lt_transform *t = &c->meta.transform;
+    struct { const char *name; float *dst; int n; } f[] = {
+        {"transform_crop_scale", t->crop_scale, 2}, {"transform_crop_ratio", t->crop_ratio, 2},
+        {"transform_hflip_p", &t->hflip_p, 1},      {"transform_jitter_p", &t->jitter_p, 1},
+        {"transform_jitter", t->jitter, 4},         {"transform_gray_p", &t->gray_p, 1},
+        {"transform_blur_sigma", t->blur_sigma, 2}, {"transform_mean", t->mean, 3},
+        {"transform_std", t->std, 3}};
+    for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
+        if (attr_get(c->file, f[k].name, H5T_FLOAT, H5T_NATIVE_FLOAT, f[k].n, f[k].dst) < 0)
+            return BAD(c, "attribute '%s' missing or not %d float(s)", f[k].name, f[k].n);
+    t->image_size = c->meta.image_size;
+    return 0;
+}
+
+static int read_meta(lt_cache *c) {
+    lt_cache_meta *m = &c->meta;
+    lt_teacher_desc *t = &m->teacher;
+    int_attr ia[] = {{"embed_dim", &m->embed_dim},         {"image_size", &m->image_size},
+                     {"views_per_image", &m->views_per_image}, {"mixup", &m->mixup},
+                     {"teacher_embed_dim", &t->embed_dim}, {"teacher_depth", &t->depth},
+                     {"teacher_heads", &t->heads},         {"teacher_patch", &t->patch},
+                     {"teacher_registers", &t->n_reg},     {"teacher_pos_grid", &t->pos_grid},
+                     {"teacher_mlp_hidden", &t->mlp_hidden}, {"teacher_swiglu", &t->swiglu}};
+    if (read_int_attrs(c, ia, (int)(sizeof ia / sizeof ia[0])) < 0) return -1;
+    if (attr_get(c->file, "seed", H5T_INTEGER, H5T_NATIVE_UINT64, 1, &m->seed) < 0 ||
+        attr_get(c->file, "num_images", H5T_INTEGER, H5T_NATIVE_INT64, 1, &c->n_images) < 0 ||
+        attr_get(c->file, "num_samples", H5T_INTEGER, H5T_NATIVE_INT64, 1, &c->n_samples) < 0 ||
+        attr_get(c->file, "max_pixels", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->max_pixels) < 0)
+        return BAD(c, "attribute seed, num_images, num_samples or max_pixels missing");
+    char dtype[16];
+    if (attr_get_str(c->file, "embedding_dtype", dtype, sizeof dtype) < 0 ||
+        attr_get_str(c->file, "tool_version", m->tool_version, sizeof m->tool_version) < 0 ||
+        attr_get_str(c->file, "teacher_file", t->file, sizeof t->file) < 0 ||
+        attr_get_str(c->file, "teacher_sha256", t->sha256, sizeof t->sha256) < 0)
+        return BAD(c, "a string attribute (embedding_dtype, tool_version, teacher_*) is missing");
+    if (strcmp(dtype, "float16") && strcmp(dtype, "float32"))
+        return BAD(c, "embedding_dtype is '%s', expected float16 or float32", dtype);
+    m->emb_f32 = dtype[5] == '3';
+    if (m->embed_dim < 1 || m->views_per_image < 1 || c->n_images < 0 ||
+        c->n_samples != c->n_images * m->views_per_image)
+        return BAD(c, "num_samples %lld is not num_images %lld x views_per_image %d (or a "
+                      "dimension is not positive)", (long long)c->n_samples,
+                   (long long)c->n_images, m->views_per_image);
+    return read_transform_attrs(c);
+}
+
+/* Expected dataset: name, type class, element size (0: variable-length string), sign (for
+ * integers: 1 signed, 0 unsigned, -1 any), rank and shape. */
+typedef struct {
+    const char *name;
+    H5T_class_t cls;
+    size_t size;
+    int sign;
+    int rank;
+    hsize_t dims[3];
+} dset_spec;
+
+static const char *class_name(H5T_class_t cls) {
+    return cls == H5T_INTEGER ? "integer" : cls == H5T_FLOAT ? "float" : "string";
+}
+
+static int type_matches(hid_t t, const dset_spec *s) {
+    if (H5Tget_class(t) != s->cls) return 0;
+    if (s->cls == H5T_STRING) {
+        int vlen = H5Tis_variable_str(t) > 0;
+        return s->size == 0 ? vlen : !vlen && H5Tget_size(t) == s->size;
+    }
+    if (H5Tget_size(t) != s->size) return 0;
+    if (s->cls == H5T_INTEGER && s->sign >= 0)
+        return (H5Tget_sign(t) == H5T_SGN_2) == (s->sign == 1);
+    return 1;
+}
+
+/* Opens and checks a dataset against its spec; -1 + message naming the file and dataset. */
+static hid_t open_checked(lt_cache *c, const dset_spec *s) {
+    if (H5Lexists(c->file, s->name, H5P_DEFAULT) <= 0) {
+        BAD(c, "dataset %s is missing", s->name);
+        return -1;
+    }
+    hid_t d = H5Dopen2(c->file, s->name, H5P_DEFAULT);
+    if (d < 0) {
+        BAD(c, "%s is not a dataset", s->name);
+        return -1;
+    }
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = sp >= 0 ? H5Sget_simple_extent_dims(sp, dims, NULL) : -1;
+    int ok_type = t >= 0 && type_matches(t, s), ok_shape = rank == s->rank;
+    for (int k = 0; ok_shape && k < rank; k++) ok_shape = dims[k] == s->dims[k];
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (!ok_type || !ok_shape) {
+        char want[96];
+        if (s->rank == 1) snprintf(want, sizeof want, "(%llu)", (unsigned long long)s->dims[0]);
+        else if (s->rank == 2)
+            snprintf(want, sizeof want, "(%llu, %llu)", (unsigned long long)s->dims[0],
+                     (unsigned long long)s->dims[1]);
+        else
+            snprintf(want, sizeof want, "(%llu, %llu, %llu)", (unsigned long long)s->dims[0],
+                     (unsigned long long)s->dims[1], (unsigned long long)s->dims[2]);
+        BAD(c, "dataset %s has the wrong %s (expected %s %s)", s->name,
+            ok_type ? "shape" : "type", class_name(s->cls), want);
+        H5Dclose(d);
+        return -1;
+    }
+    return d;
+}
+
+/* Opens a dataset only to check it (the caller reads it whole and closes it). */
+static int check_only(lt_cache *c, const dset_spec *s, hid_t *out) {
+    *out = open_checked(c, s);
+    return *out < 0 ? -1 : 0;
+}
+
+/* Reads n variable-length strings of dataset d, appended to *text (NUL-separated); the start of
+ * string k goes to at[k * stride]. */
+static int read_strings(lt_cache *c, hid_t d, int64_t n, char **text, size_t *at, int stride,
+                        size_t *text_len) {
+    enum { BLOCK = 4096 };
+    char *ptr[BLOCK];
+    hid_t t = vlen_str_type();
+    int r = t < 0 ? -1 : 0;
+    for (int64_t first = 0; r == 0 && first < n; first += BLOCK) {
+        int64_t cnt = n - first < BLOCK ? n - first : BLOCK;
+        if (rows_io(d, t, first, cnt, ptr, 0) < 0) {
+            r = h5_fail(c->path, "cannot read a string dataset");
+            break;
+        }
+        for (int64_t k = 0; k < cnt; k++) {
+            const char *s = ptr[k] ? ptr[k] : "";
+            size_t len = strlen(s) + 1;
+            char *grown = r == 0 ? realloc(*text, *text_len + len) : NULL;
+            if (!grown) r = lt_err_set("%s: out of memory reading strings", c->path);
+            else {
+                *text = grown;
+                memcpy(*text + *text_len, s, len);
+                at[(first + k) * stride] = *text_len;
+                *text_len += len;
+            }
+        }
+        hsize_t dim = (hsize_t)cnt;
+        hid_t ms = H5Screate_simple(1, &dim, NULL);
+        if (ms >= 0) {
+            H5Dvlen_reclaim(t, ms, H5P_DEFAULT, ptr);
+            H5Sclose(ms);
+        }
+    }
+    if (t >= 0) H5Tclose(t);
+    return r;
+}
+
+static int read_all(lt_cache *c, hid_t d, hid_t mtype, int64_t n, void *out, const char *what) {
+    if (rows_io(d, mtype, 0, n, out, 0) < 0) return h5_fail(c->path, what);
+    return 0;
+}
+
+static int check_offsets(lt_cache *c) {
+    if (c->offset[0] != 0) return BAD(c, "/images/offset[0] is %llu, not 0",
+                                      (unsigned long long)c->offset[0]);
+    for (int64_t i = 0; i < c->n_images; i++)
+        if (c->offset[i + 1] < c->offset[i])
+            return BAD(c, "/images/offset decreases at image %lld", (long long)i);
+    if (c->offset[c->n_images] > (uint64_t)c->n_bytes)
+        return BAD(c, "/images/offset ends at %llu, past the %lld stored bytes",
+                   (unsigned long long)c->offset[c->n_images], (long long)c->n_bytes);
+    return 0;
+}
+
+/* Length of the extendible 1-D /images/bytes (any length is valid). */
+static int open_bytes(lt_cache *c) {
+    dset_spec s = {"images/bytes", H5T_INTEGER, 1, -1, 1, {0}};
+    if (H5Lexists(c->file, "images", H5P_DEFAULT) > 0 &&
+        H5Lexists(c->file, s.name, H5P_DEFAULT) > 0) {
+        hid_t d = H5Dopen2(c->file, s.name, H5P_DEFAULT);
+        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+        hsize_t dim;
+        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1) {
+            H5Sget_simple_extent_dims(sp, &dim, NULL);
+            s.dims[0] = dim;
+        }
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+        H5Eclear2(H5E_DEFAULT);
+    }
+    c->bytes = open_checked(c, &s);
+    c->n_bytes = (int64_t)s.dims[0];
+    return c->bytes < 0 ? -1 : 0;
+}
+
+static int read_images(lt_cache *c) {
+    hsize_t n = (hsize_t)c->n_images;
+    dset_spec sp[] = {{"images/path", H5T_STRING, 0, -1, 1, {n}},
+                      {"images/offset", H5T_INTEGER, 8, -1, 1, {n + 1}},
+                      {"images/width", H5T_INTEGER, 4, -1, 1, {n}},
+                      {"images/height", H5T_INTEGER, 4, -1, 1, {n}},
+                      {"images/sha256", H5T_STRING, SHA_LEN, -1, 1, {n}},
+                      {"images/file_size", H5T_INTEGER, 8, -1, 1, {n}},
+                      {"images/mtime_ns", H5T_INTEGER, 8, -1, 1, {n}}};
+    hid_t d[4] = {-1, -1, -1, -1};
+    int r = open_bytes(c);
+    for (int k = 0; r == 0 && k < 4; k++) r = check_only(c, &sp[k], &d[k]);
+    if (r == 0) r = check_only(c, &sp[4], &c->sha);
+    if (r == 0) r = check_only(c, &sp[5], &c->size);
+    if (r == 0) r = check_only(c, &sp[6], &c->mtime);
+    c->path_at = lt_malloc((size_t)n * sizeof(size_t), "cache image paths");
+    c->offset = lt_malloc((size_t)(n + 1) * 8, "cache image offsets");
+    c->width = lt_malloc((size_t)n * 4, "cache image widths");
+    c->height = lt_malloc((size_t)n * 4, "cache image heights");
+    if (r == 0 && (!c->path_at || !c->offset || !c->width || !c->height)) r = -1;
+    size_t len = 0;
+    if (r == 0) r = read_strings(c, d[0], c->n_images, &c->paths, c->path_at, 1, &len);
+    if (r == 0) r = read_all(c, d[1], H5T_NATIVE_UINT64, (int64_t)n + 1, c->offset,
+                             "cannot read /images/offset");
+    if (r == 0) r = read_all(c, d[2], H5T_NATIVE_INT32, (int64_t)n, c->width,
+                             "cannot read /images/width");
+    if (r == 0) r = read_all(c, d[3], H5T_NATIVE_INT32, (int64_t)n, c->height,
+                             "cannot read /images/height");
+    for (int k = 0; k < 4; k++) close_dset(&d[k]);
+    return r == 0 ? check_offsets(c) : -1;
+}
+
+/* /skipped: both datasets of the same length K, read whole. */
+static int read_skipped(lt_cache *c) {
+    dset_spec s = {"skipped/path", H5T_STRING, 0, -1, 1, {0}};
+    hid_t dp = -1, dr = -1;
+    if (H5Lexists(c->file, "skipped", H5P_DEFAULT) > 0 &&
+        H5Lexists(c->file, s.name, H5P_DEFAULT) > 0) {
+        hid_t d = H5Dopen2(c->file, s.name, H5P_DEFAULT);
+        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1)
+            H5Sget_simple_extent_dims(sp, s.dims, NULL);
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+        H5Eclear2(H5E_DEFAULT);
+    }
+    int r = check_only(c, &s, &dp);
+    s.name = "skipped/reason";
+    if (r == 0) r = check_only(c, &s, &dr);
+    c->n_skipped = (int64_t)s.dims[0];
+    size_t len = 0;
+    if (r == 0) {
+        c->sk_at = lt_malloc((size_t)c->n_skipped * 2 * sizeof(size_t), "skipped list");
+        if (!c->sk_at) r = -1;
+    }
+    if (r == 0) r = read_strings(c, dp, c->n_skipped, &c->sk_text, c->sk_at, 2, &len);
+    if (r == 0) r = read_strings(c, dr, c->n_skipped, &c->sk_text, c->sk_at + 1, 2, &len);
+    close_dset(&dp);
+    close_dset(&dr);
+    return r;
+}
+
+static int open_samples(lt_cache *c) {
+    hsize_t s = (hsize_t)c->n_samples;
+    for (int k = 0; k < S_COUNT; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "samples/%s", sample_names[k]);
+        int per = sample_per_row[k];
+        dset_spec sp = {name, sample_kind[k] == K_F32 ? H5T_FLOAT : H5T_INTEGER,
+                        sample_kind[k] == K_U8 ? 1 : 4, -1, per == 1 ? 1 : per == 2 ? 2 : 3,
+                        {s, 2, 4}};
+        if (check_only(c, &sp, &c->sam[k]) < 0) return -1;
+    }
+    return 0;
+}
+
+/* /embeddings (S, D) float16 or float32 as embedding_dtype says; records the zstd level. */
+static int open_embeddings(lt_cache *c) {
+    int f32 = c->meta.emb_f32;
+    dset_spec sp = {"embeddings", H5T_FLOAT, f32 ? 4 : 2, -1, 2,
+                    {(hsize_t)c->n_samples, (hsize_t)c->meta.embed_dim}};
+    if (check_only(c, &sp, &c->emb) < 0) return -1;
+    /* Reopen with a chunk cache holding many chunks, for batches that straddle chunks. */
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl >= 0 && H5Pset_chunk_cache(dapl, 12421, EMB_CACHE_BYTES, 0.75) >= 0) {
+        close_dset(&c->emb);
+        c->emb = H5Dopen2(c->file, "embeddings", dapl);
+    }
+    if (dapl >= 0) H5Pclose(dapl);
+    if (c->emb < 0) return h5_fail(c->path, "cannot open /embeddings");
+    c->half = half_type();
+    if (c->half < 0) return h5_fail(c->path, "cannot define the float16 type");
+    hid_t dcpl = H5Dget_create_plist(c->emb);
+    unsigned flags, cd[4] = {0}, cfg;
+    size_t ncd = 4;
+    if (dcpl >= 0 && H5Pget_filter_by_id2(dcpl, LT_H5Z_ZSTD_ID, &flags, &ncd, cd, 0, NULL,
+                                           &cfg) >= 0 && ncd >= 1)
+        c->meta.zstd_level = (int)cd[0];
+    if (dcpl >= 0) H5Pclose(dcpl);
+    H5Eclear2(H5E_DEFAULT);
+    return 0;
+}
+
+static int open_locked(lt_cache *c) {
+    if (open_file(c) < 0 || read_format(c) < 0 || read_meta(c) < 0) return -1;
+    if (read_images(c) < 0 || read_skipped(c) < 0 || open_samples(c) < 0) return -1;
+    return open_embeddings(c);
+}
+
+int lt_cache_open(const char *path, lt_cache **out) {
+    *out = NULL;
+    pthread_mutex_lock(&h5_lock);
+    int r = -1;
+    lt_cache *c = lt_calloc(1, sizeof *c, "cache reader");
+    if (c) {
+        c->file = c->bytes = c->emb = c->sha = c->size = c->mtime = c->half = -1;
+        for (int k = 0; k < S_COUNT; k++) c->sam[k] = -1;
+        c->path = strdup(path);
+        if (!c->path) lt_err_set("out of memory (cache reader for %s)", path);
+        else if (lt_h5zstd_register() < 0) lt_err_prefix("%s", path);
+        else r = open_locked(c);
+    }
+    if (r < 0) reader_free(c);
+    else *out = c;
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+void lt_cache_close(lt_cache *c) {
+    if (!c) return;
+    pthread_mutex_lock(&h5_lock);
+    reader_free(c);
+    pthread_mutex_unlock(&h5_lock);
+}
+
+const lt_cache_meta *lt_cache_meta_of(const lt_cache *c) { return &c->meta; }
+int64_t lt_cache_n_images(const lt_cache *c) { return c->n_images; }
+int64_t lt_cache_n_samples(const lt_cache *c) { return c->n_samples; }
+int64_t lt_cache_n_skipped(const lt_cache *c) { return c->n_skipped; }
+
+const char *lt_cache_image_path(const lt_cache *c, int64_t i) {
+    return c->paths + c->path_at[i];
+}
+
+void lt_cache_image_size(const lt_cache *c, int64_t i, int32_t *w, int32_t *h) {
+    *w = c->width[i];
+    *h = c->height[i];
+}
+
+void lt_cache_skipped(const lt_cache *c, int64_t k, const char **path, const char **reason) {
+    *path = c->sk_text + c->sk_at[2 * k];
+    *reason = c->sk_text + c->sk_at[2 * k + 1];
+}
+
+static int check_range(const lt_cache *c, const char *what, int64_t first, int64_t count,
+                       int64_t n) {
+    if (first < 0 || count < 0 || first > n || count > n - first)
+        return lt_err_set("%s: %s %lld..%lld requested, the cache has %lld", c->path, what,
+                          (long long)first, (long long)(first + count), (long long)n);
+    return 0;
+}
+
+int lt_cache_image_bytes(lt_cache *c, int64_t i, uint8_t **bytes, size_t *n) {
+    *bytes = NULL;
+    *n = 0;
+    if (check_range(c, "image", i, 1, c->n_images) < 0) return -1;
+    size_t len = (size_t)(c->offset[i + 1] - c->offset[i]);
+    uint8_t *buf = lt_malloc(len, "image bytes");
+    if (!buf) return -1;
+    pthread_mutex_lock(&h5_lock);
+    int r = rows_io(c->bytes, H5T_NATIVE_UINT8, (int64_t)c->offset[i], (int64_t)len, buf, 0);
+    if (r < 0) h5_fail(c->path, "cannot read /images/bytes");
+    pthread_mutex_unlock(&h5_lock);
+    if (r < 0) {
+        free(buf);
+        return -1;
+    }
+    *bytes = buf;
+    *n = len;
+    return 0;
+}
+
+int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out) {
+    memset(out, 0, sizeof *out);
+    if (check_range(c, "image", i, 1, c->n_images) < 0) return -1;
+    out->path = lt_cache_image_path(c, i);
+    out->n_bytes = (size_t)(c->offset[i + 1] - c->offset[i]);
+    out->width = c->width[i];
+    out->height = c->height[i];
+    pthread_mutex_lock(&h5_lock);
+    hid_t st = sha_type();
+    int r = st >= 0 && rows_io(c->sha, st, i, 1, out->sha256, 0) >= 0 &&
+                    rows_io(c->mtime, H5T_NATIVE_INT64, i, 1, &out->mtime_ns, 0) >= 0
+                ? 0
+                : h5_fail(c->path, "cannot read /images/sha256 or /images/mtime_ns");
+    if (st >= 0) H5Tclose(st);
+    pthread_mutex_unlock(&h5_lock);
+    out->sha256[SHA_LEN] = 0;
+    return r;
+}
+
+int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out) {
+    if (check_range(c, "samples", first, count, c->n_samples) < 0) return -1;
+    sample_cols cols;
+    int64_t block = count < SAMPLE_BLOCK ? count : SAMPLE_BLOCK;
+    int r = cols_alloc(&cols, block) < 0 ? lt_err_set("%s: out of memory reading samples",
+                                                     c->path) : 0;
+    pthread_mutex_lock(&h5_lock);
+    for (int64_t s0 = 0; r == 0 && s0 < count; s0 += block) {
+        int64_t n = count - s0 < block ? count - s0 : block;
+        for (int k = 0; r == 0 && k < S_COUNT; k++)
+            if (rows_io(c->sam[k], sample_mtype(k), first + s0, n, cols.col[k], 0) < 0)
+                r = h5_fail(c->path, "cannot read /samples");
+        if (r == 0) cols_to_samples(&cols, n, out + s0);
+    }
+    pthread_mutex_unlock(&h5_lock);
+    cols_free(&cols);
+    return r;
+}
+
+int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out) {
+    if (check_range(c, "embedding rows", first, count, c->n_samples) < 0) return -1;
+    size_t d = (size_t)c->meta.embed_dim;
+    int r = 0;
+    pthread_mutex_lock(&h5_lock);
+    if (c->meta.emb_f32) {
+        if (rows_io(c->emb, H5T_NATIVE_FLOAT, first, count, out, 0) < 0)
+            r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
+    } else {
+        int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
+        uint16_t *h = lt_malloc((size_t)block * d * 2, "float16 embeddings");
+        if (!h) r = -1;
+        for (int64_t r0 = 0; r == 0 && r0 < count; r0 += block) {
+            int64_t n = count - r0 < block ? count - r0 : block;
+            if (rows_io(c->emb, c->half, first + r0, n, h, 0) < 0)
+                r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
+            float *dst = out + (size_t)r0 * d;
+            for (size_t k = 0; r == 0 && k < (size_t)n * d; k++) dst[k] = lt_f16_to_f32(h[k]);
+        }
+        free(h);
+    }
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}

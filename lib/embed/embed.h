@@ -1,0 +1,48 @@
+/* embed.h: the lt-embed pipeline: scan -> decode -> store images -> draw recipes -> render ->
+ * teacher -> cache. The tool (tools/embed) only parses arguments and reports; all work is here. */
+#ifndef LT_EMBED_H
+#define LT_EMBED_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "image/recipe.h"
+
+typedef enum { LT_DEVICE_AUTO = 0, LT_DEVICE_CPU = 1, LT_DEVICE_CUDA = 2 } lt_device;
+
+typedef struct {
+    const char *data_dir;
+    const char *cache_path;      /* final name; written as <cache_path>.partial first */
+    const char *teacher_path;
+    const char *dump_views_dir;  /* NULL: no dump */
+    int views;                   /* V views per image */
+    int batch_size;              /* samples per teacher batch */
+    int threads;                 /* 0: all cores */
+    int mixup;
+    int emb_f32;                 /* store float32 embeddings instead of float16 */
+    int zstd_level;
+    int overwrite;               /* replace an existing complete cache */
+    lt_device device;
+    uint64_t seed;
+    int64_t max_pixels;
+    lt_transform transform;      /* transform.image_size is the view size */
+    volatile sig_atomic_t *stop; /* set asynchronously (SIGINT/SIGTERM) to stop between batches */
+} lt_embed_opts;
+
+typedef struct {
+    int64_t files;        /* image files found by the scan */
+    int64_t images;       /* usable images stored */
+    int64_t skipped;      /* files skipped (with a warning each) */
+    int64_t samples;      /* views embedded = images * views */
+    int embed_dim;
+    int bytes_per_embedding; /* stored, before compression */
+    int64_t cache_bytes;  /* size of the finished cache file */
+    double seconds_scan, seconds_embed, seconds_total;
+    const char *device;   /* "cpu" or "cuda" */
+} lt_embed_report;
+
+void lt_embed_defaults(lt_embed_opts *o);
+/* Returns LT_EXIT_OK, LT_EXIT_ERROR (lt_err holds the message) or LT_EXIT_INTERRUPTED. */
+int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep);
+
+#endif

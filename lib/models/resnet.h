@@ -1,0 +1,88 @@
+/* resnet.h: the ResNet student backbones (resnet18, resnet34, resnet50) as torchvision builds
+ * them, without the fc layer: images in, globally average-pooled features out.
+ *
+ * Why it exists: lt-train distils into these (DESIGN.md §1). They are fixed graphs with an
+ * explicit forward and backward over buffers preallocated once for a maximum batch size and one
+ * input size (the llm.c way); nothing is allocated in forward/backward. The ops come from
+ * nn/cnn.h.
+ *
+ * Architecture (torchvision.models.resnet, v1.5): conv1 7×7/2 (pad 3) → bn1 → relu → maxpool
+ * 3×3/2 (pad 1) → layer1..4 → global average pool. resnet18/34 use BasicBlock ([2,2,2,2] /
+ * [3,4,6,3]), resnet50 Bottleneck ([3,4,6,3], expansion 4, the stride on the 3×3 conv). The first
+ * block of a layer whose stride or width changes has a downsample: 1×1 conv with that stride + BN.
+ * Convs have no bias; BN eps 1e-5, momentum 0.1. Features: C = 512 (18/34) or 2048 (50).
+ *
+ * Every parameter and buffer is listed in `tensors`, in torchvision's state_dict order and with
+ * its key ("conv1.weight", "bn1.running_mean", "layer1.0.downsample.1.weight", …), so that
+ * checkpoint / export / optimizer code can iterate over (name, shape, data, grad). Weights are in
+ * PyTorch's layout (conv (Cout, Cin, kh, kw)). Trainable tensors live contiguously in `params`
+ * (their gradients at the same offsets in `grads`), running statistics in `buffers`; the int64
+ * `num_batches_tracked` counters in `nbt`. */
+#ifndef LT_MODELS_RESNET_H
+#define LT_MODELS_RESNET_H
+
+#include <stdint.h>
+
+typedef struct {
+    char name[64];       /* torchvision state_dict key */
+    int ndim;            /* 4 (conv weight), 1 (BN vectors) or 0 (num_batches_tracked) */
+    int64_t shape[4];
+    int64_t numel;
+    float *data;         /* numel floats; NULL for num_batches_tracked */
+    float *grad;         /* numel floats for parameters; NULL for buffers */
+    int64_t *data_i64;   /* num_batches_tracked only (one int64), else NULL */
+    int is_buffer;       /* running_mean, running_var, num_batches_tracked */
+    int weight_decay;    /* 1 for conv weights, 0 for every 1-D parameter (BN weight and bias) */
+} lt_resnet_tensor;
+
+struct lt_resnet_net; /* the layer graph and its activations (resnet.c) */
+
+typedef struct {
+    char arch[16];       /* "resnet18", "resnet34", "resnet50" */
+    int max_B, H, W;     /* input (B <= max_B, H, W, 3) NHWC float */
+    int C;               /* feature width: 512 or 2048 */
+    int n_tensors;
+    lt_resnet_tensor *tensors;
+    int64_t n_params;    /* floats in params / grads */
+    float *params;       /* every trainable tensor, in tensor order */
+    float *grads;        /* their gradients, same layout */
+    int64_t n_buffers;
+    float *buffers;      /* running means and variances */
+    int n_bn;
+    int64_t *nbt;        /* (n_bn) num_batches_tracked of each BN */
+    float *features;     /* (max_B, C): the output of the last forward */
+    int last_B;          /* batch of the last forward (0 before any) */
+    int last_train;      /* whether it ran in training mode */
+    struct lt_resnet_net *net;
+} lt_resnet;
+
+/* Builds the model for inputs (B <= max_B, H, W, 3) and allocates everything (weights, grads,
+ * activations, scratch). arch: "resnet18", "resnet34" or "resnet50". Weights start as
+ * lt_resnet_init_weights(m, 0) leaves them. NULL + lt_err_set on failure. */
+lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W);
+void lt_resnet_free(lt_resnet *m);
+
+/* torchvision's initialisation: convs kaiming_normal_(mode="fan_out", nonlinearity="relu"),
+ * i.e. N(0, 2 / (Cout·kh·kw)), drawn with Box–Muller from the lt_rng stream
+ * (seed, tensor index, 'RSNT', 0); BN weight 1, bias 0, running mean 0, var 1, counters 0. */
+void lt_resnet_init_weights(lt_resnet *m, uint64_t seed);
+
+/* The tensor with this torchvision key, or NULL. */
+lt_resnet_tensor *lt_resnet_find(lt_resnet *m, const char *name);
+/* Copies numel floats into the tensor named `name` (for num_batches_tracked: numel 1, the value
+ * converted to int64). -1 + lt_err_set when the name is unknown or numel does not match. */
+int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t numel);
+
+/* Forward of x (B, H, W, 3) NHWC. train: BN with batch statistics, running stats updated,
+ * counters incremented, everything the backward needs kept; otherwise BN with the running stats.
+ * The features (B, C) land in m->features. x is copied, so it need not outlive the call. */
+int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train);
+
+/* Backward of the last (training-mode) forward: given dfeat (B, C) = ∂L/∂features, writes the
+ * gradient of every parameter into m->grads (added to what is there when accumulate), and
+ * ∂L/∂x (B, H, W, 3) into dinput unless it is NULL. */
+int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accumulate);
+
+void lt_resnet_zero_grad(lt_resnet *m);
+
+#endif

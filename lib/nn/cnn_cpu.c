@@ -1,0 +1,517 @@
+/* cnn_cpu.c: the CPU implementation of the CNN ops of cnn.h (C + OpenMP, GEMMs via OpenBLAS).
+ *
+ * Why it exists: it is the reference backend of the ResNet student: simple fp32 code, bitwise
+ * deterministic for a fixed thread count, that the CUDA twin is tested against.
+ *
+ * Convolution is im2col + one sgemm. The im2col matrix of an NHWC input has one row per output
+ * pixel and its columns ordered (ky, kx, ci), so each (ky, kx) tap is one contiguous copy of Cin
+ * floats; the weight is permuted once per call from PyTorch's (Cout, Cin, kh, kw) to
+ * (Cout, kh, kw, Cin) in the scratch to match. To bound the scratch, the batch is processed in
+ * chunks of whole images whose im2col matrix fits LT_CONV_CHUNK_FLOATS (at least one image). A
+ * 1×1 stride 1 conv needs no im2col: the NHWC input already is the (B·H·W, Cin) matrix. The
+ * input gradient goes through a "col2im" written as a gather over input pixels (each dx element
+ * sums its taps in a fixed order, no scatter races), so it parallelises without atomics.
+ *
+ * Batch norm, pooling and bias reductions are parallel over blocks of channels; each thread runs
+ * over all rows of its channels in order, in double, so their results do not even depend on the
+ * thread count. */
+#include "nn/cnn.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/error.h"
+
+/* Largest im2col chunk, in floats (16 MiB); a single image may exceed it. */
+#define LT_CONV_CHUNK_FLOATS ((int64_t)1 << 22)
+/* Channels per block in the per-channel reductions (one 64-byte cache line of floats). */
+#define CBLK 16
+
+/* ------------------------------------------------------------------------------------------ */
+/* conv2d                                                                                      */
+
+int lt_conv2d_dims_init(lt_conv2d_dims *d, int B, int H, int W, int Cin, int Cout, int kh,
+                        int kw, int stride, int pad) {
+    if (B < 1 || H < 1 || W < 1 || Cin < 1 || Cout < 1 || kh < 1 || kw < 1 || stride < 1 ||
+        pad < 0)
+        return lt_err_set("conv2d: bad dimensions (B %d, H %d, W %d, Cin %d, Cout %d, kernel "
+                          "%dx%d, stride %d, pad %d)",
+                          B, H, W, Cin, Cout, kh, kw, stride, pad);
+    d->B = B, d->H = H, d->W = W, d->Cin = Cin, d->Cout = Cout, d->kh = kh, d->kw = kw;
+    d->stride = stride, d->pad = pad;
+    d->OH = (H + 2 * pad - kh) / stride + 1;
+    d->OW = (W + 2 * pad - kw) / stride + 1;
+    if (H + 2 * pad < kh || W + 2 * pad < kw || d->OH < 1 || d->OW < 1)
+        return lt_err_set("conv2d: kernel %dx%d larger than the padded input %dx%d", kh, kw,
+                          H + 2 * pad, W + 2 * pad);
+    return 0;
+}
+
+static int conv_is_gemm(const lt_conv2d_dims *d) {
+    return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
+}
+static int conv_needs_perm(const lt_conv2d_dims *d) { return d->kh * d->kw > 1 && d->Cin > 1; }
+static int64_t conv_K(const lt_conv2d_dims *d) { return (int64_t)d->Cin * d->kh * d->kw; }
+/* Images per im2col chunk. */
+static int conv_chunk(const lt_conv2d_dims *d) {
+    int64_t per = (int64_t)d->OH * d->OW * conv_K(d);
+    int64_t n = LT_CONV_CHUNK_FLOATS / per;
+    if (n < 1) n = 1;
+    if (n > d->B) n = d->B;
+    return (int)n;
+}
+
+/* Scratch layout (floats): [wperm (Cout, K)] [dwperm (Cout, K)] [col (rows, K)] [dcol (rows, K)]
+ * where the permuted weights exist when conv_needs_perm and the col buffers unless
+ * conv_is_gemm. */
+typedef struct {
+    float *wperm, *dwperm, *col, *dcol;
+} conv_ws;
+
+static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
+    int64_t K = conv_K(d), off = 0;
+    float *base = ws;
+    conv_ws l = {0};
+    if (conv_needs_perm(d)) {
+        l.wperm = base ? base + off : NULL, off += (int64_t)d->Cout * K;
+        l.dwperm = base ? base + off : NULL, off += (int64_t)d->Cout * K;
+    }
+    if (!conv_is_gemm(d)) {
+        int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW;
+        l.col = base ? base + off : NULL, off += rows * K;
+        l.dcol = base ? base + off : NULL, off += rows * K;
+    }
+    if (out) *out = l;
+    return (size_t)off * sizeof(float);
+}
+
+size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *d) { return conv_ws_layout(d, NULL, NULL); }
+
+/* wp (Cout, kh, kw, Cin) = w (Cout, Cin, kh, kw) */
+static void perm_weight(const lt_conv2d_dims *d, float *wp, const float *w) {
+    int Cin = d->Cin, kk = d->kh * d->kw;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < d->Cout; co++) {
+        const float *src = w + (int64_t)co * Cin * kk;
+        float *dst = wp + (int64_t)co * Cin * kk;
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < kk; t++) dst[(int64_t)t * Cin + ci] = src[(int64_t)ci * kk + t];
+    }
+}
+
+/* dw (Cout, Cin, kh, kw) (+)= dwp (Cout, kh, kw, Cin) */
+static void unperm_weight(const lt_conv2d_dims *d, float *dw, const float *dwp, int accumulate) {
+    int Cin = d->Cin, kk = d->kh * d->kw;
+#pragma omp parallel for schedule(static)
+    for (int co = 0; co < d->Cout; co++) {
+        const float *src = dwp + (int64_t)co * Cin * kk;
+        float *dst = dw + (int64_t)co * Cin * kk;
+        for (int ci = 0; ci < Cin; ci++)
+            for (int t = 0; t < kk; t++) {
+                float v = src[(int64_t)t * Cin + ci];
+                dst[(int64_t)ci * kk + t] = accumulate ? dst[(int64_t)ci * kk + t] + v : v;
+            }
+    }
+}
+
+/* col (nb·OH·OW, K) from images x (nb, H, W, Cin), columns ordered (ky, kx, ci). */
+static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) {
+    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW;
+    const int64_t K = conv_K(d);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < nb; b++)
+        for (int oy = 0; oy < OH; oy++) {
+            const float *xb = x + (int64_t)b * H * W * Cin;
+            for (int ox = 0; ox < OW; ox++) {
+                float *row = col + (((int64_t)b * OH + oy) * OW + ox) * K;
+                for (int ky = 0; ky < d->kh; ky++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    for (int kx = 0; kx < d->kw; kx++) {
+                        int ix = ox * d->stride - d->pad + kx;
+                        float *dst = row + ((int64_t)ky * d->kw + kx) * Cin;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                            memset(dst, 0, sizeof(float) * Cin);
+                        else
+                            memcpy(dst, xb + ((int64_t)iy * W + ix) * Cin, sizeof(float) * Cin);
+                    }
+                }
+            }
+        }
+}
+
+/* dx (nb, H, W, Cin) (+)= the sum, for each input pixel, of the dcol taps that read it. */
+static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb,
+                   int accumulate) {
+    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, s = d->stride;
+    const int64_t K = conv_K(d);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < nb; b++)
+        for (int iy = 0; iy < H; iy++) {
+            const float *db = dcol + (int64_t)b * OH * OW * K;
+            for (int ix = 0; ix < W; ix++) {
+                float *dst = dx + (((int64_t)b * H + iy) * W + ix) * Cin;
+                if (!accumulate) memset(dst, 0, sizeof(float) * Cin);
+                for (int ky = 0; ky < d->kh; ky++) {
+                    int ty = iy + d->pad - ky;
+                    if (ty < 0 || ty % s) continue;
+                    int oy = ty / s;
+                    if (oy >= OH) continue;
+                    for (int kx = 0; kx < d->kw; kx++) {
+                        int tx = ix + d->pad - kx;
+                        if (tx < 0 || tx % s) continue;
+                        int ox = tx / s;
+                        if (ox >= OW) continue;
+                        const float *src =
+                            db + ((int64_t)oy * OW + ox) * K + ((int64_t)ky * d->kw + kx) * Cin;
+                        for (int c = 0; c < Cin; c++) dst[c] += src[c];
+                    }
+                }
+            }
+        }
+}
+
+void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const float *w,
+                       void *ws) {
+    const int Cout = d->Cout;
+    const int64_t K = conv_K(d);
+    if (conv_is_gemm(d)) {
+        int64_t M = (int64_t)d->B * d->H * d->W;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, Cout, (int)K, 1.0f, x,
+                    (int)K, w, (int)K, 0.0f, y, Cout);
+        return;
+    }
+    conv_ws l;
+    conv_ws_layout(d, ws, &l);
+    const float *wm = w;
+    if (l.wperm) {
+        perm_weight(d, l.wperm, w);
+        wm = l.wperm;
+    }
+    const int chunk = conv_chunk(d);
+    const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
+    for (int b0 = 0; b0 < d->B; b0 += chunk) {
+        int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
+        im2col(d, l.col, x + b0 * in_img, nb);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(nb * out_pix), Cout, (int)K,
+                    1.0f, l.col, (int)K, wm, (int)K, 0.0f, y + b0 * out_pix * Cout, Cout);
+    }
+}
+
+void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const float *dy,
+                        const float *x, const float *w, void *ws, int accumulate,
+                        int accumulate_dx) {
+    const int Cout = d->Cout;
+    const int64_t K = conv_K(d);
+    if (conv_is_gemm(d)) {
+        int64_t M = (int64_t)d->B * d->H * d->W;
+        /* dw (Cout, Cin) (+)= dyᵀ (Cout, M) · x (M, Cin) */
+        if (dw)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, (int)M, 1.0f, dy,
+                        Cout, x, (int)K, accumulate ? 1.0f : 0.0f, dw, (int)K);
+        /* dx (M, Cin) (+)= dy (M, Cout) · w (Cout, Cin) */
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)K, Cout, 1.0f,
+                        dy, Cout, w, (int)K, accumulate_dx ? 1.0f : 0.0f, dx, (int)K);
+        return;
+    }
+    conv_ws l;
+    conv_ws_layout(d, ws, &l);
+    const float *wm = w;
+    if (l.wperm && dx) {
+        perm_weight(d, l.wperm, w);
+        wm = l.wperm;
+    }
+    /* the GEMM's dw target: the permuted scratch, or dw itself when the layouts agree */
+    float *dwm = l.dwperm ? l.dwperm : dw;
+    const int chunk = conv_chunk(d);
+    const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
+    for (int b0 = 0; b0 < d->B; b0 += chunk) {
+        int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
+        int rows = (int)(nb * out_pix);
+        const float *dyc = dy + b0 * out_pix * Cout;
+        if (dw) {
+            im2col(d, l.col, x + b0 * in_img, nb);
+            float beta = (b0 > 0 || (accumulate && !l.dwperm)) ? 1.0f : 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, rows, 1.0f, dyc,
+                        Cout, l.col, (int)K, beta, dwm, (int)K);
+        }
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (int)K, Cout, 1.0f, dyc,
+                        Cout, wm, (int)K, 0.0f, l.dcol, (int)K);
+            col2im(d, dx + b0 * in_img, l.dcol, nb, accumulate_dx);
+        }
+    }
+    if (dw && l.dwperm) unperm_weight(d, dw, l.dwperm, accumulate);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* batch norm                                                                                  */
+
+int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
+                        const float *beta, float *mean, float *invstd, float *running_mean,
+                        float *running_var, int M, int C, float eps, float momentum, int relu) {
+    if (M < 2)
+        return lt_err_set("batch norm: expected more than 1 value per channel in training "
+                          "(got %d)",
+                          M);
+    const int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
+        double s[CBLK] = {0}, q[CBLK] = {0};
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C + c0;
+            for (int c = 0; c < nc; c++) {
+                double v = xr[c];
+                s[c] += v;
+                q[c] += v * v;
+            }
+        }
+        float sc[CBLK], sh[CBLK], mf[CBLK];
+        for (int c = 0; c < nc; c++) {
+            double mu = s[c] / M;
+            double var = q[c] / M - mu * mu;
+            if (var < 0) var = 0;
+            double is = 1.0 / sqrt(var + (double)eps);
+            mean[c0 + c] = (float)mu;
+            invstd[c0 + c] = (float)is;
+            if (running_mean)
+                running_mean[c0 + c] =
+                    (float)((1.0 - momentum) * running_mean[c0 + c] + momentum * mu);
+            if (running_var)
+                running_var[c0 + c] = (float)((1.0 - momentum) * running_var[c0 + c] +
+                                              momentum * var * M / (M - 1));
+            sc[c] = (float)(gamma[c0 + c] * is);
+            sh[c] = beta[c0 + c];
+            mf[c] = (float)mu;
+        }
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C + c0;
+            const float *rr = res ? res + r * C + c0 : NULL;
+            float *yr = y + r * C + c0;
+            for (int c = 0; c < nc; c++) {
+                float v = (xr[c] - mf[c]) * sc[c] + sh[c];
+                if (rr) v += rr[c];
+                if (relu) v = v > 0.0f ? v : 0.0f;
+                yr[c] = v;
+            }
+        }
+    }
+    return 0;
+}
+
+void lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
+                        const float *beta, const float *running_mean, const float *running_var,
+                        int M, int C, float eps, int relu) {
+    const int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
+        float sc[CBLK], sh[CBLK], mf[CBLK];
+        for (int c = 0; c < nc; c++) {
+            double is = 1.0 / sqrt((double)running_var[c0 + c] + (double)eps);
+            sc[c] = (float)(gamma[c0 + c] * is);
+            sh[c] = beta[c0 + c];
+            mf[c] = running_mean[c0 + c];
+        }
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C + c0;
+            const float *rr = res ? res + r * C + c0 : NULL;
+            float *yr = y + r * C + c0;
+            for (int c = 0; c < nc; c++) {
+                float v = (xr[c] - mf[c]) * sc[c] + sh[c];
+                if (rr) v += rr[c];
+                if (relu) v = v > 0.0f ? v : 0.0f;
+                yr[c] = v;
+            }
+        }
+    }
+}
+
+void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                    const float *y, const float *gamma, const float *mean, const float *invstd,
+                    int M, int C, int relu, int accumulate) {
+    const int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
+        double sg[CBLK] = {0}, sgx[CBLK] = {0};
+        float mu[CBLK];
+        for (int c = 0; c < nc; c++) mu[c] = mean[c0 + c];
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C + c0, *dr = dy + r * C + c0;
+            const float *yr = relu ? y + r * C + c0 : NULL;
+            for (int c = 0; c < nc; c++) {
+                float g = dr[c];
+                if (yr && !(yr[c] > 0.0f)) g = 0.0f;
+                sg[c] += g;
+                sgx[c] += (double)g * (double)(xr[c] - mu[c]);
+            }
+        }
+        /* dx = γ·is·(g − Σg/M − x̂·Σ(g·x̂)/M), x̂ = (x − μ)·is, Σ(g·x̂) = is·Σ(g·(x − μ)) */
+        float a[CBLK], bsub[CBLK], k[CBLK];
+        for (int c = 0; c < nc; c++) {
+            double is = invstd[c0 + c], gm = gamma[c0 + c];
+            double dg = sgx[c] * is, db = sg[c];
+            if (dgamma) dgamma[c0 + c] = (float)(accumulate ? dgamma[c0 + c] + dg : dg);
+            if (dbeta) dbeta[c0 + c] = (float)(accumulate ? dbeta[c0 + c] + db : db);
+            a[c] = (float)(gm * is);                  /* scale of g */
+            bsub[c] = (float)(db / M);                /* mean of g */
+            k[c] = (float)(dg * is / M);              /* coefficient of (x − μ) */
+        }
+        for (int64_t r = 0; r < M; r++) {
+            const float *xr = x + r * C + c0, *dr = dy + r * C + c0;
+            const float *yr = relu ? y + r * C + c0 : NULL;
+            float *dxr = dx + r * C + c0;
+            for (int c = 0; c < nc; c++) {
+                float g = dr[c];
+                if (yr && !(yr[c] > 0.0f)) g = 0.0f;
+                dxr[c] = a[c] * (g - bsub[c] - (xr[c] - mu[c]) * k[c]);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* elementwise                                                                                 */
+
+void lt_relu_forward(float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+void lt_add(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* pooling                                                                                     */
+
+int lt_pool_dims_init(lt_pool_dims *d, int B, int H, int W, int C, int k, int stride, int pad) {
+    if (B < 1 || H < 1 || W < 1 || C < 1 || k < 1 || stride < 1 || pad < 0 || pad > k / 2)
+        return lt_err_set("max pool: bad dimensions (B %d, H %d, W %d, C %d, kernel %d, stride "
+                          "%d, pad %d; pad must be at most kernel/2)",
+                          B, H, W, C, k, stride, pad);
+    d->B = B, d->H = H, d->W = W, d->C = C, d->k = k, d->stride = stride, d->pad = pad;
+    d->OH = (H + 2 * pad - k) / stride + 1;
+    d->OW = (W + 2 * pad - k) / stride + 1;
+    if (H + 2 * pad < k || W + 2 * pad < k)
+        return lt_err_set("max pool: kernel %d larger than the padded input %dx%d", k,
+                          H + 2 * pad, W + 2 * pad);
+    return 0;
+}
+
+void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x) {
+    const int H = d->H, W = d->W, C = d->C, OH = d->OH, OW = d->OW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < d->B; b++)
+        for (int oy = 0; oy < OH; oy++) {
+            const float *xb = x + (int64_t)b * H * W * C;
+            for (int ox = 0; ox < OW; ox++) {
+                int64_t o = (((int64_t)b * OH + oy) * OW + ox) * C;
+                float *yo = y + o;
+                int32_t *ao = argmax + o;
+                for (int c = 0; c < C; c++) yo[c] = -INFINITY, ao[c] = -1;
+                for (int ky = 0; ky < d->k; ky++) {
+                    int iy = oy * d->stride - d->pad + ky;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int kx = 0; kx < d->k; kx++) {
+                        int ix = ox * d->stride - d->pad + kx;
+                        if (ix < 0 || ix >= W) continue;
+                        int32_t pos = iy * W + ix;
+                        const float *xi = xb + (int64_t)pos * C;
+                        for (int c = 0; c < C; c++) {
+                            float v = xi[c];
+                            /* first maximum wins; NaN propagates (PyTorch's rule) */
+                            if (v > yo[c] || v != v || ao[c] < 0) yo[c] = v, ao[c] = pos;
+                        }
+                    }
+                }
+            }
+        }
+}
+
+void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
+                         const int32_t *argmax) {
+    const int C = d->C, nblk = (C + CBLK - 1) / CBLK;
+    const int64_t in_img = (int64_t)d->H * d->W, out_img = (int64_t)d->OH * d->OW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < d->B; b++)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
+            float *dxb = dx + (int64_t)b * in_img * C + c0;
+            for (int64_t p = 0; p < in_img; p++)
+                for (int c = 0; c < nc; c++) dxb[p * C + c] = 0.0f;
+            const float *dyb = dy + (int64_t)b * out_img * C + c0;
+            const int32_t *ab = argmax + (int64_t)b * out_img * C + c0;
+            for (int64_t p = 0; p < out_img; p++)
+                for (int c = 0; c < nc; c++) dxb[(int64_t)ab[p * C + c] * C + c] += dyb[p * C + c];
+        }
+}
+
+void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {
+    const int nblk = (C + CBLK - 1) / CBLK;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
+            double s[CBLK] = {0};
+            const float *xb = x + (int64_t)b * HW * C + c0;
+            for (int64_t p = 0; p < HW; p++)
+                for (int c = 0; c < nc; c++) s[c] += xb[p * C + c];
+            for (int c = 0; c < nc; c++) y[(int64_t)b * C + c0 + c] = (float)(s[c] / HW);
+        }
+}
+
+void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
+    const float inv = 1.0f / (float)HW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int p = 0; p < HW; p++) {
+            float *dxp = dx + ((int64_t)b * HW + p) * C;
+            const float *dyb = dy + (int64_t)b * C;
+            for (int c = 0; c < C; c++) dxp[c] = dyb[c] * inv;
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* linear                                                                                      */
+
+void lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
+                       int N) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) y[(int64_t)i * N + j] += b[j];
+    }
+}
+
+void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                        const float *w, int M, int K, int N, int accumulate) {
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K,
+                    accumulate ? 1.0f : 0.0f, dw, K);
+    if (db) {
+        const int nblk = (N + CBLK - 1) / CBLK;
+#pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int c0 = blk * CBLK, nc = N - c0 < CBLK ? N - c0 : CBLK;
+            double s[CBLK] = {0};
+            for (int64_t i = 0; i < M; i++)
+                for (int c = 0; c < nc; c++) s[c] += dy[i * N + c0 + c];
+            for (int c = 0; c < nc; c++)
+                db[c0 + c] = (float)(accumulate ? db[c0 + c] + s[c] : s[c]);
+        }
+    }
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K, 0.0f,
+                    dx, K);
+}

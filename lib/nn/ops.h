@@ -1,0 +1,71 @@
+/* ops.h: the compute ops the models are written in, declared once for every backend.
+ *
+ * Why it exists: DESIGN.md §4 wants one op API with a CPU implementation (ops_cpu.c: C + OpenMP,
+ * GEMMs through OpenBLAS, fp32, the reference) and a CUDA twin tested op by op against it. So
+ * every op here takes plain float pointers and sizes, no tensor objects, no allocation inside
+ * (callers pass preallocated outputs and scratch), and no hidden state; a CUDA implementation takes
+ * device pointers with the same meaning. All matrices are row-major, contiguous unless a leading
+ * dimension (ld*) is given. Activations are NHWC / (rows, channels).
+ *
+ * Determinism: for a fixed lt_threads_set() count every op gives bitwise identical results run to
+ * run (static OpenMP partitions, no atomics, reductions in a fixed order per row). */
+#ifndef LT_NN_OPS_H
+#define LT_NN_OPS_H
+
+#include <stdint.h>
+
+/* C (M,N) = alpha · op(A) · op(B) + beta · C, row-major. op(A) is (M,K): A is (M,K) with row stride
+ * lda, or (K,M) when trans_a. op(B) is (K,N): B is (K,N) with row stride ldb, or (N,K) when
+ * trans_b. C has row stride ldc. */
+void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* PyTorch nn.Linear: out (M,N) = in (M,K) · wᵀ + bias, w (N,K) in PyTorch layout, bias (N) or
+ * NULL. */
+void lt_op_linear(float *out, const float *in, const float *w, const float *bias, int M, int K,
+                  int N);
+
+/* LayerNorm over the last dim: out (M,C) = (in − mean) / sqrt(var + eps) · w + b (biased var).
+ * out may equal in. w, b (C). Row statistics are accumulated in double. */
+void lt_op_layernorm(float *out, const float *in, const float *w, const float *b, int M, int C,
+                     float eps);
+
+/* Exact GELU (nn.GELU default): x · ½(1 + erf(x/√2)), elementwise over n, in place allowed. */
+void lt_op_gelu(float *out, const float *in, int64_t n);
+
+/* SwiGLU gate: in (M, 2H) = [x1 | x2] per row → out (M, H) = silu(x1) · x2. out must not overlap
+ * in unless out == in (then it is written row by row from the front, which is safe). */
+void lt_op_swiglu(float *out, const float *in, int M, int H);
+
+/* Softmax over each row of x (M,N), in place, max-subtracted. */
+void lt_op_softmax(float *x, int M, int N);
+
+/* Multi-head self-attention core, B sequences of N tokens, `heads` heads of dim hd (D = heads·hd):
+ * qkv (B, N, 3, heads, hd) as produced by the fused qkv Linear (rows of 3D); out (B, N, D) =
+ * per head softmax(Q Kᵀ · hd^−½) V, heads concatenated. scratch: at least
+ * lt_op_attention_scratch(N) floats, a number that depends on the thread count in effect (CPU:
+ * one N×N score matrix per thread), so ask again after lt_threads_set(). */
+void lt_op_attention(float *out, const float *qkv, float *scratch, int B, int N, int heads,
+                     int hd);
+int64_t lt_op_attention_scratch(int N);
+
+/* x (M,C) += gamma (C) ⊙ y (M,C): LayerScale then residual add. gamma NULL means ones. */
+void lt_op_layerscale_add(float *x, const float *y, const float *gamma, int M, int C);
+
+/* Each row of x (M,C) divided by max(‖row‖₂, eps), as F.normalize. In place. */
+void lt_op_l2norm(float *x, int M, int C, float eps);
+
+/* im2col for a non-overlapping patch conv (kernel = stride = p): x (B, H, W, C) NHWC →
+ * out (B·gh·gw, C·p·p), gh = H/p, gw = W/p (extra pixels ignored); columns ordered (c, ky, kx) so
+ * that a conv weight (D, C, p, p) read as (D, C·p·p) is the Linear weight. */
+void lt_op_patchify(float *out, const float *x, int B, int H, int W, int C, int p);
+
+/* PyTorch F.interpolate(mode="bicubic", align_corners=False, antialias=False) on an HWC image:
+ * in (ih, iw, C) → out (oh, ow, C). scale_h/scale_w: the scale_factor given to F.interpolate
+ * (then, as PyTorch does when recompute_scale_factor is unset, the source coordinate is
+ * (dst + ½)/scale − ½), or <= 0 to use the sizes (ih/oh). Cubic coefficient A = −0.75, border
+ * pixels replicated. */
+void lt_op_bicubic(float *out, const float *in, int ih, int iw, int oh, int ow, int C,
+                   double scale_h, double scale_w);
+
+#endif

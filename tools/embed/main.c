@@ -1,0 +1,231 @@
+/* lt-embed: command line of the embedding tool. Parses and validates the options, runs the
+ * pipeline of lib/embed, prints the closing summary. All logic lives in lib/. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/version.h"
+#include "embed/embed.h"
+
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_stop) _exit(LT_EXIT_INTERRUPTED); /* second Ctrl-C: leave at once */
+    g_stop = 1;
+}
+
+static void usage(FILE *f) {
+    fputs(
+        "Usage: lt-embed [options] DATA_DIR CACHE\n"
+        "\n"
+        "Samples views of every image under DATA_DIR (.jpg, .jpeg, .png, recursively), runs the\n"
+        "DINOv2 teacher once per view, and writes the images, the view recipes and the teacher\n"
+        "embeddings to the HDF5 file CACHE (written as CACHE.partial, renamed when complete).\n"
+        "\n"
+        "Options:\n"
+        "  --teacher FILE        DINOv2 weights (.safetensors; original or Hugging Face key names);\n"
+        "                        default: $LT_TEACHER\n"
+        "  --views N             views per image (default 8)\n"
+        "  --image-size N        view side in pixels (default 224)\n"
+        "  --batch-size N        views per teacher batch (default 32)\n"
+        "  --seed N              seed of all random choices (default 0)\n"
+        "  --no-mixup            no mixup partner: lambda = 1\n"
+        "  --device auto|cpu|cuda  where the teacher runs (default auto: cpu in this build)\n"
+        "  --threads N           CPU threads, 0 = all cores (default 0)\n"
+        "  --dump-views DIR      also write each rendered view as DIR/<sample>_a.png (primary)\n"
+        "                        and _b.png (mixup partner)\n"
+        "  --dtype f16|f32       stored embedding type (default f16)\n"
+        "  --zstd-level N        Zstandard level of the embeddings, 1..19 (default 3)\n"
+        "  --max-pixels N        skip images with more pixels than this (default 268435456)\n"
+        "  --overwrite           replace an existing CACHE\n"
+        "  -q, --quiet           errors only\n"
+        "  -v, --verbose         more detail\n"
+        "  -h, --help            this help\n"
+        "  -V, --version         print the version\n"
+        "\n"
+        "Transform (defaults: LightlyTrain's distillation transform):\n"
+        "  --crop-scale MIN,MAX  RandomResizedCrop area fraction (default 0.14,1)\n"
+        "  --crop-ratio MIN,MAX  RandomResizedCrop aspect ratio (default 0.75,1.3333)\n"
+        "  --hflip-p P           horizontal flip probability (default 0.5)\n"
+        "  --jitter-p P          colour jitter probability (default 0.8)\n"
+        "  --jitter B,C,S,H      brightness, contrast, saturation, hue strength (default\n"
+        "                        0.4,0.4,0.2,0.1)\n"
+        "  --gray-p P            grayscale probability (default 0.2)\n"
+        "  --blur-sigma MIN,MAX  Gaussian blur sigma range (default 0,0.1)\n"
+        "  --mean R,G,B          normalisation mean (default 0.485,0.456,0.406)\n"
+        "  --std R,G,B           normalisation std (default 0.229,0.224,0.225)\n"
+        "\n"
+        "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted.\n",
+        f);
+}
+
+enum {
+    OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
+    OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
+    OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD
+};
+
+static const struct option long_opts[] = {
+    {"teacher", required_argument, 0, OPT_TEACHER},
+    {"views", required_argument, 0, OPT_VIEWS},
+    {"image-size", required_argument, 0, OPT_IMAGE_SIZE},
+    {"batch-size", required_argument, 0, OPT_BATCH},
+    {"seed", required_argument, 0, OPT_SEED},
+    {"no-mixup", no_argument, 0, OPT_NO_MIXUP},
+    {"device", required_argument, 0, OPT_DEVICE},
+    {"threads", required_argument, 0, OPT_THREADS},
+    {"dump-views", required_argument, 0, OPT_DUMP},
+    {"dtype", required_argument, 0, OPT_DTYPE},
+    {"zstd-level", required_argument, 0, OPT_ZSTD},
+    {"max-pixels", required_argument, 0, OPT_MAXPIX},
+    {"overwrite", no_argument, 0, OPT_OVERWRITE},
+    {"crop-scale", required_argument, 0, OPT_CROP_SCALE},
+    {"crop-ratio", required_argument, 0, OPT_CROP_RATIO},
+    {"hflip-p", required_argument, 0, OPT_HFLIP},
+    {"jitter-p", required_argument, 0, OPT_JITTER_P},
+    {"jitter", required_argument, 0, OPT_JITTER},
+    {"gray-p", required_argument, 0, OPT_GRAY},
+    {"blur-sigma", required_argument, 0, OPT_BLUR},
+    {"mean", required_argument, 0, OPT_MEAN},
+    {"std", required_argument, 0, OPT_STD},
+    {"quiet", no_argument, 0, 'q'},
+    {"verbose", no_argument, 0, 'v'},
+    {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'},
+    {0, 0, 0, 0}};
+
+/* Applies one option; -1 with lt_err set on an invalid value. */
+static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
+    lt_transform *t = &o->transform;
+    switch (c) {
+    case OPT_TEACHER: o->teacher_path = arg; return 0;
+    case OPT_VIEWS: return lt_parse_int("views", arg, 1, 100000, &o->views);
+    case OPT_IMAGE_SIZE: return lt_parse_int("image-size", arg, 1, 4096, &t->image_size);
+    case OPT_BATCH: return lt_parse_int("batch-size", arg, 1, 65536, &o->batch_size);
+    case OPT_SEED: return lt_parse_u64("seed", arg, &o->seed);
+    case OPT_NO_MIXUP: o->mixup = 0; return 0;
+    case OPT_DEVICE:
+        if (!strcmp(arg, "auto")) o->device = LT_DEVICE_AUTO;
+        else if (!strcmp(arg, "cpu")) o->device = LT_DEVICE_CPU;
+        else if (!strcmp(arg, "cuda")) o->device = LT_DEVICE_CUDA;
+        else return lt_err_set("--device: expected auto, cpu or cuda, got '%s'", arg);
+        return 0;
+    case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
+    case OPT_DUMP: o->dump_views_dir = arg; return 0;
+    case OPT_DTYPE:
+        if (!strcmp(arg, "f16") || !strcmp(arg, "float16")) o->emb_f32 = 0;
+        else if (!strcmp(arg, "f32") || !strcmp(arg, "float32")) o->emb_f32 = 1;
+        else return lt_err_set("--dtype: expected f16 or f32, got '%s'", arg);
+        return 0;
+    case OPT_ZSTD: return lt_parse_int("zstd-level", arg, 1, 19, &o->zstd_level);
+    case OPT_MAXPIX: return lt_parse_i64("max-pixels", arg, 1, INT64_C(1) << 40, &o->max_pixels);
+    case OPT_OVERWRITE: o->overwrite = 1; return 0;
+    case OPT_CROP_SCALE: return lt_parse_floats("crop-scale", arg, 2, 1e-6, 1, t->crop_scale);
+    case OPT_CROP_RATIO: return lt_parse_floats("crop-ratio", arg, 2, 1e-3, 1e3, t->crop_ratio);
+    case OPT_HFLIP: return lt_parse_float("hflip-p", arg, 0, 1, &t->hflip_p);
+    case OPT_JITTER_P: return lt_parse_float("jitter-p", arg, 0, 1, &t->jitter_p);
+    case OPT_JITTER:
+        if (lt_parse_floats("jitter", arg, 4, 0, 1e3, t->jitter) != 0) return -1;
+        if (t->jitter[3] > 0.5f) return lt_err_set("--jitter: hue must be at most 0.5, got '%s'", arg);
+        return 0;
+    case OPT_GRAY: return lt_parse_float("gray-p", arg, 0, 1, &t->gray_p);
+    case OPT_BLUR: return lt_parse_floats("blur-sigma", arg, 2, 0, 100, t->blur_sigma);
+    case OPT_MEAN: return lt_parse_floats("mean", arg, 3, -1e3, 1e3, t->mean);
+    case OPT_STD: return lt_parse_floats("std", arg, 3, 1e-6, 1e3, t->std);
+    case 'q': *verbosity = 0; return 0;
+    case 'v': *verbosity = 2; return 0;
+    }
+    return lt_err_set("unknown option");
+}
+
+static int check_ranges(const lt_embed_opts *o) {
+    const lt_transform *t = &o->transform;
+    if (t->crop_scale[0] > t->crop_scale[1]) return lt_err_set("--crop-scale: MIN must not exceed MAX");
+    if (t->crop_ratio[0] > t->crop_ratio[1]) return lt_err_set("--crop-ratio: MIN must not exceed MAX");
+    if (t->blur_sigma[0] > t->blur_sigma[1]) return lt_err_set("--blur-sigma: MIN must not exceed MAX");
+    return 0;
+}
+
+static void human_bytes(double b, char *buf, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+int main(int argc, char **argv) {
+    lt_embed_opts o;
+    lt_embed_defaults(&o);
+    o.teacher_path = getenv("LT_TEACHER");
+    if (o.teacher_path && !*o.teacher_path) o.teacher_path = NULL;
+    int verbosity = 1, c;
+    lt_log_init("lt-embed", 1);
+    while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return LT_EXIT_OK;
+        }
+        if (c == 'V') {
+            printf("lt-embed %s\n", LT_VERSION);
+            return LT_EXIT_OK;
+        }
+        if (c == '?') {
+            fprintf(stderr, "Try 'lt-embed --help'.\n");
+            return LT_EXIT_USAGE;
+        }
+        if (apply(c, optarg, &o, &verbosity) != 0) {
+            lt_error("%s", lt_err_msg());
+            return LT_EXIT_USAGE;
+        }
+    }
+    lt_log_init("lt-embed", verbosity);
+    if (argc - optind != 2) {
+        lt_error("expected DATA_DIR and CACHE, got %d argument%s (try 'lt-embed --help')",
+                 argc - optind, argc - optind == 1 ? "" : "s");
+        return LT_EXIT_USAGE;
+    }
+    o.data_dir = argv[optind];
+    o.cache_path = argv[optind + 1];
+    if (!o.teacher_path) {
+        lt_error("no teacher weights: pass --teacher FILE or set LT_TEACHER "
+                 "(README.md, 'Teacher weights', says where to get them)");
+        return LT_EXIT_USAGE;
+    }
+    if (check_ranges(&o) != 0) {
+        lt_error("%s", lt_err_msg());
+        return LT_EXIT_USAGE;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &g_stop;
+
+    lt_embed_report r;
+    int rc = lt_embed_run(&o, &r);
+    if (rc == LT_EXIT_INTERRUPTED) {
+        lt_error("interrupted; nothing was written to %s", o.cache_path);
+        return rc;
+    }
+    if (rc != LT_EXIT_OK) {
+        lt_error("%s", lt_err_msg());
+        return rc;
+    }
+    char sz[32];
+    human_bytes((double)r.cache_bytes, sz, sizeof sz);
+    lt_info("done: %lld images (%lld skipped), %lld views, %d-dim embeddings at %d bytes each "
+            "before compression; %s written to %s in %.1f s (scan %.1f s, teacher %.1f s, "
+            "%.1f views/s)",
+            (long long)r.images, (long long)r.skipped, (long long)r.samples, r.embed_dim,
+            r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
+            r.seconds_embed, r.seconds_embed > 0 ? r.samples / r.seconds_embed : 0.0);
+    return LT_EXIT_OK;
+}
