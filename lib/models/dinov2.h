@@ -6,7 +6,13 @@
  * (+ register tokens if present, inserted after CLS and after the position embedding is added),
  * position embeddings resized as DINOv2 does (bicubic, scale (g + 0.1) / M, no antialias), pre-norm
  * blocks (LayerNorm eps 1e-6, attention, LayerScale, MLP with GELU, or SwiGLU when the weights
- * say so), final LayerNorm, CLS token out, L2-normalised. */
+ * say so), final LayerNorm, CLS token out, L2-normalised.
+ *
+ * Key names: original (cls_token, pos_embed, blocks.N.*; also BlockChunk "blocks.C.N.*" as in the
+ * ViT-g checkpoints) or Hugging Face (embeddings.*, encoder.layer.N.*, layernorm.*; the separate
+ * query/key/value weights are fused into one qkv matrix at load). mask_token and any other extra
+ * tensors are ignored. Depth from the block keys, D and the MLP width from the shapes, the
+ * register count from register_tokens (absent = 0), M from pos_embed (1, 1 + M², D). */
 #ifndef LT_DINOV2_H
 #define LT_DINOV2_H
 
@@ -31,7 +37,9 @@ int lt_dinov2_load(const char *path, lt_dinov2 **out);
 const lt_dinov2_config *lt_dinov2_config_of(const lt_dinov2 *m);
 /* x: (B, H, W, 3) float, normalised, NHWC; H and W multiples of patch (extra pixels are
  * ignored, as the conv would). out: (B, D) L2-normalised CLS embeddings. Uses lt_threads_get()
- * threads. -1 + lt_err on OOM. */
+ * threads. -1 + lt_err on OOM. Activation buffers are kept in the model and grown to the largest
+ * B·tokens seen; the resized position embedding is cached for the last grid. Not thread-safe on
+ * one model (one forward at a time); bitwise reproducible for a fixed thread count. */
 int lt_dinov2_forward(lt_dinov2 *m, const float *x, int B, int H, int W, float *out);
 void lt_dinov2_free(lt_dinov2 *m);
 

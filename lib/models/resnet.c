@@ -537,3 +537,34 @@ int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accu
     conv_bwd(m, &n->conv1, B, dinput, nxt, n->in, accumulate, 0);
     return 0;
 }
+
+/* ---- introspection ---- */
+
+const float *lt_resnet_relu_output(const lt_resnet *m, int i, int64_t shape[4]) {
+    const struct lt_resnet_net *n = m->net;
+    if (i == 0) {
+        shape[0] = m->last_B, shape[1] = n->conv1.d.OH, shape[2] = n->conv1.d.OW, shape[3] = 64;
+        return n->a0;
+    }
+    i--;
+    for (int k = 0; k < n->n_blocks; k++) {
+        const rblock *bk = &n->blocks[k];
+        const rconv *lc = bk->bottleneck ? &bk->c3 : &bk->c2;
+        const int per = bk->bottleneck ? 3 : 2;
+        if (i >= per) {
+            i -= per;
+            continue;
+        }
+        const rconv *c = i == 0 ? &bk->c1 : i == 1 && bk->bottleneck ? &bk->c2 : lc;
+        const float *p = i == 0 ? bk->a1 : i == 1 && bk->bottleneck ? bk->a2 : bk->out;
+        shape[0] = m->last_B, shape[1] = c->d.OH, shape[2] = c->d.OW, shape[3] = c->d.Cout;
+        return p;
+    }
+    return NULL;
+}
+
+const int32_t *lt_resnet_maxpool_argmax(const lt_resnet *m, int64_t shape[4]) {
+    const struct lt_resnet_net *n = m->net;
+    shape[0] = m->last_B, shape[1] = n->pool.OH, shape[2] = n->pool.OW, shape[3] = 64;
+    return n->argmax;
+}

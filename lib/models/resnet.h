@@ -85,4 +85,11 @@ int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accu
 
 void lt_resnet_zero_grad(lt_resnet *m);
 
+/* Introspection for tests and debugging: the i-th ReLU output of the last forward, in the order
+ * torchvision applies its ReLUs (the stem's, then per block after bn1, [after bn2,] after the
+ * residual add), NHWC with its shape (B, h, w, c); NULL when i is out of range. */
+const float *lt_resnet_relu_output(const lt_resnet *m, int i, int64_t shape[4]);
+/* The max pool's argmax of the last forward (see lt_maxpool_forward), shape (B, h, w, 64). */
+const int32_t *lt_resnet_maxpool_argmax(const lt_resnet *m, int64_t shape[4]);
+
 #endif

@@ -14,9 +14,10 @@
 
 #include <stdint.h>
 
-/* C (M,N) = alpha · op(A) · op(B) + beta · C, row-major. op(A) is (M,K): A is (M,K) with row stride
- * lda, or (K,M) when trans_a. op(B) is (K,N): B is (K,N) with row stride ldb, or (N,K) when
- * trans_b. C has row stride ldc. */
+/* C (M,N) = alpha · op(A) · op(B) + beta · C, row-major. op(A) is (M,K): A is (M,K) with row
+ * stride lda, or (K,M) when trans_a. op(B) is (K,N): B is (K,N) with row stride ldb, or (N,K)
+ * when trans_b. C has row stride ldc. CPU: split over the OpenMP threads, each running a
+ * single-threaded OpenBLAS sgemm; called from inside a parallel region, one plain sgemm. */
 void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                 int lda, const float *B, int ldb, float beta, float *C, int ldc);
 

@@ -15,8 +15,15 @@
  * call; interleaving the two pools (GEMM, then a LayerNorm, then a GEMM...) makes them fight over
  * the cores (measured: ViT-B forward 3x slower on 2 cores). One pool, OpenMP's, avoids that and
  * makes the partition, hence the result, a function of the thread count only. */
-static void blas_single_thread(void) {
-    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+/* OpenBLAS is switched to one thread for the duration of an op and restored after, so code that
+ * calls cblas directly keeps the lt_threads_set() count. Not for use inside a parallel region. */
+static int blas_enter(void) {
+    int n = openblas_get_num_threads();
+    if (n != 1) openblas_set_num_threads(1);
+    return n;
+}
+static void blas_leave(int n) {
+    if (n != 1) openblas_set_num_threads(n);
 }
 
 void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -24,11 +31,16 @@ void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
     if (M <= 0 || N <= 0) return;
     const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    blas_single_thread();
-    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (omp_in_parallel()) { /* the caller parallelises: one single-threaded GEMM */
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    const int saved = blas_enter();
+    int nt = omp_get_max_threads();
     if ((int64_t)M * N * K < (1 << 18)) nt = 1;
     if (nt <= 1) {
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        blas_leave(saved);
         return;
     }
     /* split the longer of M and N into nt contiguous parts (multiples of 16 where possible) */
@@ -50,6 +62,7 @@ void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
                         ldc);
         }
     }
+    blas_leave(saved);
 }
 
 void lt_op_linear(float *out, const float *in, const float *w, const float *bias, int M, int K,
@@ -136,7 +149,7 @@ void lt_op_attention(float *out, const float *qkv, float *scratch, int B, int N,
                      int hd) {
     const int D = heads * hd, ld = 3 * D;
     const float scale = 1.0f / sqrtf((float)hd);
-    blas_single_thread();
+    const int saved = blas_enter();
     /* One (batch, head) per iteration, each thread with its own (N, N) score matrix. */
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * heads; bh++) {
@@ -154,6 +167,7 @@ void lt_op_attention(float *out, const float *qkv, float *scratch, int B, int N,
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, hd, N, 1.0f, S, N, v, ld, 0.0f,
                     o, D);
     }
+    blas_leave(saved);
 }
 
 void lt_op_layerscale_add(float *x, const float *y, const float *gamma, int M, int C) {

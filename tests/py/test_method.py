@@ -56,7 +56,7 @@ def run_loss(tmp, B, Q, D, steps, rng):
 
 # (B, Q, D, steps): B < Q (several pushes, queue partly zero then wrapping), B == Q, B > Q.
 CASES = [(5, 16, 12, 5), (7, 20, 33, 4), (8, 8, 16, 3), (13, 6, 10, 3), (3, 50, 768, 2),
-         (1, 3, 5, 4)]
+         (1, 3, 5, 4), (300, 40, 16, 2)]
 
 
 @pytest.mark.parametrize("B,Q,D,steps", CASES)

@@ -17,7 +17,9 @@ from resnet_ref import (bn_ref, conv_ref, flatten_state, get, maxpool_ref, model
                         read_manifest, rel_err, torch_backbone, unflatten)
 
 TOL = 1e-4
-ENV = {"LT_THREADS": "2"}
+# OpenMP's spinning idle threads fight OpenBLAS's pthreads for the cores unless OpenMP waits
+# passively (a 2-6x slowdown with 2 threads otherwise; see the note in resnet_tool.c).
+ENV = {"LT_THREADS": "2", "OMP_WAIT_POLICY": "passive"}
 
 
 def rt(*args):
@@ -176,39 +178,62 @@ def test_manifest_matches_torchvision(arch):
         assert wd == (1 if len(shape) == 4 else 0), name
 
 
-def random_torch_state(arch, man):
+def random_torch_state(arch, man, branch_scale=1.0):
     """torchvision's own init, plus random BN affine parameters and running stats so that every
-    gradient path is exercised with non-trivial values."""
+    gradient path is exercised with non-trivial values. branch_scale multiplies the affine
+    parameters of the last BN of each residual branch (see test_model_against_torchvision)."""
     m = torch_backbone(arch)
+    last = "bn3" if arch == "resnet50" else "bn2"
     with torch.no_grad():
-        for mod in m.modules():
+        for name, mod in m.named_modules():
             if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.weight.copy_(1 + 0.3 * torch.randn_like(mod.weight))
-                mod.bias.copy_(0.3 * torch.randn_like(mod.bias))
+                s = branch_scale if name.endswith(last) else 1.0
+                mod.weight.copy_(s * (1 + 0.3 * torch.randn_like(mod.weight)))
+                mod.bias.copy_(s * 0.3 * torch.randn_like(mod.bias))
                 mod.running_mean.copy_(0.1 * torch.randn_like(mod.running_mean))
                 mod.running_var.copy_(1 + torch.rand_like(mod.running_var))
                 mod.num_batches_tracked.fill_(int(torch.randint(0, 100, ())))
     return flatten_state(man, m.state_dict())
 
 
-def run_model(tmp, arch, B, H, W, load=True, seed=0):
+def run_model(tmp, arch, B, H, W, load=True, seed=0, branch_scale=1.0):
     man = manifest(arch)
     C = 2048 if arch == "resnet50" else 512
     x, dfeat = randn(B, H, W, 3), randn(B, C)
     put(tmp, x=x, dfeat=dfeat)
     if load:
-        put(tmp, load=random_torch_state(arch, man))
+        put(tmp, load=random_torch_state(arch, man, branch_scale))
     rt("model", tmp, arch, B, H, W, "load" if load else "init", seed)
     return man, x, dfeat
 
 
 def compare_model(tmp, arch, man, x, dfeat):
+    """Ours against torchvision in float64 on the same weights and batch.
+
+    Forward: every ReLU output, the features, the running stats and the eval-mode features against
+    torch's own forward. Backward: a ReLU or max pool whose input is within float32 rounding of
+    its kink (a pre-activation ~1e-7 from 0, two near-equal window values) may decide differently
+    in float32 and float64; each such flip moves whole gradient tensors by up to ~1e-2 in deep
+    layers (torch's float32 resnet50 is as far from its float64 for the same reason). So the
+    gradients are compared with a float64 torch backward that follows our ReLU masks and max-pool
+    winners, after checking that those decisions agree with torch's own on all but a handful of
+    elements."""
     B = x.shape[0]
     init = get(tmp, "init")
-    feat, grads, after, feat_eval, dinput = model_ref(arch, man, init, x, dfeat)
+    relu_ours, argmax = get(tmp, "relu"), get(tmp, "argmax")
+    own = model_ref(arch, man, init, x, dfeat)
     worst = {}
-    worst["features"] = check(f"{arch} features", get(tmp, "feat"), feat)
-    worst["dinput"] = check(f"{arch} d input", get(tmp, "dinput"), dinput)
+    worst["features"] = check(f"{arch} features", get(tmp, "feat"), own["feat"])
+    worst["relu outputs"] = check(f"{arch} all ReLU outputs", relu_ours, own["relu"])
+    flips = int(np.sum((relu_ours > 0) != (own["relu"] > 0)))
+    print(f"{arch}: {flips} of {relu_ours.size} ReLU decisions differ from torch float64")
+    assert flips <= max(10, relu_ours.size // 100000), flips
+    ref = model_ref(arch, man, init, x, dfeat, relu_out=relu_ours,
+                    argmax=argmax.reshape(B, *pool_hw(x), 64))
+    worst["features (following)"] = check(f"{arch} features, following", get(tmp, "feat"),
+                                          ref["feat"])
+    worst["dinput"] = check(f"{arch} d input", get(tmp, "dinput"), ref["dinput"])
+    grads = ref["grads"]
     ours_g = unflatten(man, get(tmp, "grads"), kinds=("param",))
     assert set(ours_g) == set(grads)
     errs = {n: rel_err(ours_g[n].numpy(), grads[n]) for n in grads}
@@ -219,27 +244,40 @@ def compare_model(tmp, arch, man, x, dfeat):
     worst["grads"] = errs[n_worst]
     ours_a = unflatten(man, get(tmp, "after"))
     aerrs = {}
-    for n, ref in after.items():
+    for n, r in own["after"].items():
         if n.endswith("num_batches_tracked"):
-            assert float(ours_a[n]) == float(ref), n
+            assert float(ours_a[n]) == float(r), n
         else:
-            aerrs[n] = rel_err(ours_a[n].numpy(), ref)
+            aerrs[n] = rel_err(ours_a[n].numpy(), r)
     a_worst = max(aerrs, key=aerrs.get)
     print(f"{arch} state after the step: worst {a_worst} {aerrs[a_worst]:.2e}")
     assert aerrs[a_worst] < TOL, (a_worst, aerrs[a_worst])
     worst["state"] = aerrs[a_worst]
-    worst["eval features"] = check(f"{arch} eval features", get(tmp, "feateval"), feat_eval)
+    worst["eval features"] = check(f"{arch} eval features", get(tmp, "feateval"),
+                                   own["feat_eval"])
     # the accumulate flag: a second backward added on top doubles every gradient
     check(f"{arch} accumulated grads", get(tmp, "grads2"), 2 * get(tmp, "grads"), tol=1e-6)
     print(f"{arch} B={B} {x.shape[1]}x{x.shape[2]} worst: {worst}")
     return worst
 
 
-@pytest.mark.parametrize("arch,B,H,W", [
-    ("resnet18", 2, 64, 64), ("resnet34", 2, 64, 64), ("resnet50", 2, 64, 64),
-    ("resnet18", 3, 57, 71)])
-def test_model_against_torchvision(tmp, arch, B, H, W):
-    man, x, dfeat = run_model(tmp, arch, B, H, W, load=True)
+def pool_hw(x):
+    """Spatial size after conv1 (7/2, pad 3) and the max pool (3/2, pad 1)."""
+    h, w = x.shape[1], x.shape[2]
+    h, w = (h + 6 - 7) // 2 + 1, (w + 6 - 7) // 2 + 1
+    return (h + 2 - 3) // 2 + 1, (w + 2 - 3) // 2 + 1
+
+
+# resnet50 at torchvision's init (no zero_init_residual) is badly conditioned in training mode
+# even without flips: in float64, a 1e-9 relative change of the input moves its gradients ~500x
+# as much (torch's own float32 resnet50 is ~1e-3..1e-2 off its float64). Scaling the affine
+# parameters of the last BN of each residual branch by 0.3 (zero_init_residual scales them by 0)
+# keeps every path non-trivial and the model well-conditioned; resnet18/34 need no help.
+@pytest.mark.parametrize("arch,B,H,W,scale", [
+    ("resnet18", 2, 64, 64, 1.0), ("resnet34", 2, 64, 64, 1.0), ("resnet50", 2, 64, 64, 0.3),
+    ("resnet18", 3, 57, 71, 1.0)])
+def test_model_against_torchvision(tmp, arch, B, H, W, scale):
+    man, x, dfeat = run_model(tmp, arch, B, H, W, load=True, branch_scale=scale)
     compare_model(tmp, arch, man, x, dfeat)
 
 

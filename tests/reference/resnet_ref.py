@@ -138,22 +138,80 @@ def unflatten(manifest, flat, kinds=("param", "buffer", "i64")):
     return out
 
 
-def model_ref(arch, manifest, init_flat, x, dfeat):
-    """torchvision `arch` (float64) loaded with init_flat, one training-mode forward on x
-    (B,H,W,3) NHWC and backward of (features·dfeat).sum(). Returns feat, grads {name: array},
-    state after {name: array}, eval-mode features after the step, dinput (NHWC)."""
+class _ReLUs(torch.nn.Module):
+    """Stands in for every ReLU of a torchvision ResNet (they are called in a fixed order each
+    forward). Records its outputs; or, given masks, follows them: y = x · mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.outputs, self.masks = [], None
+
+    def forward(self, x):
+        if self.masks is None:
+            y = F.relu(x)
+        else:
+            y = x * self.masks[len(self.outputs)]
+        self.outputs.append(y.detach())
+        return y
+
+
+class _MaxPool(torch.nn.Module):
+    """MaxPool2d(3, 2, 1) that, given winners (B, C, OH, OW) as flat h·w indices, routes through
+    them instead of deciding."""
+
+    def __init__(self):
+        super().__init__()
+        self.argmax = None
+
+    def forward(self, x):
+        if self.argmax is None:
+            return F.max_pool2d(x, 3, 2, 1)
+        B, C, OH, OW = self.argmax.shape
+        return x.flatten(2).gather(2, self.argmax.flatten(2)).view(B, C, OH, OW)
+
+
+def model_ref(arch, manifest, init_flat, x, dfeat, relu_out=None, argmax=None):
+    """torchvision `arch` (float64, fc = Identity) loaded with init_flat: one training-mode
+    forward on x (B,H,W,3) NHWC and the backward of (features·dfeat).sum(), then an eval-mode
+    forward. With relu_out (all ReLU outputs of our forward, concatenated NHWC in call order) and
+    argmax (our max pool winners, (B,OH,OW,64)) the ReLUs and the max pool follow our discrete
+    decisions instead of taking their own (see test_resnet.py); the arithmetic is torch's.
+    Returns a dict: feat, grads {name}, after {name} (state after the step), feat_eval, dinput
+    (NHWC), relu (the ReLU outputs, NHWC, concatenated)."""
     m = torch_backbone(arch).double()
     sd = unflatten(manifest, init_flat)
     sd = {k: (v.long() if k.endswith("num_batches_tracked") else v) for k, v in sd.items()}
     missing, unexpected = m.load_state_dict(sd, strict=False)
     assert not unexpected and not missing, (missing, unexpected)
+    relus, pool = _ReLUs(), _MaxPool()
+    m.relu, m.maxpool = relus, pool
+    for layer in (m.layer1, m.layer2, m.layer3, m.layer4):
+        for blk in layer:
+            blk.relu = relus
+    if relu_out is not None:
+        # shapes of every ReLU output, from a first (recording) pass
+        with torch.no_grad():
+            m.train()
+            m(nchw(x))
+        shapes = [tuple(t.shape) for t in relus.outputs]
+        relus.outputs, relus.masks, off = [], [], 0
+        for (b, c, h, w) in shapes:
+            n = b * c * h * w
+            relus.masks.append(nchw(relu_out[off:off + n].reshape(b, h, w, c)) > 0)
+            off += n
+        assert off == relu_out.size
+        pool.argmax = nchw(argmax.astype(np.int64)).long()
+        m.load_state_dict(sd, strict=False)  # undo the recording pass's running-stat update
     m.train()
     xt = nchw(x).requires_grad_()
     feat = m(xt)
     (feat * torch.from_numpy(dfeat).double()).sum().backward()
-    grads = {n: p.grad.numpy() for n, p in m.named_parameters()}
-    after = {n: t.detach().double().numpy() for n, t in m.state_dict().items()}
+    out = {"feat": feat.detach().numpy(), "dinput": nhwc(xt.grad),
+           "grads": {n: p.grad.numpy() for n, p in m.named_parameters()},
+           "after": {n: t.detach().double().numpy() for n, t in m.state_dict().items()},
+           "relu": np.concatenate([nhwc(t).ravel() for t in relus.outputs])}
+    relus.masks, relus.outputs, pool.argmax = None, [], None
     m.eval()
     with torch.no_grad():
-        feat_eval = m(nchw(x))
-    return feat.detach().numpy(), grads, after, feat_eval.numpy(), nhwc(xt.grad)
+        out["feat_eval"] = m(nchw(x)).numpy()
+    return out

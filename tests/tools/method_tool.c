@@ -63,6 +63,12 @@ static float *read_floats(const char *path, size_t *n) {
     return buf;
 }
 
+static FILE *create(const char *path) {
+    FILE *f = fopen(path, "wb");
+    if (!f) lt_err_set("%s: cannot create", path);
+    return f;
+}
+
 static int put(FILE *f, const void *p, size_t bytes) {
     return fwrite(p, 1, bytes, f) == bytes ? 0 : lt_err_set("write failed");
 }
@@ -85,7 +91,8 @@ static int cmd_loss(int argc, char **argv) {
     if (lt_queue_init(&q, Q, D)) return fail();
     float *t = malloc(bd * 4), *s = malloc(bd * 4), *ds = malloc(bd * 4), *dx = malloc(bd * 4);
     float *tn = malloc(B * 4), *sn = malloc(B * 4), *probs = malloc((size_t)2 * B * Q * 4);
-    FILE *f = fopen(argv[8], "wb");
+    FILE *f = create(argv[8]);
+    if (!f) return fail();
     int rc = 0;
     for (int k = 0; k < steps && rc == 0; k++) {
         const float *traw = in + (size_t)k * 2 * bd, *sraw = traw + bd;
@@ -138,7 +145,8 @@ static int cmd_l2(int argc, char **argv) {
     float *y = malloc(bd * 4), *dx = malloc(bd * 4), *nrm = malloc(B * 4);
     lt_l2norm_forward(y, nrm, in, B, D);
     lt_l2norm_backward(dx, in + bd, y, nrm, B, D);
-    FILE *f = fopen(argv[5], "wb");
+    FILE *f = create(argv[5]);
+    if (!f) return fail();
     int rc = put(f, y, bd * 4) || put(f, dx, bd * 4);
     fclose(f);
     free(in), free(y), free(dx), free(nrm);
@@ -195,7 +203,8 @@ static int cmd_optim(int argc, char **argv) {
     }
     lt_optim o;
     if (lt_optim_init(&o, &cfg, ps, np)) return fail();
-    FILE *f = fopen(argv[15], "wb");
+    FILE *f = create(argv[15]);
+    if (!f) return fail();
     int rc = 0;
     for (int k = 0; k < steps && rc == 0; k++) {
         if (resume_at > 0 && k == resume_at) {

@@ -20,7 +20,8 @@
  *       load: load.f32 holds every tensor in manifest order (counters as floats), set by name;
  *       init: lt_resnet_init_weights(SEED). Writes init.f32 (all tensors, as used), then with
  *       x (B,H,W,3), dfeat (B,C): feat, grads (params in order), dinput, after (all tensors after
- *       the training step), feateval (eval-mode features after the step).
+ *       the training step), feateval (eval-mode features after the step), relu + argmax (the
+ *       forward's ReLU outputs and max-pool winners), grads2 (a second backward accumulated).
  *   resnet_tool bench   ARCH B H W STEPS              seconds per forward+backward
  *
  * The thread count comes from LT_THREADS (default 2). */
@@ -201,6 +202,30 @@ static void dump_all(const char *name, const lt_resnet *m) {
     free(b);
 }
 
+/* relu.f32: every ReLU output of the last forward (torchvision's order), concatenated;
+ * argmax.f32: the max pool's winners (as floats, exact below 2^24). The test lets the torch
+ * reference follow these discrete decisions (see tests/py/test_resnet.py). */
+static void dump_decisions(const lt_resnet *m) {
+    int64_t total = 0, shape[4];
+    const float *p;
+    for (int i = 0; (p = lt_resnet_relu_output(m, i, shape)); i++)
+        total += shape[0] * shape[1] * shape[2] * shape[3];
+    float *b = zalloc(total), *q = b;
+    for (int i = 0; (p = lt_resnet_relu_output(m, i, shape)); i++) {
+        int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+        memcpy(q, p, sizeof(float) * n);
+        q += n;
+    }
+    wr("relu", b, total);
+    free(b);
+    const int32_t *am = lt_resnet_maxpool_argmax(m, shape);
+    int64_t n = shape[0] * shape[1] * shape[2] * shape[3];
+    float *f = zalloc(n);
+    for (int64_t i = 0; i < n; i++) f[i] = (float)am[i];
+    wr("argmax", f, n);
+    free(f);
+}
+
 static int cmd_model(char **a) {
     const char *arch = a[0];
     int B = atoi(a[1]), H = atoi(a[2]), W = atoi(a[3]);
@@ -221,6 +246,7 @@ static int cmd_model(char **a) {
     float *dinput = zalloc((int64_t)B * H * W * 3);
     if (lt_resnet_forward(m, x, B, 1)) die("forward");
     wr("feat", m->features, (int64_t)B * m->C);
+    dump_decisions(m);
     memset(m->grads, 0x7f, sizeof(float) * m->n_params); /* garbage: backward must overwrite */
     if (lt_resnet_backward(m, df, dinput, 0)) die("backward");
     wr("grads", m->grads, m->n_params);
