@@ -11,11 +11,28 @@ test_pkgs=(python3 python3-torch python3-torchvision python3-h5py python3-pil py
 want=("${build_pkgs[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test_pkgs[@]}")
 
+# Interop tests use the libraries users have: PyPI's h5py + hdf5plugin and safetensors, in a venv
+# over Debian's python3 (whose torch/torchvision stay the reference).
+make_venv() {
+  local root venv
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  venv="$root/.venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import hdf5plugin, safetensors" 2>/dev/null; then
+    echo "install-deps: creating $venv (PyPI h5py, hdf5plugin, safetensors)" >&2
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --ignore-installed \
+      h5py hdf5plugin safetensors >&2
+  fi
+}
+
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  [ "${1:-}" = "--test" ] && make_venv
+  exit 0
+fi
 
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
@@ -23,3 +40,5 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+[ "${1:-}" = "--test" ] && make_venv
+exit 0

@@ -5,6 +5,7 @@ set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-/usr/bin/python3}
 export LT_ROOT=$PWD
+[ -x .venv/bin/python ] && export LT_PYPI_PYTHON=$PWD/.venv/bin/python
 fail=0
 for t in build/tests/test_*; do
   [ -x "$t" ] || continue

@@ -145,15 +145,18 @@ def test_lt_reader_accepts_and_rejects(tmp):
 
 
 def test_pypi_hdf5plugin_reads_cache(tmp):
-    """PyPI's hdf5plugin carries its own 32015 filter; it must decode our chunks too."""
-    probe = subprocess.run([PY, "-c", "import hdf5plugin; hdf5plugin.Zstd"],
-                           capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("PyPI hdf5plugin (with Zstd) is not installed for " + PY)
+    """PyPI's hdf5plugin carries its own 32015 filter; it must decode our chunks too.
+    The venv is made by scripts/install-deps.sh --test (make test); LT_PYPI_PYTHON names it."""
+    pypi = os.environ.get("LT_PYPI_PYTHON")
+    if not pypi:
+        pytest.skip("LT_PYPI_PYTHON not set (run through make test)")
+    probe = subprocess.run([pypi, "-c", "import hdf5plugin; hdf5plugin.Zstd"], capture_output=True)
+    assert probe.returncode == 0, probe.stderr
     path, _ = write_cache(tmp, "f16", n=4, v=2, d=64)
     empty = tmp / "no_plugins"
     empty.mkdir()
     script = ("import sys, hdf5plugin, h5py, numpy as np; f = h5py.File(sys.argv[1], 'r'); "
               "raw = np.fromfile(sys.argv[1] + '.emb.f32', '<f4').reshape(8, 64); "
               "assert (f['embeddings'][()] == raw.astype(np.float16)).all(); print('ok')")
-    assert py(script, path, empty).stdout.strip() == "ok"
+    r = run([pypi, "-c", script, path], env={"HDF5_PLUGIN_PATH": str(empty)})
+    assert r.stdout.strip() == "ok"
