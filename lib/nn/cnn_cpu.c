@@ -248,6 +248,60 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
 /* ------------------------------------------------------------------------------------------ */
 /* batch norm                                                                                  */
 
+/* The per-channel loops below work on one block of nc <= CBLK channels over all M rows. They
+ * are written as always-inlined helpers called with constant nc / flags where it matters, so
+ * the compiler emits straight vector code for full blocks. Sums are taken in float over BN_ROWS
+ * rows, then folded into double: vectorisable, and as accurate as a double sum for our use. */
+#define BN_ROWS 32
+#define LT_INLINE static inline __attribute__((always_inline))
+
+/* s = Σ (x − k), q = Σ (x − k)² per channel, k = the first row (a shift that keeps
+ * E[x²] − E[x]² free of cancellation when |mean| >> std). */
+LT_INLINE void bn_sums(const float *x, int64_t M, int C, int nc, const float *k, double *s,
+                       double *q) {
+    for (int c = 0; c < nc; c++) s[c] = q[c] = 0.0;
+    for (int64_t r0 = 0; r0 < M; r0 += BN_ROWS) {
+        const int64_t r1 = r0 + BN_ROWS < M ? r0 + BN_ROWS : M;
+        float fs[CBLK] = {0}, fq[CBLK] = {0};
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * C;
+            for (int c = 0; c < nc; c++) {
+                float v = xr[c] - k[c];
+                fs[c] += v;
+                fq[c] += v * v;
+            }
+        }
+        for (int c = 0; c < nc; c++) s[c] += fs[c], q[c] += fq[c];
+    }
+}
+
+/* y = act((x − m) · sc + sh [+ res]) */
+LT_INLINE void bn_apply(float *y, const float *x, const float *res, int64_t M, int C, int nc,
+                        const float *m, const float *sc, const float *sh, int relu) {
+    for (int64_t r = 0; r < M; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        for (int c = 0; c < nc; c++) {
+            float v = (xr[c] - m[c]) * sc[c] + sh[c];
+            if (res) v += res[r * C + c];
+            if (relu) v = v > 0.0f ? v : 0.0f;
+            yr[c] = v;
+        }
+    }
+}
+
+static void bn_apply_any(float *y, const float *x, const float *res, int64_t M, int C, int nc,
+                         const float *m, const float *sc, const float *sh, int relu) {
+    if (nc == CBLK) {
+        if (res && relu) bn_apply(y, x, res, M, C, CBLK, m, sc, sh, 1);
+        else if (res) bn_apply(y, x, res, M, C, CBLK, m, sc, sh, 0);
+        else if (relu) bn_apply(y, x, NULL, M, C, CBLK, m, sc, sh, 1);
+        else bn_apply(y, x, NULL, M, C, CBLK, m, sc, sh, 0);
+    } else {
+        bn_apply(y, x, res, M, C, nc, m, sc, sh, relu);
+    }
+}
+
 int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
                         const float *beta, float *mean, float *invstd, float *running_mean,
                         float *running_var, int M, int C, float eps, float momentum, int relu) {
@@ -259,20 +313,17 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
         const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-        double s[CBLK] = {0}, q[CBLK] = {0};
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C + c0;
-            for (int c = 0; c < nc; c++) {
-                double v = xr[c];
-                s[c] += v;
-                q[c] += v * v;
-            }
-        }
-        float sc[CBLK], sh[CBLK], mf[CBLK];
+        const float *xb = x + c0;
+        double s[CBLK], q[CBLK];
+        float k[CBLK], sc[CBLK], sh[CBLK], mf[CBLK];
+        for (int c = 0; c < nc; c++) k[c] = xb[c];
+        if (nc == CBLK) bn_sums(xb, M, C, CBLK, k, s, q);
+        else bn_sums(xb, M, C, nc, k, s, q);
         for (int c = 0; c < nc; c++) {
-            double mu = s[c] / M;
-            double var = q[c] / M - mu * mu;
+            double d = s[c] / M;             /* mean − k */
+            double var = q[c] / M - d * d;   /* biased */
             if (var < 0) var = 0;
+            double mu = k[c] + d;
             double is = 1.0 / sqrt(var + (double)eps);
             mean[c0 + c] = (float)mu;
             invstd[c0 + c] = (float)is;
@@ -286,17 +337,7 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
             sh[c] = beta[c0 + c];
             mf[c] = (float)mu;
         }
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C + c0;
-            const float *rr = res ? res + r * C + c0 : NULL;
-            float *yr = y + r * C + c0;
-            for (int c = 0; c < nc; c++) {
-                float v = (xr[c] - mf[c]) * sc[c] + sh[c];
-                if (rr) v += rr[c];
-                if (relu) v = v > 0.0f ? v : 0.0f;
-                yr[c] = v;
-            }
-        }
+        bn_apply_any(y + c0, xb, res ? res + c0 : NULL, M, C, nc, mf, sc, sh, relu);
     }
     return 0;
 }
@@ -315,16 +356,41 @@ void lt_bn_forward_eval(float *y, const float *x, const float *res, const float 
             sh[c] = beta[c0 + c];
             mf[c] = running_mean[c0 + c];
         }
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C + c0;
-            const float *rr = res ? res + r * C + c0 : NULL;
-            float *yr = y + r * C + c0;
+        bn_apply_any(y + c0, x + c0, res ? res + c0 : NULL, M, C, nc, mf, sc, sh, relu);
+    }
+}
+
+/* g = dy masked by y > 0 when relu; sg = Σ g, sgx = Σ g · (x − m) */
+LT_INLINE void bn_grad_sums(const float *dy, const float *x, const float *y, int64_t M, int C,
+                            int nc, const float *m, double *sg, double *sgx, int relu) {
+    for (int c = 0; c < nc; c++) sg[c] = sgx[c] = 0.0;
+    for (int64_t r0 = 0; r0 < M; r0 += BN_ROWS) {
+        const int64_t r1 = r0 + BN_ROWS < M ? r0 + BN_ROWS : M;
+        float fs[CBLK] = {0}, fx[CBLK] = {0};
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * C, *dr = dy + r * C;
             for (int c = 0; c < nc; c++) {
-                float v = (xr[c] - mf[c]) * sc[c] + sh[c];
-                if (rr) v += rr[c];
-                if (relu) v = v > 0.0f ? v : 0.0f;
-                yr[c] = v;
+                float g = dr[c];
+                if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
+                fs[c] += g;
+                fx[c] += g * (xr[c] - m[c]);
             }
+        }
+        for (int c = 0; c < nc; c++) sg[c] += fs[c], sgx[c] += fx[c];
+    }
+}
+
+/* dx = a · (g − b − (x − m) · k) */
+LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const float *y,
+                             int64_t M, int C, int nc, const float *m, const float *a,
+                             const float *b, const float *k, int relu) {
+    for (int64_t r = 0; r < M; r++) {
+        const float *xr = x + r * C, *dr = dy + r * C;
+        float *dxr = dx + r * C;
+        for (int c = 0; c < nc; c++) {
+            float g = dr[c];
+            if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
+            dxr[c] = a[c] * (g - b[c] - (xr[c] - m[c]) * k[c]);
         }
     }
 }
@@ -336,40 +402,27 @@ void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, con
 #pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
         const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-        double sg[CBLK] = {0}, sgx[CBLK] = {0};
+        const float *xb = x + c0, *db_ = dy + c0, *yb = relu ? y + c0 : NULL;
+        double sg[CBLK], sgx[CBLK];
         float mu[CBLK];
         for (int c = 0; c < nc; c++) mu[c] = mean[c0 + c];
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C + c0, *dr = dy + r * C + c0;
-            const float *yr = relu ? y + r * C + c0 : NULL;
-            for (int c = 0; c < nc; c++) {
-                float g = dr[c];
-                if (yr && !(yr[c] > 0.0f)) g = 0.0f;
-                sg[c] += g;
-                sgx[c] += (double)g * (double)(xr[c] - mu[c]);
-            }
-        }
+        if (nc == CBLK && relu) bn_grad_sums(db_, xb, yb, M, C, CBLK, mu, sg, sgx, 1);
+        else if (nc == CBLK) bn_grad_sums(db_, xb, NULL, M, C, CBLK, mu, sg, sgx, 0);
+        else bn_grad_sums(db_, xb, yb, M, C, nc, mu, sg, sgx, relu);
         /* dx = γ·is·(g − Σg/M − x̂·Σ(g·x̂)/M), x̂ = (x − μ)·is, Σ(g·x̂) = is·Σ(g·(x − μ)) */
         float a[CBLK], bsub[CBLK], k[CBLK];
         for (int c = 0; c < nc; c++) {
             double is = invstd[c0 + c], gm = gamma[c0 + c];
-            double dg = sgx[c] * is, db = sg[c];
+            double dg = sgx[c] * is, dbv = sg[c];
             if (dgamma) dgamma[c0 + c] = (float)(accumulate ? dgamma[c0 + c] + dg : dg);
-            if (dbeta) dbeta[c0 + c] = (float)(accumulate ? dbeta[c0 + c] + db : db);
-            a[c] = (float)(gm * is);                  /* scale of g */
-            bsub[c] = (float)(db / M);                /* mean of g */
-            k[c] = (float)(dg * is / M);              /* coefficient of (x − μ) */
+            if (dbeta) dbeta[c0 + c] = (float)(accumulate ? dbeta[c0 + c] + dbv : dbv);
+            a[c] = (float)(gm * is);     /* scale of g */
+            bsub[c] = (float)(dbv / M);  /* mean of g */
+            k[c] = (float)(dg * is / M); /* coefficient of (x − μ) */
         }
-        for (int64_t r = 0; r < M; r++) {
-            const float *xr = x + r * C + c0, *dr = dy + r * C + c0;
-            const float *yr = relu ? y + r * C + c0 : NULL;
-            float *dxr = dx + r * C + c0;
-            for (int c = 0; c < nc; c++) {
-                float g = dr[c];
-                if (yr && !(yr[c] > 0.0f)) g = 0.0f;
-                dxr[c] = a[c] * (g - bsub[c] - (xr[c] - mu[c]) * k[c]);
-            }
-        }
+        if (nc == CBLK && relu) bn_grad_apply(dx + c0, db_, xb, yb, M, C, CBLK, mu, a, bsub, k, 1);
+        else if (nc == CBLK) bn_grad_apply(dx + c0, db_, xb, NULL, M, C, CBLK, mu, a, bsub, k, 0);
+        else bn_grad_apply(dx + c0, db_, xb, yb, M, C, nc, mu, a, bsub, k, relu);
     }
 }
 

@@ -64,12 +64,12 @@ def test_conv2d(tmp, B, H, W, Cin, Cout, k, s, p):
 
 # ---- batch norm -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("M,C,relu,has_res", [
-    (2 * 7 * 7, 5, 0, 0), (3 * 9 * 9, 16, 1, 0), (1 * 13 * 13, 3, 1, 1), (2 * 3 * 3, 40, 0, 1),
-    (4, 33, 1, 0)])
-def test_batchnorm(tmp, M, C, relu, has_res):
-    # a non-zero mean and non-unit scale, as conv outputs have
-    x = randn(M, C) * (1 + np.abs(randn(C))) + randn(C)
+@pytest.mark.parametrize("M,C,relu,has_res,shift", [
+    (2 * 7 * 7, 5, 0, 0, 1), (3 * 9 * 9, 16, 1, 0, 1), (1 * 13 * 13, 3, 1, 1, 1),
+    (2 * 3 * 3, 40, 0, 1, 1), (4, 33, 1, 0, 1), (3 * 13 * 13, 48, 1, 0, 30)])
+def test_batchnorm(tmp, M, C, relu, has_res, shift):
+    # a non-zero mean (up to 30 standard deviations) and non-unit scale, as conv outputs have
+    x = randn(M, C) * (1 + np.abs(randn(C))) + shift * randn(C) * 3
     gamma, beta = 1 + 0.5 * randn(C), 0.5 * randn(C)
     rm, rv = randn(C) * 0.1, 1 + np.abs(randn(C))
     dy = randn(M, C)

@@ -1,0 +1,209 @@
+/* checkpoint.c: checkpoint, export and --init files of lt-train (see checkpoint.h). */
+#include "train/checkpoint.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "data/safetensors.h"
+
+#define CKPT_FORMAT "lt-checkpoint"
+#define CKPT_VERSION "1"
+
+/* One entry per backbone tensor (parameters, running stats, num_batches_tracked). */
+static int add_backbone(lt_st_entry *e, int n, const lt_resnet *m) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const lt_resnet_tensor *t = &m->tensors[i];
+        lt_st_entry *x = &e[n++];
+        x->name = t->name;
+        x->ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) x->shape[d] = t->shape[d];
+        if (t->data_i64) {
+            x->dtype = LT_DT_I64;
+            x->data = t->data_i64;
+        } else {
+            x->dtype = LT_DT_F32;
+            x->data = t->data;
+        }
+    }
+    return n;
+}
+
+static lt_st_entry f32_entry(const char *name, const float *data, int ndim, int64_t d0, int64_t d1) {
+    lt_st_entry e;
+    memset(&e, 0, sizeof e);
+    e.name = name;
+    e.dtype = LT_DT_F32;
+    e.ndim = ndim;
+    e.shape[0] = d0;
+    e.shape[1] = d1;
+    e.data = data;
+    return e;
+}
+
+int lt_export_student(const char *path, const lt_train_state *s) {
+    lt_st_entry *e = lt_calloc((size_t)s->model->n_tensors, sizeof *e, "export list");
+    if (!e) return -1;
+    int n = add_backbone(e, 0, s->model);
+    const char *k[] = {"format", "arch"}, *v[] = {"lt-student", s->model->arch};
+    int rc = lt_st_write(path, e, n, k, v, 2);
+    free(e);
+    return rc;
+}
+
+int lt_checkpoint_save(const char *path, const lt_train_state *s, int64_t step, int64_t epoch,
+                       const char *args_json) {
+    const lt_resnet *m = s->model;
+    const lt_optim *o = s->optim;
+    int cap = m->n_tensors + 3 + 2 * o->nparams;
+    lt_st_entry *e = lt_calloc((size_t)cap, sizeof *e, "checkpoint list");
+    char **names = lt_calloc((size_t)(2 * o->nparams + 1), sizeof *names, "checkpoint names");
+    if (!e || !names) {
+        free(e);
+        free(names);
+        return -1;
+    }
+    int n = add_backbone(e, 0, m);
+    e[n++] = f32_entry("head.weight", s->head_w, 2, s->D, m->C);
+    e[n++] = f32_entry("head.bias", s->head_b, 1, s->D, 0);
+    e[n++] = f32_entry("queue", s->queue->data, 2, s->queue->Q, s->queue->D);
+    int nn = 0, rc = 0;
+    for (int i = 0; i < o->nparams && rc == 0; i++) {
+        const lt_param *p = &o->params[i];
+        const float *bufs[2] = {p->m, p->v};
+        const char *tag[2] = {"m", "v"};
+        for (int k = 0; k < 2; k++) {
+            if (!bufs[k]) continue;
+            size_t len = strlen(p->name) + 16;
+            names[nn] = malloc(len);
+            if (!names[nn]) {
+                rc = lt_err_set("out of memory");
+                break;
+            }
+            snprintf(names[nn], len, "optim.%s.%s", tag[k], p->name);
+            e[n++] = f32_entry(names[nn++], bufs[k], 1, p->n, 0);
+        }
+    }
+    char sstep[32], sepoch[32], sostep[32];
+    snprintf(sstep, sizeof sstep, "%" PRId64, step);
+    snprintf(sepoch, sizeof sepoch, "%" PRId64, epoch);
+    snprintf(sostep, sizeof sostep, "%" PRId64, o->step);
+    const char *k[] = {"format", "version", "arch", "step", "epoch", "optim_step", "args"};
+    const char *v[] = {CKPT_FORMAT, CKPT_VERSION, m->arch, sstep, sepoch, sostep, args_json};
+    if (rc == 0) rc = lt_st_write(path, e, n, k, v, 7);
+    for (int i = 0; i < nn; i++) free(names[i]);
+    free(names);
+    free(e);
+    return rc;
+}
+
+/* Copies tensor `name` of st into dst (numel floats) after checking its element count. */
+static int read_named(const lt_safetensors *st, const char *name, float *dst, int64_t numel,
+                      int required) {
+    const lt_st_tensor *t = lt_st_find(st, name);
+    if (!t) return required ? lt_err_set("%s: no tensor '%s'", st->path, name) : 1;
+    if (t->numel != numel)
+        return lt_err_set("%s: tensor '%s' has %lld elements, expected %lld", st->path, name,
+                          (long long)t->numel, (long long)numel);
+    return lt_st_read_f32(st, t, dst);
+}
+
+static int read_backbone(const lt_safetensors *st, lt_resnet *m) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        lt_resnet_tensor *t = &m->tensors[i];
+        if (t->data_i64) {
+            const lt_st_tensor *x = lt_st_find(st, t->name);
+            if (!x) return lt_err_set("%s: no tensor '%s'", st->path, t->name);
+            if (x->dtype != LT_DT_I64 || x->numel != 1)
+                return lt_err_set("%s: tensor '%s' must be one int64", st->path, t->name);
+            memcpy(t->data_i64, st->data + x->begin, sizeof(int64_t));
+        } else if (read_named(st, t->name, t->data, t->numel, 1) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int parse_i64_meta(const lt_safetensors *st, const char *key, int64_t *out) {
+    const char *v = lt_st_meta(st, key);
+    char *end;
+    if (!v) return lt_err_set("%s: not an lt checkpoint (no '%s' in the metadata)", st->path, key);
+    long long x = strtoll(v, &end, 10);
+    if (*end || x < 0) return lt_err_set("%s: bad '%s' in the metadata", st->path, key);
+    *out = x;
+    return 0;
+}
+
+int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64_t *epoch,
+                       char **args_json) {
+    lt_safetensors st;
+    *args_json = NULL;
+    if (lt_st_open(path, &st) != 0) return -1;
+    int rc = 0;
+    const char *fmt = lt_st_meta(&st, "format"), *ver = lt_st_meta(&st, "version");
+    const char *arch = lt_st_meta(&st, "arch"), *args = lt_st_meta(&st, "args");
+    int64_t ostep = 0;
+    if (!fmt || strcmp(fmt, CKPT_FORMAT) || !ver || strcmp(ver, CKPT_VERSION) || !args)
+        rc = lt_err_set("%s: not an lt checkpoint of version %s", path, CKPT_VERSION);
+    else if (!arch || strcmp(arch, s->model->arch))
+        rc = lt_err_set("%s: checkpoint of a %s student, this run trains a %s", path,
+                        arch ? arch : "?", s->model->arch);
+    if (rc == 0) rc = parse_i64_meta(&st, "step", step);
+    if (rc == 0) rc = parse_i64_meta(&st, "epoch", epoch);
+    if (rc == 0) rc = parse_i64_meta(&st, "optim_step", &ostep);
+    if (rc == 0) rc = read_backbone(&st, s->model);
+    if (rc == 0) rc = read_named(&st, "head.weight", s->head_w, (int64_t)s->D * s->model->C, 1);
+    if (rc == 0) rc = read_named(&st, "head.bias", s->head_b, s->D, 1);
+    if (rc == 0)
+        rc = read_named(&st, "queue", s->queue->data, (int64_t)s->queue->Q * s->queue->D, 1);
+    for (int i = 0; i < s->optim->nparams && rc == 0; i++) {
+        lt_param *p = &s->optim->params[i];
+        float *bufs[2] = {p->m, p->v};
+        const char *tag[2] = {"m", "v"};
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            if (!bufs[k]) continue;
+            char name[160];
+            snprintf(name, sizeof name, "optim.%s.%s", tag[k], p->name);
+            rc = read_named(&st, name, bufs[k], p->n, 1);
+        }
+    }
+    if (rc == 0) {
+        s->optim->step = ostep;
+        *args_json = strdup(args);
+        if (!*args_json) rc = lt_err_set("out of memory");
+    }
+    lt_st_close(&st);
+    return rc;
+}
+
+int lt_init_from(const char *path, lt_train_state *s) {
+    lt_safetensors st;
+    if (lt_st_open(path, &st) != 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < st.n && rc == 0; i++) {
+        const char *name = st.tensors[i].name;
+        if (!strncmp(name, "fc.", 3) || !strcmp(name, "head.weight") || !strcmp(name, "head.bias"))
+            continue;
+        if (!lt_resnet_find(s->model, name))
+            rc = lt_err_set("%s: tensor '%s' is not part of a %s (weights of another architecture?)",
+                            path, name, s->model->arch);
+    }
+    if (rc == 0) {
+        for (int i = 0; i < s->model->n_tensors && rc == 0; i++) {
+            lt_resnet_tensor *t = &s->model->tensors[i];
+            if (t->data_i64) {
+                const lt_st_tensor *x = lt_st_find(&st, t->name);
+                if (x && x->dtype == LT_DT_I64 && x->numel == 1)
+                    memcpy(t->data_i64, st.data + x->begin, sizeof(int64_t));
+                continue; /* num_batches_tracked is optional */
+            }
+            rc = read_named(&st, t->name, t->data, t->numel, 1);
+        }
+    }
+    if (rc == 0) rc = read_named(&st, "head.weight", s->head_w, (int64_t)s->D * s->model->C, 0) < 0;
+    if (rc == 0) rc = read_named(&st, "head.bias", s->head_b, s->D, 0) < 0;
+    lt_st_close(&st);
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,323 @@
+/* loader.c: worker threads that build lt-train's batches ahead of the compute (see loader.h).
+ *
+ * A ring of K = workers + prefetch batch slots; step k always lives in slot k mod K. Workers take
+ * the next step to fill, in order, as soon as its slot is free; the consumer takes steps in
+ * order. Every sample of a batch is rendered from the cache's stored bytes and recipe with
+ * lt_render, exactly as lt-embed rendered it for the teacher. */
+#include "train/loader.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "image/decode.h"
+#include "image/render.h"
+
+#define TAG_EPOCH 0x45504F43u /* "EPOC" */
+#define TAG_VOFF 0x564F4646u  /* "VOFF" */
+
+enum { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY };
+
+typedef struct {
+    lt_batch b;
+    int state;
+} slot;
+
+struct lt_loader {
+    lt_loader_opts o;
+    int64_t N, S, steps_per_epoch;
+    int V, size, D;
+    lt_sample *samples;      /* (S) every recipe, read once */
+    uint16_t *emb16;         /* (S, D) resident float16 embeddings, or NULL */
+    float *emb32;            /* (S, D) resident float32 embeddings, or NULL */
+    int K;
+    slot *slots;
+    pthread_t *threads;
+    int n_threads;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t next_fill, next_take;
+    int stop, failed;
+    char err[1024];
+    double wait_s;
+};
+
+void lt_epoch_perm(uint32_t *perm, uint64_t seed, int64_t epoch, int64_t N) {
+    lt_rng r;
+    lt_rng_init(&r, seed, (uint32_t)epoch, (uint32_t)(epoch >> 32), TAG_EPOCH);
+    for (int64_t i = 0; i < N; i++) perm[i] = (uint32_t)i;
+    lt_rng_shuffle_u32(&r, perm, (uint32_t)N);
+}
+
+int64_t lt_epoch_sample(const uint32_t *perm, int64_t pos, uint64_t seed, int64_t epoch,
+                        int64_t N, int V, int shuffle) {
+    (void)N;
+    if (!shuffle) return pos * V + (int64_t)(epoch % V);
+    int64_t img = perm[pos];
+    lt_rng r;
+    lt_rng_init(&r, seed, (uint32_t)img, (uint32_t)(img >> 32), TAG_VOFF);
+    int64_t off = (int64_t)lt_rng_below(&r, (uint64_t)V);
+    return img * V + (epoch + off) % V;
+}
+
+/* ---- filling one batch ---- */
+
+typedef struct {
+    uint32_t *perm;      /* (N) permutation of perm_epoch */
+    int64_t perm_epoch;  /* -1: none yet */
+    uint8_t *va, *vb;    /* (size, size, 3) rendered views */
+} worker_scratch;
+
+static int render_one(lt_loader *l, int64_t img, const lt_recipe *r, uint8_t *out) {
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (lt_cache_image_bytes(l->o.cache, img, &bytes, &n) != 0) return -1;
+    lt_image im;
+    int rc = lt_image_decode(bytes, n, lt_cache_meta_of(l->o.cache)->max_pixels, &im);
+    free(bytes);
+    if (rc != 0) return lt_err_prefix("stored image %lld (%s)", (long long)img,
+                                      lt_cache_image_path(l->o.cache, img));
+    rc = lt_render(&im, r, l->size, out);
+    lt_image_free(&im);
+    return rc;
+}
+
+static int teacher_row(lt_loader *l, int64_t s, float *t) {
+    const int D = l->D;
+    if (l->emb16)
+        for (int d = 0; d < D; d++) t[d] = lt_f16_to_f32(l->emb16[s * D + d]);
+    else if (l->emb32)
+        memcpy(t, l->emb32 + s * D, (size_t)D * sizeof *t);
+    else if (lt_cache_embeddings(l->o.cache, s, 1, t) != 0)
+        return -1;
+    /* stored rows are L2-normalised before rounding; normalise again after the decode */
+    double ss = 0;
+    for (int d = 0; d < D; d++) ss += (double)t[d] * t[d];
+    float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    for (int d = 0; d < D; d++) t[d] *= inv;
+    return 0;
+}
+
+static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *b) {
+    const lt_cache_meta *m = lt_cache_meta_of(l->o.cache);
+    int64_t epoch = step / l->steps_per_epoch;
+    int64_t pos0 = (step % l->steps_per_epoch) * l->o.batch_size;
+    if (l->o.shuffle && ws->perm_epoch != epoch) {
+        lt_epoch_perm(ws->perm, l->o.seed, epoch, l->N);
+        ws->perm_epoch = epoch;
+    }
+    b->step = step;
+    b->epoch = epoch;
+    const int64_t px = (int64_t)l->size * l->size;
+    for (int i = 0; i < b->B; i++) {
+        int64_t s = lt_epoch_sample(ws->perm, pos0 + i, l->o.seed, epoch, l->N, l->V, l->o.shuffle);
+        const lt_sample *sm = &l->samples[s];
+        b->sample[i] = s;
+        if (render_one(l, sm->image[0], &sm->r[0], ws->va) != 0) return -1;
+        int mixed = sm->image[1] >= 0;
+        if (mixed && render_one(l, sm->image[1], &sm->r[1], ws->vb) != 0) return -1;
+        lt_mix_normalize(ws->va, mixed ? ws->vb : NULL, mixed ? sm->lambda : 1.0f,
+                         m->transform.mean, m->transform.std, px, b->x + i * px * 3);
+        if (teacher_row(l, s, b->t + (int64_t)i * l->D) != 0) return -1;
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg) {
+    lt_loader *l = arg;
+    worker_scratch ws = {0};
+    ws.perm_epoch = -1;
+    size_t view = (size_t)l->size * l->size * 3;
+    ws.perm = l->o.shuffle ? malloc((size_t)l->N * sizeof *ws.perm) : NULL;
+    ws.va = malloc(view);
+    ws.vb = malloc(view);
+    int oom = !ws.va || !ws.vb || (l->o.shuffle && !ws.perm);
+    pthread_mutex_lock(&l->mu);
+    if (oom && !l->failed) {
+        l->failed = 1;
+        snprintf(l->err, sizeof l->err, "out of memory for the loader's buffers");
+        pthread_cond_broadcast(&l->cv);
+    }
+    for (;;) {
+        while (!l->stop && !l->failed &&
+               (l->next_fill >= l->o.last_step || l->next_fill >= l->next_take + l->K ||
+                l->slots[l->next_fill % l->K].state != SLOT_FREE))
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop || l->failed) break;
+        int64_t step = l->next_fill++;
+        slot *sl = &l->slots[step % l->K];
+        sl->state = SLOT_FILLING;
+        pthread_mutex_unlock(&l->mu);
+        int rc = fill_batch(l, &ws, step, &sl->b);
+        pthread_mutex_lock(&l->mu);
+        if (rc != 0 && !l->failed) {
+            l->failed = 1;
+            snprintf(l->err, sizeof l->err, "%s", lt_err_msg());
+        }
+        sl->state = SLOT_READY;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    free(ws.perm);
+    free(ws.va);
+    free(ws.vb);
+    return NULL;
+}
+
+/* ---- setup ---- */
+
+static int load_embeddings(lt_loader *l) {
+    const lt_cache_meta *m = lt_cache_meta_of(l->o.cache);
+    int64_t elem = m->emb_f32 ? 4 : 2;
+    if (l->S * l->D * elem > l->o.max_resident_bytes) {
+        lt_debug("embeddings (%lld MiB) are read from the cache per sample",
+                 (long long)(l->S * l->D * elem >> 20));
+        return 0;
+    }
+    const int64_t chunk = 4096;
+    float *tmp = lt_malloc((size_t)chunk * l->D * sizeof(float), "embedding staging");
+    if (!tmp) return -1;
+    if (m->emb_f32) l->emb32 = lt_malloc((size_t)(l->S * l->D) * sizeof(float), "embeddings");
+    else l->emb16 = lt_malloc((size_t)(l->S * l->D) * sizeof(uint16_t), "embeddings");
+    if (!l->emb32 && !l->emb16) {
+        free(tmp);
+        return -1;
+    }
+    for (int64_t s = 0; s < l->S; s += chunk) {
+        int64_t n = l->S - s < chunk ? l->S - s : chunk;
+        if (lt_cache_embeddings(l->o.cache, s, n, tmp) != 0) {
+            free(tmp);
+            return -1;
+        }
+        if (l->emb32) memcpy(l->emb32 + s * l->D, tmp, (size_t)(n * l->D) * sizeof(float));
+        else
+            for (int64_t k = 0; k < n * l->D; k++) l->emb16[s * l->D + k] = lt_f32_to_f16(tmp[k]);
+    }
+    free(tmp);
+    return 0;
+}
+
+double lt_loader_wait_seconds(const lt_loader *l) { return l->wait_s; }
+
+int lt_loader_start(const lt_loader_opts *o, lt_loader **out) {
+    *out = NULL;
+    lt_loader *l = lt_calloc(1, sizeof *l, "loader");
+    if (!l) return -1;
+    l->o = *o;
+    const lt_cache_meta *m = lt_cache_meta_of(o->cache);
+    l->N = lt_cache_n_images(o->cache);
+    l->S = lt_cache_n_samples(o->cache);
+    l->V = m->views_per_image;
+    l->size = m->image_size;
+    l->D = m->embed_dim;
+    if (o->batch_size < 1 || o->batch_size > l->N) {
+        int64_t n = l->N;
+        free(l);
+        return lt_err_set("batch size %d is larger than the %lld images of the cache (the last "
+                          "partial batch of each epoch is dropped): use --batch-size %lld or less",
+                          o->batch_size, (long long)n, (long long)n);
+    }
+    l->steps_per_epoch = l->N / o->batch_size;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    l->next_fill = l->next_take = o->first_step;
+    l->samples = lt_malloc((size_t)l->S * sizeof *l->samples, "sample recipes");
+    if (!l->samples || lt_cache_samples(o->cache, 0, l->S, l->samples) != 0 ||
+        load_embeddings(l) != 0) {
+        lt_loader_free(l);
+        return -1;
+    }
+    l->K = (o->workers > 0 ? o->workers : 1) + (o->prefetch > 0 ? o->prefetch : 1);
+    l->slots = lt_calloc((size_t)l->K, sizeof *l->slots, "batch slots");
+    if (!l->slots) {
+        lt_loader_free(l);
+        return -1;
+    }
+    size_t xn = (size_t)o->batch_size * l->size * l->size * 3;
+    for (int k = 0; k < l->K; k++) {
+        lt_batch *b = &l->slots[k].b;
+        b->B = o->batch_size;
+        b->size = l->size;
+        b->D = l->D;
+        b->x = lt_malloc(xn * sizeof(float), "batch input");
+        b->t = lt_malloc((size_t)o->batch_size * l->D * sizeof(float), "batch teacher");
+        b->sample = lt_malloc((size_t)o->batch_size * sizeof(int64_t), "batch samples");
+        if (!b->x || !b->t || !b->sample) {
+            lt_loader_free(l);
+            return -1;
+        }
+    }
+    int nw = o->workers > 0 ? o->workers : 1;
+    l->threads = lt_calloc((size_t)nw, sizeof *l->threads, "loader threads");
+    if (!l->threads) {
+        lt_loader_free(l);
+        return -1;
+    }
+    for (int i = 0; i < nw; i++) {
+        if (pthread_create(&l->threads[i], NULL, worker_main, l) != 0) {
+            lt_loader_free(l);
+            return lt_err_set("cannot start loader thread");
+        }
+        l->n_threads++;
+    }
+    *out = l;
+    return 0;
+}
+
+lt_batch *lt_loader_next(lt_loader *l) {
+    double t0 = lt_now();
+    pthread_mutex_lock(&l->mu);
+    if (l->next_take >= l->o.last_step) {
+        pthread_mutex_unlock(&l->mu);
+        lt_err_set("no more steps");
+        return NULL;
+    }
+    slot *sl = &l->slots[l->next_take % l->K];
+    while (!l->failed && !(sl->state == SLOT_READY && sl->b.step == l->next_take))
+        pthread_cond_wait(&l->cv, &l->mu);
+    if (l->failed) {
+        lt_err_set("%s", l->err);
+        pthread_mutex_unlock(&l->mu);
+        return NULL;
+    }
+    l->next_take++;
+    pthread_mutex_unlock(&l->mu);
+    l->wait_s += lt_now() - t0;
+    return &sl->b;
+}
+
+void lt_loader_release(lt_loader *l, lt_batch *b) {
+    pthread_mutex_lock(&l->mu);
+    l->slots[b->step % l->K].state = SLOT_FREE;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void lt_loader_free(lt_loader *l) {
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    for (int i = 0; i < l->n_threads; i++) pthread_join(l->threads[i], NULL);
+    free(l->threads);
+    if (l->slots)
+        for (int k = 0; k < l->K; k++) {
+            free(l->slots[k].b.x);
+            free(l->slots[k].b.t);
+            free(l->slots[k].b.sample);
+        }
+    free(l->slots);
+    free(l->samples);
+    free(l->emb16);
+    free(l->emb32);
+    pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->cv);
+    free(l);
+}

@@ -1,0 +1,52 @@
+/* train.h: the lt-train pipeline: cache -> loader -> ResNet student + projection head -> L2 norm
+ * -> queue + KL loss -> clipping -> LARS/AdamW/SGD with the warmup-cosine schedule, with
+ * checkpoints, resume, metrics and the torchvision-named export. The tool (tools/train) only
+ * parses arguments; all work is here. DESIGN.md §1 is the method, §3 the output names. */
+#ifndef LT_TRAIN_H
+#define LT_TRAIN_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "train/optim.h"
+
+typedef struct {
+    const char *cache_path;
+    const char *out_dir;        /* "out" */
+    const char *student;        /* "resnet18", "resnet34", "resnet50" */
+    const char *init_path;      /* --init: torchvision-named weights, or NULL */
+    double epochs;              /* 100 */
+    int64_t steps;              /* --steps: stop after this global step (0 = run the schedule) */
+    int batch_size;             /* 128 */
+    lt_opt_kind optimizer;      /* LARS */
+    double lr;                  /* < 0: the optimizer's default rule */
+    double momentum;            /* < 0: default (0.9) */
+    double weight_decay;        /* < 0: default (LARS/SGD 1e-6, AdamW 0) */
+    double warmup_epochs;       /* < 0: min(10, epochs / 10) */
+    double clip_grad;           /* 1.0; 0 = off */
+    double temperature;         /* 0.07 */
+    int64_t queue_size;         /* 0: auto */
+    uint64_t seed;              /* 0 */
+    int threads;                /* 0: all cores */
+    int workers;                /* loader threads; 0: automatic */
+    int shuffle;                /* 1 */
+    int resume, overwrite;
+    int64_t checkpoint_every;   /* steps; 0: every epoch */
+    volatile sig_atomic_t *stop;/* set by SIGINT/SIGTERM: finish the step, checkpoint, stop */
+} lt_train_opts;
+
+typedef struct {
+    int64_t first_step, last_step; /* steps run: [first_step, last_step) */
+    int64_t total_steps;           /* scheduled */
+    double last_loss;
+    double img_per_s;
+    double data_wait_s, seconds;
+    int interrupted;
+} lt_train_report;
+
+void lt_train_defaults(lt_train_opts *o);
+/* Returns LT_EXIT_OK, LT_EXIT_ERROR (lt_err holds the message), LT_EXIT_USAGE (an option that
+ * does not fit the cache, e.g. the queue size) or LT_EXIT_INTERRUPTED. */
+int lt_train_run(const lt_train_opts *o, lt_train_report *rep);
+
+#endif

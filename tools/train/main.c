@@ -1,0 +1,199 @@
+/* lt-train: command line of the training tool. Parses and validates the options, runs the
+ * pipeline of lib/train, reports. All logic lives in lib/. */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/cli.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/version.h"
+#include "train/train.h"
+
+static volatile sig_atomic_t g_stop = 0;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_stop) _exit(LT_EXIT_INTERRUPTED); /* second Ctrl-C: leave at once */
+    g_stop = 1;
+}
+
+static void usage(FILE *f) {
+    fputs(
+        "Usage: lt-train [options] CACHE\n"
+        "\n"
+        "Distils the teacher embeddings of CACHE (made by lt-embed) into a ResNet student, with\n"
+        "LightlyTrain's distillation method; re-renders exactly the views the teacher saw.\n"
+        "Writes OUT/student.safetensors (torchvision key names), OUT/checkpoints/last.safetensors,\n"
+        "OUT/metrics.jsonl and OUT/train.log.\n"
+        "\n"
+        "Options:\n"
+        "  --student NAME        resnet18 (default), resnet34 or resnet50\n"
+        "  --out DIR             output folder (default out)\n"
+        "  --epochs N            epochs of the schedule (default 100)\n"
+        "  --steps N             stop after global step N (the schedule is unchanged)\n"
+        "  --batch-size N        images per step (default 128); the last partial batch is dropped\n"
+        "  --optimizer NAME      lars (default), adamw or sgd\n"
+        "  --lr X                base learning rate (default: LARS and SGD 1.8*sqrt(B/1536),\n"
+        "                        AdamW 5e-4)\n"
+        "  --momentum X          LARS/SGD momentum (default 0.9)\n"
+        "  --weight-decay X      default: LARS/SGD 1e-6, AdamW 0 (biases and norms never decay)\n"
+        "  --warmup-epochs X     linear warmup (default min(10, epochs/10))\n"
+        "  --clip-grad X         global gradient-norm clipping, 0 = off (default 1.0)\n"
+        "  --temperature X       KL temperature tau (default 0.07)\n"
+        "  --queue-size N|auto   teacher-embedding queue (default auto, by dataset size)\n"
+        "  --seed N              student init and epoch order (default 0)\n"
+        "  --no-shuffle          epoch e visits images 0..N-1 in order, each with view e mod V\n"
+        "  --init FILE           start from these weights (torchvision names; fc.* ignored,\n"
+        "                        head.weight/head.bias used when present)\n"
+        "  --resume              continue the run in OUT from its last checkpoint\n"
+        "  --overwrite           start over in an OUT that already holds a run\n"
+        "  --checkpoint-every N  steps between checkpoints (default: every epoch, and at the end)\n"
+        "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
+        "  --threads N           compute threads, 0 = all cores (default 0)\n"
+        "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
+        "  -q, --quiet           errors only\n"
+        "  -v, --verbose         more detail\n"
+        "  -h, --help            this help\n"
+        "  -V, --version         print the version\n"
+        "\n"
+        "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (a checkpoint was\n"
+        "written: continue with --resume).\n",
+        f);
+}
+
+enum {
+    OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
+    OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
+    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS
+};
+
+static const struct option long_opts[] = {
+    {"student", required_argument, 0, OPT_STUDENT}, {"out", required_argument, 0, OPT_OUT},
+    {"epochs", required_argument, 0, OPT_EPOCHS},   {"steps", required_argument, 0, OPT_STEPS},
+    {"batch-size", required_argument, 0, OPT_BATCH}, {"optimizer", required_argument, 0, OPT_OPTIM},
+    {"lr", required_argument, 0, OPT_LR},           {"momentum", required_argument, 0, OPT_MOM},
+    {"weight-decay", required_argument, 0, OPT_WD}, {"warmup-epochs", required_argument, 0, OPT_WARM},
+    {"clip-grad", required_argument, 0, OPT_CLIP},  {"temperature", required_argument, 0, OPT_TEMP},
+    {"queue-size", required_argument, 0, OPT_QUEUE}, {"seed", required_argument, 0, OPT_SEED},
+    {"no-shuffle", no_argument, 0, OPT_NOSHUF},     {"init", required_argument, 0, OPT_INIT},
+    {"resume", no_argument, 0, OPT_RESUME},         {"overwrite", no_argument, 0, OPT_OVERWRITE},
+    {"checkpoint-every", required_argument, 0, OPT_CKPT},
+    {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
+    {"workers", required_argument, 0, OPT_WORKERS}, {"quiet", no_argument, 0, 'q'},
+    {"verbose", no_argument, 0, 'v'},               {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'},               {0, 0, 0, 0}};
+
+static int parse_double(const char *opt, const char *s, double lo, double hi, double *out) {
+    float f;
+    if (lt_parse_float(opt, s, lo, hi, &f) != 0) return -1;
+    *out = strtod(s, NULL); /* keep full double precision */
+    return 0;
+}
+
+static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
+    switch (c) {
+    case OPT_STUDENT:
+        if (strcmp(arg, "resnet18") && strcmp(arg, "resnet34") && strcmp(arg, "resnet50"))
+            return lt_err_set("--student: expected resnet18, resnet34 or resnet50, got '%s'", arg);
+        o->student = arg;
+        return 0;
+    case OPT_OUT: o->out_dir = arg; return 0;
+    case OPT_EPOCHS: return parse_double("epochs", arg, 1e-6, 1e7, &o->epochs);
+    case OPT_STEPS: return lt_parse_i64("steps", arg, 1, INT64_C(1) << 50, &o->steps);
+    case OPT_BATCH: return lt_parse_int("batch-size", arg, 1, 1 << 16, &o->batch_size);
+    case OPT_OPTIM:
+        if (lt_opt_kind_parse(arg, &o->optimizer) != 0)
+            return lt_err_set("--optimizer: expected lars, adamw or sgd, got '%s'", arg);
+        return 0;
+    case OPT_LR: return parse_double("lr", arg, 1e-12, 1e3, &o->lr);
+    case OPT_MOM: return parse_double("momentum", arg, 0, 0.999999, &o->momentum);
+    case OPT_WD: return parse_double("weight-decay", arg, 0, 10, &o->weight_decay);
+    case OPT_WARM: return parse_double("warmup-epochs", arg, 0, 1e7, &o->warmup_epochs);
+    case OPT_CLIP: return parse_double("clip-grad", arg, 0, 1e9, &o->clip_grad);
+    case OPT_TEMP: return parse_double("temperature", arg, 1e-4, 100, &o->temperature);
+    case OPT_QUEUE:
+        if (!strcmp(arg, "auto")) {
+            o->queue_size = 0;
+            return 0;
+        }
+        return lt_parse_i64("queue-size", arg, 1, 1 << 24, &o->queue_size);
+    case OPT_SEED: return lt_parse_u64("seed", arg, &o->seed);
+    case OPT_NOSHUF: o->shuffle = 0; return 0;
+    case OPT_INIT: o->init_path = arg; return 0;
+    case OPT_RESUME: o->resume = 1; return 0;
+    case OPT_OVERWRITE: o->overwrite = 1; return 0;
+    case OPT_CKPT:
+        return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
+    case OPT_DEVICE:
+        if (!strcmp(arg, "auto") || !strcmp(arg, "cpu")) return 0;
+        if (!strcmp(arg, "cuda"))
+            return lt_err_set("--device cuda: this build of lt-train has no CUDA student yet; use "
+                              "--device cpu");
+        return lt_err_set("--device: expected auto, cpu or cuda, got '%s'", arg);
+    case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
+    case OPT_WORKERS: return lt_parse_int("workers", arg, 0, 1024, &o->workers);
+    case 'q': *verbosity = 0; return 0;
+    case 'v': *verbosity = 2; return 0;
+    }
+    return lt_err_set("unknown option");
+}
+
+int main(int argc, char **argv) {
+    lt_train_opts o;
+    lt_train_defaults(&o);
+    int verbosity = 1, c;
+    lt_log_init("lt-train", 1);
+    while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return LT_EXIT_OK;
+        }
+        if (c == 'V') {
+            printf("lt-train %s\n", LT_VERSION);
+            return LT_EXIT_OK;
+        }
+        if (c == '?') {
+            fprintf(stderr, "Try 'lt-train --help'.\n");
+            return LT_EXIT_USAGE;
+        }
+        if (apply(c, optarg, &o, &verbosity) != 0) {
+            lt_error("%s", lt_err_msg());
+            return LT_EXIT_USAGE;
+        }
+    }
+    lt_log_init("lt-train", verbosity);
+    if (argc - optind != 1) {
+        lt_error("expected one CACHE argument, got %d (try 'lt-train --help')", argc - optind);
+        return LT_EXIT_USAGE;
+    }
+    if (o.resume && o.overwrite) {
+        lt_error("--resume and --overwrite exclude each other");
+        return LT_EXIT_USAGE;
+    }
+    if (o.resume && o.init_path) {
+        lt_error("--init starts a new run; it cannot be combined with --resume");
+        return LT_EXIT_USAGE;
+    }
+    o.cache_path = argv[optind];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &g_stop;
+
+    lt_train_report r;
+    int rc = lt_train_run(&o, &r);
+    if (rc == LT_EXIT_INTERRUPTED) {
+        lt_error("interrupted at step %lld; the checkpoint is in %s/checkpoints: rerun the same "
+                 "command with --resume to continue", (long long)r.last_step, o.out_dir);
+        return rc;
+    }
+    if (rc != LT_EXIT_OK) lt_error("%s", lt_err_msg());
+    return rc;
+}
