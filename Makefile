@@ -32,7 +32,8 @@ ifeq ($(CUDA),1)
   LIB_CU  := $(wildcard lib/*/*.cu)
 endif
 
-LIB_C   := $(wildcard lib/*/*.c)
+# lib/nn/cuda_stub.c stands in for the CUDA backend (same symbols, "no CUDA" errors) when CUDA=0.
+LIB_C   := $(filter-out $(if $(filter 1,$(CUDA)),lib/nn/cuda_stub.c),$(wildcard lib/*/*.c))
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
 LIBLT   := $(BUILD)/liblt.a
 PLUGIN  := $(BUILD)/plugins/libh5zstd.so
@@ -63,7 +64,7 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(LIBLT): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

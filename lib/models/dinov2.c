@@ -434,11 +434,55 @@ static int ensure_buffers(lt_dinov2 *m, int B, int T, int G) {
     return 0;
 }
 
+/* The (1 + gh·gw, D) position embedding of a gh × gw grid into out (see prepare_pos). */
+static void pos_embed_into(const lt_dinov2 *m, int gh, int gw, int square, float *out) {
+    const int D = m->cfg.embed_dim, M = m->cfg.pos_grid;
+    if ((int64_t)gh * gw == (int64_t)M * M && square) {
+        memcpy(out, m->pos, (size_t)(1 + (int64_t)gh * gw) * D * sizeof(float));
+    } else {
+        memcpy(out, m->pos, (size_t)D * sizeof(float)); /* class token's */
+        lt_op_bicubic(out + D, m->pos + D, M, M, gh, gw, D, (gh + POS_OFFSET) / M,
+                      (gw + POS_OFFSET) / M);
+    }
+}
+
+void lt_dinov2_pos_embed(const lt_dinov2 *m, int H, int W, float *out) {
+    pos_embed_into(m, H / m->cfg.patch, W / m->cfg.patch, H == W, out);
+}
+
+void lt_dinov2_weights_of(const lt_dinov2 *m, lt_dinov2_weights *w) {
+    w->cls = m->cls;
+    w->reg = m->reg;
+    w->pos = m->pos;
+    w->patch_w = m->patch_w;
+    w->patch_b = m->patch_b;
+    w->norm_w = m->norm_w;
+    w->norm_b = m->norm_b;
+}
+
+void lt_dinov2_block_weights_of(const lt_dinov2 *m, int i, lt_dinov2_block_weights *w) {
+    const block *b = &m->blocks[i];
+    w->n1w = b->n1w;
+    w->n1b = b->n1b;
+    w->qkv_w = b->qkv_w;
+    w->qkv_b = b->qkv_b;
+    w->proj_w = b->proj_w;
+    w->proj_b = b->proj_b;
+    w->ls1 = b->ls1;
+    w->ls2 = b->ls2;
+    w->n2w = b->n2w;
+    w->n2b = b->n2b;
+    w->fc1_w = b->fc1_w;
+    w->fc1_b = b->fc1_b;
+    w->fc2_w = b->fc2_w;
+    w->fc2_b = b->fc2_b;
+}
+
 /* The position embedding for a gh × gw grid of an H × W image, as DINOv2's
  * interpolate_pos_encoding: unchanged when the grid has M² patches and the image is square,
  * otherwise the patch part resized by bicubic with scale_factor ((gh + 0.1)/M, (gw + 0.1)/M). */
 static int prepare_pos(lt_dinov2 *m, int gh, int gw, int square) {
-    const int D = m->cfg.embed_dim, M = m->cfg.pos_grid;
+    const int D = m->cfg.embed_dim;
     if (m->pos_cur && m->cur_gh == gh && m->cur_gw == gw && m->cur_square == square) return 0;
     int64_t n = (1 + (int64_t)gh * gw) * D;
     if (n > m->pos_cap) {
@@ -446,13 +490,7 @@ static int prepare_pos(lt_dinov2 *m, int gh, int gw, int square) {
         if (grow(&m->pos_cur, n, "position embedding")) return -1;
         m->pos_cap = n;
     }
-    if ((int64_t)gh * gw == (int64_t)M * M && square) {
-        memcpy(m->pos_cur, m->pos, (size_t)n * sizeof(float));
-    } else {
-        memcpy(m->pos_cur, m->pos, (size_t)D * sizeof(float)); /* class token's */
-        lt_op_bicubic(m->pos_cur + D, m->pos + D, M, M, gh, gw, D, (gh + POS_OFFSET) / M,
-                      (gw + POS_OFFSET) / M);
-    }
+    pos_embed_into(m, gh, gw, square, m->pos_cur);
     m->cur_gh = gh;
     m->cur_gw = gw;
     m->cur_square = square;

@@ -43,4 +43,22 @@ const lt_dinov2_config *lt_dinov2_config_of(const lt_dinov2 *m);
 int lt_dinov2_forward(lt_dinov2 *m, const float *x, int B, int H, int W, float *out);
 void lt_dinov2_free(lt_dinov2 *m);
 
+/* Read-only views of the loaded fp32 weights (the host master copies), for the GPU twin
+ * (models/dinov2_cuda.h). Valid until lt_dinov2_free. Shapes as in PyTorch: Linear weights
+ * (out, in); qkv rows [q; k; v]; fc1 (F, D) with F = mlp_hidden, or 2·mlp_hidden for SwiGLU's w12;
+ * patch_w (D, 3·p·p) = the conv weight (D, 3, p, p); pos (1 + M², D); reg NULL when n_reg = 0. */
+typedef struct {
+    const float *cls, *reg, *pos, *patch_w, *patch_b, *norm_w, *norm_b;
+} lt_dinov2_weights;
+typedef struct {
+    const float *n1w, *n1b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ls1, *ls2, *n2w, *n2b;
+    const float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} lt_dinov2_block_weights;
+void lt_dinov2_weights_of(const lt_dinov2 *m, lt_dinov2_weights *w);
+/* Block i, 0 <= i < depth. */
+void lt_dinov2_block_weights_of(const lt_dinov2 *m, int i, lt_dinov2_block_weights *w);
+/* The position embedding the forward adds for an H×W input (resized as DINOv2 does): out
+ * (1 + gh·gw, D), gh = H/patch, gw = W/patch. Thread-safe (does not touch the model's cache). */
+void lt_dinov2_pos_embed(const lt_dinov2 *m, int H, int W, float *out);
+
 #endif

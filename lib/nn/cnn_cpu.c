@@ -130,10 +130,15 @@ static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) 
                     for (int kx = 0; kx < d->kw; kx++) {
                         int ix = ox * d->stride - d->pad + kx;
                         float *dst = row + ((int64_t)ky * d->kw + kx) * Cin;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W)
+                        const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                        const float *src = inside ? xb + ((int64_t)iy * W + ix) * Cin : NULL;
+                        if (Cin < 16) { /* the stem (Cin 3): a call per tap costs more */
+                            for (int c = 0; c < Cin; c++) dst[c] = inside ? src[c] : 0.0f;
+                        } else if (inside) {
+                            memcpy(dst, src, sizeof(float) * Cin);
+                        } else {
                             memset(dst, 0, sizeof(float) * Cin);
-                        else
-                            memcpy(dst, xb + ((int64_t)iy * W + ix) * Cin, sizeof(float) * Cin);
+                        }
                     }
                 }
             }
@@ -164,6 +169,7 @@ static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb
                         if (ox >= OW) continue;
                         const float *src =
                             db + ((int64_t)oy * OW + ox) * K + ((int64_t)ky * d->kw + kx) * Cin;
+                        #pragma omp simd
                         for (int c = 0; c < Cin; c++) dst[c] += src[c];
                     }
                 }
@@ -265,6 +271,7 @@ LT_INLINE void bn_sums(const float *x, int64_t M, int C, int nc, const float *k,
         float fs[CBLK] = {0}, fq[CBLK] = {0};
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * C;
+            #pragma omp simd
             for (int c = 0; c < nc; c++) {
                 float v = xr[c] - k[c];
                 fs[c] += v;
@@ -281,6 +288,7 @@ LT_INLINE void bn_apply(float *y, const float *x, const float *res, int64_t M, i
     for (int64_t r = 0; r < M; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
+        #pragma omp simd
         for (int c = 0; c < nc; c++) {
             float v = (xr[c] - m[c]) * sc[c] + sh[c];
             if (res) v += res[r * C + c];
@@ -369,6 +377,7 @@ LT_INLINE void bn_grad_sums(const float *dy, const float *x, const float *y, int
         float fs[CBLK] = {0}, fx[CBLK] = {0};
         for (int64_t r = r0; r < r1; r++) {
             const float *xr = x + r * C, *dr = dy + r * C;
+            #pragma omp simd
             for (int c = 0; c < nc; c++) {
                 float g = dr[c];
                 if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
@@ -387,6 +396,7 @@ LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const f
     for (int64_t r = 0; r < M; r++) {
         const float *xr = x + r * C, *dr = dy + r * C;
         float *dxr = dx + r * C;
+        #pragma omp simd
         for (int c = 0; c < nc; c++) {
             float g = dr[c];
             if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
@@ -430,17 +440,17 @@ void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, con
 /* elementwise                                                                                 */
 
 void lt_relu_forward(float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 void lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
 }
 
 void lt_add(float *y, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
@@ -480,6 +490,7 @@ void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const 
                         if (ix < 0 || ix >= W) continue;
                         int32_t pos = iy * W + ix;
                         const float *xi = xb + (int64_t)pos * C;
+                        #pragma omp simd
                         for (int c = 0; c < C; c++) {
                             float v = xi[c];
                             /* first maximum wins; NaN propagates (PyTorch's rule) */
@@ -501,6 +512,7 @@ void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
             const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
             float *dxb = dx + (int64_t)b * in_img * C + c0;
             for (int64_t p = 0; p < in_img; p++)
+                #pragma omp simd
                 for (int c = 0; c < nc; c++) dxb[p * C + c] = 0.0f;
             const float *dyb = dy + (int64_t)b * out_img * C + c0;
             const int32_t *ab = argmax + (int64_t)b * out_img * C + c0;
@@ -518,6 +530,7 @@ void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {
             double s[CBLK] = {0};
             const float *xb = x + (int64_t)b * HW * C + c0;
             for (int64_t p = 0; p < HW; p++)
+                #pragma omp simd
                 for (int c = 0; c < nc; c++) s[c] += xb[p * C + c];
             for (int c = 0; c < nc; c++) y[(int64_t)b * C + c0 + c] = (float)(s[c] / HW);
         }
@@ -530,6 +543,7 @@ void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
         for (int p = 0; p < HW; p++) {
             float *dxp = dx + ((int64_t)b * HW + p) * C;
             const float *dyb = dy + (int64_t)b * C;
+            #pragma omp simd
             for (int c = 0; c < C; c++) dxp[c] = dyb[c] * inv;
         }
 }

@@ -1,0 +1,1145 @@
+/* ops_cuda.cu: the CUDA implementation of nn/ops_cuda.h: cuBLASLt matrix products with fused
+ * epilogues, and the kernels of the DINOv2 ViT (fused attention, LayerNorm, token assembly, head,
+ * input normalisation + patchify).
+ *
+ * Why it exists: the teacher is ~46 GFLOP per 224² view; on the GPU nearly all of it is the four
+ * GEMMs per block (cuBLASLt, bf16 tensor cores) and the attention (our kernel below, tensor cores
+ * through mma.sync). Everything else is memory-bound and is fused so each activation is read and
+ * written as few times as possible. Every CUDA/cuBLASLt call is checked and a failure names the
+ * call; kernels are checked at launch (cudaGetLastError) and their faults surface at the next
+ * lt_cuda_sync().
+ *
+ * Layout conventions (same as ops.h): row-major matrices, activations (rows, channels). cuBLASLt
+ * is column-major: a row-major C (M,N) = op(A)·op(B) is computed as the column-major
+ * Cᵀ (N,M) = op(B)ᵀ·op(A)ᵀ, i.e. the operands are swapped (see gemm_enqueue). */
+#include "nn/ops_cuda.h"
+
+extern "C" {
+#include "core/error.h"
+}
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- error reporting ------------------------------------------------------------------------ */
+
+/* lt_err_set("<what>: <cuda error string> (<error name>)"); returns -1. */
+static int cuda_fail(cudaError_t e, const char *fmt, ...) LT_PRINTF(2, 3);
+static int cuda_fail(cudaError_t e, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return lt_err_set("%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+static int cublas_fail(cublasStatus_t s, const char *fmt, ...) LT_PRINTF(2, 3);
+static int cublas_fail(cublasStatus_t s, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return lt_err_set("%s: %s (%s)", what, cublasLtGetStatusString(s), cublasLtGetStatusName(s));
+}
+
+#define CUDA_TRY(call, ...)                                                                       \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) return cuda_fail(e_, __VA_ARGS__);                                 \
+    } while (0)
+
+#define CUBLAS_TRY(call, ...)                                                                     \
+    do {                                                                                          \
+        cublasStatus_t s_ = (call);                                                               \
+        if (s_ != CUBLAS_STATUS_SUCCESS) return cublas_fail(s_, __VA_ARGS__);                     \
+    } while (0)
+
+/* After a kernel launch: configuration errors show here, faults at the next sync. */
+static int launch_check(const char *kernel) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? 0 : cuda_fail(e, "launching kernel %s", kernel);
+}
+
+static int grid_1d(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    return (int)(b > 65535 * 16 ? 65535 * 16 : b < 1 ? 1 : b); /* grid-stride loops cover the rest */
+}
+
+/* ---- small helpers ---------------------------------------------------------------------------- */
+
+extern "C" const char *lt_precision_name(lt_precision p) {
+    return p == LT_PREC_BF16 ? "bf16" : p == LT_PREC_TF32 ? "tf32" : "fp32";
+}
+
+extern "C" int lt_precision_parse(const char *s, lt_precision *out) {
+    if (!strcmp(s, "bf16")) *out = LT_PREC_BF16;
+    else if (!strcmp(s, "tf32")) *out = LT_PREC_TF32;
+    else if (!strcmp(s, "fp32")) *out = LT_PREC_FP32;
+    else return lt_err_set("precision: expected bf16, tf32 or fp32, got '%s'", s);
+    return 0;
+}
+
+extern "C" size_t lt_cuda_dtype_size(lt_cuda_dtype t) { return t == LT_CUDA_BF16 ? 2 : 4; }
+extern "C" lt_cuda_dtype lt_cuda_act_dtype(lt_precision p) {
+    return p == LT_PREC_BF16 ? LT_CUDA_BF16 : LT_CUDA_F32;
+}
+
+extern "C" uint16_t lt_cuda_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);                                         /* nearest even */
+    return (uint16_t)(u >> 16);
+}
+
+extern "C" float lt_cuda_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- device, memory, context ------------------------------------------------------------------ */
+
+extern "C" int lt_cuda_available(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky "no driver" error */
+        return 0;
+    }
+    return n > 0;
+}
+
+extern "C" int lt_cuda_device_info(char *buf, size_t n) {
+    int dev = 0;
+    CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp p;
+    CUDA_TRY(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties(%d)", dev);
+    int drv = 0, rt = 0;
+    cudaDriverGetVersion(&drv);
+    cudaRuntimeGetVersion(&rt);
+    snprintf(buf, n, "%s, cc %d.%d, %d SMs, %.1f GiB, L2 %d MiB, driver %d.%d, runtime %d.%d",
+             p.name, p.major, p.minor, p.multiProcessorCount,
+             (double)p.totalGlobalMem / (1024.0 * 1024 * 1024), p.l2CacheSize >> 20, drv / 1000,
+             (drv % 1000) / 10, rt / 1000, (rt % 1000) / 10);
+    return 0;
+}
+
+extern "C" int lt_cuda_malloc(void **p, size_t bytes, const char *what) {
+    *p = NULL;
+    CUDA_TRY(cudaMalloc(p, bytes ? bytes : 1), "cudaMalloc(%zu bytes for %s)", bytes, what);
+    return 0;
+}
+
+extern "C" void lt_cuda_free(void *p) {
+    if (p) cudaFree(p);
+}
+
+extern "C" int lt_cuda_host_alloc(void **p, size_t bytes, const char *what) {
+    *p = NULL;
+    CUDA_TRY(cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault),
+             "cudaHostAlloc(%zu bytes of pinned memory for %s)", bytes, what);
+    return 0;
+}
+
+extern "C" void lt_cuda_host_free(void *p) {
+    if (p) cudaFreeHost(p);
+}
+
+#define LT_PLAN_CACHE 96
+#define LT_WORKSPACE_BYTES (32u << 20)
+
+/* What a GEMM plan depends on: shapes, types, transposes, epilogue and pointer alignments. */
+typedef struct {
+    int prec, ta, tb, m, n, k, lda, ldb, ldc, ctype, epi, al_a, al_b, al_c, al_bias;
+} gemm_key;
+
+typedef struct {
+    gemm_key key;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    int usable; /* 0: cuBLASLt offered no algorithm for this combination */
+} gemm_plan;
+
+struct lt_cuda_ctx {
+    cudaStream_t stream;
+    cublasLtHandle_t lt;
+    void *ws;
+    gemm_plan plans[LT_PLAN_CACHE];
+    int nplans, next_evict;
+    int warned_fallback;
+};
+
+static void plan_destroy(gemm_plan *p) {
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->lc) cublasLtMatrixLayoutDestroy(p->lc);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void lt_cuda_ctx_free(lt_cuda_ctx *c) {
+    if (!c) return;
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->nplans; i++) plan_destroy(&c->plans[i]);
+    if (c->ws) cudaFree(c->ws);
+    if (c->lt) cublasLtDestroy(c->lt);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+extern "C" int lt_cuda_ctx_create(lt_cuda_ctx **out) {
+    *out = NULL;
+    if (!lt_cuda_available()) return lt_err_set("no CUDA device available (cudaGetDeviceCount)");
+    lt_cuda_ctx *c = (lt_cuda_ctx *)lt_calloc(1, sizeof *c, "CUDA context");
+    if (!c) return -1;
+    int rc = 0;
+    cudaError_t e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) rc = cuda_fail(e, "cudaStreamCreateWithFlags");
+    if (!rc) {
+        cublasStatus_t s = cublasLtCreate(&c->lt);
+        if (s != CUBLAS_STATUS_SUCCESS) rc = cublas_fail(s, "cublasLtCreate");
+    }
+    if (!rc) rc = lt_cuda_malloc(&c->ws, LT_WORKSPACE_BYTES, "cuBLASLt workspace");
+    if (rc) {
+        lt_cuda_ctx_free(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+extern "C" void *lt_cuda_ctx_stream(lt_cuda_ctx *c) { return (void *)c->stream; }
+
+extern "C" int lt_cuda_sync(lt_cuda_ctx *c) {
+    CUDA_TRY(cudaStreamSynchronize(c->stream), "cudaStreamSynchronize (a kernel or copy failed)");
+    return 0;
+}
+
+extern "C" int lt_cuda_upload(lt_cuda_ctx *c, void *dst, const void *src_host, size_t bytes) {
+    CUDA_TRY(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, c->stream),
+             "cudaMemcpyAsync(host to device, %zu bytes)", bytes);
+    return 0;
+}
+
+extern "C" int lt_cuda_download(lt_cuda_ctx *c, void *dst_host, const void *src, size_t bytes) {
+    CUDA_TRY(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, c->stream),
+             "cudaMemcpyAsync(device to host, %zu bytes)", bytes);
+    return 0;
+}
+
+extern "C" int lt_cuda_upload_f32(lt_cuda_ctx *c, void *dst, lt_cuda_dtype t, const float *src,
+                                  int64_t n) {
+    if (t == LT_CUDA_F32) {
+        if (lt_cuda_upload(c, dst, src, (size_t)n * 4)) return -1;
+        return lt_cuda_sync(c);
+    }
+    uint16_t *tmp = (uint16_t *)lt_malloc((size_t)(n ? n : 1) * 2, "bf16 staging");
+    if (!tmp) return -1;
+    for (int64_t i = 0; i < n; i++) tmp[i] = lt_cuda_f32_to_bf16(src[i]);
+    int rc = lt_cuda_upload(c, dst, tmp, (size_t)n * 2);
+    if (!rc) rc = lt_cuda_sync(c);
+    free(tmp);
+    return rc;
+}
+
+extern "C" int lt_cuda_download_f32(lt_cuda_ctx *c, float *dst, const void *src, lt_cuda_dtype t,
+                                    int64_t n) {
+    if (t == LT_CUDA_F32) {
+        if (lt_cuda_download(c, dst, src, (size_t)n * 4)) return -1;
+        return lt_cuda_sync(c);
+    }
+    uint16_t *tmp = (uint16_t *)lt_malloc((size_t)(n ? n : 1) * 2, "bf16 staging");
+    if (!tmp) return -1;
+    int rc = lt_cuda_download(c, tmp, src, (size_t)n * 2);
+    if (!rc) rc = lt_cuda_sync(c);
+    if (!rc)
+        for (int64_t i = 0; i < n; i++) dst[i] = lt_cuda_bf16_to_f32(tmp[i]);
+    free(tmp);
+    return rc;
+}
+
+/* ---- elementwise device helpers -------------------------------------------------------------- */
+
+__device__ __forceinline__ float ldf(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ldf(const bf16 *p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ void stf(float *p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void stf(bf16 *p, int64_t i, float v) { p[i] = __float2bfloat16_rn(v); }
+
+__device__ __forceinline__ float gelu_erf(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+__device__ __forceinline__ float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* ---- matrix products ------------------------------------------------------------------------- */
+
+/* The largest power of two (<= 256) dividing the address: what cuBLASLt may assume about it. */
+static int ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 1;
+    while (al < 256 && !(a & (uintptr_t)al)) al <<= 1;
+    return a == 0 ? 256 : al;
+}
+
+static cudaDataType_t cuda_type(lt_cuda_dtype t) {
+    return t == LT_CUDA_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static const char *epi_name(int epi) {
+    return epi == CUBLASLT_EPILOGUE_BIAS        ? "bias"
+           : epi == CUBLASLT_EPILOGUE_GELU_BIAS ? "bias+gelu"
+                                                : "none";
+}
+
+static int key_eq(const gemm_key *a, const gemm_key *b) { return !memcmp(a, b, sizeof *a); }
+
+/* Builds descriptors and asks cuBLASLt's heuristic for the best algorithm. Sets p->usable = 0
+ * (and returns 0) when cuBLASLt supports the call but has no algorithm for it; -1 on errors. */
+static int plan_build(lt_cuda_ctx *c, gemm_plan *p, const void *bias) {
+    const gemm_key *k = &p->key;
+    const lt_precision prec = (lt_precision)k->prec;
+    const cudaDataType_t ab = prec == LT_PREC_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t ct = cuda_type((lt_cuda_dtype)k->ctype);
+    const cublasComputeType_t comp =
+        prec == LT_PREC_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const cublasOperation_t opa = k->ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t opb = k->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasLtEpilogue_t epi = (cublasLtEpilogue_t)k->epi;
+    CUBLAS_TRY(cublasLtMatmulDescCreate(&p->op, comp, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa),
+               "cublasLtMatmulDescSetAttribute(TRANSA)");
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb),
+               "cublasLtMatmulDescSetAttribute(TRANSB)");
+    CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi),
+               "cublasLtMatmulDescSetAttribute(EPILOGUE %s)", epi_name(k->epi));
+    if (k->epi != CUBLASLT_EPILOGUE_DEFAULT)
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias),
+                   "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+    /* stored (column-major) shapes: op N → (m×k) / (k×n); op T → (k×m) / (n×k) */
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&p->la, ab, k->ta ? k->k : k->m, k->ta ? k->m : k->k, k->lda),
+               "cublasLtMatrixLayoutCreate(A)");
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&p->lb, ab, k->tb ? k->n : k->k, k->tb ? k->k : k->n, k->ldb),
+               "cublasLtMatrixLayoutCreate(B)");
+    CUBLAS_TRY(cublasLtMatrixLayoutCreate(&p->lc, ct, k->m, k->n, k->ldc),
+               "cublasLtMatrixLayoutCreate(C)");
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+    size_t ws = LT_WORKSPACE_BYTES;
+    uint32_t al[4] = {(uint32_t)k->al_a, (uint32_t)k->al_b, (uint32_t)k->al_c, (uint32_t)k->al_c};
+    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    for (int i = 0; i < 4 && s == CUBLAS_STATUS_SUCCESS; i++)
+        s = cublasLtMatmulPreferenceSetAttribute(
+            pref, (cublasLtMatmulPreferenceAttributes_t)(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES + i),
+            &al[i], sizeof al[i]);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        cublasLtMatmulPreferenceDestroy(pref);
+        return cublas_fail(s, "cublasLtMatmulPreferenceSetAttribute");
+    }
+    cublasLtMatmulHeuristicResult_t res;
+    memset(&res, 0, sizeof res);
+    int nres = 0;
+    s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res,
+                                       &nres);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && nres == 0)) {
+        p->usable = 0;
+        return 0;
+    }
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return cublas_fail(s, "cublasLtMatmulAlgoGetHeuristic(m=%d n=%d k=%d, %s, epilogue %s)",
+                           k->m, k->n, k->k, lt_precision_name(prec), epi_name(k->epi));
+    p->algo = res.algo;
+    p->usable = 1;
+    return 0;
+}
+
+/* The cached plan for key (built on first use); NULL + lt_err on error. */
+static gemm_plan *plan_get(lt_cuda_ctx *c, const gemm_key *key, const void *bias) {
+    for (int i = 0; i < c->nplans; i++)
+        if (key_eq(&c->plans[i].key, key)) return &c->plans[i];
+    gemm_plan *p;
+    if (c->nplans < LT_PLAN_CACHE) {
+        p = &c->plans[c->nplans++];
+    } else {
+        p = &c->plans[c->next_evict];
+        c->next_evict = (c->next_evict + 1) % LT_PLAN_CACHE;
+        plan_destroy(p);
+    }
+    memset(p, 0, sizeof *p);
+    p->key = *key;
+    if (plan_build(c, p, bias)) {
+        plan_destroy(p);
+        p->key.m = -1; /* never matches a real key */
+        return NULL;
+    }
+    return p;
+}
+
+/* Enqueues the column-major product D = alpha·op(A)·op(B) + beta·C (+ epilogue), C = D in place.
+ * *done = 0 (and nothing enqueued) when cuBLASLt has no algorithm for the epilogue. */
+static int gemm_enqueue(lt_cuda_ctx *c, const gemm_key *key, float alpha, const void *A,
+                        const void *B, float beta, void *C, const void *bias, int *done) {
+    gemm_plan *p = plan_get(c, key, bias);
+    if (!p) return -1;
+    *done = p->usable;
+    if (!p->usable) return 0;
+    if (key->epi != CUBLASLT_EPILOGUE_DEFAULT)
+        CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                  sizeof bias),
+                   "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
+    CUBLAS_TRY(cublasLtMatmul(c->lt, p->op, &alpha, A, p->la, B, p->lb, &beta, C, p->lc, C, p->lc,
+                              &p->algo, c->ws, LT_WORKSPACE_BYTES, c->stream),
+               "cublasLtMatmul(m=%d n=%d k=%d, %s, epilogue %s)", key->m, key->n, key->k,
+               lt_precision_name((lt_precision)key->prec), epi_name(key->epi));
+    return 0;
+}
+
+/* Fills the key of row-major C (M,N) = op(A)·op(B): cuBLASLt's A is our B and vice versa. */
+static gemm_key make_key(lt_precision prec, int trans_a, int trans_b, int M, int N, int K,
+                         const void *A, int lda, const void *B, int ldb, void *C, int ldc,
+                         lt_cuda_dtype ct, int epi, const void *bias) {
+    gemm_key k;
+    memset(&k, 0, sizeof k);
+    k.prec = prec;
+    k.ta = trans_b; /* cuBLASLt A = our B, stored column-major as (N,K) (op N) or (K,N) (op T) */
+    k.tb = trans_a; /* cuBLASLt B = our A, stored as (K,M) (op N) or (M,K) (op T) */
+    k.m = N;
+    k.n = M;
+    k.k = K;
+    k.lda = ldb;
+    k.ldb = lda;
+    k.ldc = ldc;
+    k.ctype = ct;
+    k.epi = epi;
+    k.al_a = ptr_align(B);
+    k.al_b = ptr_align(A);
+    k.al_c = ptr_align(C);
+    k.al_bias = bias ? ptr_align(bias) : 0;
+    return k;
+}
+
+static int check_gemm_types(lt_precision prec, lt_cuda_dtype ct) {
+    if (prec != LT_PREC_BF16 && ct == LT_CUDA_BF16)
+        return lt_err_set("cuda gemm: %s products need an fp32 output, not bf16",
+                          lt_precision_name(prec));
+    return 0;
+}
+
+extern "C" int lt_cuda_gemm(lt_cuda_ctx *c, lt_precision prec, int trans_a, int trans_b, int M,
+                            int N, int K, float alpha, const void *A, int lda, const void *B,
+                            int ldb, float beta, void *C, int ldc, lt_cuda_dtype c_type) {
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0) return lt_err_set("cuda gemm: K = %d", K);
+    if (check_gemm_types(prec, c_type)) return -1;
+    gemm_key key = make_key(prec, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, c_type,
+                            CUBLASLT_EPILOGUE_DEFAULT, NULL);
+    int done = 0;
+    if (gemm_enqueue(c, &key, alpha, B, A, beta, C, NULL, &done)) return -1;
+    if (!done)
+        return lt_err_set("cuBLASLt has no algorithm for a %s GEMM m=%d n=%d k=%d (lda %d ldb %d "
+                          "ldc %d, %s output)", lt_precision_name(prec), M, N, K, lda, ldb, ldc,
+                          c_type == LT_CUDA_BF16 ? "bf16" : "fp32");
+    return 0;
+}
+
+/* out (M,N) = act(out + bias): the epilogue when cuBLASLt has no fused one. */
+template <typename T>
+__global__ void bias_act_kernel(T *out, const T *bias, int64_t M, int N, int act) {
+    const int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float v = ldf(out, i);
+        if (bias) v += ldf(bias, i % N);
+        if (act == LT_CUDA_ACT_GELU_TANH) v = gelu_tanh(v);
+        else if (act == LT_CUDA_ACT_GELU_ERF) v = gelu_erf(v);
+        stf(out, i, v);
+    }
+}
+
+static int bias_act(lt_cuda_ctx *c, void *out, lt_cuda_dtype t, const void *bias, int M, int N,
+                    int act) {
+    const int64_t n = (int64_t)M * N;
+    if (t == LT_CUDA_BF16)
+        bias_act_kernel<bf16><<<grid_1d(n, 256), 256, 0, c->stream>>>((bf16 *)out,
+                                                                     (const bf16 *)bias, M, N, act);
+    else
+        bias_act_kernel<float><<<grid_1d(n, 256), 256, 0, c->stream>>>((float *)out,
+                                                                      (const float *)bias, M, N, act);
+    return launch_check("bias_act");
+}
+
+extern "C" int lt_cuda_linear(lt_cuda_ctx *c, lt_precision prec, void *out,
+                              lt_cuda_dtype out_type, const void *in, const void *w,
+                              const void *bias, int M, int K, int N, lt_cuda_act act, float beta) {
+    if (M <= 0) return 0;
+    if (K <= 0 || N <= 0) return lt_err_set("cuda linear: K = %d, N = %d", K, N);
+    if (check_gemm_types(prec, out_type)) return -1;
+    if (act != LT_CUDA_ACT_NONE && beta != 0.0f)
+        return lt_err_set("cuda linear: an activation needs beta = 0");
+    /* exact GELU: the product with its bias, then the erf GELU kernel */
+    const int fused_act = act == LT_CUDA_ACT_GELU_TANH;
+    const int epi = fused_act ? (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                    : bias    ? CUBLASLT_EPILOGUE_BIAS
+                              : CUBLASLT_EPILOGUE_DEFAULT;
+    /* out (M,N) = in (M,K) · w (N,K)ᵀ: trans_b */
+    gemm_key key = make_key(prec, 0, 1, M, N, K, in, K, w, K, out, N, out_type, epi, bias);
+    int done = 0;
+    if (gemm_enqueue(c, &key, 1.0f, w, in, beta, out, bias, &done)) return -1;
+    if (!done && epi != CUBLASLT_EPILOGUE_DEFAULT) {
+        if (!c->warned_fallback) {
+            fprintf(stderr, "lt: note: cuBLASLt has no fused %s epilogue for %s m=%d n=%d k=%d; "
+                            "using a separate kernel\n", epi_name(epi), lt_precision_name(prec), N,
+                    M, K);
+            c->warned_fallback = 1;
+        }
+        key = make_key(prec, 0, 1, M, N, K, in, K, w, K, out, N, out_type,
+                       CUBLASLT_EPILOGUE_DEFAULT, NULL);
+        if (gemm_enqueue(c, &key, 1.0f, w, in, beta, out, NULL, &done)) return -1;
+        if (done && bias_act(c, out, out_type, bias, M, N, fused_act ? act : LT_CUDA_ACT_NONE))
+            return -1;
+    }
+    if (!done)
+        return lt_err_set("cuBLASLt has no algorithm for a %s linear M=%d K=%d N=%d (%s output)",
+                          lt_precision_name(prec), M, K, N,
+                          out_type == LT_CUDA_BF16 ? "bf16" : "fp32");
+    if (act == LT_CUDA_ACT_GELU_ERF) return lt_cuda_gelu(c, out, out, out_type, (int64_t)M * N);
+    return 0;
+}
+
+/* ---- elementwise ops -------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void gelu_kernel(T *out, const T *in, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        stf(out, i, gelu_erf(ldf(in, i)));
+}
+
+extern "C" int lt_cuda_gelu(lt_cuda_ctx *c, void *out, const void *in, lt_cuda_dtype t,
+                            int64_t n) {
+    if (n <= 0) return 0;
+    if (t == LT_CUDA_BF16)
+        gelu_kernel<bf16><<<grid_1d(n, 256), 256, 0, c->stream>>>((bf16 *)out, (const bf16 *)in, n);
+    else
+        gelu_kernel<float><<<grid_1d(n, 256), 256, 0, c->stream>>>((float *)out, (const float *)in, n);
+    return launch_check("gelu");
+}
+
+/* out (M,H) = silu(in[:, :H]) · in[:, H:], in (M, 2H) */
+template <typename T>
+__global__ void swiglu_kernel(T *out, const T *in, int64_t M, int H) {
+    const int64_t n = M * H;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / H, j = i % H;
+        const float a = ldf(in, r * 2 * H + j), g = ldf(in, r * 2 * H + H + j);
+        stf(out, i, a / (1.0f + expf(-a)) * g);
+    }
+}
+
+extern "C" int lt_cuda_swiglu(lt_cuda_ctx *c, void *out, const void *in, lt_cuda_dtype t, int M,
+                              int H) {
+    if (M <= 0 || H <= 0) return 0;
+    const size_t es = lt_cuda_dtype_size(t);
+    const char *o = (const char *)out, *i = (const char *)in;
+    if (o < i + (size_t)M * 2 * H * es && i < o + (size_t)M * H * es)
+        return lt_err_set("cuda swiglu: out overlaps in (no in-place form on the GPU)");
+    const int64_t n = (int64_t)M * H;
+    if (t == LT_CUDA_BF16)
+        swiglu_kernel<bf16><<<grid_1d(n, 256), 256, 0, c->stream>>>((bf16 *)out, (const bf16 *)in, M, H);
+    else
+        swiglu_kernel<float><<<grid_1d(n, 256), 256, 0, c->stream>>>((float *)out, (const float *)in, M, H);
+    return launch_check("swiglu");
+}
+
+template <typename T>
+__global__ void layerscale_add_kernel(float *x, const T *y, const float *gamma, int64_t M, int C) {
+    const int64_t n = M * C;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float v = ldf(y, i);
+        x[i] += gamma ? gamma[i % C] * v : v;
+    }
+}
+
+extern "C" int lt_cuda_layerscale_add(lt_cuda_ctx *c, float *x, const void *y, lt_cuda_dtype yt,
+                                      const float *gamma, int M, int C) {
+    const int64_t n = (int64_t)M * C;
+    if (n <= 0) return 0;
+    if (yt == LT_CUDA_BF16)
+        layerscale_add_kernel<bf16><<<grid_1d(n, 256), 256, 0, c->stream>>>(x, (const bf16 *)y, gamma, M, C);
+    else
+        layerscale_add_kernel<float><<<grid_1d(n, 256), 256, 0, c->stream>>>(x, (const float *)y, gamma, M, C);
+    return launch_check("layerscale_add");
+}
+
+/* one warp per row: x (M,C) /= max(‖x‖, eps) */
+__global__ void l2norm_kernel(float *x, int M, int C, float eps) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= M) return;
+    float *r = x + (int64_t)row * C;
+    float s = 0.0f;
+    for (int i = lane; i < C; i += 32) s += r[i] * r[i];
+    s = warp_sum(s);
+    const float inv = 1.0f / fmaxf(sqrtf(s), eps);
+    for (int i = lane; i < C; i += 32) r[i] *= inv;
+}
+
+extern "C" int lt_cuda_l2norm(lt_cuda_ctx *c, float *x, int M, int C, float eps) {
+    if (M <= 0) return 0;
+    l2norm_kernel<<<(M + 7) / 8, 256, 0, c->stream>>>(x, M, C, eps);
+    return launch_check("l2norm");
+}
+
+/* ---- LayerNorm and the head ------------------------------------------------------------------- */
+
+/* LayerNorm of one row (C <= 32·NV) held in registers by one warp: lane owns columns lane + 32·i.
+ * v receives the normalised, affine-transformed values (0 beyond C). */
+template <int NV>
+__device__ __forceinline__ void ln_row(const float *x, int C, const float *w, const float *b,
+                                       float eps, float (&v)[NV], int lane) {
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const int col = lane + 32 * i;
+        v[i] = col < C ? x[col] : 0.0f;
+        s += v[i];
+    }
+    const float mean = warp_sum(s) / (float)C;
+    float q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const int col = lane + 32 * i;
+        const float d = col < C ? v[i] - mean : 0.0f;
+        q += d * d;
+    }
+    const float rstd = 1.0f / sqrtf(warp_sum(q) / (float)C + eps);
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        const int col = lane + 32 * i;
+        v[i] = col < C ? (v[i] - mean) * rstd * w[col] + b[col] : 0.0f;
+    }
+}
+
+/* one warp per row; 8 rows per block of 256 */
+template <typename T, int NV>
+__global__ void layernorm_kernel(T *out, const float *in, const float *w, const float *b, int M,
+                                 int C, float eps) {
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= M) return;
+    float v[NV];
+    ln_row<NV>(in + (int64_t)row * C, C, w, b, eps, v, lane);
+    T *o = out + (int64_t)row * C;
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+        if (lane + 32 * i < C) stf(o, lane + 32 * i, v[i]);
+}
+
+/* out (B,D) = l2normalize(LN(x[b, 0, :])) */
+template <int NV>
+__global__ void cls_head_kernel(float *out, const float *x, int B, int64_t T, int D, const float *w,
+                                const float *b, float ln_eps, float l2_eps) {
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= B) return;
+    float v[NV];
+    ln_row<NV>(x + (int64_t)row * T * D, D, w, b, ln_eps, v, lane);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++) s += v[i] * v[i];
+    const float inv = 1.0f / fmaxf(sqrtf(warp_sum(s)), l2_eps);
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+        if (lane + 32 * i < D) out[(int64_t)row * D + lane + 32 * i] = v[i] * inv;
+}
+
+/* Registers per lane for a row of C: the smallest instantiated NV with 32·NV >= C. */
+#define LN_DISPATCH(C, MACRO)                                                                     \
+    do {                                                                                          \
+        const int nv_ = ((C) + 31) / 32;                                                          \
+        if (nv_ <= 2) MACRO(2);                                                                   \
+        else if (nv_ <= 4) MACRO(4);                                                              \
+        else if (nv_ <= 8) MACRO(8);                                                              \
+        else if (nv_ <= 16) MACRO(16);                                                            \
+        else if (nv_ <= 24) MACRO(24);                                                            \
+        else if (nv_ <= 32) MACRO(32);                                                            \
+        else if (nv_ <= 48) MACRO(48);                                                            \
+        else MACRO(64);                                                                           \
+    } while (0)
+
+extern "C" int lt_cuda_layernorm(lt_cuda_ctx *c, void *out, lt_cuda_dtype out_type,
+                                 const float *in, const float *w, const float *b, int M, int C,
+                                 float eps) {
+    if (M <= 0) return 0;
+    if (C <= 0 || C > 2048) return lt_err_set("cuda layernorm: C = %d (1..2048 supported)", C);
+    const int grid = (M + 7) / 8;
+#define LN_LAUNCH(NV)                                                                             \
+    if (out_type == LT_CUDA_BF16)                                                                 \
+        layernorm_kernel<bf16, NV><<<grid, 256, 0, c->stream>>>((bf16 *)out, in, w, b, M, C, eps); \
+    else                                                                                          \
+        layernorm_kernel<float, NV><<<grid, 256, 0, c->stream>>>((float *)out, in, w, b, M, C, eps)
+    LN_DISPATCH(C, LN_LAUNCH);
+#undef LN_LAUNCH
+    return launch_check("layernorm");
+}
+
+extern "C" int lt_cuda_cls_head(lt_cuda_ctx *c, float *out, const float *x, int B, int T, int D,
+                                const float *w, const float *b, float ln_eps, float l2_eps) {
+    if (B <= 0) return 0;
+    if (D <= 0 || D > 2048) return lt_err_set("cuda cls head: D = %d (1..2048 supported)", D);
+    const int grid = (B + 7) / 8;
+#define HEAD_LAUNCH(NV)                                                                           \
+    cls_head_kernel<NV><<<grid, 256, 0, c->stream>>>(out, x, B, T, D, w, b, ln_eps, l2_eps)
+    LN_DISPATCH(D, HEAD_LAUNCH);
+#undef HEAD_LAUNCH
+    return launch_check("cls_head");
+}
+
+/* ---- input: normalisation, patchify, tokens -------------------------------------------------- */
+
+typedef struct {
+    float mean[3], std[3];
+} norm3;
+
+/* The CPU's lt_mix_normalize expression, rounded step by step (no FMA contraction). */
+__device__ __forceinline__ float mix_norm(const uint8_t *a, const uint8_t *b, float wa, float wb,
+                                          int64_t i, int ch, const norm3 &n) {
+    float v = __fmul_rn(wa, (float)a[i]);
+    if (b) v = __fadd_rn(v, __fmul_rn(wb, (float)b[i]));
+    return __fdiv_rn(__fsub_rn(v, n.mean[ch]), n.std[ch]);
+}
+
+/* Without a partner (b NULL) λ is 1, whatever lambda holds (as lt-embed calls the CPU twin). */
+__device__ __forceinline__ void mix_weights(const float *lambda, const uint8_t *b, int s,
+                                            float *wa, float *wb) {
+    const float l = lambda && b ? lambda[s] : 1.0f;
+    *wa = __fdiv_rn(l, 255.0f);
+    *wb = __fdiv_rn(__fsub_rn(1.0f, l), 255.0f);
+}
+
+__global__ void mix_normalize_kernel(float *out, const uint8_t *a, const uint8_t *b,
+                                     const float *lambda, norm3 n, int B, int64_t npix) {
+    const int64_t total = (int64_t)B * npix * 3;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float wa, wb;
+        mix_weights(lambda, b, (int)(i / (npix * 3)), &wa, &wb);
+        out[i] = mix_norm(a, b, wa, wb, i, (int)(i % 3), n);
+    }
+}
+
+extern "C" int lt_cuda_mix_normalize(lt_cuda_ctx *c, float *out, const uint8_t *a,
+                                     const uint8_t *b, const float *lambda, const float mean[3],
+                                     const float std[3], int B, int64_t npix) {
+    const int64_t total = (int64_t)B * npix * 3;
+    if (total <= 0) return 0;
+    norm3 n;
+    for (int i = 0; i < 3; i++) {
+        n.mean[i] = mean[i];
+        n.std[i] = std[i];
+    }
+    mix_normalize_kernel<<<grid_1d(total, 256), 256, 0, c->stream>>>(out, a, b, lambda, n, B, npix);
+    return launch_check("mix_normalize");
+}
+
+/* Patch rows r = (b, gy, gx), columns k = (c, ky, kx) (+ zero padding up to ld):
+ * out[r, k] = x[b, gy·p + ky, gx·p + kx, c], x either fp32 NHWC or uint8 views (then normalised). */
+template <typename T, bool VIEWS>
+__global__ void patchify_kernel(T *out, int ld, const float *x, const uint8_t *a, const uint8_t *b,
+                                const float *lambda, norm3 n, int B, int H, int W, int C, int p) {
+    const int gh = H / p, gw = W / p, K = C * p * p;
+    const int64_t total = (int64_t)B * gh * gw * ld;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / ld;
+        const int k = (int)(i % ld);
+        if (k >= K) {
+            stf(out, i, 0.0f);
+            continue;
+        }
+        const int ch = k / (p * p), rem = k % (p * p), ky = rem / p, kx = rem % p;
+        const int bi = (int)(r / ((int64_t)gh * gw)), g = (int)(r % ((int64_t)gh * gw));
+        const int y = (g / gw) * p + ky, xx = (g % gw) * p + kx;
+        const int64_t src = (((int64_t)bi * H + y) * W + xx) * C + ch;
+        float v;
+        if (VIEWS) {
+            float wa, wb;
+            mix_weights(lambda, b, bi, &wa, &wb);
+            v = mix_norm(a, b, wa, wb, src, ch, n);
+        } else {
+            v = x[src];
+        }
+        stf(out, i, v);
+    }
+}
+
+static int patchify_args(int ld_out, int B, int H, int W, int C, int p) {
+    if (p <= 0 || H / p <= 0 || W / p <= 0 || B <= 0)
+        return lt_err_set("cuda patchify: %d images of %dx%d, patch %d", B, H, W, p);
+    if (ld_out < C * p * p) return lt_err_set("cuda patchify: ld_out %d < %d", ld_out, C * p * p);
+    return 0;
+}
+
+extern "C" int lt_cuda_patchify(lt_cuda_ctx *c, void *out, lt_cuda_dtype out_type, int ld_out,
+                                const float *x, int B, int H, int W, int C, int p) {
+    if (patchify_args(ld_out, B, H, W, C, p)) return -1;
+    const int64_t total = (int64_t)B * (H / p) * (W / p) * ld_out;
+    norm3 n;
+    memset(&n, 0, sizeof n);
+    if (out_type == LT_CUDA_BF16)
+        patchify_kernel<bf16, false><<<grid_1d(total, 256), 256, 0, c->stream>>>(
+            (bf16 *)out, ld_out, x, NULL, NULL, NULL, n, B, H, W, C, p);
+    else
+        patchify_kernel<float, false><<<grid_1d(total, 256), 256, 0, c->stream>>>(
+            (float *)out, ld_out, x, NULL, NULL, NULL, n, B, H, W, C, p);
+    return launch_check("patchify");
+}
+
+extern "C" int lt_cuda_patchify_views(lt_cuda_ctx *c, void *out, lt_cuda_dtype out_type,
+                                      int ld_out, const uint8_t *a, const uint8_t *b,
+                                      const float *lambda, const float mean[3],
+                                      const float std[3], int B, int H, int W, int p) {
+    if (patchify_args(ld_out, B, H, W, 3, p)) return -1;
+    const int64_t total = (int64_t)B * (H / p) * (W / p) * ld_out;
+    norm3 n;
+    for (int i = 0; i < 3; i++) {
+        n.mean[i] = mean[i];
+        n.std[i] = std[i];
+    }
+    if (out_type == LT_CUDA_BF16)
+        patchify_kernel<bf16, true><<<grid_1d(total, 256), 256, 0, c->stream>>>(
+            (bf16 *)out, ld_out, NULL, a, b, lambda, n, B, H, W, 3, p);
+    else
+        patchify_kernel<float, true><<<grid_1d(total, 256), 256, 0, c->stream>>>(
+            (float *)out, ld_out, NULL, a, b, lambda, n, B, H, W, 3, p);
+    return launch_check("patchify_views");
+}
+
+/* x (B,T,D): [tok0, reg, pemb + posb] per image */
+__global__ void tokens_kernel(float *x, const float *pemb, const float *tok0, const float *reg,
+                              const float *posb, int B, int G, int R, int D) {
+    const int T = 1 + R + G;
+    const int64_t total = (int64_t)B * T * D;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(i % D);
+        const int64_t row = i / D;
+        const int t = (int)(row % T), bi = (int)(row / T);
+        float v;
+        if (t == 0) v = tok0[d];
+        else if (t <= R) v = reg[(int64_t)(t - 1) * D + d];
+        else {
+            const int g = t - 1 - R;
+            v = pemb[((int64_t)bi * G + g) * D + d] + posb[(int64_t)g * D + d];
+        }
+        x[i] = v;
+    }
+}
+
+extern "C" int lt_cuda_tokens(lt_cuda_ctx *c, float *x, const float *pemb, const float *tok0,
+                              const float *reg, const float *posb, int B, int G, int R, int D) {
+    const int64_t total = (int64_t)B * (1 + R + G) * D;
+    if (total <= 0) return 0;
+    if (R > 0 && !reg) return lt_err_set("cuda tokens: %d registers but no register tokens", R);
+    tokens_kernel<<<grid_1d(total, 256), 256, 0, c->stream>>>(x, pemb, tok0, reg, posb, B, G, R, D);
+    return launch_check("tokens");
+}
+
+/* ---- attention, fp32 (CUDA cores) ------------------------------------------------------------- */
+
+#define AF_Q 64 /* queries per block: one thread each */
+#define AF_K 64 /* keys per shared-memory tile */
+
+/* grid (B·heads, ceil(N/64)), block 64. qkv (B, N, 3, heads, 64) → out (B, N, heads·64).
+ * Thread = one query row; q and the output accumulator live in registers; keys stream through
+ * shared memory; softmax online per key (running max m, running sum l). */
+__global__ void __launch_bounds__(AF_Q) attn_f32_kernel(float *out, const float *qkv, int N,
+                                                        int heads, float scale) {
+    __shared__ __align__(16) float Ks[AF_K][64];
+    __shared__ __align__(16) float Vs[AF_K][64];
+    const int D = heads * 64;
+    const int64_t ld = 3 * (int64_t)D;
+    const int b = blockIdx.x / heads, h = blockIdx.x % heads;
+    const int qi = blockIdx.y * AF_Q + threadIdx.x;
+    const float *base = qkv + (int64_t)b * N * ld + h * 64;
+    const bool valid = qi < N;
+    float q[64], o[64];
+#pragma unroll
+    for (int d = 0; d < 64; d += 4) {
+        float4 v = valid ? *reinterpret_cast<const float4 *>(base + qi * ld + d)
+                         : make_float4(0.f, 0.f, 0.f, 0.f);
+        q[d] = v.x;
+        q[d + 1] = v.y;
+        q[d + 2] = v.z;
+        q[d + 3] = v.w;
+        o[d] = o[d + 1] = o[d + 2] = o[d + 3] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int k0 = 0; k0 < N; k0 += AF_K) {
+        __syncthreads(); /* everyone is done with the previous tile */
+        for (int i = threadIdx.x; i < AF_K * 16; i += AF_Q) {
+            const int key = i >> 4, c4 = (i & 15) * 4;
+            float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+            if (k0 + key < N) {
+                const float *src = base + (int64_t)(k0 + key) * ld + c4;
+                kv = *reinterpret_cast<const float4 *>(src + D);
+                vv = *reinterpret_cast<const float4 *>(src + 2 * D);
+            }
+            *reinterpret_cast<float4 *>(&Ks[key][c4]) = kv;
+            *reinterpret_cast<float4 *>(&Vs[key][c4]) = vv;
+        }
+        __syncthreads();
+        const int nk = min(AF_K, N - k0);
+        for (int j = 0; j < nk; j++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int d = 0; d < 64; d += 4) {
+                const float4 k4 = *reinterpret_cast<const float4 *>(&Ks[j][d]);
+                s += q[d] * k4.x + q[d + 1] * k4.y + q[d + 2] * k4.z + q[d + 3] * k4.w;
+            }
+            s *= scale;
+            if (s > m) {
+                const float corr = expf(m - s);
+                l *= corr;
+#pragma unroll
+                for (int d = 0; d < 64; d++) o[d] *= corr;
+                m = s;
+            }
+            const float pj = expf(s - m);
+            l += pj;
+#pragma unroll
+            for (int d = 0; d < 64; d += 4) {
+                const float4 v4 = *reinterpret_cast<const float4 *>(&Vs[j][d]);
+                o[d] += pj * v4.x;
+                o[d + 1] += pj * v4.y;
+                o[d + 2] += pj * v4.z;
+                o[d + 3] += pj * v4.w;
+            }
+        }
+    }
+    if (!valid) return;
+    const float inv = 1.0f / l;
+    float *dst = out + ((int64_t)b * N + qi) * D + h * 64;
+#pragma unroll
+    for (int d = 0; d < 64; d += 4)
+        *reinterpret_cast<float4 *>(dst + d) =
+            make_float4(o[d] * inv, o[d + 1] * inv, o[d + 2] * inv, o[d + 3] * inv);
+}
+
+/* ---- attention, bf16 (tensor cores, mma.sync m16n8k16) ----------------------------------------
+ *
+ * Block = 4 warps = 64 query rows of one (image, head); warp w owns rows 16w..16w+15. Keys come in
+ * tiles of 64 through shared memory: K as [key][dim], V transposed as [dim][key], rows padded to
+ * 72 elements so that the fragment loads below hit 32 different banks.
+ *
+ * Fragments of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = 4·g + t:
+ *   A (16×16, row-major), 4 regs of 2 bf16: a0 = A[g][2t..2t+1], a1 = A[g+8][2t..2t+1],
+ *                                            a2 = A[g][2t+8..2t+9], a3 = A[g+8][2t+8..2t+9]
+ *   B (16×8, k×n), 2 regs: b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g]
+ *   C/D (16×8 fp32), 4 floats: c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
+ * (the lower-indexed element in the low 16 bits). S = Q·Kᵀ per 8-key tile j is a C fragment;
+ * two adjacent tiles (2kk, 2kk+1) form exactly the A fragment of P for keys 16kk..16kk+15, so the
+ * probabilities never leave registers (the FlashAttention-2 arrangement). */
+
+#define AB_Q 64  /* queries per block */
+#define AB_K 64  /* keys per tile */
+#define AB_LD 72 /* padded shared row (bf16 elements) */
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    (void)d; (void)a; (void)b0; (void)b1;
+    __trap(); /* bf16 tensor-core attention needs sm_80 or newer */
+#endif
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    const uint32_t l = __bfloat16_as_ushort(__float2bfloat16_rn(lo));
+    const uint32_t h = __bfloat16_as_ushort(__float2bfloat16_rn(hi));
+    return l | (h << 16);
+}
+
+__device__ __forceinline__ uint32_t ld_u32(const bf16 *p) {
+    return *reinterpret_cast<const uint32_t *>(p);
+}
+
+/* grid (B·heads, ceil(N/64)), block 128. */
+__global__ void __launch_bounds__(128) attn_bf16_kernel(bf16 *out, const bf16 *qkv, int N,
+                                                        int heads, float scale_log2) {
+    __shared__ __align__(16) bf16 Ks[AB_K * AB_LD]; /* [key][dim] */
+    __shared__ __align__(16) bf16 Vt[64 * AB_LD];   /* [dim][key] */
+    const int D = heads * 64;
+    const int64_t ld = 3 * (int64_t)D;
+    const int b = blockIdx.x / heads, h = blockIdx.x % heads;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.y * AB_Q + warp * 16 + g, r1 = r0 + 8; /* this lane's two rows */
+    const bf16 *qb = qkv + (int64_t)b * N * ld + h * 64;          /* Q of token 0 */
+    const bf16 *kb = qb + D, *vb = qb + 2 * D;
+
+    /* Q as A fragments, 4 steps of 16 dims; rows past N are zeros */
+    uint32_t qf[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const int col = kk * 16 + 2 * t;
+        qf[kk][0] = r0 < N ? ld_u32(qb + r0 * ld + col) : 0u;
+        qf[kk][1] = r1 < N ? ld_u32(qb + r1 * ld + col) : 0u;
+        qf[kk][2] = r0 < N ? ld_u32(qb + r0 * ld + col + 8) : 0u;
+        qf[kk][3] = r1 < N ? ld_u32(qb + r1 * ld + col + 8) : 0u;
+    }
+    float o[8][4]; /* O (16 rows × 64 dims) as 8 C fragments of 8 dims */
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY; /* running max of rows r0, r1 (log2 units) */
+    float l0 = 0.0f, l1 = 0.0f;           /* running sums, this lane's share */
+
+    for (int k0 = 0; k0 < N; k0 += AB_K) {
+        __syncthreads(); /* all warps are done with the previous tile */
+        /* K tile: 8 lanes read one key's 128 bytes (coalesced), store 16 bytes each */
+        for (int i = threadIdx.x; i < AB_K * 8; i += 128) {
+            const int key = i >> 3, ch = i & 7;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (k0 + key < N) v = *reinterpret_cast<const uint4 *>(kb + (k0 + key) * ld + ch * 8);
+            *reinterpret_cast<uint4 *>(&Ks[key * AB_LD + ch * 8]) = v;
+        }
+        /* V tile, transposed: consecutive lanes take consecutive keys of one 8-dim chunk, so the
+         * 2-byte stores of a warp fall in 16 consecutive words (no bank conflicts) */
+        for (int i = threadIdx.x; i < AB_K * 8; i += 128) {
+            const int key = i & (AB_K - 1), ch = i / AB_K;
+            uint4 v = make_uint4(0u, 0u, 0u, 0u);
+            if (k0 + key < N) v = *reinterpret_cast<const uint4 *>(vb + (k0 + key) * ld + ch * 8);
+            const bf16 *e = reinterpret_cast<const bf16 *>(&v);
+#pragma unroll
+            for (int k = 0; k < 8; k++) Vt[(ch * 8 + k) * AB_LD + key] = e[k];
+        }
+        __syncthreads();
+
+        /* S (16 × 64 keys) = Q Kᵀ: B[k = dim][n = key] = Ks[key][dim] */
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const bf16 *kp = &Ks[(8 * j + g) * AB_LD + kk * 16 + 2 * t];
+                mma_16816(s[j], qf[kk], ld_u32(kp), ld_u32(kp + 8));
+            }
+        }
+        /* scale to log2 units, mask keys >= N, row maxima over the 4 lanes of a row */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const bool in = k0 + 8 * j + 2 * t + e < N;
+                s[j][e] = in ? s[j][e] * scale_log2 : -INFINITY;
+                s[j][2 + e] = in ? s[j][2 + e] * scale_log2 : -INFINITY;
+                mx0 = fmaxf(mx0, s[j][e]);
+                mx1 = fmaxf(mx1, s[j][2 + e]);
+            }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        /* every tile holds key k0 < N, so the new maxima are finite */
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        const float c0 = exp2f(m0 - n0), c1 = exp2f(m1 - n1); /* 0 on the first tile */
+        m0 = n0;
+        m1 = n1;
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            o[j][0] *= c0;
+            o[j][1] *= c0;
+            o[j][2] *= c1;
+            o[j][3] *= c1;
+        }
+        /* P = 2^(S − m) as A fragments: keys 16kk..16kk+15 = S tiles 2kk (a0, a1), 2kk+1 (a2, a3) */
+        uint32_t pf[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int j = 2 * kk + half;
+                const float p0 = exp2f(s[j][0] - m0), p1 = exp2f(s[j][1] - m0);
+                const float p2 = exp2f(s[j][2] - m1), p3 = exp2f(s[j][3] - m1);
+                l0 += p0 + p1;
+                l1 += p2 + p3;
+                pf[kk][2 * half] = pack_bf16x2(p0, p1);     /* row g */
+                pf[kk][2 * half + 1] = pack_bf16x2(p2, p3); /* row g + 8 */
+            }
+        /* O += P V: B[k = key][n = dim] = Vt[dim][key] */
+#pragma unroll
+        for (int jd = 0; jd < 8; jd++)
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                const bf16 *vp = &Vt[(8 * jd + g) * AB_LD + kk * 16 + 2 * t];
+                mma_16816(o[jd], pf[kk], ld_u32(vp), ld_u32(vp + 8));
+            }
+    }
+    /* full row sums: add the shares of the 4 lanes of each row */
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    bf16 *ob = out + (int64_t)b * N * D + h * 64;
+#pragma unroll
+    for (int jd = 0; jd < 8; jd++) {
+        const int col = 8 * jd + 2 * t;
+        if (r0 < N)
+            *reinterpret_cast<uint32_t *>(ob + (int64_t)r0 * D + col) =
+                pack_bf16x2(o[jd][0] * i0, o[jd][1] * i0);
+        if (r1 < N)
+            *reinterpret_cast<uint32_t *>(ob + (int64_t)r1 * D + col) =
+                pack_bf16x2(o[jd][2] * i1, o[jd][3] * i1);
+    }
+}
+
+extern "C" int lt_cuda_attention(lt_cuda_ctx *c, void *out, const void *qkv, lt_cuda_dtype t,
+                                 int B, int N, int heads, int hd) {
+    if (B <= 0 || N <= 0) return 0;
+    if (hd != 64) return lt_err_set("cuda attention: head dim %d (only 64 is implemented)", hd);
+    if (heads <= 0 || (int64_t)B * heads > 0x7fffffff || N > 65535 * 64)
+        return lt_err_set("cuda attention: B=%d N=%d heads=%d out of range", B, N, heads);
+    if (((uintptr_t)qkv | (uintptr_t)out) & 15)
+        return lt_err_set("cuda attention: qkv and out must be 16-byte aligned");
+    if (t == LT_CUDA_BF16) {
+        dim3 grid((unsigned)(B * heads), (unsigned)((N + AB_Q - 1) / AB_Q));
+        const float scale_log2 = 0.125f * 1.4426950408889634f; /* 64^-½ · log2(e) */
+        attn_bf16_kernel<<<grid, 128, 0, c->stream>>>((bf16 *)out, (const bf16 *)qkv, N, heads,
+                                                      scale_log2);
+        return launch_check("attention (bf16, mma.sync)");
+    }
+    dim3 grid((unsigned)(B * heads), (unsigned)((N + AF_Q - 1) / AF_Q));
+    attn_f32_kernel<<<grid, AF_Q, 0, c->stream>>>((float *)out, (const float *)qkv, N, heads,
+                                                  0.125f);
+    return launch_check("attention (fp32)");
+}
