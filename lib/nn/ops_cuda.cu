@@ -679,14 +679,14 @@ __global__ void cls_head_kernel(float *out, const float *x, int B, int64_t T, in
 #define LN_DISPATCH(C, MACRO)                                                                     \
     do {                                                                                          \
         const int nv_ = ((C) + 31) / 32;                                                          \
-        if (nv_ <= 2) MACRO(2);                                                                   \
-        else if (nv_ <= 4) MACRO(4);                                                              \
-        else if (nv_ <= 8) MACRO(8);                                                              \
-        else if (nv_ <= 16) MACRO(16);                                                            \
-        else if (nv_ <= 24) MACRO(24);                                                            \
-        else if (nv_ <= 32) MACRO(32);                                                            \
-        else if (nv_ <= 48) MACRO(48);                                                            \
-        else MACRO(64);                                                                           \
+        if (nv_ <= 2) { MACRO(2); }                                                               \
+        else if (nv_ <= 4) { MACRO(4); }                                                          \
+        else if (nv_ <= 8) { MACRO(8); }                                                          \
+        else if (nv_ <= 16) { MACRO(16); }                                                        \
+        else if (nv_ <= 24) { MACRO(24); }                                                        \
+        else if (nv_ <= 32) { MACRO(32); }                                                        \
+        else if (nv_ <= 48) { MACRO(48); }                                                        \
+        else { MACRO(64); }                                                                       \
     } while (0)
 
 extern "C" int lt_cuda_layernorm(lt_cuda_ctx *c, void *out, lt_cuda_dtype out_type,

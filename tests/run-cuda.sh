@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# run-cuda.sh: the CUDA-vs-CPU tests, what `make test-cuda` runs (on a GPU machine; CI has none).
+#
+#   1. every build/tests/test_cuda_* binary: each op, then the whole DINOv2 forward, against the
+#      CPU reference (exit 77 from a binary = no GPU = skipped);
+#   2. end to end: lt-embed on a tiny generated folder with a tiny random teacher, on the CPU and
+#      on the GPU (fp32 and bf16), the caches' embeddings compared (vit_bench cache-diff).
+#      Skipped when lt-embed has no --precision option yet (no GPU path) or there is no GPU.
+#
+# LT_LIBPATH, if set, is prepended to LD_LIBRARY_PATH for lt's own binaries only (the carried
+# libraries of scripts/device-check.sh), never for Python. Exit 0 all ran passed or skipped,
+# 1 a failure. Prints "run-cuda: <name> PASS|FAIL|SKIP" lines for the summary.
+set -u
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export LT_ROOT=$PWD
+
+run_bin() {
+  if [ -n "${LT_LIBPATH:-}" ]; then
+    LD_LIBRARY_PATH="$LT_LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"
+  else
+    "$@"
+  fi
+}
+
+fail=0
+any=0
+nogpu=0
+tests=(build/tests/test_cuda_ops) # the ops first, then the model
+for t in build/tests/test_cuda_*; do [ "$t" = build/tests/test_cuda_ops ] || tests+=("$t"); done
+for t in "${tests[@]}"; do
+  [ -x "$t" ] || continue
+  any=1
+  echo "== $t"
+  run_bin "$t"
+  rc=$?
+  case $rc in
+    0) echo "run-cuda: $(basename "$t") PASS" ;;
+    77) echo "run-cuda: $(basename "$t") SKIP (no GPU)"; nogpu=1 ;;
+    *) echo "run-cuda: $(basename "$t") FAIL (exit $rc)"; fail=1 ;;
+  esac
+done
+[ $any = 1 ] || { echo "run-cuda: no build/tests/test_cuda_* binaries: run make first"; exit 1; }
+
+# ---- end to end: lt-embed on the GPU vs the CPU --------------------------------------------
+e2e() {
+  local embed=bin/lt-embed tool=build/tests/tools/vit_bench
+  if [ ! -x "$embed" ] || [ ! -x "$tool" ]; then
+    echo "run-cuda: e2e-embed SKIP (bin/lt-embed or vit_bench not built)"; return 0
+  fi
+  if ! run_bin "$embed" --help 2>/dev/null | grep -q -- '--precision'; then
+    echo "run-cuda: e2e-embed SKIP (this lt-embed has no --precision option: no GPU path yet)"; return 0
+  fi
+  if [ $nogpu = 1 ]; then
+    echo "run-cuda: e2e-embed SKIP (no GPU)"; return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/lt-e2e-cuda.XXXXXX")
+  trap 'rm -rf "$tmp"' RETURN
+  "$PYTHON" scripts/make-sample-images.py "$tmp/data" --count 12 --seed 3 >/dev/null &&
+    "$PYTHON" scripts/make-random-teacher.py "$tmp/teacher.safetensors" --dim 128 --depth 2 \
+      --grid 16 --registers 4 >/dev/null ||
+    { echo "run-cuda: e2e-embed FAIL (could not make the sample data)"; return 1; }
+  local common=(-q --teacher "$tmp/teacher.safetensors" --views 3 --seed 7 --dtype f32
+                --batch-size 8)
+  echo "== lt-embed --device cpu"
+  run_bin "$embed" "${common[@]}" --device cpu "$tmp/data" "$tmp/cpu.h5" ||
+    { echo "run-cuda: e2e-embed FAIL (lt-embed --device cpu)"; return 1; }
+  local rc=0 prec thr line nmse
+  for prec in fp32 bf16; do
+    [ $prec = fp32 ] && thr=1e-8 || thr=1e-3
+    echo "== lt-embed --device cuda --precision $prec"
+    if ! run_bin "$embed" "${common[@]}" --device cuda --precision $prec "$tmp/data" "$tmp/$prec.h5"; then
+      echo "run-cuda: e2e-embed-$prec FAIL (lt-embed --device cuda exited non-zero)"; rc=1; continue
+    fi
+    line=$(run_bin "$tool" cache-diff "$tmp/$prec.h5" "$tmp/cpu.h5") ||
+      { echo "run-cuda: e2e-embed-$prec FAIL (cache-diff)"; rc=1; continue; }
+    echo "$line"
+    nmse=$(echo "$line" | sed -n 's/.* nmse=\([^ ]*\).*/\1/p')
+    if awk -v e="$nmse" -v t="$thr" 'BEGIN { exit !(e != "" && e + 0 <= t + 0) }'; then
+      echo "run-cuda: e2e-embed-$prec PASS (nmse $nmse <= $thr)"
+    else
+      echo "run-cuda: e2e-embed-$prec FAIL (nmse $nmse > $thr)"; rc=1
+    fi
+  done
+  return $rc
+}
+
+e2e || fail=1
+
+[ $fail = 0 ] && echo "run-cuda: all CUDA tests passed (or skipped)" || echo "run-cuda: SOME CUDA TESTS FAILED"
+exit $fail
