@@ -29,6 +29,7 @@
 #include "image/decode.h"
 #include "image/render.h"
 #include "models/dinov2.h"
+#include "models/dinov2_cuda.h"
 
 #define LT_MAX_FILE_BYTES ((size_t)1 << 31) /* 2 GiB: no image file we accept is larger */
 #define PASS1_CHUNK 64                      /* files read + decoded per parallel round */
@@ -36,7 +37,8 @@
 void lt_embed_defaults(lt_embed_opts *o) {
     memset(o, 0, sizeof *o);
     o->views = 8;
-    o->batch_size = 32;
+    o->batch_size = 0;
+    o->precision = LT_PREC_BF16;
     o->mixup = 1;
     o->zstd_level = 3;
     o->device = LT_DEVICE_AUTO;
@@ -222,6 +224,7 @@ typedef struct {
     uint8_t *va, *vb;   /* (count_max, size, size, 3) rendered primary / partner views */
     float *x;           /* (count_max, size, size, 3) teacher input */
     float *emb;         /* (count_max, D) */
+    float *lambda;      /* (count_max) */
     decoded_slot *slots;/* (2 * count_max) */
     int *slot_of;       /* (count_max, 2) */
 } batch_buffers;
@@ -231,6 +234,7 @@ static void batch_free(batch_buffers *b) {
     free(b->vb);
     free(b->x);
     free(b->emb);
+    free(b->lambda);
     free(b->slots);
     free(b->slot_of);
 }
@@ -245,18 +249,22 @@ static int batch_alloc(batch_buffers *b, int count_max, int size, int D) {
     b->vb = lt_malloc(count_max * px, "rendered views");
     b->x = lt_malloc(count_max * px * sizeof(float), "teacher input");
     b->emb = lt_malloc((size_t)count_max * D * sizeof(float), "embeddings");
+    b->lambda = lt_malloc((size_t)count_max * sizeof(float), "mixup weights");
     b->slots = lt_calloc((size_t)count_max * 2, sizeof *b->slots, "decoded images");
     b->slot_of = lt_malloc((size_t)count_max * 2 * sizeof(int), "decoded images");
-    if (!b->va || !b->vb || !b->x || !b->emb || !b->slots || !b->slot_of) {
+    if (!b->va || !b->vb || !b->x || !b->emb || !b->lambda || !b->slots || !b->slot_of) {
         batch_free(b);
         return -1;
     }
     return 0;
 }
 
-/* Renders, mixes and normalises samples [0, count) of smp into b->x; dumps views if asked. */
-static int render_batch(const lt_embed_opts *o, const lt_sample *smp, int64_t first, int count,
-                        batch_buffers *b) {
+/* Renders samples [0, count) of smp into va/vb (count, size, size, 3) and their lambdas; with
+ * x != NULL also mixes and normalises into x (the CPU teacher's input; the GPU does that step
+ * itself). A sample without partner gets lambda 1 and an all-zero partner view. Dumps views if
+ * asked. */
+static int render_views(const lt_embed_opts *o, const lt_sample *smp, int64_t first, int count,
+                        batch_buffers *b, uint8_t *va, uint8_t *vb, float *lambda, float *x) {
     const int size = b->size;
     const size_t px = (size_t)size * size * 3;
     int failed = 0;
@@ -264,13 +272,16 @@ static int render_batch(const lt_embed_opts *o, const lt_sample *smp, int64_t fi
 #pragma omp parallel for schedule(dynamic, 1)
     for (int s = 0; s < count; s++) {
         const lt_sample *sm = &smp[s];
-        uint8_t *a = b->va + s * px, *bb = b->vb + s * px;
+        uint8_t *a = va + s * px, *bb = vb + s * px;
         int ok = lt_render(&b->slots[b->slot_of[2 * s]].im, &sm->r[0], size, a) == 0;
         int mixed = sm->image[1] >= 0;
         if (ok && mixed) ok = lt_render(&b->slots[b->slot_of[2 * s + 1]].im, &sm->r[1], size, bb) == 0;
+        if (!mixed) memset(bb, 0, px);
+        lambda[s] = mixed ? sm->lambda : 1.0f;
         if (ok) {
-            lt_mix_normalize(a, mixed ? bb : NULL, mixed ? sm->lambda : 1.0f, o->transform.mean,
-                             o->transform.std, (int64_t)size * size, b->x + s * px);
+            if (x)
+                lt_mix_normalize(a, mixed ? bb : NULL, lambda[s], o->transform.mean,
+                                 o->transform.std, (int64_t)size * size, x + s * px);
             if (o->dump_views_dir) {
                 ok = dump_view(o->dump_views_dir, first + s, "a", a, size) == 0;
                 if (ok && mixed) ok = dump_view(o->dump_views_dir, first + s, "b", bb, size) == 0;
@@ -288,12 +299,35 @@ static int render_batch(const lt_embed_opts *o, const lt_sample *smp, int64_t fi
     return 0;
 }
 
-static int pass2(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
-                 const lt_sample *samples, int64_t S, int64_t n_images) {
+/* Decodes the images batch [first, first + count) needs and renders its views into va/vb
+ * (and the normalised input into x when not NULL), timing both. */
+static int prepare_batch(const lt_embed_opts *o, lt_cache_writer *w, const lt_sample *samples,
+                         int64_t first, int count, batch_buffers *b, uint8_t *va, uint8_t *vb,
+                         float *lambda, float *x, lt_embed_report *rep) {
+    double t0 = lt_now();
+    int n_slots = 0;
+    int rc = decode_batch(w, samples + first, count, o->max_pixels, b->slots, &n_slots, b->slot_of);
+    double t1 = lt_now();
+    if (rc == 0) rc = render_views(o, samples + first, first, count, b, va, vb, lambda, x);
+    for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
+    rep->t_decode += t1 - t0;
+    rep->t_render += lt_now() - t1;
+    return rc;
+}
+
+static int put_timed(lt_cache_writer *w, int64_t first, int count, const float *emb,
+                     lt_embed_report *rep) {
+    double t0 = lt_now();
+    int rc = lt_cache_writer_put_embeddings(w, first, count, emb);
+    rep->t_write += lt_now() - t0;
+    return rc;
+}
+
+static int pass2_cpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
+                     const lt_sample *samples, int64_t S, int B, lt_embed_report *rep) {
     const int D = lt_dinov2_config_of(teacher)->embed_dim;
     const int size = o->transform.image_size;
     batch_buffers b;
-    int B = o->batch_size;
     if (batch_alloc(&b, B, size, D) != 0) return -1;
     lt_progress pr;
     lt_progress_start(&pr, "views", S);
@@ -301,17 +335,78 @@ static int pass2(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
     for (int64_t first = 0; first < S && rc == 0; first += B) {
         if (stopped(o)) break;
         int count = (int)(S - first < B ? S - first : B);
-        const lt_sample *smp = samples + first;
-        int n_slots = 0;
-        rc = decode_batch(w, smp, count, o->max_pixels, b.slots, &n_slots, b.slot_of);
-        if (rc == 0) rc = render_batch(o, smp, first, count, &b);
-        for (int j = 0; j < n_slots; j++) lt_image_free(&b.slots[j].im);
+        rc = prepare_batch(o, w, samples, first, count, &b, b.va, b.vb, b.lambda, b.x, rep);
+        double t0 = lt_now();
         if (rc == 0) rc = lt_dinov2_forward(teacher, b.x, count, size, size, b.emb);
-        if (rc == 0) rc = lt_cache_writer_put_embeddings(w, first, count, b.emb);
+        rep->t_teacher += lt_now() - t0;
+        if (rc == 0) rc = put_timed(w, first, count, b.emb, rep);
         lt_progress_update(&pr, first + count);
     }
-    (void)n_images;
     lt_progress_end(&pr);
+    batch_free(&b);
+    return rc;
+}
+
+/* The GPU teacher, double-buffered: batch k+1 is decoded and rendered into pinned buffers while
+ * the GPU runs batch k; the GPU normalises and mixes the uint8 views itself. */
+static int pass2_gpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
+                     const lt_sample *samples, int64_t S, int B, lt_embed_report *rep) {
+    const int D = lt_dinov2_config_of(teacher)->embed_dim;
+    const int size = o->transform.image_size;
+    const size_t view = (size_t)B * size * size * 3;
+    lt_dinov2_gpu *g = NULL;
+    batch_buffers b;
+    uint8_t *va[2] = {0}, *vb[2] = {0};
+    int64_t slot_first[2] = {-1, -1};
+    int slot_count[2] = {0, 0};
+    if (batch_alloc(&b, B, size, D) != 0) return -1;
+    int rc = lt_dinov2_gpu_create(teacher, (lt_precision)o->precision, B, size, size, &g);
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        rc = lt_cuda_host_alloc((void **)&va[k], view, "pinned views");
+        if (rc == 0) rc = lt_cuda_host_alloc((void **)&vb[k], view, "pinned views");
+    }
+    lt_progress pr;
+    lt_progress_start(&pr, "views", S);
+    int64_t k = 0;
+    for (int64_t first = 0; first < S && rc == 0; first += B, k++) {
+        if (stopped(o)) break;
+        int slot = (int)(k & 1), other = slot ^ 1;
+        int count = (int)(S - first < B ? S - first : B);
+        rc = prepare_batch(o, w, samples, first, count, &b, va[slot], vb[slot], b.lambda, NULL, rep);
+        if (rc == 0)
+            rc = lt_dinov2_gpu_submit_views(g, slot, va[slot], o->mixup ? vb[slot] : NULL, b.lambda,
+                                            o->transform.mean, o->transform.std, count, size, size);
+        if (rc == 0) {
+            slot_first[slot] = first;
+            slot_count[slot] = count;
+        }
+        if (rc == 0 && slot_first[other] >= 0) {
+            rc = lt_dinov2_gpu_wait(g, other, b.emb);
+            if (rc == 0) rc = put_timed(w, slot_first[other], slot_count[other], b.emb, rep);
+            slot_first[other] = -1;
+            lt_progress_update(&pr, slot_first[slot]);
+        }
+    }
+    for (int s = 0; s < 2 && rc == 0; s++) { /* the batch still in flight */
+        if (slot_first[s] < 0) continue;
+        rc = lt_dinov2_gpu_wait(g, s, b.emb);
+        if (rc == 0) rc = put_timed(w, slot_first[s], slot_count[s], b.emb, rep);
+        slot_first[s] = -1;
+    }
+    if (rc == 0) lt_progress_update(&pr, S);
+    lt_progress_end(&pr);
+    if (g) {
+        lt_dinov2_gpu_stats st;
+        lt_dinov2_gpu_get_stats(g, &st);
+        rep->t_copy = st.copy_ms / 1e3;
+        rep->t_teacher = st.teacher_ms / 1e3;
+    }
+    /* waits for anything still running before its buffers go */
+    lt_dinov2_gpu_free(g);
+    for (int s = 0; s < 2; s++) {
+        lt_cuda_host_free(va[s]);
+        lt_cuda_host_free(vb[s]);
+    }
     batch_free(&b);
     return rc;
 }
@@ -357,12 +452,20 @@ static void fill_meta(const lt_embed_opts *o, const lt_dinov2_config *cfg, const
 int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep) {
     double t0 = lt_now();
     memset(rep, 0, sizeof *rep);
-    rep->device = "cpu";
-    lt_threads_set(o->threads);
-
-    if (o->device == LT_DEVICE_CUDA)
-        return lt_err_set("--device cuda: this build of lt-embed has no CUDA teacher yet; use "
-                          "--device cpu"), LT_EXIT_ERROR;
+    int threads = lt_threads_set(o->threads);
+    int gpu = o->device == LT_DEVICE_CUDA || (o->device == LT_DEVICE_AUTO && lt_cuda_available());
+    if (o->device == LT_DEVICE_CUDA && !lt_cuda_available())
+        return lt_err_set("--device cuda: no usable CUDA device (or this build has no CUDA "
+                          "backend); use --device cpu"), LT_EXIT_ERROR;
+    int B = o->batch_size > 0 ? o->batch_size : gpu ? 256 : 32;
+    if (gpu) {
+        char info[80] = "";
+        if (lt_cuda_device_info(info, sizeof info) != 0) info[0] = 0;
+        snprintf(rep->device, sizeof rep->device, "cuda %s (%s)",
+                 lt_precision_name((lt_precision)o->precision), info);
+    } else {
+        snprintf(rep->device, sizeof rep->device, "cpu fp32 (%d threads)", threads);
+    }
     if (check_output(o) != 0) return LT_EXIT_ERROR;
 
     /* The teacher first: a bad weights file should fail before any long scan. */
@@ -380,9 +483,9 @@ int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep) {
         lt_dinov2_free(teacher);
         return LT_EXIT_ERROR;
     }
-    lt_info("teacher %s: ViT D=%d depth=%d heads=%d patch=%d registers=%d%s", o->teacher_path,
-            cfg->embed_dim, cfg->depth, cfg->heads, cfg->patch, cfg->n_reg,
-            cfg->swiglu ? " SwiGLU" : "");
+    lt_info("teacher %s: ViT D=%d depth=%d heads=%d patch=%d registers=%d%s, on %s, batch %d",
+            o->teacher_path, cfg->embed_dim, cfg->depth, cfg->heads, cfg->patch, cfg->n_reg,
+            cfg->swiglu ? " SwiGLU" : "", rep->device, B);
 
     lt_filelist files = {0};
     if (lt_scan_dir(o->data_dir, &files, scan_warn, NULL) != 0) {
@@ -436,7 +539,7 @@ int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep) {
     if (lt_cache_writer_set_samples(w, samples, S) != 0) goto done;
 
     double t1 = lt_now();
-    if (pass2(o, teacher, w, samples, S, N) != 0) goto done;
+    if ((gpu ? pass2_gpu : pass2_cpu)(o, teacher, w, samples, S, B, rep) != 0) goto done;
     rep->seconds_embed = lt_now() - t1;
     if (stopped(o)) {
         rc = LT_EXIT_INTERRUPTED;

@@ -16,13 +16,14 @@ typedef struct {
     const char *teacher_path;
     const char *dump_views_dir;  /* NULL: no dump */
     int views;                   /* V views per image */
-    int batch_size;              /* samples per teacher batch */
+    int batch_size;              /* samples per teacher batch; 0: 32 on the CPU, 256 on a GPU */
     int threads;                 /* 0: all cores */
     int mixup;
     int emb_f32;                 /* store float32 embeddings instead of float16 */
     int zstd_level;
     int overwrite;               /* replace an existing complete cache */
     lt_device device;
+    int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
     uint64_t seed;
     int64_t max_pixels;
     lt_transform transform;      /* transform.image_size is the view size */
@@ -38,7 +39,11 @@ typedef struct {
     int bytes_per_embedding; /* stored, before compression */
     int64_t cache_bytes;  /* size of the finished cache file */
     double seconds_scan, seconds_embed, seconds_total;
-    const char *device;   /* "cpu" or "cuda" */
+    /* where the embedding pass spent its time (seconds): reading + decoding the stored images,
+     * rendering + mixing, the teacher (on the GPU: host-to-device copies and the forward, from CUDA
+     * events, overlapped with the CPU work), writing the embeddings */
+    double t_decode, t_render, t_copy, t_teacher, t_write;
+    char device[96];      /* "cpu (N threads)" or "cuda bf16 (<GPU name>)" */
 } lt_embed_report;
 
 void lt_embed_defaults(lt_embed_opts *o);

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "core/version.h"
 #include "embed/embed.h"
+#include "nn/ops_cuda.h"
 
 static volatile sig_atomic_t g_stop = 0;
 
@@ -33,10 +34,11 @@ static void usage(FILE *f) {
         "                        default: $LT_TEACHER\n"
         "  --views N             views per image (default 8)\n"
         "  --image-size N        view side in pixels (default 224)\n"
-        "  --batch-size N        views per teacher batch (default 32)\n"
+        "  --batch-size N        views per teacher batch (default 32 on the CPU, 256 on a GPU)\n"
         "  --seed N              seed of all random choices (default 0)\n"
         "  --no-mixup            no mixup partner: lambda = 1\n"
-        "  --device auto|cpu|cuda  where the teacher runs (default auto: cpu in this build)\n"
+        "  --device auto|cpu|cuda  where the teacher runs (default auto: the GPU when there is one)\n"
+        "  --precision bf16|tf32|fp32  GPU teacher arithmetic (default bf16; the CPU is fp32)\n"
         "  --threads N           CPU threads, 0 = all cores (default 0)\n"
         "  --dump-views DIR      also write each rendered view as DIR/<sample>_a.png (primary)\n"
         "                        and _b.png (mixup partner)\n"
@@ -68,7 +70,8 @@ static void usage(FILE *f) {
 enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
-    OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD
+    OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
+    OPT_PRECISION
 };
 
 static const struct option long_opts[] = {
@@ -79,6 +82,7 @@ static const struct option long_opts[] = {
     {"seed", required_argument, 0, OPT_SEED},
     {"no-mixup", no_argument, 0, OPT_NO_MIXUP},
     {"device", required_argument, 0, OPT_DEVICE},
+    {"precision", required_argument, 0, OPT_PRECISION},
     {"threads", required_argument, 0, OPT_THREADS},
     {"dump-views", required_argument, 0, OPT_DUMP},
     {"dtype", required_argument, 0, OPT_DTYPE},
@@ -116,6 +120,13 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
         else if (!strcmp(arg, "cuda")) o->device = LT_DEVICE_CUDA;
         else return lt_err_set("--device: expected auto, cpu or cuda, got '%s'", arg);
         return 0;
+    case OPT_PRECISION: {
+        lt_precision p;
+        if (lt_precision_parse(arg, &p) != 0)
+            return lt_err_set("--precision: expected bf16, tf32 or fp32, got '%s'", arg);
+        o->precision = (int)p;
+        return 0;
+    }
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
     case OPT_DUMP: o->dump_views_dir = arg; return 0;
     case OPT_DTYPE:
@@ -227,5 +238,9 @@ int main(int argc, char **argv) {
             (long long)r.images, (long long)r.skipped, (long long)r.samples, r.embed_dim,
             r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
             r.seconds_embed, r.seconds_embed > 0 ? r.samples / r.seconds_embed : 0.0);
+    lt_info("time: decode %.1f s, render %.1f s, host-to-device %.1f s, teacher %.1f s (%.1f "
+            "views/s), write %.1f s; teacher on %s",
+            r.t_decode, r.t_render, r.t_copy, r.t_teacher,
+            r.t_teacher > 0 ? r.samples / r.t_teacher : 0.0, r.t_write, r.device);
     return LT_EXIT_OK;
 }
