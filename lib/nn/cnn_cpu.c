@@ -17,11 +17,11 @@
  * thread count. */
 #include "nn/cnn.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "nn/ops.h"
 
 /* Largest im2col chunk, in floats (16 MiB); a single image may exceed it. */
 #define LT_CONV_CHUNK_FLOATS ((int64_t)1 << 22)
@@ -183,7 +183,7 @@ void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const 
     const int64_t K = conv_K(d);
     if (conv_is_gemm(d)) {
         int64_t M = (int64_t)d->B * d->H * d->W;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, Cout, (int)K, 1.0f, x,
+        lt_op_gemm(0, 1, (int)M, Cout, (int)K, 1.0f, x,
                     (int)K, w, (int)K, 0.0f, y, Cout);
         return;
     }
@@ -199,7 +199,7 @@ void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const 
     for (int b0 = 0; b0 < d->B; b0 += chunk) {
         int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
         im2col(d, l.col, x + b0 * in_img, nb);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(nb * out_pix), Cout, (int)K,
+        lt_op_gemm(0, 1, (int)(nb * out_pix), Cout, (int)K,
                     1.0f, l.col, (int)K, wm, (int)K, 0.0f, y + b0 * out_pix * Cout, Cout);
     }
 }
@@ -213,11 +213,11 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
         int64_t M = (int64_t)d->B * d->H * d->W;
         /* dw (Cout, Cin) (+)= dyᵀ (Cout, M) · x (M, Cin) */
         if (dw)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, (int)M, 1.0f, dy,
+            lt_op_gemm(1, 0, Cout, (int)K, (int)M, 1.0f, dy,
                         Cout, x, (int)K, accumulate ? 1.0f : 0.0f, dw, (int)K);
         /* dx (M, Cin) (+)= dy (M, Cout) · w (Cout, Cin) */
         if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)K, Cout, 1.0f,
+            lt_op_gemm(0, 0, (int)M, (int)K, Cout, 1.0f,
                         dy, Cout, w, (int)K, accumulate_dx ? 1.0f : 0.0f, dx, (int)K);
         return;
     }
@@ -239,11 +239,11 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
         if (dw) {
             im2col(d, l.col, x + b0 * in_img, nb);
             float beta = (b0 > 0 || (accumulate && !l.dwperm)) ? 1.0f : 0.0f;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, rows, 1.0f, dyc,
+            lt_op_gemm(1, 0, Cout, (int)K, rows, 1.0f, dyc,
                         Cout, l.col, (int)K, beta, dwm, (int)K);
         }
         if (dx) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, (int)K, Cout, 1.0f, dyc,
+            lt_op_gemm(0, 0, rows, (int)K, Cout, 1.0f, dyc,
                         Cout, wm, (int)K, 0.0f, l.dcol, (int)K);
             col2im(d, dx + b0 * in_img, l.dcol, nb, accumulate_dx);
         }
@@ -553,7 +553,7 @@ void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
 
 void lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
                        int N) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
     if (b) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < M; i++)
@@ -564,7 +564,7 @@ void lt_linear_forward(float *y, const float *x, const float *w, const float *b,
 void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *w, int M, int K, int N, int accumulate) {
     if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dy, N, x, K,
+        lt_op_gemm(1, 0, N, K, M, 1.0f, dy, N, x, K,
                     accumulate ? 1.0f : 0.0f, dw, K);
     if (db) {
         const int nblk = (N + CBLK - 1) / CBLK;
@@ -579,6 +579,6 @@ void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
         }
     }
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dy, N, w, K, 0.0f,
+        lt_op_gemm(0, 0, M, K, N, 1.0f, dy, N, w, K, 0.0f,
                     dx, K);
 }

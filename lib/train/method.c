@@ -1,15 +1,16 @@
 /* method.c: the CPU reference of the distillation method after the projection head (method.h):
  * L2 normalisation forward/backward, the teacher-embedding queue, the KL loss and its gradient.
- * GEMMs go through OpenBLAS's cblas_sgemm; row loops are OpenMP with static schedules, and every
+ * GEMMs go through lt_op_gemm (OpenBLAS, split over OpenMP threads); row loops are OpenMP with
+ * static schedules, and every
  * reduction runs in double in a fixed order, so results do not depend on the run. */
 #include "train/method.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "nn/ops.h"
 
 /* ---- L2 normalisation ---- */
 
@@ -118,9 +119,9 @@ int lt_kd_loss_forward(double *loss, const float *t, const float *s, const float
     float *ps = probs + (int64_t)B * Qn;   /* (B, Qn) */
     float inv_tau = 1.0f / tau;
     /* logits (B, Qn) = x (B, D) · queueᵀ (D, Qn) / τ */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Qn, D, inv_tau, t, D, queue, D, 0.0f,
+    lt_op_gemm(0, 1, B, Qn, D, inv_tau, t, D, queue, D, 0.0f,
                 pt, Qn);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, Qn, D, inv_tau, s, D, queue, D, 0.0f,
+    lt_op_gemm(0, 1, B, Qn, D, inv_tau, s, D, queue, D, 0.0f,
                 ps, Qn);
     /* Per-row KL in double (rows in parallel), then summed over rows in order. */
     enum { CHUNK = 256 };
@@ -155,6 +156,6 @@ void lt_kd_loss_backward(float *ds, const float *probs, const float *queue, int 
     const float *g = probs + (int64_t)B * Qn; /* p_s − p_t (B, Qn) */
     /* ds (B, D) = g (B, Qn) · queue (Qn, D) / (τ B) */
     float alpha = (float)(1.0 / ((double)tau * B));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, Qn, alpha, g, Qn, queue, D, 0.0f,
+    lt_op_gemm(0, 0, B, D, Qn, alpha, g, Qn, queue, D, 0.0f,
                 ds, D);
 }
