@@ -91,6 +91,28 @@ def teacher_rows(threads, quick, gflops):
     return rows
 
 
+def resnet18_train_flops(S=224):
+    """Training FLOPs per image: 3x the forward (forward + input and weight gradients)."""
+    return 3 * 1.82e9 * (S / 224) ** 2
+
+
+def student_rows(threads, quick, gflops):
+    B, reps = 32, ("2" if quick else "4")
+    ours, rss_ours = run_measured([os.path.join(TOOLS, "bench_student"), "resnet18", str(B), "224",
+                                   reps, "--threads", str(threads)])
+    ref, rss_ref = run_measured([PY, os.path.join(ROOT, "scripts", "bench", "torch_student.py"),
+                                 "resnet18", str(B), "224", reps, str(threads)])
+    t_ours = statistics.median(last_json(ours)["times"])
+    t_ref = statistics.median(last_json(ref)["times"])
+    flops = resnet18_train_flops()
+    return [{
+        "workload": f"student train step resnet18 224, batch {B} (fwd+bwd+LARS)",
+        "unit": "img/s", "ours": B / t_ours, "pytorch": B / t_ref, "ratio": t_ref / t_ours,
+        "bound": gflops * 1e9 / flops, "rss_ours_mib": rss_ours, "rss_pytorch_mib": rss_ref,
+        "flops_per_item": flops,
+    }]
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -119,7 +141,7 @@ def main():
     env = {"OMP_WAIT_POLICY": "PASSIVE"}
     os.environ.update(env)
     gflops = gemm_rate(a.threads, a.quick)
-    rows = teacher_rows(a.threads, a.quick, gflops)
+    rows = teacher_rows(a.threads, a.quick, gflops) + student_rows(a.threads, a.quick, gflops)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "make bench" + ("-quick" if a.quick else "")
     meta = {"date": now, "machine": cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
