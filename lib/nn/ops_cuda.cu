@@ -181,7 +181,44 @@ struct lt_cuda_ctx {
     gemm_plan plans[LT_PLAN_CACHE];
     int nplans, next_evict;
     int warned_fallback;
+    lt_cuda_switches sw; /* implementation switches (environment, at create) */
+    int smem_optin;      /* largest dynamic shared memory a block may opt in to (bytes) */
+    int attn2_smem_set;  /* dynamic shared memory limit already raised for attn_bf16_v2 */
 };
+
+/* LT_CUDA_LEGACY=1: every switch as before the tuning (the first measured configuration);
+ * LT_CUDA_AUTOTUNE=N, LT_CUDA_ATTN=v1|v2, LT_CUDA_ROWOPS=v1|v2, LT_CUDA_TUNE_LOG=1 then override
+ * one switch each. See ops_cuda.h. */
+static int env_version(const char *name, int dflt) {
+    const char *v = getenv(name);
+    if (!v || !*v) return dflt;
+    if (!strcmp(v, "v1") || !strcmp(v, "old") || !strcmp(v, "1")) return 1;
+    if (!strcmp(v, "v2") || !strcmp(v, "new") || !strcmp(v, "2")) return 2;
+    fprintf(stderr, "lt: warning: %s=%s: expected v1 or v2; using v%d\n", name, v, dflt);
+    return dflt;
+}
+
+extern "C" void lt_cuda_switches_from_env(lt_cuda_switches *s) {
+    const char *legacy = getenv("LT_CUDA_LEGACY");
+    const int old = legacy && *legacy && strcmp(legacy, "0") != 0;
+    s->autotune = old ? 0 : LT_CUDA_AUTOTUNE_DEFAULT;
+    const char *at = getenv("LT_CUDA_AUTOTUNE");
+    if (at && *at) {
+        const long n = strtol(at, NULL, 10);
+        s->autotune = n < 0 ? 0 : n > LT_CUDA_AUTOTUNE_MAX ? LT_CUDA_AUTOTUNE_MAX : (int)n;
+    }
+    s->attn = env_version("LT_CUDA_ATTN", old ? 1 : 2);
+    s->rowops = env_version("LT_CUDA_ROWOPS", old ? 1 : 2);
+    const char *log = getenv("LT_CUDA_TUNE_LOG");
+    s->tune_log = log && *log && strcmp(log, "0") != 0;
+}
+
+extern "C" void lt_cuda_ctx_get_switches(const lt_cuda_ctx *c, lt_cuda_switches *s) { *s = c->sw; }
+extern "C" void lt_cuda_ctx_set_switches(lt_cuda_ctx *c, const lt_cuda_switches *s) {
+    c->sw = *s;
+    if (c->sw.autotune < 0) c->sw.autotune = 0;
+    if (c->sw.autotune > LT_CUDA_AUTOTUNE_MAX) c->sw.autotune = LT_CUDA_AUTOTUNE_MAX;
+}
 
 static void plan_destroy(gemm_plan *p) {
     if (p->op) cublasLtMatmulDescDestroy(p->op);
@@ -214,6 +251,16 @@ extern "C" int lt_cuda_ctx_create(lt_cuda_ctx **out) {
         if (s != CUBLAS_STATUS_SUCCESS) rc = cublas_fail(s, "cublasLtCreate");
     }
     if (!rc) rc = lt_cuda_malloc(&c->ws, LT_WORKSPACE_BYTES, "cuBLASLt workspace");
+    if (!rc) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) !=
+                cudaSuccess) {
+            cudaGetLastError();
+            c->smem_optin = 48 * 1024;
+        }
+        lt_cuda_switches_from_env(&c->sw);
+    }
     if (rc) {
         lt_cuda_ctx_free(c);
         return -1;
