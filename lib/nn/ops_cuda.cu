@@ -361,9 +361,82 @@ static const char *epi_name(int epi) {
 
 static int key_eq(const gemm_key *a, const gemm_key *b) { return !memcmp(a, b, sizeof *a); }
 
+/* Autotuning (LT_CUDA_AUTOTUNE = N > 1): cuBLASLt's heuristic ranks its algorithms by a model,
+ * not by a measurement, and its first choice is not always the fastest for our shapes (tall
+ * M = B·T, short K = 768). Each of the N candidates is run once (warm-up) and then timed over
+ * three runs with CUDA events, on the real A, B and bias of the first call (read only) and a
+ * scratch C/D, so the in-place residual GEMMs (beta = 1) leave the real C alone; the fastest is
+ * kept in the plan. Once per plan (shape, types, epilogue, alignments); the stream is synchronised
+ * here, so the first forward of a new shape is slower. Any candidate cuBLASLt refuses is skipped;
+ * when nothing can be timed (no memory for the scratch) the heuristic's first choice stays. */
+static int plan_tune(lt_cuda_ctx *c, gemm_plan *p, const cublasLtMatmulHeuristicResult_t *res,
+                     int nres, const void *A, const void *B, float beta) {
+    const gemm_key *k = &p->key;
+    const size_t csz = (size_t)k->ldc * (size_t)k->n * lt_cuda_dtype_size((lt_cuda_dtype)k->ctype);
+    void *scratch = NULL;
+    if (cudaMalloc(&scratch, csz ? csz : 1) != cudaSuccess) {
+        cudaGetLastError(); /* not fatal: keep the heuristic's choice */
+        return 0;
+    }
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    int rc = 0, best = -1;
+    float best_ms = 0.0f, first_ms = -1.0f;
+    const float alpha = 1.0f;
+    const int reps = 3;
+    cudaError_t e = cudaMemsetAsync(scratch, 0, csz, c->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    if (e != cudaSuccess) rc = cuda_fail(e, "GEMM autotuning (events)");
+    for (int i = 0; !rc && i < nres; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > LT_WORKSPACE_BYTES)
+            continue;
+        cublasStatus_t st = cublasLtMatmul(c->lt, p->op, &alpha, A, p->la, B, p->lb, &beta,
+                                           scratch, p->lc, scratch, p->lc, &res[i].algo, c->ws,
+                                           LT_WORKSPACE_BYTES, c->stream);
+        if (st != CUBLAS_STATUS_SUCCESS) continue; /* this candidate refused: skip it */
+        e = cudaEventRecord(e0, c->stream);
+        for (int r = 0; r < reps && st == CUBLAS_STATUS_SUCCESS && e == cudaSuccess; r++)
+            st = cublasLtMatmul(c->lt, p->op, &alpha, A, p->la, B, p->lb, &beta, scratch, p->lc,
+                                scratch, p->lc, &res[i].algo, c->ws, LT_WORKSPACE_BYTES,
+                                c->stream);
+        if (e == cudaSuccess) e = cudaEventRecord(e1, c->stream);
+        if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+        float ms = 0.0f;
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        if (e != cudaSuccess) {
+            rc = cuda_fail(e, "GEMM autotuning (m=%d n=%d k=%d, candidate %d)", k->m, k->n, k->k, i);
+            break;
+        }
+        if (st != CUBLAS_STATUS_SUCCESS) continue;
+        ms /= reps;
+        if (i == 0) first_ms = ms;
+        if (best < 0 || ms < best_ms) {
+            best = i;
+            best_ms = ms;
+        }
+    }
+    if (!rc && best >= 0) {
+        p->algo = res[best].algo;
+        if (c->sw.tune_log) {
+            const double fl = 2.0 * k->m * (double)k->n * k->k;
+            fprintf(stderr,
+                    "lt: gemm autotune m=%d n=%d k=%d %s %s out %s: %d candidates, heuristic's "
+                    "first %.4f ms, best #%d %.4f ms (%.1f TFLOP/s, %+.1f%%)\n",
+                    k->m, k->n, k->k, lt_precision_name((lt_precision)k->prec), epi_name(k->epi),
+                    k->ctype == LT_CUDA_BF16 ? "bf16" : "fp32", nres, first_ms, best, best_ms,
+                    fl / (best_ms * 1e9), first_ms > 0 ? 100.0 * (first_ms / best_ms - 1.0) : 0.0);
+        }
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaFree(scratch); /* synchronises: the timed runs are done */
+    return rc;
+}
+
 /* Builds descriptors and asks cuBLASLt's heuristic for the best algorithm. Sets p->usable = 0
  * (and returns 0) when cuBLASLt supports the call but has no algorithm for it; -1 on errors. */
-static int plan_build(lt_cuda_ctx *c, gemm_plan *p, const void *bias) {
+static int plan_build(lt_cuda_ctx *c, gemm_plan *p, const void *bias, const void *A,
+                      const void *B, float beta) {
     const gemm_key *k = &p->key;
     const lt_precision prec = (lt_precision)k->prec;
     const cudaDataType_t ab = prec == LT_PREC_BF16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -405,10 +478,11 @@ static int plan_build(lt_cuda_ctx *c, gemm_plan *p, const void *bias) {
         cublasLtMatmulPreferenceDestroy(pref);
         return cublas_fail(s, "cublasLtMatmulPreferenceSetAttribute");
     }
-    cublasLtMatmulHeuristicResult_t res;
-    memset(&res, 0, sizeof res);
+    cublasLtMatmulHeuristicResult_t res[LT_CUDA_AUTOTUNE_MAX];
+    memset(res, 0, sizeof res);
     int nres = 0;
-    s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res,
+    const int want = c->sw.autotune > 1 ? c->sw.autotune : 1;
+    s = cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, want, res,
                                        &nres);
     cublasLtMatmulPreferenceDestroy(pref);
     if (s == CUBLAS_STATUS_NOT_SUPPORTED || (s == CUBLAS_STATUS_SUCCESS && nres == 0)) {
@@ -418,13 +492,15 @@ static int plan_build(lt_cuda_ctx *c, gemm_plan *p, const void *bias) {
     if (s != CUBLAS_STATUS_SUCCESS)
         return cublas_fail(s, "cublasLtMatmulAlgoGetHeuristic(m=%d n=%d k=%d, %s, epilogue %s)",
                            k->m, k->n, k->k, lt_precision_name(prec), epi_name(k->epi));
-    p->algo = res.algo;
+    p->algo = res[0].algo;
     p->usable = 1;
+    if (nres > 1) return plan_tune(c, p, res, nres, A, B, beta);
     return 0;
 }
 
 /* The cached plan for key (built on first use); NULL + lt_err on error. */
-static gemm_plan *plan_get(lt_cuda_ctx *c, const gemm_key *key, const void *bias) {
+static gemm_plan *plan_get(lt_cuda_ctx *c, const gemm_key *key, const void *bias, const void *A,
+                           const void *B, float beta) {
     for (int i = 0; i < c->nplans; i++)
         if (key_eq(&c->plans[i].key, key)) return &c->plans[i];
     gemm_plan *p;
@@ -437,7 +513,7 @@ static gemm_plan *plan_get(lt_cuda_ctx *c, const gemm_key *key, const void *bias
     }
     memset(p, 0, sizeof *p);
     p->key = *key;
-    if (plan_build(c, p, bias)) {
+    if (plan_build(c, p, bias, A, B, beta)) {
         plan_destroy(p);
         p->key.m = -1; /* never matches a real key */
         return NULL;
@@ -449,7 +525,7 @@ static gemm_plan *plan_get(lt_cuda_ctx *c, const gemm_key *key, const void *bias
  * *done = 0 (and nothing enqueued) when cuBLASLt has no algorithm for the epilogue. */
 static int gemm_enqueue(lt_cuda_ctx *c, const gemm_key *key, float alpha, const void *A,
                         const void *B, float beta, void *C, const void *bias, int *done) {
-    gemm_plan *p = plan_get(c, key, bias);
+    gemm_plan *p = plan_get(c, key, bias, A, B, beta);
     if (!p) return -1;
     *done = p->usable;
     if (!p->usable) return 0;
@@ -736,12 +812,152 @@ __global__ void cls_head_kernel(float *out, const float *x, int B, int64_t T, in
         else { MACRO(64); }                                                                       \
     } while (0)
 
+typedef struct {
+    float mean[3], std[3];
+} norm3;
+
+/* The CPU's lt_mix_normalize expression, rounded step by step (no FMA contraction). */
+__device__ __forceinline__ float mix_norm(const uint8_t *a, const uint8_t *b, float wa, float wb,
+                                          int64_t i, int ch, const norm3 &n) {
+    float v = __fmul_rn(wa, (float)a[i]);
+    if (b) v = __fadd_rn(v, __fmul_rn(wb, (float)b[i]));
+    return __fdiv_rn(__fsub_rn(v, n.mean[ch]), n.std[ch]);
+}
+
+/* Without a partner (b NULL) λ is 1, whatever lambda holds (as lt-embed calls the CPU twin). */
+__device__ __forceinline__ void mix_weights(const float *lambda, const uint8_t *b, int s,
+                                            float *wa, float *wb) {
+    const float l = lambda && b ? lambda[s] : 1.0f;
+    *wa = __fdiv_rn(l, 255.0f);
+    *wb = __fdiv_rn(__fsub_rn(1.0f, l), 255.0f);
+}
+
+/* Row ops v2 (LT_CUDA_ROWOPS=v2): 16-byte loads and stores, row coordinates computed once per
+ * row (v1 computes them per element with 64-bit divisions). */
+__device__ __forceinline__ void st4(float *p, int64_t i, float4 v) {
+    *reinterpret_cast<float4 *>(p + i) = v;
+}
+__device__ __forceinline__ void st4(bf16 *p, int64_t i, float4 v) {
+    uint2 u;
+    u.x = pack_bf16x2(v.x, v.y);
+    u.y = pack_bf16x2(v.z, v.w);
+    *reinterpret_cast<uint2 *>(p + i) = u;
+}
+
+// EMU-BEGIN rowops
+/* LayerNorm, one warp per row, 8 rows per block of 256; lane owns the float4 columns
+ * 4·(lane + 32·i). Needs C % 4 == 0 and 16-byte aligned rows (8-byte for a bf16 out). */
+template <typename T, int NV4>
+__global__ void layernorm_v2_kernel(T *out, const float *in, const float *w, const float *b, int M,
+                                    int C, float eps) {
+    const int row = blockIdx.x * 8 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= M) return;
+    const int C4 = C >> 2;
+    const float4 *x = reinterpret_cast<const float4 *>(in + (int64_t)row * C);
+    float4 v[NV4];
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV4; i++) {
+        const int c4 = lane + 32 * i;
+        v[i] = c4 < C4 ? x[c4] : make_float4(0.f, 0.f, 0.f, 0.f);
+        s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    }
+    const float mean = warp_sum(s) / (float)C;
+    float q = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV4; i++)
+        if (lane + 32 * i < C4) {
+            const float d0 = v[i].x - mean, d1 = v[i].y - mean, d2 = v[i].z - mean,
+                        d3 = v[i].w - mean;
+            q += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);
+        }
+    const float rstd = 1.0f / sqrtf(warp_sum(q) / (float)C + eps);
+    const float4 *w4 = reinterpret_cast<const float4 *>(w);
+    const float4 *b4 = reinterpret_cast<const float4 *>(b);
+#pragma unroll
+    for (int i = 0; i < NV4; i++) {
+        const int c4 = lane + 32 * i;
+        if (c4 < C4) {
+            const float4 ww = w4[c4], bw = b4[c4];
+            float4 y;
+            y.x = (v[i].x - mean) * rstd * ww.x + bw.x;
+            y.y = (v[i].y - mean) * rstd * ww.y + bw.y;
+            y.z = (v[i].z - mean) * rstd * ww.z + bw.z;
+            y.w = (v[i].w - mean) * rstd * ww.w + bw.w;
+            st4(out, (int64_t)row * C + 4 * c4, y);
+        }
+    }
+}
+
+/* x (B·T, D) fp32: one block per token row; D % 4 == 0, 16-byte aligned arrays */
+__global__ void tokens_v2_kernel(float *x, const float *pemb, const float *tok0, const float *reg,
+                                 const float *posb, int T, int G, int R, int D) {
+    const int row = blockIdx.x, t = row % T, bi = row / T, D4 = D >> 2;
+    float4 *dst = reinterpret_cast<float4 *>(x + (int64_t)row * D);
+    if (t <= R) { /* the class token (t = 0) or a register */
+        const float *s = t == 0 ? tok0 : reg + (int64_t)(t - 1) * D;
+        const float4 *src = reinterpret_cast<const float4 *>(s);
+        for (int i = threadIdx.x; i < D4; i += blockDim.x) dst[i] = src[i];
+        return;
+    }
+    const int g = t - 1 - R;
+    const float4 *pe = reinterpret_cast<const float4 *>(pemb + ((int64_t)bi * G + g) * D);
+    const float4 *pb = reinterpret_cast<const float4 *>(posb + (int64_t)g * D);
+    for (int i = threadIdx.x; i < D4; i += blockDim.x) {
+        const float4 a = pe[i], p = pb[i];
+        dst[i] = make_float4(a.x + p.x, a.y + p.y, a.z + p.z, a.w + p.w);
+    }
+}
+
+/* uint8 views → patch rows: one block per patch row r = (b, gy, gx), threads over its columns */
+template <typename T>
+__global__ void patchify_views_v2_kernel(T *out, int ld, const uint8_t *a, const uint8_t *b,
+                                         const float *lambda, norm3 n, int H, int W, int p) {
+    const int r = blockIdx.x, gw = W / p, G = (H / p) * gw, K = 3 * p * p, pp = p * p;
+    const int bi = r / G, gi = r % G, y0 = (gi / gw) * p, x0 = (gi % gw) * p;
+    float wa, wb;
+    mix_weights(lambda, b, bi, &wa, &wb);
+    T *o = out + (int64_t)r * ld;
+    for (int k = threadIdx.x; k < ld; k += blockDim.x) {
+        float v = 0.0f;
+        if (k < K) {
+            const int ch = k / pp, rem = k - ch * pp, ky = rem / p, kx = rem - ky * p;
+            const int64_t src = (((int64_t)bi * H + y0 + ky) * W + x0 + kx) * 3 + ch;
+            v = mix_norm(a, b, wa, wb, src, ch, n);
+        }
+        stf(o, k, v);
+    }
+}
+// EMU-END rowops
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 extern "C" int lt_cuda_layernorm(lt_cuda_ctx *c, void *out, lt_cuda_dtype out_type,
                                  const float *in, const float *w, const float *b, int M, int C,
                                  float eps) {
     if (M <= 0) return 0;
     if (C <= 0 || C > 2048) return lt_err_set("cuda layernorm: C = %d (1..2048 supported)", C);
     const int grid = (M + 7) / 8;
+    if (c->sw.rowops >= 2 && C % 4 == 0 && aligned16(in) && aligned16(w) && aligned16(b) &&
+        ((uintptr_t)out & (out_type == LT_CUDA_BF16 ? 7 : 15)) == 0) {
+        const int nv4 = (C / 4 + 31) / 32;
+#define LN2_LAUNCH(NV4)                                                                           \
+    if (out_type == LT_CUDA_BF16)                                                                 \
+        layernorm_v2_kernel<bf16, NV4><<<grid, 256, 0, c->stream>>>((bf16 *)out, in, w, b, M, C,   \
+                                                                    eps);                         \
+    else                                                                                          \
+        layernorm_v2_kernel<float, NV4><<<grid, 256, 0, c->stream>>>((float *)out, in, w, b, M, C, \
+                                                                     eps)
+        if (nv4 <= 1) { LN2_LAUNCH(1); }
+        else if (nv4 <= 2) { LN2_LAUNCH(2); }
+        else if (nv4 <= 4) { LN2_LAUNCH(4); }
+        else if (nv4 <= 6) { LN2_LAUNCH(6); }
+        else if (nv4 <= 8) { LN2_LAUNCH(8); }
+        else if (nv4 <= 12) { LN2_LAUNCH(12); }
+        else { LN2_LAUNCH(16); }
+#undef LN2_LAUNCH
+        return launch_check("layernorm (v2)");
+    }
 #define LN_LAUNCH(NV)                                                                             \
     if (out_type == LT_CUDA_BF16)                                                                 \
         layernorm_kernel<bf16, NV><<<grid, 256, 0, c->stream>>>((bf16 *)out, in, w, b, M, C, eps); \
@@ -765,26 +981,6 @@ extern "C" int lt_cuda_cls_head(lt_cuda_ctx *c, float *out, const float *x, int 
 }
 
 /* ---- input: normalisation, patchify, tokens -------------------------------------------------- */
-
-typedef struct {
-    float mean[3], std[3];
-} norm3;
-
-/* The CPU's lt_mix_normalize expression, rounded step by step (no FMA contraction). */
-__device__ __forceinline__ float mix_norm(const uint8_t *a, const uint8_t *b, float wa, float wb,
-                                          int64_t i, int ch, const norm3 &n) {
-    float v = __fmul_rn(wa, (float)a[i]);
-    if (b) v = __fadd_rn(v, __fmul_rn(wb, (float)b[i]));
-    return __fdiv_rn(__fsub_rn(v, n.mean[ch]), n.std[ch]);
-}
-
-/* Without a partner (b NULL) λ is 1, whatever lambda holds (as lt-embed calls the CPU twin). */
-__device__ __forceinline__ void mix_weights(const float *lambda, const uint8_t *b, int s,
-                                            float *wa, float *wb) {
-    const float l = lambda && b ? lambda[s] : 1.0f;
-    *wa = __fdiv_rn(l, 255.0f);
-    *wb = __fdiv_rn(__fsub_rn(1.0f, l), 255.0f);
-}
 
 __global__ void mix_normalize_kernel(float *out, const uint8_t *a, const uint8_t *b,
                                      const float *lambda, norm3 n, int B, int64_t npix) {
@@ -875,6 +1071,17 @@ extern "C" int lt_cuda_patchify_views(lt_cuda_ctx *c, void *out, lt_cuda_dtype o
         n.mean[i] = mean[i];
         n.std[i] = std[i];
     }
+    const int64_t prow = (int64_t)B * (H / p) * (W / p);
+    if (c->sw.rowops >= 2 && prow <= 0x7fffffff) {
+        const int threads = ld_out >= 256 ? 256 : 32 * ((ld_out + 31) / 32);
+        if (out_type == LT_CUDA_BF16)
+            patchify_views_v2_kernel<bf16><<<(unsigned)prow, threads, 0, c->stream>>>(
+                (bf16 *)out, ld_out, a, b, lambda, n, H, W, p);
+        else
+            patchify_views_v2_kernel<float><<<(unsigned)prow, threads, 0, c->stream>>>(
+                (float *)out, ld_out, a, b, lambda, n, H, W, p);
+        return launch_check("patchify_views (v2)");
+    }
     if (out_type == LT_CUDA_BF16)
         patchify_kernel<bf16, true><<<grid_1d(total, 256), 256, 0, c->stream>>>(
             (bf16 *)out, ld_out, NULL, a, b, lambda, n, B, H, W, 3, p);
@@ -910,6 +1117,14 @@ extern "C" int lt_cuda_tokens(lt_cuda_ctx *c, float *x, const float *pemb, const
     const int64_t total = (int64_t)B * (1 + R + G) * D;
     if (total <= 0) return 0;
     if (R > 0 && !reg) return lt_err_set("cuda tokens: %d registers but no register tokens", R);
+    if (c->sw.rowops >= 2 && D % 4 == 0 && aligned16(x) && aligned16(pemb) && aligned16(tok0) &&
+        (!reg || aligned16(reg)) && aligned16(posb) && (int64_t)B * (1 + R + G) <= 0x7fffffff) {
+        const int threads = D / 4 >= 128 ? 128 : 32 * ((D / 4 + 31) / 32);
+        tokens_v2_kernel<<<(unsigned)(B * (1 + R + G)), threads, 0, c->stream>>>(x, pemb, tok0, reg,
+                                                                                posb, 1 + R + G, G,
+                                                                                R, D);
+        return launch_check("tokens (v2)");
+    }
     tokens_kernel<<<grid_1d(total, 256), 256, 0, c->stream>>>(x, pemb, tok0, reg, posb, B, G, R, D);
     return launch_check("tokens");
 }
@@ -1170,6 +1385,207 @@ __global__ void __launch_bounds__(128) attn_bf16_kernel(bf16 *out, const bf16 *q
     }
 }
 
+/* ---- attention, bf16, v2: K and V of one (image, head) resident in shared memory ---------------
+ *
+ * v1 above gives each block 64 queries and streams K and V through shared memory in 64-key tiles.
+ * At ViT-B/14's N = 257 that costs twice: (1) each (image, head) is read from L2 by 5 blocks (5 ×
+ * 80 KB per (image, head), ~1.3 GB per layer at batch 256), and (2) the work is padded to 320 ×
+ * 320 (the last query block has 1 live row of 64, the last key tile 1 live key of 64): 1.55× the
+ * useful products. v2: one block of 6 warps per (image, head) loads the whole K and V once
+ * (cp.async, 16-byte rows, keys >= N zero-filled) into [key][dim] tiles padded to 72 elements
+ * (rows 144 bytes apart: every 8-row ldmatrix phase hits 32 different banks); the warps then take
+ * 16-query chunks in turn (17 for N = 257) and sweep the keys in 64-key steps, skipping the
+ * 16-key granules past ceil16(N): 272 × 272 padded work (1.12×). K fragments come from ldmatrix
+ * (x4: two 16-dim steps of one 8-key tile), V fragments from ldmatrix.trans (so V needs no
+ * transposed copy); softmax and P as in v1 (same arithmetic, so the same results up to the order
+ * of the row sums). Shared memory 2 · ceil16(N) · 144 bytes (78 KB at N = 257: 2 blocks per SM). */
+
+#define A2_WARPS 6
+#define A2_LD 72
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16-byte global → shared copy; src_bytes 0 writes zeros (src is not read) */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(src_bytes));
+#else
+    (void)dst; (void)src; (void)src_bytes;
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+/* ldmatrix x4: lanes 8i..8i+7 give the row addresses of 8×8 matrix i (16 bytes each); lane
+ * 4g + t receives r[i] = M_i[g][2t..2t+1] (trans: M_i[2t..2t+1][g]). */
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16 *p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+#else
+    (void)p;
+    r[0] = r[1] = r[2] = r[3] = 0u;
+    __trap();
+#endif
+}
+
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const bf16 *p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+#else
+    (void)p;
+    r[0] = r[1] = r[2] = r[3] = 0u;
+    __trap();
+#endif
+}
+
+// EMU-BEGIN attn2 (tests emulate this region on the host: keep helpers outside it)
+/* grid (B·heads), block A2_WARPS·32, dynamic shared memory 2 · ceil16(N) · A2_LD · 2 bytes */
+__global__ void __launch_bounds__(A2_WARPS * 32, 2)
+    attn_bf16_v2_kernel(bf16 *out, const bf16 *qkv, int N, int heads, float scale_log2) {
+    extern __shared__ __align__(16) unsigned char a2_smem[];
+    const int Np = (N + 15) & ~15;
+    bf16 *Ks = reinterpret_cast<bf16 *>(a2_smem); /* [Np][A2_LD] */
+    bf16 *Vs = Ks + (int64_t)Np * A2_LD;           /* [Np][A2_LD] */
+    const int D = heads * 64;
+    const int64_t ld = 3 * (int64_t)D;
+    const int b = blockIdx.x / heads, h = blockIdx.x % heads;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int lr = lane & 7, li = lane >> 3; /* ldmatrix: row of matrix li this lane addresses */
+    const bf16 *qb = qkv + (int64_t)b * N * ld + h * 64; /* Q of token 0 */
+    const bf16 *kb = qb + D, *vb = qb + 2 * D;
+
+    for (int i = threadIdx.x; i < Np * 8; i += A2_WARPS * 32) {
+        const int key = i >> 3, c8 = (i & 7) * 8;
+        const int in = key < N;
+        const int64_t off = (int64_t)(in ? key : 0) * ld + c8;
+        cp_async16(&Ks[key * A2_LD + c8], kb + off, in ? 16 : 0);
+        cp_async16(&Vs[key * A2_LD + c8], vb + off, in ? 16 : 0);
+    }
+    cp_async_wait_all();
+    __syncthreads();
+
+    bf16 *ob = out + (int64_t)b * N * D + h * 64;
+    for (int chunk = warp; chunk < (Np >> 4); chunk += A2_WARPS) {
+        const int r0 = chunk * 16 + g, r1 = r0 + 8; /* this lane's two query rows */
+        uint32_t qf[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            const int col = kk * 16 + 2 * t;
+            qf[kk][0] = r0 < N ? ld_u32(qb + r0 * ld + col) : 0u;
+            qf[kk][1] = r1 < N ? ld_u32(qb + r1 * ld + col) : 0u;
+            qf[kk][2] = r0 < N ? ld_u32(qb + r0 * ld + col + 8) : 0u;
+            qf[kk][3] = r1 < N ? ld_u32(qb + r1 * ld + col + 8) : 0u;
+        }
+        float o[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+        float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+        for (int k0 = 0; k0 < Np; k0 += 64) {
+            const int n16 = min(4, (Np - k0) >> 4); /* live 16-key granules of this step */
+            float s[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+                if (j < 2 * n16) {
+#pragma unroll
+                    for (int kk = 0; kk < 4; kk += 2) {
+                        uint32_t kf[4]; /* B fragments of dim steps kk (0, 1) and kk + 1 (2, 3) */
+                        ldsm_x4(kf, &Ks[(k0 + 8 * j + lr) * A2_LD + kk * 16 + 8 * li]);
+                        mma_16816(s[j], qf[kk], kf[0], kf[1]);
+                        mma_16816(s[j], qf[kk + 1], kf[2], kf[3]);
+                    }
+                }
+            }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const bool in = k0 + 8 * j + 2 * t + e < N;
+                    s[j][e] = in ? s[j][e] * scale_log2 : -INFINITY;
+                    s[j][2 + e] = in ? s[j][2 + e] * scale_log2 : -INFINITY;
+                    mx0 = fmaxf(mx0, s[j][e]);
+                    mx1 = fmaxf(mx1, s[j][2 + e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            /* every step holds key k0 < N (Np − N < 16), so the new maxima are finite */
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            const float c0 = exp2f(m0 - n0), c1 = exp2f(m1 - n1);
+            m0 = n0;
+            m1 = n1;
+            l0 *= c0;
+            l1 *= c1;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                o[j][0] *= c0;
+                o[j][1] *= c0;
+                o[j][2] *= c1;
+                o[j][3] *= c1;
+            }
+            uint32_t pf[4][4];
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    const int j = 2 * kk + half;
+                    const float p0 = exp2f(s[j][0] - m0), p1 = exp2f(s[j][1] - m0);
+                    const float p2 = exp2f(s[j][2] - m1), p3 = exp2f(s[j][3] - m1);
+                    l0 += p0 + p1;
+                    l1 += p2 + p3;
+                    pf[kk][2 * half] = pack_bf16x2(p0, p1);
+                    pf[kk][2 * half + 1] = pack_bf16x2(p2, p3);
+                }
+            /* O += P V: keys 16kk.., B fragments of dims 8jd (0, 1) and 8(jd + 1) (2, 3) */
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                if (kk < n16) {
+#pragma unroll
+                    for (int jd = 0; jd < 8; jd += 2) {
+                        uint32_t vf[4];
+                        ldsm_x4_t(vf, &Vs[(k0 + 16 * kk + 8 * (li & 1) + lr) * A2_LD + 8 * jd +
+                                          8 * (li >> 1)]);
+                        mma_16816(o[jd], pf[kk], vf[0], vf[1]);
+                        mma_16816(o[jd + 1], pf[kk], vf[2], vf[3]);
+                    }
+                }
+            }
+        }
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+        for (int jd = 0; jd < 8; jd++) {
+            const int col = 8 * jd + 2 * t;
+            if (r0 < N)
+                *reinterpret_cast<uint32_t *>(ob + (int64_t)r0 * D + col) =
+                    pack_bf16x2(o[jd][0] * i0, o[jd][1] * i0);
+            if (r1 < N)
+                *reinterpret_cast<uint32_t *>(ob + (int64_t)r1 * D + col) =
+                    pack_bf16x2(o[jd][2] * i1, o[jd][3] * i1);
+        }
+    }
+}
+// EMU-END attn2
+
 extern "C" int lt_cuda_attention(lt_cuda_ctx *c, void *out, const void *qkv, lt_cuda_dtype t,
                                  int B, int N, int heads, int hd) {
     if (B <= 0 || N <= 0) return 0;
@@ -1178,6 +1594,24 @@ extern "C" int lt_cuda_attention(lt_cuda_ctx *c, void *out, const void *qkv, lt_
         return lt_err_set("cuda attention: B=%d N=%d heads=%d out of range", B, N, heads);
     if (((uintptr_t)qkv | (uintptr_t)out) & 15)
         return lt_err_set("cuda attention: qkv and out must be 16-byte aligned");
+    if (t == LT_CUDA_BF16 && c->sw.attn >= 2) {
+        const int smem = 2 * ((N + 15) & ~15) * A2_LD * (int)sizeof(bf16);
+        if (smem <= c->smem_optin) {
+            if (smem > 48 * 1024 && !c->attn2_smem_set) {
+                CUDA_TRY(cudaFuncSetAttribute(attn_bf16_v2_kernel,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              c->smem_optin),
+                         "cudaFuncSetAttribute(attention v2, %d bytes of shared memory)",
+                         c->smem_optin);
+                c->attn2_smem_set = 1;
+            }
+            const float scale_log2 = 0.125f * 1.4426950408889634f;
+            attn_bf16_v2_kernel<<<(unsigned)(B * heads), A2_WARPS * 32, smem, c->stream>>>(
+                (bf16 *)out, (const bf16 *)qkv, N, heads, scale_log2);
+            return launch_check("attention (bf16 v2, K/V resident)");
+        }
+        /* too long for shared memory: v1 streams the keys */
+    }
     if (t == LT_CUDA_BF16) {
         dim3 grid((unsigned)(B * heads), (unsigned)((N + AB_Q - 1) / AB_Q));
         const float scale_log2 = 0.125f * 1.4426950408889634f; /* 64^-½ · log2(e) */

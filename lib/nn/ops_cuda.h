@@ -63,6 +63,39 @@ typedef struct lt_cuda_ctx lt_cuda_ctx;
 int lt_cuda_ctx_create(lt_cuda_ctx **out);
 void lt_cuda_ctx_free(lt_cuda_ctx *c);
 void *lt_cuda_ctx_stream(lt_cuda_ctx *c); /* the cudaStream_t */
+/* Implementation switches of a context (issue 6's tuning; each new path can be switched back to
+ * the first measured one, so a device run can time old against new and fall back). Read from
+ * the environment by lt_cuda_ctx_create:
+ *   LT_CUDA_AUTOTUNE=N  cuBLASLt: ask the heuristic for N algorithms per GEMM plan and keep the
+ *                       fastest, timed once on the first call (default 8; 0 or 1: the
+ *                       heuristic's first choice, as before);
+ *   LT_CUDA_ATTN=v1|v2  bf16 attention: v2 (default) = one block per (image, head) with the whole
+ *                       K and V in shared memory (cp.async, ldmatrix), work trimmed to 16-row /
+ *                       16-key granules; v1 = 64-query blocks streaming 64-key tiles (the first
+ *                       kernel). v2 needs 288·ceil16(N) bytes of shared memory (N <= ~800 on
+ *                       H100/H200); longer sequences use v1;
+ *   LT_CUDA_ROWOPS=v1|v2  LayerNorm, token assembly and views → patches: v2 (default) = 16-byte
+ *                       vector loads and one block / warp per row (no 64-bit divisions per
+ *                       element); v1 = the first element-wise kernels. Same results (LayerNorm:
+ *                       summation order only);
+ *   LT_CUDA_LEGACY=1    all of the above as first measured (autotune 0, attention v1, row ops
+ *                       v1); the other variables still override one switch each;
+ *   LT_CUDA_TUNE_LOG=1  one stderr line per autotuned GEMM plan: heuristic's first vs best time.
+ * These functions exist only in CUDA builds (not in cuda_stub.c): callers guard them with
+ * #ifdef LT_HAVE_CUDA. */
+#define LT_CUDA_AUTOTUNE_DEFAULT 8
+#define LT_CUDA_AUTOTUNE_MAX 32
+typedef struct {
+    int autotune; /* GEMM algorithms timed per plan (0, 1: none timed) */
+    int attn;     /* 1 or 2 */
+    int rowops;   /* 1 or 2 */
+    int tune_log; /* 1: print the autotuning results on stderr */
+} lt_cuda_switches;
+void lt_cuda_switches_from_env(lt_cuda_switches *s);
+void lt_cuda_ctx_get_switches(const lt_cuda_ctx *c, lt_cuda_switches *s);
+/* Later calls use the new switches; GEMM plans already built keep their algorithm. */
+void lt_cuda_ctx_set_switches(lt_cuda_ctx *c, const lt_cuda_switches *s);
+
 /* Waits for everything enqueued on the context's stream; reports kernel faults. */
 int lt_cuda_sync(lt_cuda_ctx *c);
 

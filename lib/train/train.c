@@ -388,15 +388,21 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         lt_err_set("%s: cannot write: %s", f.metrics_f ? f.log : f.metrics, strerror(errno));
         goto done;
     }
-    logf_(&f, "%s %s: %s, %lld images x %d views, D=%d, %dpx (teacher %s)",
-          o->resume ? "resuming" : "training", o->student, o->cache_path, (long long)N,
-          m->views_per_image, m->embed_dim, m->image_size, m->teacher.file);
-    logf_(&f, "  optimizer %s lr %.6g (base) momentum %g weight decay %g clip %g | batch %d, "
-          "%lld steps/epoch, %g epochs = %lld steps, warmup %lld | queue %d, tau %g | seed %llu, "
-          "%d threads",
-          lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum, tr.optim.cfg.weight_decay,
-          o->clip_grad, o->batch_size, (long long)spe, o->epochs, (long long)total, (long long)W, Q,
-          o->temperature, (unsigned long long)o->seed, threads);
+    logf_(&f, "%s", o->resume ? "resuming a run:" : "training:");
+    logf_(&f, "  cache      %s: %lld images x %d views, D=%d, %d px, teacher %s", o->cache_path,
+          (long long)N, m->views_per_image, m->embed_dim, m->image_size, m->teacher.file);
+    logf_(&f, "  student    %s (C=%d) + linear head %d -> %d, out %s", o->student, tr.C, tr.C,
+          m->embed_dim, o->out_dir);
+    logf_(&f, "  schedule   %g epochs x %lld steps = %lld steps of %d images (last partial batch "
+          "dropped), warmup %lld steps, %s", o->epochs, (long long)spe, (long long)total,
+          o->batch_size, (long long)W, o->shuffle ? "shuffled" : "not shuffled");
+    logf_(&f, "  optimizer  %s, base lr %.6g, momentum %g, weight decay %g, clip %g",
+          lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum,
+          tr.optim.cfg.weight_decay, o->clip_grad);
+    logf_(&f, "  loss       queue %d, temperature %g", Q, o->temperature);
+    logf_(&f, "  run        seed %llu, %d threads, checkpoint every %lld steps%s",
+          (unsigned long long)o->seed, threads, (long long)ckpt_every,
+          o->steps > 0 ? ", stopping early (--steps)" : "");
     if (o->resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
                          (long long)epoch, f.ckpt);
 
