@@ -11,11 +11,15 @@
 #   4. the benchmark on a random full-size ViT-B/14 (D 768, depth 12, no registers, pos grid 37) at
 #      224: our teacher (bf16 at batch 256 and 64, bf16 with the exact GELU, tf32) and PyTorch's
 #      (the machine's own torch, bf16, scaled_dot_product_attention, same weights/batch/size);
-#      accuracy of both against torch fp32 on 4 images; lt-embed's own throughput when it can;
+#      accuracy of both against torch fp32 on 4 images; the GPU time per op class of one forward
+#      (vit_bench profile) with the new kernels and with LT_CUDA_LEGACY=1 (the first run's), and
+#      the throughput with each kernel switch of nn/ops_cuda.h turned back alone; lt-embed end to
+#      end on 800 generated JPEGs x 8 views, with its own time breakdown (decode, render, copy,
+#      teacher, write);
 #   5. one table (also in $OUT/summary.txt). Full log: $OUT/device-check.log.
 #
 # Here (no GPU):  make -j2 all && bash scripts/pack-device.sh
-# There:          bash scripts/device-check.sh        (with `carry: [".devpack"]`; about 4 minutes)
+# There:          bash scripts/device-check.sh        (with `carry: [".devpack"]`; about 3 minutes)
 # Exit 0 when every test passed, 1 otherwise (the benchmark never fails the script).
 set -u
 cd "$(dirname "$0")/.."
@@ -125,6 +129,22 @@ bench_ours() { # args for vit_bench run
   if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
   timeout 120 "$WORK/ltenv" "$VB" run "$W" "$@" 2>&1 | tee -a "$RES"
 }
+bench_env() { # ENV=VALUE... -- args for vit_bench run (a variant of the kernels, see nn/ops_cuda.h)
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  echo "-- ${envs[*]} vit_bench run $*"
+  if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
+  timeout 120 env "${envs[@]}" "$WORK/ltenv" "$VB" run "$W" "$@" 2>&1 | tee -a "$RES"
+}
+profile_ours() { # ENV=VALUE... -- args for vit_bench profile
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  echo "-- ${envs[*]} vit_bench profile $*"
+  if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
+  timeout 120 env "${envs[@]}" "$WORK/ltenv" "$VB" profile "$W" "$@" 2>&1 | tee -a "$RES"
+}
 bench_torch() {
   echo "-- vit_gpu_torch.py $*"
   if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
@@ -136,6 +156,14 @@ timeout 60 "$WORK/ltenv" "$VB" make-weights "$W" --dim 768 --depth 12 --grid 37 
 if [ -f "$W" ]; then
   step "benchmark: ours, bf16, batch 256"
   bench_ours --batch 256 --prec bf16 --iters 10 --warmup 3
+  step "profile: GPU time per op class, bf16 B=256 (default kernels, then LT_CUDA_LEGACY=1)"
+  profile_ours LT_CUDA_TUNE_LOG=1 -- --batch 256 --prec bf16 --reps 5 --warmup 2 --label default
+  profile_ours LT_CUDA_LEGACY=1 -- --batch 256 --prec bf16 --reps 5 --warmup 2 --label legacy
+  step "benchmark: kernel switches, bf16 B=256 (each switched back alone, then all: LT_CUDA_LEGACY=1)"
+  bench_env LT_CUDA_LEGACY=1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label legacy
+  bench_env LT_CUDA_AUTOTUNE=0 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label noautotune
+  bench_env LT_CUDA_ATTN=v1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label attnv1
+  bench_env LT_CUDA_ROWOPS=v1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label rowopsv1
   step "benchmark: PyTorch bf16 SDPA, batch 256"
   bench_torch --batch 256 --iters 10 --warmup 3
   step "benchmark: ours bf16 and PyTorch, batch 64"
@@ -157,17 +185,42 @@ if [ -f "$W" ]; then
   fi
 fi
 
-# lt-embed end to end on the full-size teacher, when it has its GPU path
+# lt-embed end to end on the full-size teacher, when it has its GPU path: 800 generated JPEGs of
+# 300-500 px x 8 views = 6400 views at batch 256, so the CPU side (decode, render) shows in its
+# own "time:" line next to the teacher's
 EMBED_LINE="skipped (lt-embed has no --precision option yet)"
-if run_lt bin/lt-embed --help 2>/dev/null | grep -q -- '--precision' && [ -f "$W" ] && [ "$(left)" -gt 60 ]; then
-  step "lt-embed, ViT-B/14, 96 images x 8 views at 224, --device cuda"
-  "$PY" scripts/make-sample-images.py "$WORK/imgs" --count 96 --seed 5 >/dev/null
+EMBED_TIME=""
+NIMG=800
+if run_lt bin/lt-embed --help 2>/dev/null | grep -q -- '--precision' && [ -f "$W" ] && [ "$(left)" -gt 90 ]; then
+  step "lt-embed, ViT-B/14, $NIMG JPEGs (300-500 px) x 8 views at 224, --device cuda, batch 256"
+  timeout 60 "$PY" - "$WORK/imgs" "$NIMG" <<'PYEOF' || echo "device-check: image generation failed"
+import os, random, sys
+from PIL import Image, ImageChops
+out, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(out, exist_ok=True)
+rng = random.Random(11)
+for i in range(n):
+    w, h = rng.randint(300, 500), rng.randint(300, 500)
+    # smooth colour fields plus noise: photo-like JPEG sizes, neither flat nor pure noise
+    sw, sh = max(2, w // 40), max(2, h // 40)
+    small = Image.frombytes("RGB", (sw, sh), bytes(rng.getrandbits(8) for _ in range(sw * sh * 3)))
+    img = small.resize((w, h), Image.BICUBIC)
+    noise = Image.effect_noise((w, h), 10).convert("RGB")
+    img = ImageChops.add(img, noise, 1.0, -128)
+    img.save(os.path.join(out, "img%04d.jpg" % i), quality=90)
+print("generated", n, "JPEGs in", out)
+PYEOF
+  du -sh "$WORK/imgs" 2>/dev/null
   t0=$(date +%s.%N)
-  if timeout 120 "$WORK/ltenv" bin/lt-embed -v --teacher "$W" --views 8 --device cuda --precision bf16 --batch-size 256 \
-      "$WORK/imgs" "$WORK/vitb.h5" 2>&1 | tail -25; then
+  if timeout 150 "$WORK/ltenv" bin/lt-embed -v --teacher "$W" --views 8 --device cuda --precision bf16 --batch-size 256 \
+      "$WORK/imgs" "$WORK/vitb.h5" >"$WORK/embed.log" 2>&1; then
     t1=$(date +%s.%N)
-    EMBED_LINE=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "768 views in %.2f s wall (incl. start-up, weight load and the cache): %.0f views/s", b - a, 768 / (b - a) }')
+    tail -25 "$WORK/embed.log"
+    EMBED_LINE=$(awk -v a="$t0" -v b="$t1" -v n="$((NIMG * 8))" 'BEGIN { printf "%d views in %.2f s wall (incl. start-up, weight load and the cache): %.0f views/s", n, b - a, n / (b - a) }')
+    EMBED_TIME=$(grep -E "time:" "$WORK/embed.log" | tail -1 | sed 's/^lt-embed: //')
+    EMBED_DONE=$(grep -E "done:" "$WORK/embed.log" | tail -1 | sed 's/^lt-embed: //')
   else
+    tail -25 "$WORK/embed.log"
     EMBED_LINE="FAILED (see the log)"
   fi
 fi
@@ -199,6 +252,11 @@ row() { # label views_per_s ms
   row "ours bf16 B=256, pipelined (2 slots)" "$(val "impl=ours prec=bf16 batch=256" pipelined_views_per_s)" ""
   row "ours bf16 B=256, synchronous (median)" "$(val "impl=ours prec=bf16 batch=256" views_per_s)" "$(val "impl=ours prec=bf16 batch=256" median_ms)"
   row "ours bf16 B=256, GPU time only (events)" "$(val "impl=ours prec=bf16 batch=256" gpu_views_per_s)" "$(val "impl=ours prec=bf16 batch=256" gpu_teacher_ms)"
+  row "ours bf16 B=256 LT_CUDA_LEGACY=1 (1st run's)" "$(val "impl=ours-legacy prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-legacy prec=bf16 batch=256" gpu_teacher_ms)"
+  row "  ... default but LT_CUDA_AUTOTUNE=0" "$(val "impl=ours-noautotune prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-noautotune prec=bf16 batch=256" gpu_teacher_ms)"
+  row "  ... default but LT_CUDA_ATTN=v1" "$(val "impl=ours-attnv1 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-attnv1 prec=bf16 batch=256" gpu_teacher_ms)"
+  row "  ... default but LT_CUDA_ROWOPS=v1" "$(val "impl=ours-rowopsv1 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-rowopsv1 prec=bf16 batch=256" gpu_teacher_ms)"
+  echo "  (ms/batch of the switch rows: GPU time only, events)"
   row "ours bf16 B=64, pipelined" "$(val "impl=ours prec=bf16 batch=64" pipelined_views_per_s)" ""
   row "ours bf16+exact GELU B=256, pipelined" "$(val "impl=ours prec=bf16+erf batch=256" pipelined_views_per_s)" ""
   row "ours tf32 B=256, pipelined" "$(val "impl=ours prec=tf32 batch=256" pipelined_views_per_s)" ""
@@ -210,6 +268,15 @@ row() { # label views_per_s ms
     awk -v o="$o" -v t="$t" 'BEGIN { printf "  ours/torch at B=256: %.2fx   (goal: >= 10000 views/s and >= 1.5x torch: %s)\n", o / t, (o >= 10000 && o >= 1.5 * t) ? "MET" : "not met" }'
   fi
   echo
+  echo "GPU time per op class, one forward of B=256 bf16 (CUDA events between the ops; vit_bench profile):"
+  for lab in default legacy; do
+    if grep -q "^PROF \[$lab\]" "$RES"; then grep "^PROF \[$lab\]" "$RES" | sed 's/^PROF /  /'; else echo "  [$lab] no profile"; fi
+  done
+  if grep -q "gemm autotune" "$RES"; then
+    echo "cuBLASLt autotuning (heuristic's first choice vs the fastest of the candidates):"
+    grep "gemm autotune" "$RES" | sed 's/^lt: gemm autotune /  /' | sort -u | head -12
+  fi
+  echo
   echo "accuracy, 4 images, vs torch fp32 (GPU, TF32 off): NMSE / max cosine distance"
   for k in ours_bf16_vs_torch_fp32 ours_tf32_vs_torch_fp32 torch_bf16_vs_torch_fp32 ours_cpu_fp32_vs_torch_fp32 \
            ours_bf16_vs_cpu_fp32 ours_tf32_vs_cpu_fp32; do
@@ -217,6 +284,8 @@ row() { # label views_per_s ms
   done
   echo
   echo "lt-embed, full-size teacher on the GPU: $EMBED_LINE"
+  [ -n "${EMBED_DONE:-}" ] && echo "  $EMBED_DONE"
+  [ -n "$EMBED_TIME" ] && echo "  $EMBED_TIME"
   echo "log: $LOG"
 } | tee "$OUT/summary.txt"
 rm -rf "$WORK"

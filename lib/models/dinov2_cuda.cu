@@ -19,6 +19,7 @@ extern "C" {
 
 #define LN_EPS 1e-6f
 #define L2_EPS 1e-12f
+#define LT_PROF_EVENTS 640
 
 #define CUDA_TRY(call, what)                                                                      \
     do {                                                                                          \
@@ -86,7 +87,26 @@ struct lt_dinov2_gpu {
     int sync_cap_B;
     gslot slots[LT_DINOV2_GPU_SLOTS];
     lt_dinov2_gpu_stats stats;
+    /* profiling (lt_dinov2_gpu_profile_views): an event before each op while prof_on */
+    int prof_on, prof_n;
+    cudaEvent_t *prof_ev; /* LT_PROF_EVENTS, created on first use */
+    int prof_cls[LT_PROF_EVENTS];
+    double prof_flops[LT_PROF_EVENTS], prof_bytes[LT_PROF_EVENTS];
 };
+
+/* Marks the start of an op of class cls (-1: the end of the forward) with its FLOPs and bytes.
+ * A no-op unless profiling; past LT_PROF_EVENTS marks the time goes to the last class marked. */
+static int prof_mark(lt_dinov2_gpu *g, int cls, double flops, double bytes) {
+    if (!g->prof_on || g->prof_n >= LT_PROF_EVENTS) return 0;
+    const int i = g->prof_n;
+    if (i == LT_PROF_EVENTS - 1) cls = -1; /* keep the last event for the end */
+    CUDA_TRY(cudaEventRecord(g->prof_ev[i], g->stream), "cudaEventRecord(profile)");
+    g->prof_cls[i] = cls;
+    g->prof_flops[i] = flops;
+    g->prof_bytes[i] = bytes;
+    g->prof_n++;
+    return 0;
+}
 
 static void *dev_off(void *p, int64_t elems, lt_cuda_dtype t) {
     return (char *)p + elems * (int64_t)lt_cuda_dtype_size(t);
@@ -301,6 +321,11 @@ extern "C" void lt_dinov2_gpu_free(lt_dinov2_gpu *g) {
         for (int k = 0; k < 4; k++)
             if (ev[k]) cudaEventDestroy(ev[k]);
     }
+    if (g->prof_ev) {
+        for (int i = 0; i < LT_PROF_EVENTS; i++)
+            if (g->prof_ev[i]) cudaEventDestroy(g->prof_ev[i]);
+        free(g->prof_ev);
+    }
     if (g->copy) cudaStreamDestroy(g->copy);
     lt_cuda_ctx_free(g->ctx);
     free(g);
@@ -372,28 +397,49 @@ static int run_body(lt_dinov2_gpu *g, int B, int H, int W, float *out) {
                              : pr == LT_PREC_BF16 && !g->exact_gelu ? LT_CUDA_ACT_GELU_TANH
                                                                      : LT_CUDA_ACT_GELU_ERF;
     /* patch embedding (B·G, D) fp32, then the tokens (B, T, D) with the position embedding */
-    if (lt_cuda_linear(x, pr, g->pemb, LT_CUDA_F32, g->patches, g->patch_w, NULL, B * G, g->Kp, D,
+    const double PG = (double)B * G, esz = (double)lt_cuda_dtype_size(t);
+    if (prof_mark(g, LT_DINOV2_PROF_PATCH, 2 * PG * g->K * D,
+                  esz * (PG * g->Kp + (double)D * g->Kp) + 4 * PG * D) ||
+        lt_cuda_linear(x, pr, g->pemb, LT_CUDA_F32, g->patches, g->patch_w, NULL, B * G, g->Kp, D,
                        LT_CUDA_ACT_NONE, 0.0f) ||
+        prof_mark(g, LT_DINOV2_PROF_TOKENS, 0, 4.0 * D * (PG + (double)G + (double)B * T)) ||
         lt_cuda_tokens(x, g->x, g->pemb, g->tok0, g->reg, g->posb, B, G, R, D))
         return -1;
     void *gate = c->swiglu ? dev_off(g->mlp, (int64_t)rows * F, t) : g->mlp; /* (rows, Hd) */
+    /* FLOPs and least bytes moved per op, for the profile */
+    const double es = (double)lt_cuda_dtype_size(t), R_ = rows, D_ = D, F_ = F, H_ = Hd;
+    const double ln_bytes = R_ * D_ * (4 + es);
     for (int l = 0; l < c->depth; l++) {
         const gblock *b = &g->blocks[l];
-        if (lt_cuda_layernorm(x, g->h, t, g->x, b->n1w, b->n1b, rows, D, LN_EPS) ||
+        if (prof_mark(g, LT_DINOV2_PROF_LN, 0, ln_bytes) ||
+            lt_cuda_layernorm(x, g->h, t, g->x, b->n1w, b->n1b, rows, D, LN_EPS) ||
+            prof_mark(g, LT_DINOV2_PROF_QKV, 2 * R_ * D_ * 3 * D_,
+                      es * (R_ * D_ + 3 * D_ * D_ + 3 * D_ + R_ * 3 * D_)) ||
             lt_cuda_linear(x, pr, g->qkv, t, g->h, b->qkv_w, b->qkv_b, rows, D, 3 * D,
                            LT_CUDA_ACT_NONE, 0.0f) ||
+            prof_mark(g, LT_DINOV2_PROF_ATTN, 4.0 * B * (double)T * T * D_, es * R_ * 4 * D_) ||
             lt_cuda_attention(x, g->h, g->qkv, t, B, T, c->heads, 64) ||
             /* x += ls1 ⊙ (attn · projᵀ + b): the gammas are in proj_w / proj_b */
+            prof_mark(g, LT_DINOV2_PROF_PROJ, 2 * R_ * D_ * D_,
+                      es * (R_ * D_ + D_ * D_) + 4 * (D_ + 2 * R_ * D_)) ||
             lt_cuda_linear(x, pr, g->x, LT_CUDA_F32, g->h, b->proj_w, b->proj_b, rows, D, D,
                            LT_CUDA_ACT_NONE, 1.0f) ||
+            prof_mark(g, LT_DINOV2_PROF_LN, 0, ln_bytes) ||
             lt_cuda_layernorm(x, g->h, t, g->x, b->n2w, b->n2b, rows, D, LN_EPS) ||
+            prof_mark(g, LT_DINOV2_PROF_FC1, 2 * R_ * D_ * F_,
+                      es * (R_ * D_ + F_ * D_ + F_ + R_ * F_ + (c->swiglu ? R_ * (F_ + H_) : 0))) ||
             lt_cuda_linear(x, pr, g->mlp, t, g->h, b->fc1_w, b->fc1_b, rows, D, F, gelu, 0.0f) ||
             (c->swiglu && lt_cuda_swiglu(x, gate, g->mlp, t, rows, Hd)) ||
+            prof_mark(g, LT_DINOV2_PROF_FC2, 2 * R_ * H_ * D_,
+                      es * (R_ * H_ + D_ * H_) + 4 * (D_ + 2 * R_ * D_)) ||
             lt_cuda_linear(x, pr, g->x, LT_CUDA_F32, gate, b->fc2_w, b->fc2_b, rows, Hd, D,
                            LT_CUDA_ACT_NONE, 1.0f))
             return lt_err_prefix("block %d", l);
     }
-    return lt_cuda_cls_head(x, out, g->x, B, T, D, g->norm_w, g->norm_b, LN_EPS, L2_EPS);
+    if (prof_mark(g, LT_DINOV2_PROF_HEAD, 0, (double)B * D * 4 * 2) ||
+        lt_cuda_cls_head(x, out, g->x, B, T, D, g->norm_w, g->norm_b, LN_EPS, L2_EPS))
+        return -1;
+    return prof_mark(g, -1, 0, 0);
 }
 
 static int check_args(const lt_dinov2_gpu *g, int B, int H, int W) {
@@ -506,4 +552,76 @@ extern "C" int lt_dinov2_gpu_forward_views(lt_dinov2_gpu *g, const uint8_t *a, c
         return lt_err_set("dinov2 gpu: both slots are busy: wait for one first");
     if (lt_dinov2_gpu_submit_views(g, slot, a, b, lambda, mean, std, B, H, W)) return -1;
     return lt_dinov2_gpu_wait(g, slot, out_host);
+}
+
+/* ---- profile ------------------------------------------------------------------------------ */
+
+extern "C" const char *lt_dinov2_gpu_profile_name(int cls) {
+    static const char *const names[LT_DINOV2_PROF_N] = {
+        "input (views->patches)", "patch-embed GEMM", "tokens + pos", "LayerNorm (x2/block)",
+        "qkv GEMM +bias", "attention", "proj GEMM +resid", "fc1 GEMM +GELU", "fc2 GEMM +resid",
+        "head (LN, L2)"};
+    return cls >= 0 && cls < LT_DINOV2_PROF_N ? names[cls] : "?";
+}
+
+extern "C" int lt_dinov2_gpu_profile_views(lt_dinov2_gpu *g, const uint8_t *a, const uint8_t *b,
+                                           const float *lambda, const float mean[3],
+                                           const float std[3], int B, int H, int W, int reps,
+                                           lt_dinov2_gpu_profile *out) {
+    memset(out, 0, sizeof *out);
+    if (reps <= 0) reps = 1;
+    gslot *s = &g->slots[0];
+    if (s->busy) return lt_err_set("dinov2 gpu profile: slot 0 is busy: wait for it first");
+    if (!a) return lt_err_set("dinov2 gpu profile: no views");
+    const size_t bytes = (size_t)H * W * 3, nb = (size_t)B * bytes;
+    if (check_args(g, B, H, W) || ensure_activations(g, B, H, W) || ensure_pos(g, H, W) ||
+        ensure_slot(g, s, B, bytes))
+        return -1;
+    if (!g->prof_ev) {
+        g->prof_ev = (cudaEvent_t *)lt_calloc(LT_PROF_EVENTS, sizeof(cudaEvent_t), "profile events");
+        if (!g->prof_ev) return -1;
+        for (int i = 0; i < LT_PROF_EVENTS; i++)
+            CUDA_TRY(cudaEventCreate(&g->prof_ev[i]), "cudaEventCreate(profile)");
+    }
+    for (int i = 0; i < B; i++) s->lambda_host[i] = lambda ? lambda[i] : 1.0f;
+    CUDA_TRY(cudaMemcpyAsync(s->a, a, nb, cudaMemcpyHostToDevice, g->copy), "cudaMemcpyAsync(views a)");
+    if (b) CUDA_TRY(cudaMemcpyAsync(s->b, b, nb, cudaMemcpyHostToDevice, g->copy), "cudaMemcpyAsync(views b)");
+    CUDA_TRY(cudaMemcpyAsync(s->lambda, s->lambda_host, (size_t)B * 4, cudaMemcpyHostToDevice, g->copy),
+             "cudaMemcpyAsync(mixup weights)");
+    if (sync_all(g)) return -1;
+    const int G = (H / g->cfg.patch) * (W / g->cfg.patch);
+    const double in_bytes = (double)nb * (b ? 2 : 1) +
+                            (double)B * G * g->Kp * (double)lt_cuda_dtype_size(g->act);
+    int rc = 0;
+    for (int r = -1; r < reps && !rc; r++) { /* r = -1: warm-up, not profiled */
+        g->prof_on = r >= 0;
+        g->prof_n = 0;
+        rc = prof_mark(g, LT_DINOV2_PROF_INPUT, 0, in_bytes) ||
+             lt_cuda_patchify_views(g->ctx, g->patches, g->act, g->Kp, s->a, b ? s->b : NULL,
+                                    s->lambda, mean, std, B, H, W, g->cfg.patch) ||
+             run_body(g, B, H, W, s->out) || lt_cuda_sync(g->ctx);
+        g->prof_on = 0;
+        if (rc || r < 0) continue;
+        for (int i = 0; i + 1 < g->prof_n; i++) {
+            const int cls = g->prof_cls[i];
+            float ms = 0.0f;
+            CUDA_TRY(cudaEventElapsedTime(&ms, g->prof_ev[i], g->prof_ev[i + 1]),
+                     "cudaEventElapsedTime(profile)");
+            if (cls < 0 || cls >= LT_DINOV2_PROF_N) continue;
+            out->ms[cls] += ms;
+            out->total_ms += ms;
+            if (r == 0) {
+                out->calls[cls]++;
+                out->flops[cls] += g->prof_flops[i];
+                out->bytes[cls] += g->prof_bytes[i];
+            }
+        }
+    }
+    g->prof_on = 0;
+    if (rc) return lt_err_prefix("dinov2 gpu profile (%s)", lt_precision_name(g->prec));
+    for (int k = 0; k < LT_DINOV2_PROF_N; k++) out->ms[k] /= reps;
+    out->total_ms /= reps;
+    out->reps = reps;
+    out->B = B;
+    return 0;
 }

@@ -86,6 +86,37 @@ typedef struct {
 } lt_dinov2_gpu_stats;
 void lt_dinov2_gpu_get_stats(const lt_dinov2_gpu *g, lt_dinov2_gpu_stats *s);
 
+/* Per-op GPU time of the forward (vit_bench profile, scripts/device-check.sh): CUDA events between
+ * the op classes of one forward on the compute stream, reps forwards of the same batch of uint8
+ * views (mixup on when b is given), after one unprofiled warm-up forward. For each class: time
+ * per forward, calls per forward, and the FLOPs (multiply-add = 2) and the least bytes it must
+ * move (each operand read once, each output written once) per forward, for achieved TFLOP/s
+ * and GB/s. The events add a few microseconds per op: total_ms is their sum, a little above the
+ * unprofiled time. CUDA builds only (not in cuda_stub.c): guard calls with #ifdef LT_HAVE_CUDA. */
+enum {
+    LT_DINOV2_PROF_INPUT = 0, /* views → normalised patches (mixup, bf16 cast) */
+    LT_DINOV2_PROF_PATCH,     /* patch-embedding GEMM */
+    LT_DINOV2_PROF_TOKENS,    /* token assembly + position embedding */
+    LT_DINOV2_PROF_LN,        /* LayerNorm 1 and 2 of every block */
+    LT_DINOV2_PROF_QKV,       /* qkv GEMM + bias */
+    LT_DINOV2_PROF_ATTN,      /* fused attention */
+    LT_DINOV2_PROF_PROJ,      /* proj GEMM + LayerScale + residual (fp32 C read and written) */
+    LT_DINOV2_PROF_FC1,       /* fc1 GEMM + bias + GELU (or + the SwiGLU gate) */
+    LT_DINOV2_PROF_FC2,       /* fc2 GEMM + LayerScale + residual */
+    LT_DINOV2_PROF_HEAD,      /* CLS gather, final LayerNorm, L2 normalisation */
+    LT_DINOV2_PROF_N
+};
+typedef struct {
+    double ms[LT_DINOV2_PROF_N], flops[LT_DINOV2_PROF_N], bytes[LT_DINOV2_PROF_N];
+    int calls[LT_DINOV2_PROF_N];
+    double total_ms; /* per forward, sum over the classes */
+    int reps, B;
+} lt_dinov2_gpu_profile;
+const char *lt_dinov2_gpu_profile_name(int cls); /* "input", "patch gemm", ... */
+int lt_dinov2_gpu_profile_views(lt_dinov2_gpu *g, const uint8_t *a, const uint8_t *b,
+                                const float *lambda, const float mean[3], const float std[3],
+                                int B, int H, int W, int reps, lt_dinov2_gpu_profile *out);
+
 /* FLOPs of one forward of one H×W image with this config (multiply-add = 2): patch embedding,
  * the four GEMMs and the two attention products per block (elementwise work not counted). For
  * throughput reports: ViT-B/14 at 224 (T = 257) is 46.3 GFLOP. */

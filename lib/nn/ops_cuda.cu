@@ -839,8 +839,10 @@ __device__ __forceinline__ void st4(float *p, int64_t i, float4 v) {
 }
 __device__ __forceinline__ void st4(bf16 *p, int64_t i, float4 v) {
     uint2 u;
-    u.x = pack_bf16x2(v.x, v.y);
-    u.y = pack_bf16x2(v.z, v.w);
+    u.x = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v.x)) |
+          ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v.y)) << 16);
+    u.y = (uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v.z)) |
+          ((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(v.w)) << 16);
     *reinterpret_cast<uint2 *>(p + i) = u;
 }
 

@@ -368,6 +368,17 @@ int main(void) {
     };
     const int n = (int)(sizeof cfgs / sizeof cfgs[0]);
     for (int i = 0; i < n; i++) test_model(&cfgs[i], i == 1 || i == 4);
+    /* the first measured kernels too (no GEMM autotuning, attention v1, row ops v1; see
+     * nn/ops_cuda.h): the GPU model reads the switches from the environment at create */
+    const char *legacy = getenv("LT_CUDA_LEGACY");
+    if (!legacy || strcmp(legacy, "1") != 0) {
+        setenv("LT_CUDA_LEGACY", "1", 1);
+        printf("-- LT_CUDA_LEGACY=1\n");
+        test_model(&cfgs[4], 0);
+        test_model(&cfgs[6], 0);
+        if (legacy) setenv("LT_CUDA_LEGACY", legacy, 1);
+        else unsetenv("LT_CUDA_LEGACY");
+    }
     printf("test_cuda_dinov2: %d passed, %d failed\n", n_ok, n_fail);
     return n_fail ? 1 : 0;
 }

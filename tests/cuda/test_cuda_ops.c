@@ -526,6 +526,8 @@ static void test_tokens(int B, int G, int R, int D) {
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
+static void row_ops_and_inputs(const char *tag);
+
 int main(void) {
     if (!lt_cuda_available()) {
         printf("test_cuda_ops: SKIP: no CUDA device (or a CPU-only build)\n");
@@ -555,12 +557,50 @@ int main(void) {
                 test_linear(pr, lin[s][0], lin[s][1], lin[s][2], v);
             }
     }
+    row_ops_and_inputs("");
+#ifdef LT_HAVE_CUDA
+    /* the first measured kernels (LT_CUDA_LEGACY=1: no GEMM autotuning, attention v1, row ops
+     * v1) on a context of their own, so that both paths stay tested whatever the defaults */
+    lt_cuda_ctx *ctx_new = ctx, *ctx_old = NULL;
+    if (lt_cuda_ctx_create(&ctx_old)) {
+        fail_msg("context", "legacy switches");
+    } else {
+        lt_cuda_switches sw;
+        lt_cuda_ctx_get_switches(ctx_old, &sw);
+        sw.autotune = 0;
+        sw.attn = 1;
+        sw.rowops = 1;
+        lt_cuda_ctx_set_switches(ctx_old, &sw);
+        ctx = ctx_old;
+        printf("-- legacy kernels (autotune 0, attention v1, row ops v1)\n");
+        test_linear(LT_PREC_BF16, 1028, 768, 2304, 0);
+        test_linear(LT_PREC_BF16, 1028, 768, 2304, 3);
+        row_ops_and_inputs(" [v1]");
+        lt_cuda_ctx_free(ctx_old);
+        ctx = ctx_new;
+    }
+    {
+        lt_cuda_switches sw;
+        lt_cuda_ctx_get_switches(ctx, &sw);
+        printf("-- switches of the default context: autotune %d, attention v%d, row ops v%d\n",
+               sw.autotune, sw.attn, sw.rowops);
+    }
+#endif
+
+    lt_cuda_ctx_free(ctx);
+    printf("test_cuda_ops: %d passed, %d failed\n", n_ok, n_fail);
+    return n_fail ? 1 : 0;
+}
+
+/* The attention, row-op and input tests (run once per set of kernel switches). */
+static void row_ops_and_inputs(const char *tag) {
     for (int bt = 0; bt < 2; bt++) {
         const lt_cuda_dtype t = bt ? LT_CUDA_BF16 : LT_CUDA_F32;
-        printf("-- attention and row ops, %s activations\n", dtname(t));
+        printf("-- attention and row ops, %s activations%s\n", dtname(t), tag);
+        /* N = 1000: longer than the shared memory of attention v2 holds (v1 runs it) */
         static const int att[][3] = {{2, 257, 2}, {1, 1, 1}, {3, 65, 1}, {2, 261, 12}, {1, 700, 2},
-                                     {4, 128, 3}};
-        for (int s = 0; s < 6; s++) test_attention(t, att[s][0], att[s][1], att[s][2]);
+                                     {4, 128, 3}, {1, 17, 2}, {1, 1000, 1}};
+        for (int s = 0; s < 8; s++) test_attention(t, att[s][0], att[s][1], att[s][2]);
         test_layernorm(t, 257, 64, 0);
         test_layernorm(t, 1000, 768, 0);
         test_layernorm(t, 33, 1536, 0);
@@ -571,7 +611,7 @@ int main(void) {
         test_layerscale(t, 257, 768, 1);
         test_layerscale(t, 31, 64, 0);
     }
-    printf("-- fp32 row ops and inputs\n");
+    printf("-- fp32 row ops and inputs%s\n", tag);
     test_l2norm(100, 768);
     test_l2norm(3, 64);
     test_cls_head(5, 257, 768);
@@ -581,8 +621,6 @@ int main(void) {
     test_views(2, 33, 47, 16, 1); /* extra pixels ignored */
     test_tokens(3, 16, 0, 64);
     test_tokens(2, 256, 4, 768);
-
-    lt_cuda_ctx_free(ctx);
-    printf("test_cuda_ops: %d passed, %d failed\n", n_ok, n_fail);
-    return n_fail ? 1 : 0;
+    test_tokens(2, 5, 1, 36); /* D % 4 == 0 but not a multiple of 128 */
+    test_tokens(1, 4, 2, 30); /* D % 4 != 0: the element-wise kernel */
 }

@@ -8,6 +8,13 @@
  *       teacher-only throughput on random uint8 views (mixup on) in pinned memory: the median of
  *       synchronous forwards (upload + forward + download, wall clock), then the same batches
  *       pipelined through the two slots (steady state). Prints "RESULT key=value ..." lines.
+ *       --label NAME prints impl=ours-NAME (a variant, e.g. run under LT_CUDA_LEGACY=1)
+ *   vit_bench profile WEIGHTS [--batch 256] [--size 224] [--prec bf16] [--reps 5] [--warmup 3]
+ *                 [--label NAME] [--exact-gelu]
+ *       GPU time per op class of one forward (CUDA events; lt_dinov2_gpu_profile_views), with
+ *       each class's share, TFLOP/s and GB/s (least bytes it must move); "PROF" lines. The
+ *       implementation switches (LT_CUDA_AUTOTUNE, LT_CUDA_ATTN, LT_CUDA_ROWOPS, LT_CUDA_LEGACY;
+ *       nn/ops_cuda.h) are read from the environment as always; they are printed.
  *   vit_bench check WEIGHTS IN.f32 OUT.f32 [--batch 4] [--size 224] [--prec bf16]
  *       random normalised input (B, S, S, 3) → IN.f32; GPU embeddings → OUT.f32 (raw float32);
  *       also runs the CPU forward and prints the GPU-vs-CPU NMSE (the PyTorch side reads both files)
@@ -39,7 +46,9 @@ static int usage(void) {
             "usage: vit_bench make-weights OUT [--dim N] [--depth N] [--grid N] [--patch N] "
             "[--registers N] [--seed N]\n"
             "       vit_bench run WEIGHTS [--batch N] [--size N] [--prec P] [--iters N] "
-            "[--warmup N] [--exact-gelu]\n"
+            "[--warmup N] [--exact-gelu] [--label NAME]\n"
+            "       vit_bench profile WEIGHTS [--batch N] [--size N] [--prec P] [--reps N] "
+            "[--warmup N] [--label NAME] [--exact-gelu]\n"
             "       vit_bench check WEIGHTS IN.f32 OUT.f32 [--batch N] [--size N] [--prec P]\n"
             "       vit_bench cache-diff A.h5 B.h5\n");
     return 2;
@@ -66,9 +75,10 @@ static float gauss(void) {
 
 /* options: --name value pairs after the positionals */
 typedef struct {
-    int dim, depth, grid, patch, reg, batch, size, iters, warmup, exact_gelu;
+    int dim, depth, grid, patch, reg, batch, size, iters, warmup, exact_gelu, reps;
     uint64_t seed;
     lt_precision prec;
+    const char *label;
 } opts;
 
 static int parse_opts(int argc, char **argv, int first, opts *o) {
@@ -80,6 +90,10 @@ static int parse_opts(int argc, char **argv, int first, opts *o) {
         }
         if (i + 1 >= argc) return -1;
         const char *v = argv[++i];
+        if (!strcmp(k, "--label")) {
+            o->label = v;
+            continue;
+        }
         if (!strcmp(k, "--prec")) {
             if (lt_precision_parse(v, &o->prec)) return -1;
             continue;
@@ -95,6 +109,7 @@ static int parse_opts(int argc, char **argv, int first, opts *o) {
         else if (!strcmp(k, "--size")) o->size = (int)n;
         else if (!strcmp(k, "--iters")) o->iters = (int)n;
         else if (!strcmp(k, "--warmup")) o->warmup = (int)n;
+        else if (!strcmp(k, "--reps")) o->reps = (int)n;
         else if (!strcmp(k, "--seed")) o->seed = (uint64_t)n;
         else return -1;
     }
@@ -217,11 +232,12 @@ static int run(const char *weights, const opts *o) {
     const double med = t[o->iters / 2], vps = B / med, pvps = o->iters * B / pipe_s;
     const double gpu_ms = (s1.teacher_ms - s0.teacher_ms) / (double)(s1.batches - s0.batches);
     const double copy_ms = (s1.copy_ms - s0.copy_ms) / (double)(s1.batches - s0.batches);
-    printf("RESULT impl=ours prec=%s%s batch=%d size=%d D=%d depth=%d gflop_per_view=%.2f "
+    printf("RESULT impl=ours%s%s prec=%s%s batch=%d size=%d D=%d depth=%d gflop_per_view=%.2f "
            "warmup_s=%.2f median_ms=%.2f min_ms=%.2f max_ms=%.2f views_per_s=%.0f "
            "pipelined_views_per_s=%.0f gpu_teacher_ms=%.2f gpu_copy_ms=%.2f "
            "gpu_views_per_s=%.0f tflops=%.1f finite=%d\n",
-           lt_precision_name(o->prec), o->exact_gelu ? "+erf" : "", B, S, D, c->depth, gflop,
+           o->label ? "-" : "", o->label ? o->label : "", lt_precision_name(o->prec),
+           o->exact_gelu ? "+erf" : "", B, S, D, c->depth, gflop,
            warm_s, med * 1e3, t[0] * 1e3, t[o->iters - 1] * 1e3, vps, pvps, gpu_ms, copy_ms,
            B * 1e3 / gpu_ms, pvps * gflop * 1e-3, finite);
     if (!finite) rc = lt_err_set("non-finite embeddings");
@@ -233,6 +249,70 @@ done:
     lt_dinov2_gpu_free(g);
     lt_dinov2_free(m);
     return rc;
+}
+
+/* ---- profile ---------------------------------------------------------------------------------- */
+
+static int profile(const char *weights, const opts *o) {
+#ifdef LT_HAVE_CUDA
+    lt_dinov2 *m = NULL;
+    if (lt_dinov2_load(weights, &m)) return -1;
+    const lt_dinov2_config *c = lt_dinov2_config_of(m);
+    const int B = o->batch, S = o->size, D = c->embed_dim;
+    const char *label = o->label ? o->label : "default";
+    lt_dinov2_gpu *g = NULL;
+    uint8_t *a = NULL, *b = NULL;
+    float *out = lt_malloc((size_t)B * D * sizeof(float), "embeddings"), lambda[4096];
+    const size_t nb = (size_t)B * S * S * 3;
+    lt_cuda_switches sw;
+    lt_cuda_switches_from_env(&sw);
+    int rc = !out || B > 4096 ? -1 : 0;
+    if (!rc) rc = lt_dinov2_gpu_create(m, o->prec, B, S, S, &g);
+    if (!rc) rc = lt_cuda_host_alloc((void **)&a, nb, "views a") ||
+                  lt_cuda_host_alloc((void **)&b, nb, "views b");
+    if (rc) goto done;
+    lt_dinov2_gpu_set_exact_gelu(g, o->exact_gelu);
+    for (size_t i = 0; i < nb; i++) a[i] = (uint8_t)(rnd() >> 56), b[i] = (uint8_t)(rnd() >> 56);
+    for (int i = 0; i < B; i++) lambda[i] = (float)uni();
+    for (int i = 0; i < o->warmup && !rc; i++) /* builds (and autotunes) the GEMM plans */
+        rc = lt_dinov2_gpu_forward_views(g, a, b, lambda, MEAN, STD, B, S, S, out);
+    lt_dinov2_gpu_profile p;
+    if (!rc) rc = lt_dinov2_gpu_profile_views(g, a, b, lambda, MEAN, STD, B, S, S, o->reps, &p);
+    if (rc) goto done;
+    const double fl = lt_dinov2_flops_per_image(c, S, S) * B;
+    printf("PROF [%s] %s B=%d %dx%d D=%d depth=%d; autotune=%d attn=v%d rowops=v%d%s; mean of %d "
+           "forwards: %.2f ms (%.0f views/s, %.1f TFLOP/s)\n",
+           label, lt_precision_name(o->prec), B, S, S, D, c->depth, sw.autotune, sw.attn,
+           sw.rowops, o->exact_gelu ? " exact-gelu" : "", p.reps, p.total_ms,
+           B * 1e3 / p.total_ms, fl / (p.total_ms * 1e9));
+    printf("PROF [%s]   %-24s %5s %9s %7s %9s %9s\n", label, "op class", "calls", "ms", "share",
+           "TFLOP/s", "GB/s");
+    for (int k = 0; k < LT_DINOV2_PROF_N; k++) {
+        if (!p.calls[k]) continue;
+        char tf[32] = "-";
+        if (p.flops[k] > 0) snprintf(tf, sizeof tf, "%.1f", p.flops[k] / (p.ms[k] * 1e9));
+        printf("PROF [%s]   %-24s %5d %9.3f %6.1f%% %9s %9.0f\n", label,
+               lt_dinov2_gpu_profile_name(k), p.calls[k], p.ms[k], 100.0 * p.ms[k] / p.total_ms,
+               tf, p.bytes[k] / (p.ms[k] * 1e6));
+    }
+    printf("RESULT profile=%s prec=%s batch=%d total_ms=%.3f", label, lt_precision_name(o->prec),
+           B, p.total_ms);
+    static const char *const keys[LT_DINOV2_PROF_N] = {"input", "patch", "tokens", "ln", "qkv",
+                                                       "attn", "proj", "fc1", "fc2", "head"};
+    for (int k = 0; k < LT_DINOV2_PROF_N; k++) printf(" %s_ms=%.3f", keys[k], p.ms[k]);
+    printf("\n");
+done:
+    free(out);
+    lt_cuda_host_free(a);
+    lt_cuda_host_free(b);
+    lt_dinov2_gpu_free(g);
+    lt_dinov2_free(m);
+    return rc;
+#else
+    (void)weights;
+    (void)o;
+    return lt_err_set("vit_bench profile: this build has no CUDA backend");
+#endif
 }
 
 /* ---- check ------------------------------------------------------------------------------------ */
@@ -328,7 +408,8 @@ static int cache_diff(const char *pa, const char *pb) {
 
 int main(int argc, char **argv) {
     opts o = {.dim = 768, .depth = 12, .grid = 37, .patch = 14, .reg = 0, .batch = 256,
-              .size = 224, .iters = 10, .warmup = 3, .seed = 1, .prec = LT_PREC_BF16};
+              .size = 224, .iters = 10, .warmup = 3, .seed = 1, .prec = LT_PREC_BF16, .reps = 5,
+              .label = NULL};
     if (argc < 3) return usage();
     const char *cmd = argv[1];
     if (!strcmp(cmd, "make-weights")) {
@@ -346,6 +427,10 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) {
         if (parse_opts(argc, argv, 3, &o) || o.batch <= 0 || o.iters <= 0) return usage();
         return run(argv[2], &o) ? fail() : 0;
+    }
+    if (!strcmp(cmd, "profile")) {
+        if (parse_opts(argc, argv, 3, &o) || o.batch <= 0 || o.reps <= 0) return usage();
+        return profile(argv[2], &o) ? fail() : 0;
     }
     if (!strcmp(cmd, "check")) {
         o.batch = 4;
