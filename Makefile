@@ -6,16 +6,37 @@
 #   make test-cuda  CUDA-vs-CPU tests (needs a GPU)
 #   make demo       install, build, run lt-embed (then lt-train) on a generated sample set
 #   make bench      throughput against PyTorch on this machine
+#   make asan       the unit tests, both tools and the fuzz-regression replays built with
+#                   ASan+UBSan into build-asan/ (CPU only); `make test` builds and runs them
+#   make fuzz       libFuzzer targets (needs clang: scripts/install-deps.sh --fuzz), each run for
+#                   FUZZ_SECONDS (60) seconds; crashes land in tests/fuzz/regressions/ (see
+#                   tests/fuzz/README.md)
 
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
 BUILD   := build
+BINDIR  := bin
 PKGS    := hdf5 libturbojpeg libpng libzstd openblas
 OPT     ?= -O2 -march=x86-64-v2
 CFLAGS  += $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Ilib \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread
 LDFLAGS += -fopenmp
+
+# SAN=1: AddressSanitizer + UndefinedBehaviorSanitizer (used by `make asan` with BUILD=build-asan).
+# SAN=fuzz: the same plus libFuzzer's coverage instrumentation (used by `make fuzz`, with clang).
+SAN     ?= 0
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+ifeq ($(SAN),1)
+  OPT     := -O1 -march=x86-64-v2
+  CFLAGS  += $(SANFLAGS)
+  LDFLAGS += $(SANFLAGS)
+endif
+ifeq ($(SAN),fuzz)
+  OPT     := -O1 -march=x86-64-v2
+  CFLAGS  += $(SANFLAGS) -fsanitize=fuzzer-no-link -Wno-pass-failed
+  LDFLAGS += $(SANFLAGS)
+endif
 
 # Rendering must give identical bytes on every machine: no FMA contraction there (DESIGN.md §4).
 $(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
@@ -37,13 +58,22 @@ LIB_C   := $(filter-out $(if $(filter 1,$(CUDA)),lib/nn/cuda_stub.c),$(wildcard 
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
 LIBLT   := $(BUILD)/liblt.a
 PLUGIN  := $(BUILD)/plugins/libh5zstd.so
-TOOLS   := $(patsubst tools/%/,bin/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
+TOOLS   := $(patsubst tools/%/,$(BINDIR)/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
 TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/%,$(wildcard tests/cuda/test_*.c))
 # Small programs the Python tests drive (decode one file, render one recipe, run the teacher...).
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+# Fuzz targets (tests/fuzz/fuzz_*.c): libFuzzer binaries under SAN=fuzz, and plain "replay"
+# programs (the same code, a main() that feeds it files) for the ASan build that `make test` runs.
+FUZZ_NAMES  := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS   := $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz_%)
+FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/fuzz/replay_%)
+ASAN_BUILD  := build-asan
+FUZZ_BUILD  := build-fuzz
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps deps-test test test-cuda bench bench-quick demo fuzz clean check-deps
+.PHONY: all deps deps-test test test-cuda bench bench-quick demo fuzz clean check-deps asan \
+        asan-targets fuzz-targets
 all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS) $(TEST_TOOLS)
 
 check-deps:
@@ -70,8 +100,8 @@ $(LIBLT): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-bin/lt-%: $(BUILD)/tools/%/main.o $(LIBLT)
-	@mkdir -p bin
+$(BINDIR)/lt-%: $(BUILD)/tools/%/main.o $(LIBLT)
+	@mkdir -p $(BINDIR)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # The HDF5 filter plugin: lets stock h5py / h5dump read our zstd-compressed datasets.
@@ -92,8 +122,32 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIBLT)
 $(BUILD)/tests/%: $(BUILD)/tests/cuda/%.o $(LIBLT)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(LIBLT)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+
+$(BUILD)/fuzz/replay_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.o $(LIBLT)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+.SECONDARY: $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/fuzz_%.o) $(BUILD)/tests/fuzz/replay.o
+
+# ASan+UBSan build of the C unit tests, both tools and the fuzz replays (CPU only: the CUDA
+# backend is not instrumented). Separate folder, so it never mixes with the normal objects.
+asan:
+	$(MAKE) SAN=1 CUDA=0 BUILD=$(ASAN_BUILD) BINDIR=$(ASAN_BUILD)/bin asan-targets
+asan-targets: $(TOOLS) $(TESTS) $(FUZZ_REPLAY)
+
+# libFuzzer: clang only (scripts/install-deps.sh --fuzz installs it); not part of `make test`.
+fuzz:
+	@command -v clang >/dev/null || { echo "make fuzz needs clang: scripts/install-deps.sh --fuzz"; exit 1; }
+	$(MAKE) CC=clang SAN=fuzz CUDA=0 BUILD=$(FUZZ_BUILD) BINDIR=$(FUZZ_BUILD)/bin fuzz-targets
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_BUILD=$(FUZZ_BUILD) bash tests/fuzz/run.sh $(FUZZ_NAMES)
+fuzz-targets: $(FUZZ_BINS)
+
 test: deps-test
 	$(MAKE) all
+	$(MAKE) asan
 	PYTHON=$(PYTHON) bash tests/run.sh
 
 test-cuda: all
@@ -110,6 +164,6 @@ demo: deps
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) bin $(ASAN_BUILD) $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lt needs to build (and, with --test, to run its test suite).
-# Safe to run repeatedly: only missing packages are installed. Needs root or sudo for apt-get.
+# Installs the Debian packages lt needs to build (and, with --test, to run its test suite; with
+# --fuzz, clang and its sanitizer/libFuzzer runtimes for `make fuzz`, which `make test` never
+# needs). Safe to run repeatedly: only missing packages are installed. Needs root or sudo.
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libhdf5-dev libturbojpeg0-dev libjpeg62-turbo-dev
@@ -8,8 +9,11 @@ build_pkgs=(build-essential pkg-config libhdf5-dev libturbojpeg0-dev libjpeg62-t
 test_pkgs=(python3 python3-torch python3-torchvision python3-h5py python3-pil python3-numpy
            python3-venv python3-pytest)
 
+fuzz_pkgs=(clang libclang-rt-dev libomp-dev)
+
 want=("${build_pkgs[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test_pkgs[@]}")
+[ "${1:-}" = "--fuzz" ] && want+=("${fuzz_pkgs[@]}")
 
 # Interop tests use the libraries users have: PyPI's h5py + hdf5plugin and safetensors, in a venv
 # over Debian's python3 (whose torch/torchvision stay the reference).

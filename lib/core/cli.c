@@ -8,11 +8,20 @@
 
 #include "error.h"
 
+/* strtoll/strtoull/strtod skip leading white space, and strtoull negates "-1" (also " -1") into
+ * a huge value without an error: a number on our command lines must start with its first digit
+ * (or a sign where negative values are allowed), so " 8" and " -1" are rejected, not reinterpreted. */
+static int starts_like_number(const char *s, int allow_minus) {
+    if (*s == '-' && allow_minus) s++;
+    else if (*s == '+') s++;
+    return (*s >= '0' && *s <= '9') || *s == '.';
+}
+
 int lt_parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi)
+    if (!starts_like_number(s, 1) || *end || errno || v < lo || v > hi)
         return lt_err_set("--%s: expected an integer from %lld to %lld, got '%s'", opt,
                           (long long)lo, (long long)hi, s);
     *out = v;
@@ -29,7 +38,8 @@ int lt_parse_int(const char *opt, const char *s, int lo, int hi, int *out) {
 int lt_parse_u64(const char *opt, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
-    if (!*s || *s == '-') return lt_err_set("--%s: expected a non-negative integer, got '%s'", opt, s);
+    if (!starts_like_number(s, 0))
+        return lt_err_set("--%s: expected a non-negative integer, got '%s'", opt, s);
     unsigned long long v = strtoull(s, &end, 10);
     if (*end || errno) return lt_err_set("--%s: expected a non-negative integer, got '%s'", opt, s);
     *out = v;
@@ -41,7 +51,7 @@ static int parse_one(const char *opt, const char *s, const char *whole, double l
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi)
+    if (!starts_like_number(s, 1) || end == s || *end || errno || !isfinite(v) || v < lo || v > hi)
         return lt_err_set("--%s: expected a number from %g to %g, got '%s'", opt, lo, hi, whole);
     *out = (float)v;
     return 0;

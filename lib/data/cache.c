@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/rng.h"
 #include "core/sha256.h"
 #include "data/h5zstd.h"
 
@@ -41,7 +43,12 @@ static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
 /* HDF5 helpers                                                                               */
 
 static herr_t first_error(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf((char *)data, 256, "%s", e->desc);
+    if (n == 0 && e->desc) {
+        char *d = data;
+        snprintf(d, 256, "%s", e->desc);
+        for (; *d; d++) /* one-line messages: HDF5's own text may span lines */
+            if (*d == '\n' || *d == '\r' || *d == '\t') *d = ' ';
+    }
     return 0;
 }
 
@@ -749,15 +756,20 @@ static int mark_rows(lt_cache_writer *w, int64_t first, int64_t count) {
     return 0;
 }
 
-static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t count,
-                                 const float *emb) {
+/* Checks and marks rows [first, first + count) before they are written. */
+static int claim_rows(lt_cache_writer *w, int64_t first, int64_t count) {
     if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
     if (!w->samples_set)
         return lt_err_set("%s: embeddings written before the samples", w->partial);
     if (first < 0 || count < 0 || first + count > w->n_samples)
         return lt_err_set("%s: embedding rows %lld..%lld outside 0..%lld", w->partial,
                           (long long)first, (long long)(first + count), (long long)w->n_samples);
-    if (mark_rows(w, first, count) < 0) return -1;
+    return mark_rows(w, first, count);
+}
+
+static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t count,
+                                 const float *emb) {
+    if (claim_rows(w, first, count) < 0) return -1;
     size_t d = (size_t)w->meta.embed_dim;
     if (w->meta.emb_f32) {
         if (rows_io(w->emb, H5T_NATIVE_FLOAT, first, count, (void *)emb, 1) < 0)
@@ -783,6 +795,18 @@ int lt_cache_writer_put_embeddings(lt_cache_writer *w, int64_t first, int64_t co
                                    const float *emb) {
     pthread_mutex_lock(&h5_lock);
     int r = put_embeddings_locked(w, first, count, emb);
+    if (r < 0) w->failed = 1;
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_t count,
+                                       const void *rows) {
+    pthread_mutex_lock(&h5_lock);
+    int r = claim_rows(w, first, count);
+    if (r == 0 && rows_io(w->emb, w->meta.emb_f32 ? H5T_NATIVE_FLOAT : w->half, first, count,
+                          (void *)rows, 1) < 0)
+        r = h5_fail(w->partial, "cannot write /embeddings");
     if (r < 0) w->failed = 1;
     pthread_mutex_unlock(&h5_lock);
     return r;
@@ -870,6 +894,87 @@ int lt_cache_writer_finish(lt_cache_writer *w) {
     pthread_mutex_lock(&h5_lock);
     int r = finish_locked(w);
     writer_free(w, r < 0);
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+/* Flushes everything written so far, closes the file and syncs it to disk. */
+static int close_synced(lt_cache_writer *w) {
+    if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
+    if (!w->samples_set)
+        return lt_err_set("%s: closed before the samples were written", w->partial);
+    for (int k = 0; k < A_COUNT; k++)
+        if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /images");
+    writer_close_handles(w);
+    if (fsync_path(w->partial, 0) < 0)
+        return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
+    return 0;
+}
+
+int lt_cache_writer_close_partial(lt_cache_writer *w) {
+    if (!w) return lt_err_set("cache writer: close_partial called without a writer");
+    pthread_mutex_lock(&h5_lock);
+    int r = close_synced(w);
+    writer_free(w, r < 0);
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+/* Opens w->partial read-write with /embeddings, for a cache of n_samples rows. */
+static int reopen_locked(lt_cache_writer *w) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (fapl >= 0 && dapl >= 0 && H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0 &&
+        H5Pset_chunk_cache(dapl, 12421, EMB_CACHE_BYTES, 1.0) >= 0) {
+        w->file = H5Fopen(w->partial, H5F_ACC_RDWR, fapl);
+        if (w->file >= 0) w->emb = H5Dopen2(w->file, "embeddings", dapl);
+    }
+    if (w->emb < 0) h5_note();
+    if (fapl >= 0) H5Pclose(fapl);
+    if (dapl >= 0) H5Pclose(dapl);
+    if (w->emb < 0) return h5_fail(w->partial, "cannot reopen /embeddings for writing");
+    w->half = half_type();
+    if (w->half < 0) return h5_fail(w->partial, "cannot define the float16 type");
+    w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
+    if (!w->written) return -1;
+    w->samples_set = 1;
+    return 0;
+}
+
+int lt_cache_writer_reopen(const char *path, lt_cache_writer **out) {
+    *out = NULL;
+    size_t n = strlen(path);
+    char *partial = malloc(n + sizeof ".partial");
+    if (!partial) return lt_err_set("out of memory (cache writer for %s)", path);
+    memcpy(partial, path, n);
+    memcpy(partial + n, ".partial", sizeof ".partial");
+    lt_cache *c = NULL;
+    if (lt_cache_open(partial, &c) < 0) {
+        free(partial);
+        return -1;
+    }
+    lt_cache_writer *w = lt_calloc(1, sizeof *w, "cache writer");
+    int r = -1;
+    if (w) {
+        w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->half = -1;
+        for (int k = 0; k < A_COUNT; k++) w->app[k].dset = w->app[k].mtype = -1;
+        w->meta = *lt_cache_meta_of(c);
+        w->n_images = lt_cache_n_images(c);
+        w->n_samples = lt_cache_n_samples(c);
+        w->partial = partial;
+        partial = NULL;
+        w->path = strdup(path);
+        if (!w->path) lt_err_set("out of memory (cache writer for %s)", path);
+    }
+    lt_cache_close(c);
+    free(partial);
+    if (!w || !w->path) {
+        if (w) writer_free(w, 0);
+        return -1;
+    }
+    pthread_mutex_lock(&h5_lock);
+    r = reopen_locked(w);
+    if (r < 0) writer_free(w, 0); /* the partial stays: lt-embed rebuilds or reports it */
+    else *out = w;
     pthread_mutex_unlock(&h5_lock);
     return r;
 }
@@ -1018,8 +1123,10 @@ static int read_meta(lt_cache *c) {
     if (strcmp(dtype, "float16") && strcmp(dtype, "float32"))
         return BAD(c, "embedding_dtype is '%s', expected float16 or float32", dtype);
     m->emb_f32 = dtype[5] == '3';
+    int64_t expect_samples;
     if (m->embed_dim < 1 || m->views_per_image < 1 || c->n_images < 0 ||
-        c->n_samples != c->n_images * m->views_per_image)
+        __builtin_mul_overflow(c->n_images, (int64_t)m->views_per_image, &expect_samples) ||
+        c->n_samples != expect_samples)
         return BAD(c, "num_samples %lld is not num_images %lld x views_per_image %d (or a "
                       "dimension is not positive)", (long long)c->n_samples,
                    (long long)c->n_images, m->views_per_image);
@@ -1386,6 +1493,71 @@ int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out) 
     }
     pthread_mutex_unlock(&h5_lock);
     cols_free(&cols);
+    return r;
+}
+
+int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out) {
+    if (check_range(c, "embedding rows", first, count, c->n_samples) < 0) return -1;
+    pthread_mutex_lock(&h5_lock);
+    int r = 0;
+    if (rows_io(c->emb, c->meta.emb_f32 ? H5T_NATIVE_FLOAT : c->half, first, count, out, 0) < 0)
+        r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* max(1, ceil(fraction * n)) distinct images drawn with seed, in increasing order. */
+static int64_t *verify_pick(int64_t n, double fraction, uint64_t seed, int64_t *k_out) {
+    int64_t k = (int64_t)ceil(fraction * (double)n);
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    int64_t *idx = lt_malloc((size_t)n * sizeof *idx, "verify list");
+    if (!idx) return NULL;
+    for (int64_t i = 0; i < n; i++) idx[i] = i;
+    lt_rng r;
+    lt_rng_init(&r, seed, 0x56455249u /* "VERI" */, 0, 0);
+    for (int64_t i = 0; i < k && k < n; i++) { /* partial Fisher-Yates */
+        int64_t j = i + (int64_t)lt_rng_below(&r, (uint64_t)(n - i));
+        int64_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+    qsort(idx, (size_t)k, sizeof *idx, cmp_i64);
+    *k_out = k;
+    return idx;
+}
+
+int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked) {
+    *checked = 0;
+    if (c->n_images < 1 || fraction <= 0) return 0;
+    int64_t k = 0;
+    int64_t *idx = verify_pick(c->n_images, fraction, seed, &k);
+    if (!idx) return -1;
+    int r = 0;
+    for (int64_t j = 0; r == 0 && j < k; j++) {
+        lt_cache_image rec;
+        uint8_t *bytes = NULL;
+        size_t n = 0;
+        char sha[SHA_LEN + 1];
+        r = lt_cache_image_record(c, idx[j], &rec);
+        if (r == 0) r = lt_cache_image_bytes(c, idx[j], &bytes, &n);
+        if (r == 0) {
+            lt_sha256_hex(bytes, n, sha);
+            if (strcmp(sha, rec.sha256) != 0)
+                r = lt_err_set("%s: image %lld (%s): its stored bytes do not match their SHA-256 "
+                               "(/images/sha256): the cache is damaged; rebuild it with lt-embed "
+                               "--overwrite (or restore it from a copy)", c->path,
+                               (long long)idx[j], rec.path);
+        }
+        free(bytes);
+        if (r == 0) (*checked)++;
+    }
+    free(idx);
     return r;
 }
 

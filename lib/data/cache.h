@@ -2,7 +2,8 @@
  *
  * formats/cache.md is the specification; this is its writer and reader. The writer creates
  * CACHE.partial and renames it to CACHE only in lt_cache_writer_finish(), so a failed or
- * interrupted run never leaves something that looks like a complete cache. Embeddings are stored
+ * interrupted run never leaves something that looks like a complete cache (lt-embed's resumable
+ * protocol, close_partial + reopen, keeps the partial between runs). Embeddings are stored
  * float16 (default) or float32, chunked, with HDF5's shuffle filter then Zstandard (filter id 32015,
  * see h5zstd.h). */
 #ifndef LT_CACHE_H
@@ -66,6 +67,16 @@ int lt_cache_writer_finish(lt_cache_writer *w);
 /* Closes and removes path.partial. Frees w. */
 void lt_cache_writer_abort(lt_cache_writer *w);
 
+/* The resumable protocol of lt-embed (formats/cache.md, "Resuming"): after set_samples,
+ * close_partial flushes, closes and syncs path.partial and keeps it (a valid cache whose
+ * /embeddings rows read as zeros; lt_cache_open reads it). Frees w; on failure the partial is
+ * removed. reopen opens that path.partial again to write /embeddings, then finish. */
+int lt_cache_writer_close_partial(lt_cache_writer *w);
+int lt_cache_writer_reopen(const char *path, lt_cache_writer **out);
+/* Like put_embeddings, from rows already in the stored type (float16 bits or float32). */
+int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_t count,
+                                       const void *rows);
+
 /* ---- reader ---- */
 typedef struct lt_cache lt_cache;
 
@@ -84,6 +95,12 @@ int lt_cache_image_bytes(lt_cache *c, int64_t i, uint8_t **bytes, size_t *n);
 int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out);
 /* Reads embeddings rows [first, first + count) as float32 (count, D). */
 int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out);
+/* Reads embeddings rows [first, first + count) in the stored type (count, D) of 2 or 4 bytes. */
+int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out);
+/* lt-train --verify: recomputes the SHA-256 of the stored bytes of max(1, ceil(fraction * N))
+ * images drawn with seed (all of them for fraction 1) and compares each with /images/sha256.
+ * -1 + lt_err naming the first damaged image. *checked: images verified. */
+int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked);
 /* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256 (read from the
  * file on demand); out->bytes = NULL, out->n_bytes = stored byte count. */
 int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out);

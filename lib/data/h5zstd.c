@@ -119,6 +119,14 @@ const void *lt_h5zstd_class(void) { return &zstd_class; }
  * call may load some other 32015 plugin found on HDF5_PLUGIN_PATH, and lt should write with its
  * own filter. H5Zregister replaces an existing entry for the id, so repeating it is harmless. */
 int lt_h5zstd_register(void) {
+    /* No HDF5 clean-up at exit: after a failed write (a full disk) a file id can stay open, and
+     * the library's atexit handler would crash flushing it. lt closes every file it opens.
+     * (Only effective before the library initialises, i.e. on the first call.) */
+    static int once = 0;
+    if (!once) {
+        once = 1;
+        H5dont_atexit();
+    }
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (H5Zregister(&zstd_class) < 0) {
         H5Eclear2(H5E_DEFAULT);

@@ -1,13 +1,21 @@
 /* embed.c: the lt-embed pipeline (see embed.h).
  *
- * Pass 1 reads and fully decodes every scanned file on all cores (a file that does not decode is
+ * Phase A reads and fully decodes every scanned file on all cores (a file that does not decode is
  * skipped with one warning and recorded under /skipped), and stores the bytes of the usable ones
- * in the cache. The recipes of all S = N * V samples are then drawn (they need every image's size
- * for the crops and the mixup partners) and stored. Pass 2 walks the samples in batches: the
- * stored bytes are read back from the cache, decoded, rendered (primary and partner views), mixed
- * and normalised, and the teacher embeds the batch. The teacher input of a sample therefore comes
- * from exactly the bytes and recipe lt-train will use. The cache is written as CACHE.partial and
- * renamed when complete. */
+ * in CACHE.partial. The recipes of all S = N * V samples are then drawn (they need every image's
+ * size for the crops and the mixup partners) and stored, and CACHE.partial is closed and synced:
+ * from then on it is a valid cache whose embeddings are still zeros. The embedding log
+ * CACHE.partial.emb is created next. Phase B walks the samples to embed in batches: the stored
+ * bytes are read back from CACHE.partial, decoded, rendered (primary and partner views), mixed
+ * and normalised, the teacher embeds the batch and the rows are appended to the log. The teacher
+ * input of a sample therefore comes from exactly the bytes and recipe lt-train will use. Phase C
+ * copies the log's rows (and, with --append, the old cache's) into /embeddings and renames
+ * CACHE.partial to CACHE.
+ *
+ * A rerun after an interruption finds the log, checks that its settings are this run's, reuses
+ * CACHE.partial (or rebuilds it, identically, when it was being assembled or is damaged) and
+ * embeds only the rows the log lacks. With --append the samples are laid out for the new V
+ * (s = i * V + v); the work rows are the samples that are new, in increasing s. */
 #include "embed/embed.h"
 
 #include <errno.h>
@@ -23,9 +31,9 @@
 #include "core/log.h"
 #include "core/sha256.h"
 #include "core/threads.h"
+#include "core/half.h"
 #include "core/version.h"
-#include "data/cache.h"
-#include "data/scan.h"
+#include "embed/internal.h"
 #include "image/decode.h"
 #include "image/render.h"
 #include "models/dinov2.h"
@@ -95,16 +103,14 @@ static void scan_warn(const char *msg, void *ctx) {
     lt_warn("%s", msg);
 }
 
-/* Reads and validates every file; stores the usable ones. Fills widths/heights (n_images). */
+/* Reads and validates every file of files and stores the usable ones after those already in w;
+ * widths/heights (room for files->n) receive their decoded sizes, in order. */
 static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writer *w,
-                 int32_t **widths, int32_t **heights, int64_t *n_images, int64_t *n_skipped) {
-    *widths = lt_malloc(files->n * sizeof(int32_t), "image sizes");
-    *heights = lt_malloc(files->n * sizeof(int32_t), "image sizes");
+                 int32_t *widths, int32_t *heights, int64_t *n_images, int64_t *n_skipped) {
+    *n_images = *n_skipped = 0;
+    if (files->n == 0) return 0;
     pass1_item *items = lt_calloc(PASS1_CHUNK, sizeof *items, "pass 1 buffers");
-    if (!*widths || !*heights || !items) {
-        free(items);
-        return -1;
-    }
+    if (!items) return -1;
     lt_progress pr;
     lt_progress_start(&pr, "files", (int64_t)files->n);
     int64_t n = 0, skipped = 0;
@@ -127,8 +133,8 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
                                      .width = it->w, .height = it->h, .mtime_ns = it->mtime_ns};
                 memcpy(ci.sha256, it->sha, sizeof ci.sha256);
                 rc = lt_cache_writer_add_image(w, &ci);
-                (*widths)[n] = it->w;
-                (*heights)[n] = it->h;
+                widths[n] = it->w;
+                heights[n] = it->h;
                 n++;
             }
             free(it->bytes);
@@ -147,7 +153,25 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
     return 0;
 }
 
-/* ---- pass 2: render + teacher ---- */
+/* ---- the work rows: which samples the teacher embeds in this run ---- */
+
+/* A fresh run embeds every sample, in order. --append on a cache of N0 images x V0 views embeds
+ * views V0..V-1 of images 0..N0-1 and every view of images N0..N-1, in increasing sample index
+ * s = i * V + v. Work row k is the k-th of those. */
+static int64_t work_first_of_image(const embed_run *R, int64_t i) {
+    int64_t V = R->o->views, add = V - R->V0;
+    return i < R->N0 ? i * add : R->N0 * add + (i - R->N0) * V;
+}
+
+static int64_t work_total(const embed_run *R) { return work_first_of_image(R, R->N); }
+
+static int64_t work_sample(const embed_run *R, int64_t k) {
+    int64_t V = R->o->views, add = V - R->V0, old = R->N0 * add;
+    if (k < old) return (k / add) * V + R->V0 + k % add;
+    return (R->N0 + (k - old) / V) * V + (k - old) % V;
+}
+
+/* ---- phase B: render + teacher ---- */
 
 typedef struct {
     int64_t index; /* image index, -1 if the slot is free */
@@ -155,7 +179,7 @@ typedef struct {
 } decoded_slot;
 
 /* Decodes every image the batch needs (primary and partner), each once. */
-static int decode_batch(lt_cache_writer *w, const lt_sample *smp, int count, int64_t max_pixels,
+static int decode_batch(lt_cache *part, const lt_sample *smp, int count, int64_t max_pixels,
                         decoded_slot *slots, int *n_slots, int *slot_of /* (count, 2) */) {
     int ns = 0;
     uint8_t **bytes = lt_calloc((size_t)count * 2, sizeof *bytes, "batch bytes");
@@ -173,7 +197,7 @@ static int decode_batch(lt_cache_writer *w, const lt_sample *smp, int count, int
                 found = ns++;
                 slots[found].index = img;
                 slots[found].im.rgb = NULL;
-                if (lt_cache_writer_image_bytes(w, img, &bytes[found], &nbytes[found]) != 0) goto fail;
+                if (lt_cache_image_bytes(part, img, &bytes[found], &nbytes[found]) != 0) goto fail;
             }
             slot_of[2 * s + k] = found;
         }
@@ -224,7 +248,10 @@ typedef struct {
     uint8_t *va, *vb;   /* (count_max, size, size, 3) rendered primary / partner views */
     float *x;           /* (count_max, size, size, 3) teacher input */
     float *emb;         /* (count_max, D) */
+    uint16_t *half;     /* (count_max, D) the embeddings as stored float16 */
     float *lambda;      /* (count_max) */
+    lt_sample *smp;     /* (count_max) the batch's recipes */
+    int64_t *sidx;      /* (count_max) their sample indices */
     decoded_slot *slots;/* (2 * count_max) */
     int *slot_of;       /* (count_max, 2) */
 } batch_buffers;
@@ -234,7 +261,10 @@ static void batch_free(batch_buffers *b) {
     free(b->vb);
     free(b->x);
     free(b->emb);
+    free(b->half);
     free(b->lambda);
+    free(b->smp);
+    free(b->sidx);
     free(b->slots);
     free(b->slot_of);
 }
@@ -249,29 +279,33 @@ static int batch_alloc(batch_buffers *b, int count_max, int size, int D) {
     b->vb = lt_malloc(count_max * px, "rendered views");
     b->x = lt_malloc(count_max * px * sizeof(float), "teacher input");
     b->emb = lt_malloc((size_t)count_max * D * sizeof(float), "embeddings");
+    b->half = lt_malloc((size_t)count_max * D * sizeof(uint16_t), "embeddings");
     b->lambda = lt_malloc((size_t)count_max * sizeof(float), "mixup weights");
+    b->smp = lt_malloc((size_t)count_max * sizeof *b->smp, "batch recipes");
+    b->sidx = lt_malloc((size_t)count_max * sizeof *b->sidx, "batch recipes");
     b->slots = lt_calloc((size_t)count_max * 2, sizeof *b->slots, "decoded images");
     b->slot_of = lt_malloc((size_t)count_max * 2 * sizeof(int), "decoded images");
-    if (!b->va || !b->vb || !b->x || !b->emb || !b->lambda || !b->slots || !b->slot_of) {
+    if (!b->va || !b->vb || !b->x || !b->emb || !b->half || !b->lambda || !b->smp || !b->sidx ||
+        !b->slots || !b->slot_of) {
         batch_free(b);
         return -1;
     }
     return 0;
 }
 
-/* Renders samples [0, count) of smp into va/vb (count, size, size, 3) and their lambdas; with
- * x != NULL also mixes and normalises into x (the CPU teacher's input; the GPU does that step
- * itself). A sample without partner gets lambda 1 and an all-zero partner view. Dumps views if
- * asked. */
-static int render_views(const lt_embed_opts *o, const lt_sample *smp, int64_t first, int count,
-                        batch_buffers *b, uint8_t *va, uint8_t *vb, float *lambda, float *x) {
+/* Renders the batch's count samples (b->smp) into va/vb (count, size, size, 3) and their
+ * lambdas; with x != NULL also mixes and normalises into x (the CPU teacher's input; the GPU
+ * does that step itself). A sample without partner gets lambda 1 and an all-zero partner view.
+ * Dumps views if asked, named by sample index. */
+static int render_views(const lt_embed_opts *o, int count, batch_buffers *b, uint8_t *va,
+                        uint8_t *vb, float *lambda, float *x) {
     const int size = b->size;
     const size_t px = (size_t)size * size * 3;
     int failed = 0;
     char msg[512] = "";
 #pragma omp parallel for schedule(dynamic, 1)
     for (int s = 0; s < count; s++) {
-        const lt_sample *sm = &smp[s];
+        const lt_sample *sm = &b->smp[s];
         uint8_t *a = va + s * px, *bb = vb + s * px;
         int ok = lt_render(&b->slots[b->slot_of[2 * s]].im, &sm->r[0], size, a) == 0;
         int mixed = sm->image[1] >= 0;
@@ -283,8 +317,8 @@ static int render_views(const lt_embed_opts *o, const lt_sample *smp, int64_t fi
                 lt_mix_normalize(a, mixed ? bb : NULL, lambda[s], o->transform.mean,
                                  o->transform.std, (int64_t)size * size, x + s * px);
             if (o->dump_views_dir) {
-                ok = dump_view(o->dump_views_dir, first + s, "a", a, size) == 0;
-                if (ok && mixed) ok = dump_view(o->dump_views_dir, first + s, "b", bb, size) == 0;
+                ok = dump_view(o->dump_views_dir, b->sidx[s], "a", a, size) == 0;
+                if (ok && mixed) ok = dump_view(o->dump_views_dir, b->sidx[s], "b", bb, size) == 0;
             }
         }
         if (!ok) {
@@ -299,48 +333,62 @@ static int render_views(const lt_embed_opts *o, const lt_sample *smp, int64_t fi
     return 0;
 }
 
-/* Decodes the images batch [first, first + count) needs and renders its views into va/vb
- * (and the normalised input into x when not NULL), timing both. */
-static int prepare_batch(const lt_embed_opts *o, lt_cache_writer *w, const lt_sample *samples,
-                         int64_t first, int count, batch_buffers *b, uint8_t *va, uint8_t *vb,
-                         float *lambda, float *x, lt_embed_report *rep) {
+/* Gathers the recipes of work rows [k, k + count), decodes the images they need and renders
+ * their views into va/vb (and the normalised input into x when not NULL), timing both. */
+static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, uint8_t *va,
+                         uint8_t *vb, float *lambda, float *x) {
+    for (int j = 0; j < count; j++) {
+        b->sidx[j] = work_sample(R, k + j);
+        b->smp[j] = R->samples[b->sidx[j]];
+    }
     double t0 = lt_now();
     int n_slots = 0;
-    int rc = decode_batch(w, samples + first, count, o->max_pixels, b->slots, &n_slots, b->slot_of);
+    int rc = decode_batch(R->part, b->smp, count, R->o->max_pixels, b->slots, &n_slots,
+                          b->slot_of);
     double t1 = lt_now();
-    if (rc == 0) rc = render_views(o, samples + first, first, count, b, va, vb, lambda, x);
+    if (rc == 0) rc = render_views(R->o, count, b, va, vb, lambda, x);
     for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
-    rep->t_decode += t1 - t0;
-    rep->t_render += lt_now() - t1;
+    R->rep->t_decode += t1 - t0;
+    R->rep->t_render += lt_now() - t1;
     return rc;
 }
 
-static int put_timed(lt_cache_writer *w, int64_t first, int count, const float *emb,
-                     lt_embed_report *rep) {
+/* Appends the embeddings (float32) of work rows [k, k + count) to the log, in the stored type;
+ * rows the log already holds (a batch realigned after a resume) are dropped. */
+static int emit_rows(embed_run *R, batch_buffers *b, int64_t k, int count, const float *emb) {
+    int64_t have = lt_emblog_rows(R->log);
+    if (k + count <= have) return 0;
+    if (k < have) {
+        emb += (size_t)(have - k) * b->D;
+        count -= (int)(have - k);
+    }
     double t0 = lt_now();
-    int rc = lt_cache_writer_put_embeddings(w, first, count, emb);
-    rep->t_write += lt_now() - t0;
+    const void *rows = emb;
+    if (!R->o->emb_f32) {
+        for (size_t k = 0; k < (size_t)count * b->D; k++) b->half[k] = lt_f32_to_f16(emb[k]);
+        rows = b->half;
+    }
+    int rc = lt_emblog_append(R->log, rows, count);
+    R->rep->t_write += lt_now() - t0;
     return rc;
 }
 
-static int pass2_cpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
-                     const lt_sample *samples, int64_t S, int B, lt_embed_report *rep) {
-    const int D = lt_dinov2_config_of(teacher)->embed_dim;
-    const int size = o->transform.image_size;
+static int pass2_cpu(embed_run *R, int64_t first, int64_t W) {
+    const int size = R->o->transform.image_size, B = R->B;
     batch_buffers b;
-    if (batch_alloc(&b, B, size, D) != 0) return -1;
+    if (batch_alloc(&b, B, size, R->cfg->embed_dim) != 0) return -1;
     lt_progress pr;
-    lt_progress_start(&pr, "views", S);
+    lt_progress_start(&pr, "views", W);
     int rc = 0;
-    for (int64_t first = 0; first < S && rc == 0; first += B) {
-        if (stopped(o)) break;
-        int count = (int)(S - first < B ? S - first : B);
-        rc = prepare_batch(o, w, samples, first, count, &b, b.va, b.vb, b.lambda, b.x, rep);
+    for (int64_t k = first; k < W && rc == 0; k += B) {
+        if (stopped(R->o)) break;
+        int count = (int)(W - k < B ? W - k : B);
+        rc = prepare_batch(R, k, count, &b, b.va, b.vb, b.lambda, b.x);
         double t0 = lt_now();
-        if (rc == 0) rc = lt_dinov2_forward(teacher, b.x, count, size, size, b.emb);
-        rep->t_teacher += lt_now() - t0;
-        if (rc == 0) rc = put_timed(w, first, count, b.emb, rep);
-        lt_progress_update(&pr, first + count);
+        if (rc == 0) rc = lt_dinov2_forward(R->teacher, b.x, count, size, size, b.emb);
+        R->rep->t_teacher += lt_now() - t0;
+        if (rc == 0) rc = emit_rows(R, &b, k, count, b.emb);
+        lt_progress_update(&pr, k + count);
     }
     lt_progress_end(&pr);
     batch_free(&b);
@@ -349,57 +397,57 @@ static int pass2_cpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer
 
 /* The GPU teacher, double-buffered: batch k+1 is decoded and rendered into pinned buffers while
  * the GPU runs batch k; the GPU normalises and mixes the uint8 views itself. */
-static int pass2_gpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer *w,
-                     const lt_sample *samples, int64_t S, int B, lt_embed_report *rep) {
-    const int D = lt_dinov2_config_of(teacher)->embed_dim;
-    const int size = o->transform.image_size;
+static int pass2_gpu(embed_run *R, int64_t first, int64_t W) {
+    const lt_embed_opts *o = R->o;
+    const int size = o->transform.image_size, B = R->B;
     const size_t view = (size_t)B * size * size * 3;
     lt_dinov2_gpu *g = NULL;
     batch_buffers b;
     uint8_t *va[2] = {0}, *vb[2] = {0};
     int64_t slot_first[2] = {-1, -1};
     int slot_count[2] = {0, 0};
-    if (batch_alloc(&b, B, size, D) != 0) return -1;
-    int rc = lt_dinov2_gpu_create(teacher, (lt_precision)o->precision, B, size, size, &g);
+    if (batch_alloc(&b, B, size, R->cfg->embed_dim) != 0) return -1;
+    int rc = lt_dinov2_gpu_create(R->teacher, (lt_precision)o->precision, B, size, size, &g);
     for (int k = 0; k < 2 && rc == 0; k++) {
         rc = lt_cuda_host_alloc((void **)&va[k], view, "pinned views");
         if (rc == 0) rc = lt_cuda_host_alloc((void **)&vb[k], view, "pinned views");
     }
     lt_progress pr;
-    lt_progress_start(&pr, "views", S);
-    int64_t k = 0;
-    for (int64_t first = 0; first < S && rc == 0; first += B, k++) {
+    lt_progress_start(&pr, "views", W);
+    int64_t n = 0;
+    for (int64_t k = first; k < W && rc == 0; k += B, n++) {
         if (stopped(o)) break;
-        int slot = (int)(k & 1), other = slot ^ 1;
-        int count = (int)(S - first < B ? S - first : B);
-        rc = prepare_batch(o, w, samples, first, count, &b, va[slot], vb[slot], b.lambda, NULL, rep);
+        int slot = (int)(n & 1), other = slot ^ 1;
+        int count = (int)(W - k < B ? W - k : B);
+        rc = prepare_batch(R, k, count, &b, va[slot], vb[slot], b.lambda, NULL);
         if (rc == 0)
             rc = lt_dinov2_gpu_submit_views(g, slot, va[slot], o->mixup ? vb[slot] : NULL, b.lambda,
                                             o->transform.mean, o->transform.std, count, size, size);
         if (rc == 0) {
-            slot_first[slot] = first;
+            slot_first[slot] = k;
             slot_count[slot] = count;
         }
         if (rc == 0 && slot_first[other] >= 0) {
             rc = lt_dinov2_gpu_wait(g, other, b.emb);
-            if (rc == 0) rc = put_timed(w, slot_first[other], slot_count[other], b.emb, rep);
+            if (rc == 0) rc = emit_rows(R, &b, slot_first[other], slot_count[other], b.emb);
             slot_first[other] = -1;
             lt_progress_update(&pr, slot_first[slot]);
         }
     }
-    for (int s = 0; s < 2 && rc == 0; s++) { /* the batch still in flight */
+    /* the batch still in flight (also when stopped: its rows are worth keeping) */
+    for (int s = 0; s < 2 && rc == 0; s++) {
         if (slot_first[s] < 0) continue;
         rc = lt_dinov2_gpu_wait(g, s, b.emb);
-        if (rc == 0) rc = put_timed(w, slot_first[s], slot_count[s], b.emb, rep);
+        if (rc == 0) rc = emit_rows(R, &b, slot_first[s], slot_count[s], b.emb);
         slot_first[s] = -1;
     }
-    if (rc == 0) lt_progress_update(&pr, S);
+    if (rc == 0) lt_progress_update(&pr, lt_emblog_rows(R->log));
     lt_progress_end(&pr);
     if (g) {
         lt_dinov2_gpu_stats st;
         lt_dinov2_gpu_get_stats(g, &st);
-        rep->t_copy = st.copy_ms / 1e3;
-        rep->t_teacher = st.teacher_ms / 1e3;
+        R->rep->t_copy = st.copy_ms / 1e3;
+        R->rep->t_teacher = st.teacher_ms / 1e3;
     }
     /* waits for anything still running before its buffers go */
     lt_dinov2_gpu_free(g);
@@ -411,14 +459,265 @@ static int pass2_gpu(const lt_embed_opts *o, lt_dinov2 *teacher, lt_cache_writer
     return rc;
 }
 
+/* Phase B: embeds the work rows the log lacks. LT_EXIT_*. */
+static int embed_views(embed_run *R) {
+    lt_embed_report *rep = R->rep;
+    int64_t W = lt_emblog_total(R->log), done = lt_emblog_rows(R->log);
+    rep->views_total = W;
+    rep->views_resumed = rep->views_done = done;
+    if (done > 0)
+        lt_info("continuing an interrupted run: %lld of %lld views were embedded already",
+                (long long)done, (long long)W);
+    /* Batches start at multiples of the batch size, as in an uninterrupted run, so the teacher
+     * sees the same batches (its arithmetic may depend on the batch): a log cut mid-batch (a
+     * torn write) recomputes the whole batch and keeps only the missing rows. */
+    int64_t start = done / R->B * R->B;
+    int rc = done < W ? (R->gpu ? pass2_gpu : pass2_cpu)(R, start, W) : 0;
+    rep->views_done = lt_emblog_rows(R->log);
+    if (rc == 0) rc = lt_emblog_sync(R->log);
+    else lt_emblog_sync(R->log); /* keep what was embedded; the first error is reported */
+    if (rc != 0) return LT_EXIT_ERROR;
+    if (stopped(R->o)) return LT_EXIT_INTERRUPTED;
+    return LT_EXIT_OK;
+}
+
+/* ---- phase C: assemble /embeddings, rename ---- */
+
+#define MERGE_ROWS 4096 /* sample rows per block written to /embeddings */
+
+/* Writes /embeddings block by block: per image, its old rows (--append) then its new ones. */
+static int merge_rows(embed_run *R, lt_cache_writer *w) {
+    const int64_t V = R->o->views, V0 = R->V0;
+    const size_t rb = (size_t)lt_emblog_row_bytes(R->log);
+    int64_t per = MERGE_ROWS / V > 0 ? MERGE_ROWS / V : 1; /* images per block */
+    uint8_t *buf = lt_malloc((size_t)(per * V) * rb, "embedding rows");
+    uint8_t *fresh = lt_malloc((size_t)(per * V) * rb, "embedding rows");
+    uint8_t *old = V0 ? lt_malloc((size_t)(per * V0) * rb, "embedding rows") : NULL;
+    int rc = buf && fresh && (old || !V0) ? 0 : -1;
+    for (int64_t i0 = 0; rc == 0 && i0 < R->N; i0 += per) {
+        int64_t i1 = i0 + per < R->N ? i0 + per : R->N, o1 = i1 < R->N0 ? i1 : R->N0;
+        if (i0 < o1) rc = lt_cache_embeddings_raw(R->base, i0 * V0, (o1 - i0) * V0, old);
+        int64_t k0 = work_first_of_image(R, i0), k1 = work_first_of_image(R, i1);
+        if (rc == 0) rc = lt_emblog_read(R->log, k0, k1 - k0, fresh);
+        size_t nk = 0;
+        for (int64_t i = i0; rc == 0 && i < i1; i++) {
+            int64_t vo = i < R->N0 ? V0 : 0;
+            uint8_t *dst = buf + (size_t)((i - i0) * V) * rb;
+            if (vo) memcpy(dst, old + (size_t)((i - i0) * V0) * rb, (size_t)vo * rb);
+            memcpy(dst + (size_t)vo * rb, fresh + nk * rb, (size_t)(V - vo) * rb);
+            nk += (size_t)(V - vo);
+        }
+        if (rc == 0) rc = lt_cache_writer_put_embeddings_raw(w, i0 * V, (i1 - i0) * V, buf);
+    }
+    free(buf);
+    free(fresh);
+    free(old);
+    return rc;
+}
+
+/* Phase C. The log is marked "assembling" first: a run killed during this phase left
+ * CACHE.partial half-written, and its rerun rebuilds it before assembling again. */
+static int assemble(embed_run *R) {
+    if (lt_emblog_set_state(R->log, LT_EMBLOG_ASSEMBLING) != 0) return LT_EXIT_ERROR;
+    lt_cache_close(R->part);
+    R->part = NULL;
+    lt_cache_writer *w = NULL;
+    if (lt_cache_writer_reopen(R->o->cache_path, &w) != 0) return LT_EXIT_ERROR;
+    if (merge_rows(R, w) != 0) {
+        lt_cache_writer_abort(w);
+        return LT_EXIT_ERROR;
+    }
+    lt_cache_close(R->base); /* CACHE is about to be replaced */
+    R->base = NULL;
+    if (lt_cache_writer_finish(w) != 0) return LT_EXIT_ERROR;
+    lt_emblog_close(R->log);
+    R->log = NULL;
+    unlink(R->log_path);
+    R->rep->resumable = 0;
+    struct stat st;
+    if (stat(R->o->cache_path, &st) == 0) R->rep->cache_bytes = st.st_size;
+    return LT_EXIT_OK;
+}
+
+/* ---- phase A: images and recipes into CACHE.partial ---- */
+
+/* --append: the existing cache's images, copied as they are (bytes, hash, mtime). */
+static int copy_base_images(embed_run *R, lt_cache_writer *w, int32_t *widths, int32_t *heights) {
+    lt_info("copying the %lld images of %s", (long long)R->N0, R->o->cache_path);
+    for (int64_t i = 0; i < R->N0 && !stopped(R->o); i++) {
+        lt_cache_image rec;
+        uint8_t *bytes = NULL;
+        size_t n = 0;
+        if (lt_cache_image_record(R->base, i, &rec) != 0 ||
+            lt_cache_image_bytes(R->base, i, &bytes, &n) != 0)
+            return -1;
+        rec.bytes = bytes;
+        rec.n_bytes = n;
+        int rc = lt_cache_writer_add_image(w, &rec);
+        free(bytes);
+        if (rc != 0) return -1;
+        widths[i] = rec.width;
+        heights[i] = rec.height;
+    }
+    return 0;
+}
+
+/* The recipes of all S samples: the base cache's where it has them, drawn for the others. */
+static int draw_samples(embed_run *R, const int32_t *widths, const int32_t *heights) {
+    const lt_embed_opts *o = R->o;
+    const int64_t V = o->views, V0 = R->V0, N0 = R->N0;
+    lt_sample *old = NULL;
+    if (N0 * V0 > 0) {
+        old = lt_malloc((size_t)(N0 * V0) * sizeof *old, "sample recipes");
+        if (!old || lt_cache_samples(R->base, 0, N0 * V0, old) != 0) {
+            free(old);
+            return -1;
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t s = 0; s < R->S; s++) {
+        int64_t i = s / V, v = s % V;
+        if (i < N0 && v < V0) R->samples[s] = old[i * V0 + v];
+        else lt_sample_draw(&o->transform, o->seed, o->mixup, (uint32_t)R->N, widths, heights,
+                            (uint32_t)i, (uint32_t)v, &R->samples[s]);
+    }
+    free(old);
+    return 0;
+}
+
+/* Stores the images (copied from the base cache, then read from DATA_DIR) and the recipes;
+ * fills R->N, R->S, R->samples. LT_EXIT_*. */
+static int fill_partial(embed_run *R, lt_cache_writer *w, int32_t *widths, int32_t *heights) {
+    const lt_embed_opts *o = R->o;
+    int64_t n_new = 0, skipped = 0;
+    if (R->base && copy_base_images(R, w, widths, heights) != 0) return LT_EXIT_ERROR;
+    if (pass1(o, &R->fresh, w, widths + R->N0, heights + R->N0, &n_new, &skipped) != 0)
+        return LT_EXIT_ERROR;
+    R->N = R->N0 + n_new;
+    R->rep->images = R->N;
+    R->rep->skipped = skipped;
+    if (stopped(o)) return LT_EXIT_INTERRUPTED;
+    if (R->N == 0)
+        return lt_err_set("%s: none of the %zu image files could be decoded (see the warnings "
+                          "above)", o->data_dir, R->fresh.n), LT_EXIT_ERROR;
+    if (R->N > INT32_MAX / o->views)
+        return lt_err_set("too many samples: %lld images x %d views", (long long)R->N, o->views),
+               LT_EXIT_ERROR;
+    R->S = R->N * o->views;
+    R->samples = lt_malloc((size_t)R->S * sizeof *R->samples, "sample recipes");
+    if (!R->samples || draw_samples(R, widths, heights) != 0 ||
+        lt_cache_writer_set_samples(w, R->samples, R->S) != 0)
+        return LT_EXIT_ERROR;
+    return LT_EXIT_OK;
+}
+
+static int build_partial(embed_run *R) {
+    size_t cap = (size_t)R->N0 + R->fresh.n + 1;
+    int32_t *widths = lt_malloc(cap * sizeof(int32_t), "image sizes");
+    int32_t *heights = lt_malloc(cap * sizeof(int32_t), "image sizes");
+    lt_cache_writer *w = NULL;
+    int rc = LT_EXIT_ERROR;
+    if (widths && heights && lt_cache_writer_create(R->o->cache_path, &R->meta, &w) == 0)
+        rc = fill_partial(R, w, widths, heights);
+    if (rc == LT_EXIT_OK) {
+        rc = lt_cache_writer_close_partial(w) == 0 ? LT_EXIT_OK : LT_EXIT_ERROR;
+        w = NULL;
+    }
+    if (w) lt_cache_writer_abort(w);
+    free(widths);
+    free(heights);
+    return rc;
+}
+
+/* Reuses the CACHE.partial of an interrupted run (its images and recipes). */
+static int reuse_partial(embed_run *R) {
+    struct stat st;
+    if (stat(R->partial, &st) != 0) return lt_err_set("%s is missing", R->partial);
+    if (lt_cache_open(R->partial, &R->part) != 0) return -1;
+    R->N = lt_cache_n_images(R->part);
+    R->S = lt_cache_n_samples(R->part);
+    if (lt_cache_meta_of(R->part)->views_per_image != R->o->views || R->N < R->N0 ||
+        work_total(R) != lt_emblog_total(R->log))
+        return lt_err_set("%s does not match %s", R->partial, R->log_path);
+    R->samples = lt_malloc((size_t)R->S * sizeof *R->samples, "sample recipes");
+    if (!R->samples || lt_cache_samples(R->part, 0, R->S, R->samples) != 0) return -1;
+    R->rep->images = R->N;
+    R->rep->skipped = lt_cache_n_skipped(R->part);
+    lt_info("continuing %s: its %lld images and %lld recipes are reused", R->partial,
+            (long long)R->N, (long long)R->S);
+    return 0;
+}
+
+/* Creates the log for the partial just built, or checks the one of the interrupted run. */
+static int start_log(embed_run *R) {
+    int64_t W = work_total(R);
+    int rb = R->cfg->embed_dim * (R->o->emb_f32 ? 4 : 2);
+    if (R->log) {
+        if (lt_emblog_total(R->log) != W || lt_emblog_row_bytes(R->log) != rb)
+            return lt_err_set("%s holds %lld rows of %d bytes, this run needs %lld of %d; pass "
+                              "--overwrite to discard it and start over", R->log_path,
+                              (long long)lt_emblog_total(R->log), lt_emblog_row_bytes(R->log),
+                              (long long)W, rb);
+        return lt_emblog_set_state(R->log, LT_EMBLOG_EMBEDDING);
+    }
+    if (lt_emblog_create(R->log_path, R->settings, W, rb, &R->log) != 0) return -1;
+    R->rep->resumable = 1;
+    return 0;
+}
+
+/* Phase A, or the reuse of an interrupted run's phase A. LT_EXIT_*. */
+static int prepare_partial(embed_run *R) {
+    if (R->log && lt_emblog_state(R->log) == LT_EMBLOG_EMBEDDING) {
+        if (reuse_partial(R) == 0) return LT_EXIT_OK;
+        lt_warn("%s; rebuilding it (the %lld views embedded in %s are kept)", lt_err_msg(),
+                (long long)lt_emblog_rows(R->log), R->log_path);
+        lt_cache_close(R->part);
+        R->part = NULL;
+        free(R->samples);
+        R->samples = NULL;
+    } else if (R->log) {
+        lt_info("an interrupted run was assembling %s; rebuilding it (the %lld views embedded "
+                "in %s are kept)", R->partial, (long long)lt_emblog_rows(R->log), R->log_path);
+    }
+    int rc = build_partial(R);
+    if (rc != LT_EXIT_OK) return rc;
+    if (lt_cache_open(R->partial, &R->part) != 0 || start_log(R) != 0) return LT_EXIT_ERROR;
+    return LT_EXIT_OK;
+}
+
 /* ---- the run ---- */
 
-static int check_output(const lt_embed_opts *o) {
+static char *with_suffix(const char *path, const char *suffix) {
+    size_t n = strlen(path), m = strlen(suffix);
+    char *s = lt_malloc(n + m + 1, "file name");
+    if (s) {
+        memcpy(s, path, n);
+        memcpy(s + n, suffix, m + 1);
+    }
+    return s;
+}
+
+static int check_output(embed_run *R) {
+    const lt_embed_opts *o = R->o;
     struct stat st;
-    if (stat(o->cache_path, &st) == 0) {
-        if (S_ISDIR(st.st_mode)) return lt_err_set("%s is a directory; give a file name for the cache", o->cache_path);
-        if (!o->overwrite)
-            return lt_err_set("%s already exists; pass --overwrite to replace it", o->cache_path);
+    int exists = stat(o->cache_path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode))
+        return lt_err_set("%s is a directory; give a file name for the cache", o->cache_path);
+    if (o->append && !exists)
+        return lt_err_set("--append: %s does not exist; run lt-embed without --append to create "
+                          "it", o->cache_path);
+    if (!o->append && exists && !o->overwrite)
+        return lt_err_set("%s already exists; pass --overwrite to replace it (or --append to add "
+                          "new images or views to it)", o->cache_path);
+    R->partial = with_suffix(o->cache_path, ".partial");
+    R->log_path = with_suffix(o->cache_path, ".partial.emb");
+    if (!R->partial || !R->log_path) return -1;
+    if (o->overwrite) {
+        if (stat(R->log_path, &st) == 0 || stat(R->partial, &st) == 0)
+            lt_info("--overwrite: discarding the interrupted run in %s", R->partial);
+        if ((unlink(R->log_path) != 0 && errno != ENOENT) ||
+            (unlink(R->partial) != 0 && errno != ENOENT))
+            return lt_err_set("%s: cannot remove: %s", R->partial, strerror(errno));
     }
     if (o->dump_views_dir && lt_mkdir_p(o->dump_views_dir) != 0) return -1;
     return 0;
@@ -433,7 +732,7 @@ static void fill_meta(const lt_embed_opts *o, const lt_dinov2_config *cfg, const
     m->seed = o->seed;
     m->mixup = o->mixup;
     m->emb_f32 = o->emb_f32;
-    m->zstd_level = o->zstd_level;
+    m->zstd_level = o->zstd_level ? o->zstd_level : 3;
     m->max_pixels = o->max_pixels;
     m->transform = o->transform;
     snprintf(m->teacher.file, sizeof m->teacher.file, "%s", lt_path_base(o->teacher_path));
@@ -449,118 +748,122 @@ static void fill_meta(const lt_embed_opts *o, const lt_dinov2_config *cfg, const
     snprintf(m->tool_version, sizeof m->tool_version, "%s", LT_VERSION);
 }
 
+static int setup_device(embed_run *R) {
+    const lt_embed_opts *o = R->o;
+    int threads = lt_threads_set(o->threads);
+    R->gpu = o->device == LT_DEVICE_CUDA || (o->device == LT_DEVICE_AUTO && lt_cuda_available());
+    if (o->device == LT_DEVICE_CUDA && !lt_cuda_available())
+        return lt_err_set("--device cuda: no usable CUDA device (or this build has no CUDA "
+                          "backend); use --device cpu");
+    R->B = o->batch_size > 0 ? o->batch_size : R->gpu ? 256 : 32;
+    if (R->gpu) {
+        char info[80] = "";
+        if (lt_cuda_device_info(info, sizeof info) != 0) info[0] = 0;
+        snprintf(R->rep->device, sizeof R->rep->device, "cuda %s (%s)",
+                 lt_precision_name((lt_precision)o->precision), info);
+    } else {
+        snprintf(R->rep->device, sizeof R->rep->device, "cpu fp32 (%d threads)", threads);
+    }
+    return 0;
+}
+
+/* The teacher first: a bad weights file should fail before any long scan. */
+static int load_teacher(embed_run *R) {
+    const lt_embed_opts *o = R->o;
+    if (lt_dinov2_load(o->teacher_path, &R->teacher) != 0) return -1;
+    R->cfg = lt_dinov2_config_of(R->teacher);
+    if (o->transform.image_size < R->cfg->patch)
+        return lt_err_set("--image-size %d is smaller than the teacher's patch size %d",
+                          o->transform.image_size, R->cfg->patch);
+    if (lt_sha256_file(o->teacher_path, R->teacher_sha) != 0) return -1;
+    const lt_dinov2_config *cfg = R->cfg;
+    lt_info("teacher %s: ViT D=%d depth=%d heads=%d patch=%d registers=%d%s, on %s, batch %d",
+            o->teacher_path, cfg->embed_dim, cfg->depth, cfg->heads, cfg->patch, cfg->n_reg,
+            cfg->swiglu ? " SwiGLU" : "", R->rep->device, R->B);
+    return 0;
+}
+
+static int scan(embed_run *R) {
+    const lt_embed_opts *o = R->o;
+    if (lt_scan_dir(o->data_dir, &R->files, scan_warn, NULL) != 0) return -1;
+    R->rep->files = (int64_t)R->files.n;
+    if (R->files.n == 0 && !o->append)
+        return lt_err_set("%s: no images found (looked for .jpg, .jpeg and .png files in every "
+                          "subfolder)", o->data_dir);
+    lt_info("%zu image files in %s, %d views each", R->files.n, o->data_dir, o->views);
+    if (!o->append) R->fresh = R->files;
+    return lt_embed_listing_digest(o->data_dir, &R->files, R->listing);
+}
+
+/* Opens the embedding log of an interrupted run, if there is one, and checks its settings. */
+static int open_log(embed_run *R) {
+    struct stat st;
+    if (stat(R->log_path, &st) != 0) return 0;
+    if (lt_emblog_open(R->log_path, &R->log) != 0) return -1;
+    if (lt_embed_check_same_settings(R->partial, lt_emblog_settings(R->log), R->settings) != 0) {
+        lt_emblog_close(R->log);
+        R->log = NULL;
+        return -1;
+    }
+    R->rep->resumable = 1;
+    R->rep->views_total = lt_emblog_total(R->log);
+    R->rep->views_done = R->rep->views_resumed = lt_emblog_rows(R->log);
+    return 0;
+}
+
+static int run_all(embed_run *R, double t0) {
+    const lt_embed_opts *o = R->o;
+    if (setup_device(R) != 0 || check_output(R) != 0 || load_teacher(R) != 0 || scan(R) != 0)
+        return LT_EXIT_ERROR;
+    fill_meta(o, R->cfg, R->teacher_sha, &R->meta);
+    if (o->append) {
+        if (lt_embed_open_base(R) != 0) return LT_EXIT_ERROR;
+        if (R->fresh.n == 0 && o->views == R->V0) {
+            R->rep->nothing_to_do = 1;
+            R->rep->images = R->N0;
+            R->rep->samples = R->N0 * R->V0;
+            return LT_EXIT_OK;
+        }
+        lt_info("appending to %s (%lld images x %d views): %zu new files, %d views per image",
+                o->cache_path, (long long)R->N0, R->V0, R->fresh.n, o->views);
+    }
+    R->settings = lt_embed_settings_text(&R->meta, R->listing, o->append ? R->base_desc : NULL);
+    if (!R->settings || open_log(R) != 0) return LT_EXIT_ERROR;
+    int rc = prepare_partial(R);
+    R->rep->seconds_scan = lt_now() - t0;
+    if (rc != LT_EXIT_OK) return rc;
+    double t1 = lt_now();
+    rc = embed_views(R);
+    R->rep->seconds_embed = lt_now() - t1;
+    if (rc != LT_EXIT_OK) return rc;
+    R->rep->samples = R->S;
+    R->rep->embed_dim = R->cfg->embed_dim;
+    R->rep->bytes_per_embedding = R->cfg->embed_dim * (o->emb_f32 ? 4 : 2);
+    return assemble(R);
+}
+
+static void run_free(embed_run *R) {
+    if (R->fresh.paths != R->files.paths) free(R->fresh.paths);
+    lt_filelist_free(&R->files);
+    lt_emblog_close(R->log);
+    lt_cache_close(R->part);
+    lt_cache_close(R->base);
+    lt_dinov2_free(R->teacher);
+    free(R->samples);
+    free(R->settings);
+    free(R->partial);
+    free(R->log_path);
+}
+
 int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep) {
     double t0 = lt_now();
     memset(rep, 0, sizeof *rep);
-    int threads = lt_threads_set(o->threads);
-    int gpu = o->device == LT_DEVICE_CUDA || (o->device == LT_DEVICE_AUTO && lt_cuda_available());
-    if (o->device == LT_DEVICE_CUDA && !lt_cuda_available())
-        return lt_err_set("--device cuda: no usable CUDA device (or this build has no CUDA "
-                          "backend); use --device cpu"), LT_EXIT_ERROR;
-    int B = o->batch_size > 0 ? o->batch_size : gpu ? 256 : 32;
-    if (gpu) {
-        char info[80] = "";
-        if (lt_cuda_device_info(info, sizeof info) != 0) info[0] = 0;
-        snprintf(rep->device, sizeof rep->device, "cuda %s (%s)",
-                 lt_precision_name((lt_precision)o->precision), info);
-    } else {
-        snprintf(rep->device, sizeof rep->device, "cpu fp32 (%d threads)", threads);
-    }
-    if (check_output(o) != 0) return LT_EXIT_ERROR;
-
-    /* The teacher first: a bad weights file should fail before any long scan. */
-    lt_dinov2 *teacher = NULL;
-    char sha[65];
-    if (lt_dinov2_load(o->teacher_path, &teacher) != 0) return LT_EXIT_ERROR;
-    const lt_dinov2_config *cfg = lt_dinov2_config_of(teacher);
-    if (o->transform.image_size < cfg->patch) {
-        lt_err_set("--image-size %d is smaller than the teacher's patch size %d",
-                   o->transform.image_size, cfg->patch);
-        lt_dinov2_free(teacher);
-        return LT_EXIT_ERROR;
-    }
-    if (lt_sha256_file(o->teacher_path, sha) != 0) {
-        lt_dinov2_free(teacher);
-        return LT_EXIT_ERROR;
-    }
-    lt_info("teacher %s: ViT D=%d depth=%d heads=%d patch=%d registers=%d%s, on %s, batch %d",
-            o->teacher_path, cfg->embed_dim, cfg->depth, cfg->heads, cfg->patch, cfg->n_reg,
-            cfg->swiglu ? " SwiGLU" : "", rep->device, B);
-
-    lt_filelist files = {0};
-    if (lt_scan_dir(o->data_dir, &files, scan_warn, NULL) != 0) {
-        lt_dinov2_free(teacher);
-        return LT_EXIT_ERROR;
-    }
-    rep->files = (int64_t)files.n;
-    if (files.n == 0) {
-        lt_err_set("%s: no images found (looked for .jpg, .jpeg and .png files in every "
-                   "subfolder)", o->data_dir);
-        lt_dinov2_free(teacher);
-        lt_filelist_free(&files);
-        return LT_EXIT_ERROR;
-    }
-    lt_info("%zu image files in %s, %d views each", files.n, o->data_dir, o->views);
-
-    lt_cache_meta meta;
-    fill_meta(o, cfg, sha, &meta);
-    lt_cache_writer *w = NULL;
-    int32_t *widths = NULL, *heights = NULL;
-    lt_sample *samples = NULL;
-    int rc = LT_EXIT_ERROR;
-    if (lt_cache_writer_create(o->cache_path, &meta, &w) != 0) goto done;
-
-    int64_t N = 0, skipped = 0;
-    if (pass1(o, &files, w, &widths, &heights, &N, &skipped) != 0) goto done;
-    rep->images = N;
-    rep->skipped = skipped;
-    rep->seconds_scan = lt_now() - t0;
-    if (stopped(o)) {
-        rc = LT_EXIT_INTERRUPTED;
-        goto done;
-    }
-    if (N == 0) {
-        lt_err_set("%s: none of the %zu image files could be decoded (see the warnings above)",
-                   o->data_dir, files.n);
-        goto done;
-    }
-    if (N > INT32_MAX / o->views) {
-        lt_err_set("too many samples: %lld images x %d views", (long long)N, o->views);
-        goto done;
-    }
-
-    int64_t S = N * o->views;
-    samples = lt_malloc((size_t)S * sizeof *samples, "sample recipes");
-    if (!samples) goto done;
-#pragma omp parallel for schedule(static)
-    for (int64_t s = 0; s < S; s++)
-        lt_sample_draw(&o->transform, o->seed, o->mixup, (uint32_t)N, widths, heights,
-                       (uint32_t)(s / o->views), (uint32_t)(s % o->views), &samples[s]);
-    if (lt_cache_writer_set_samples(w, samples, S) != 0) goto done;
-
-    double t1 = lt_now();
-    if ((gpu ? pass2_gpu : pass2_cpu)(o, teacher, w, samples, S, B, rep) != 0) goto done;
-    rep->seconds_embed = lt_now() - t1;
-    if (stopped(o)) {
-        rc = LT_EXIT_INTERRUPTED;
-        goto done;
-    }
-    rep->samples = S;
-    rep->embed_dim = cfg->embed_dim;
-    rep->bytes_per_embedding = cfg->embed_dim * (o->emb_f32 ? 4 : 2);
-    int frc = lt_cache_writer_finish(w);
-    w = NULL;
-    if (frc != 0) goto done;
-    struct stat st;
-    if (stat(o->cache_path, &st) == 0) rep->cache_bytes = st.st_size;
-    rc = LT_EXIT_OK;
-done:
-    if (w) lt_cache_writer_abort(w);
+    embed_run R;
+    memset(&R, 0, sizeof R);
+    R.o = o;
+    R.rep = rep;
+    int rc = run_all(&R, t0);
     rep->seconds_total = lt_now() - t0;
-    free(samples);
-    free(widths);
-    free(heights);
-    lt_filelist_free(&files);
-    lt_dinov2_free(teacher);
+    run_free(&R);
     return rc;
 }

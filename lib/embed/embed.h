@@ -1,5 +1,11 @@
 /* embed.h: the lt-embed pipeline: scan -> decode -> store images -> draw recipes -> render ->
- * teacher -> cache. The tool (tools/embed) only parses arguments and reports; all work is here. */
+ * teacher -> cache. The tool (tools/embed) only parses arguments and reports; all work is here.
+ *
+ * A run is resumable: the images and recipes go to CACHE.partial first, the teacher's rows to the
+ * log CACHE.partial.emb (lib/embed/emblog.h); rerunning the same command after any interruption
+ * continues from the last batch written, and settings that differ from the interrupted run's are
+ * refused. --append extends an existing cache with new images and/or views. formats/cache.md,
+ * "Resuming" and "Appending", is the protocol. */
 #ifndef LT_EMBED_H
 #define LT_EMBED_H
 
@@ -21,7 +27,8 @@ typedef struct {
     int mixup;
     int emb_f32;                 /* store float32 embeddings instead of float16 */
     int zstd_level;
-    int overwrite;               /* replace an existing complete cache */
+    int overwrite;               /* replace an existing complete cache; discard a .partial */
+    int append;                  /* add new images / views to the existing CACHE */
     lt_device device;
     int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
     uint64_t seed;
@@ -34,7 +41,12 @@ typedef struct {
     int64_t files;        /* image files found by the scan */
     int64_t images;       /* usable images stored */
     int64_t skipped;      /* files skipped (with a warning each) */
-    int64_t samples;      /* views embedded = images * views */
+    int64_t samples;      /* samples in the cache = images * views */
+    int64_t views_total;  /* views the teacher must embed in this run (all, or what --append adds) */
+    int64_t views_done;   /* of those, done when the run ended (incl. an earlier interrupted run's) */
+    int64_t views_resumed;/* of those, found done by an earlier interrupted run */
+    int resumable;        /* CACHE.partial + .partial.emb were kept: rerunning continues */
+    int nothing_to_do;    /* --append found no new image and no new view */
     int embed_dim;
     int bytes_per_embedding; /* stored, before compression */
     int64_t cache_bytes;  /* size of the finished cache file */

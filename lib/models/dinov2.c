@@ -108,22 +108,33 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     if (o < n) snprintf(buf + o, n - o, "]");
 }
 
-/* Finds `name`, checks its shape equals (d0, d1, ...) (ndim entries) and converts it into dst
- * (dst NULL: malloc'd and returned through *out). */
-static int load_into(const loader *L, const char *name, int ndim, const int64_t *shape,
-                     float *dst, float **out) {
+/* Finds `name` and checks its shape equals (d0, d1, ...) (ndim entries); NULL + lt_err if not. */
+static const lt_st_tensor *find_checked(const loader *L, const char *name, int ndim,
+                                        const int64_t *shape) {
     const lt_st_tensor *t = lt_st_find(L->st, name);
-    if (!t)
-        return lt_err_set("%s: missing tensor '%s' (not a DINOv2 checkpoint with %s key names?)",
-                          L->path, name, L->hf ? "Hugging Face" : "original");
+    if (!t) {
+        lt_err_set("%s: missing tensor '%s' (not a DINOv2 checkpoint with %s key names?)",
+                   L->path, name, L->hf ? "Hugging Face" : "original");
+        return NULL;
+    }
     int ok = t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == shape[d];
     if (!ok) {
         char got[128], want[128];
         shape_str(got, sizeof got, t->ndim, t->shape);
         shape_str(want, sizeof want, ndim, shape);
-        return lt_err_set("%s: tensor '%s' has shape %s, expected %s", L->path, name, got, want);
+        lt_err_set("%s: tensor '%s' has shape %s, expected %s", L->path, name, got, want);
+        return NULL;
     }
+    return t;
+}
+
+/* Finds `name`, checks its shape equals (d0, d1, ...) (ndim entries) and converts it into dst
+ * (dst NULL: malloc'd and returned through *out). */
+static int load_into(const loader *L, const char *name, int ndim, const int64_t *shape,
+                     float *dst, float **out) {
+    const lt_st_tensor *t = find_checked(L, name, ndim, shape);
+    if (!t) return -1;
     if (!dst) {
         dst = lt_malloc((size_t)t->numel * sizeof(float), name);
         if (!dst) return lt_err_prefix("%s", L->path);
@@ -221,6 +232,21 @@ static int load_block(const loader *L, const lt_dinov2_config *c, int i, block *
     if (LOAD(L, K("norm1.weight"), &b->n1w, D) || LOAD(L, K("norm1.bias"), &b->n1b, D) ||
         LOAD(L, K("norm2.weight"), &b->n2w, D) || LOAD(L, K("norm2.bias"), &b->n2b, D))
         return -1;
+    /* The fused qkv buffers are allocated before the tensors are read: check first that the
+     * file really holds them, so a lying header cannot make us allocate 3·D² floats for nothing. */
+    if (L->hf) {
+        const char *qkv[3] = {"query", "key", "value"};
+        for (int j = 0; j < 3; j++) {
+            char name[64];
+            snprintf(name, sizeof name, "attention.attention.%s.weight", qkv[j]);
+            if (!find_checked(L, K(name), 2, SHAPE(D, D))) return -1;
+            snprintf(name, sizeof name, "attention.attention.%s.bias", qkv[j]);
+            if (!find_checked(L, K(name), 1, SHAPE(D))) return -1;
+        }
+    } else if (!find_checked(L, K("attn.qkv.weight"), 2, SHAPE(3 * D, D)) ||
+               !find_checked(L, K("attn.qkv.bias"), 1, SHAPE(3 * D))) {
+        return -1;
+    }
     b->qkv_w = lt_malloc((size_t)(3 * D * D) * sizeof(float), "qkv weight");
     b->qkv_b = lt_malloc((size_t)(3 * D) * sizeof(float), "qkv bias");
     if (!b->qkv_w || !b->qkv_b) return -1;

@@ -328,6 +328,16 @@ static int prepare_out(const lt_train_opts *o, run_files *f) {
     return 0;
 }
 
+/* --verify: the SHA-256 of the stored bytes of a seeded sample of images against /images/sha256. */
+static int verify_cache(lt_cache *cache, const lt_train_opts *o) {
+    double t0 = lt_now();
+    int64_t checked = 0;
+    if (lt_cache_verify_images(cache, o->verify, o->seed, &checked) != 0) return -1;
+    lt_info("verified the stored bytes of %lld of %lld images against their SHA-256 (%.1f s)",
+            (long long)checked, (long long)lt_cache_n_images(cache), lt_now() - t0);
+    return 0;
+}
+
 int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = lt_now();
@@ -344,6 +354,7 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     if (lt_cache_open(o->cache_path, &cache) != 0) goto done;
     const lt_cache_meta *m = lt_cache_meta_of(cache);
     int64_t N = lt_cache_n_images(cache);
+    if (o->verify > 0 && verify_cache(cache, o) != 0) goto done;
     if (o->batch_size > N) {
         lt_err_set("--batch-size %d is larger than the %lld images in %s (the last partial batch "
                    "of each epoch is dropped)", o->batch_size, (long long)N, o->cache_path);

@@ -32,6 +32,8 @@ typedef struct {
     int shuffle;                /* 1 */
     int resume, overwrite;
     int64_t checkpoint_every;   /* steps; 0: every epoch */
+    double verify;              /* --verify: fraction of images whose stored bytes are checked
+                                   against /images/sha256 before training (0 = off, 1 = all) */
     volatile sig_atomic_t *stop;/* set by SIGINT/SIGTERM: finish the step, checkpoint, stop */
 } lt_train_opts;
 

@@ -2,7 +2,8 @@
 format, broken files): exit 0, one warning per broken file naming it, every valid image stored,
 and stored embeddings equal to a PyTorch DINOv2 forward (tests/reference/dinov2_ref.py) on the
 views lt-embed dumped. Also: the cache is independent of thread count and batch size, and an
-interrupted run leaves neither CACHE nor CACHE.partial."""
+interrupted run leaves no CACHE but a resumable CACHE.partial (tests/py/test_embed_resume.py
+tests the resumption)."""
 import os
 import signal
 import subprocess
@@ -137,7 +138,7 @@ def test_default_float16_embeddings(folder, tmp_path):
         assert np.array_equal(h["embeddings"][:], f["embeddings"][:].astype(np.float16))
 
 
-def test_interrupt_leaves_nothing(tmp_path):
+def test_interrupt_leaves_no_cache(tmp_path):
     data = tmp_path / "imgs"
     subprocess.run(["python3", os.path.join(os.path.dirname(__file__), "..", "..", "scripts",
                                             "make-sample-images.py"), data, "--count", "12"],
@@ -150,5 +151,7 @@ def test_interrupt_leaves_nothing(tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
-    assert "interrupted" in err
-    assert not out.exists() and not os.path.exists(str(out) + ".partial")
+    assert "interrupted" in err and "rerun the same command" in err
+    assert not out.exists()
+    # stopped while embedding (not while still reading the images): the progress is kept
+    assert os.path.exists(str(out) + ".partial") == ("interrupted after" in err), err

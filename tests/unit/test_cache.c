@@ -2,7 +2,8 @@
  * recipes and skipped files), the .partial/rename protocol, the zstd filter on its own (known and
  * unknown content size, concatenated frames, garbage), and clean errors for damaged caches (wrong
  * version or format, missing dataset, inconsistent shape, bad offsets, truncated, not HDF5,
- * corrupt compressed chunk). */
+ * corrupt compressed chunk); the resumable protocol (close_partial, reopen, raw rows) and the
+ * SHA-256 check of stored images (lt_cache_verify_images). */
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -535,6 +536,67 @@ static void test_corrupt_chunk(const char *good) {
     lt_cache_close(c);
 }
 
+/* ---- resumable protocol and --verify ------------------------------------------------------ */
+
+static void test_partial_reopen(void) {
+    char path[512], partial[600];
+    tmp_path(path, sizeof path, "reopen.h5");
+    snprintf(partial, sizeof partial, "%s.partial", path);
+    dataset ds = make_dataset(4, 3, 16, 0, 0, 77);
+    lt_cache_meta meta;
+    make_meta(&meta, &ds);
+    lt_cache_writer *w;
+    CHECK(lt_cache_writer_create(path, &meta, &w) == 0);
+    CHECK(add_images(w, &ds) == 0);
+    CHECK(lt_cache_writer_set_samples(w, ds.samples, 12) == 0);
+    CHECK_MSG(lt_cache_writer_close_partial(w) == 0, "%s", lt_err_msg());
+    CHECK(exists(partial) && !exists(path));
+    /* the partial is a valid cache whose embeddings read as zeros */
+    lt_cache *c = NULL;
+    CHECK_MSG(lt_cache_open(partial, &c) == 0, "%s", lt_err_msg());
+    float row[16] = {1};
+    CHECK(c && lt_cache_embeddings(c, 11, 1, row) == 0 && row[0] == 0 && row[15] == 0);
+    lt_cache_close(c);
+    /* reopened, written from stored-type rows, finished: equals the float rows rounded */
+    uint16_t *h = malloc(12 * 16 * sizeof *h);
+    for (int k = 0; k < 12 * 16; k++) h[k] = lt_f32_to_f16(ds.emb[k]);
+    CHECK_MSG(lt_cache_writer_reopen(path, &w) == 0, "%s", lt_err_msg());
+    CHECK(lt_cache_writer_put_embeddings_raw(w, 0, 5, h) == 0);
+    CHECK(lt_cache_writer_put_embeddings_raw(w, 5, 7, h + 5 * 16) == 0);
+    CHECK_MSG(lt_cache_writer_finish(w) == 0, "%s", lt_err_msg());
+    CHECK(!exists(partial) && exists(path));
+    CHECK(lt_cache_open(path, &c) == 0);
+    uint16_t *got = calloc(12 * 16, sizeof *got);
+    CHECK(c && lt_cache_embeddings_raw(c, 0, 12, got) == 0);
+    CHECK(memcmp(got, h, 12 * 16 * sizeof *h) == 0);
+    check_images(c, &ds);
+    check_samples(c, &ds);
+    int64_t n = 0;
+    CHECK(lt_cache_verify_images(c, 1.0, 0, &n) == 0 && n == 4);
+    CHECK(lt_cache_verify_images(c, 0.01, 3, &n) == 0 && n == 1); /* at least one */
+    lt_cache_close(c);
+    free(h);
+    free(got);
+    free_dataset(&ds);
+
+    /* a flipped byte in /images/bytes: verify names the image */
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "images/bytes", H5P_DEFAULT);
+    uint8_t b;
+    hsize_t at = 0, one = 1;
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &one, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &at, NULL, &one, NULL);
+    H5Dread(d, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, &b);
+    b ^= 1;
+    H5Dwrite(d, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, &b);
+    H5Sclose(ms), H5Sclose(fs), H5Dclose(d), H5Fclose(f);
+    CHECK(lt_cache_open(path, &c) == 0);
+    CHECK(c && lt_cache_verify_images(c, 1.0, 0, &n) == -1 && n == 0);
+    CHECK_MSG(strstr(lt_err_msg(), "image 0 (") && strstr(lt_err_msg(), "damaged"), "%s",
+              lt_err_msg());
+    lt_cache_close(c);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lt_test_cache_XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -542,6 +604,7 @@ int main(void) {
     test_round_trip(7, 3, 40, 1, 1, 3);    /* float32, one 2.5 MiB image, 3 skipped */
     test_round_trip(150, 5, 768, 0, 0, 0); /* float16, several chunks, nothing skipped */
     test_abort();
+    test_partial_reopen();
     char good[512];
     tmp_path(good, sizeof good, "rt16.h5");
     test_bad_files(good);

@@ -28,6 +28,8 @@ static void usage(FILE *f) {
         "Samples views of every image under DATA_DIR (.jpg, .jpeg, .png, recursively), runs the\n"
         "DINOv2 teacher once per view, and writes the images, the view recipes and the teacher\n"
         "embeddings to the HDF5 file CACHE (written as CACHE.partial, renamed when complete).\n"
+        "An interrupted run (Ctrl-C, kill, crash, power cut) keeps CACHE.partial and\n"
+        "CACHE.partial.emb: rerunning the same command continues where it stopped.\n"
         "\n"
         "Options:\n"
         "  --teacher FILE        DINOv2 weights (.safetensors; original or Hugging Face key names);\n"
@@ -45,7 +47,11 @@ static void usage(FILE *f) {
         "  --dtype f16|f32       stored embedding type (default f16)\n"
         "  --zstd-level N        Zstandard level of the embeddings, 1..19 (default 3)\n"
         "  --max-pixels N        skip images with more pixels than this (default 268435456)\n"
-        "  --overwrite           replace an existing CACHE\n"
+        "  --overwrite           replace an existing CACHE; discard an interrupted run's\n"
+        "                        CACHE.partial and start over\n"
+        "  --append              add the images that are new under DATA_DIR and/or more views\n"
+        "                        (--views above the cache's) to the existing CACHE, computing\n"
+        "                        only what is new; the other settings must be the cache's\n"
         "  -q, --quiet           errors only\n"
         "  -v, --verbose         more detail\n"
         "  -h, --help            this help\n"
@@ -71,7 +77,7 @@ enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
     OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
-    OPT_PRECISION
+    OPT_PRECISION, OPT_APPEND
 };
 
 static const struct option long_opts[] = {
@@ -89,6 +95,7 @@ static const struct option long_opts[] = {
     {"zstd-level", required_argument, 0, OPT_ZSTD},
     {"max-pixels", required_argument, 0, OPT_MAXPIX},
     {"overwrite", no_argument, 0, OPT_OVERWRITE},
+    {"append", no_argument, 0, OPT_APPEND},
     {"crop-scale", required_argument, 0, OPT_CROP_SCALE},
     {"crop-ratio", required_argument, 0, OPT_CROP_RATIO},
     {"hflip-p", required_argument, 0, OPT_HFLIP},
@@ -137,6 +144,7 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
     case OPT_ZSTD: return lt_parse_int("zstd-level", arg, 1, 19, &o->zstd_level);
     case OPT_MAXPIX: return lt_parse_i64("max-pixels", arg, 1, INT64_C(1) << 40, &o->max_pixels);
     case OPT_OVERWRITE: o->overwrite = 1; return 0;
+    case OPT_APPEND: o->append = 1; return 0;
     case OPT_CROP_SCALE: return lt_parse_floats("crop-scale", arg, 2, 1e-6, 1, t->crop_scale);
     case OPT_CROP_RATIO: return lt_parse_floats("crop-ratio", arg, 2, 1e-3, 1e3, t->crop_ratio);
     case OPT_HFLIP: return lt_parse_float("hflip-p", arg, 0, 1, &t->hflip_p);
@@ -223,24 +231,40 @@ int main(int argc, char **argv) {
     lt_embed_report r;
     int rc = lt_embed_run(&o, &r);
     if (rc == LT_EXIT_INTERRUPTED) {
-        lt_error("interrupted; nothing was written to %s", o.cache_path);
+        if (r.resumable)
+            lt_error("interrupted after %lld of %lld views; rerun the same command to continue "
+                     "(the progress is kept in %s.partial and %s.partial.emb)",
+                     (long long)r.views_done, (long long)r.views_total, o.cache_path,
+                     o.cache_path);
+        else
+            lt_error("interrupted before any view was embedded; nothing was kept (rerun the same "
+                     "command to start again)");
         return rc;
     }
     if (rc != LT_EXIT_OK) {
         lt_error("%s", lt_err_msg());
+        if (r.resumable)
+            lt_info("the %lld views embedded so far are kept in %s.partial.emb: rerun the same "
+                    "command to continue", (long long)r.views_done, o.cache_path);
         return rc;
     }
+    if (r.nothing_to_do) {
+        lt_info("nothing to append: %s already holds all %lld images under %s with %d views each",
+                o.cache_path, (long long)r.images, o.data_dir, o.views);
+        return LT_EXIT_OK;
+    }
+    int64_t embedded = r.views_done - r.views_resumed;
     char sz[32];
     human_bytes((double)r.cache_bytes, sz, sizeof sz);
-    lt_info("done: %lld images (%lld skipped), %lld views, %d-dim embeddings at %d bytes each "
-            "before compression; %s written to %s in %.1f s (scan %.1f s, teacher %.1f s, "
-            "%.1f views/s)",
-            (long long)r.images, (long long)r.skipped, (long long)r.samples, r.embed_dim,
-            r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
-            r.seconds_embed, r.seconds_embed > 0 ? r.samples / r.seconds_embed : 0.0);
+    lt_info("done: %lld images (%lld skipped), %lld views (%lld embedded by this run), %d-dim "
+            "embeddings at %d bytes each before compression; %s written to %s in %.1f s (scan "
+            "%.1f s, teacher %.1f s, %.1f views/s)",
+            (long long)r.images, (long long)r.skipped, (long long)r.samples, (long long)embedded,
+            r.embed_dim, r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
+            r.seconds_embed, r.seconds_embed > 0 ? embedded / r.seconds_embed : 0.0);
     lt_info("time: decode %.1f s, render %.1f s, host-to-device %.1f s, teacher %.1f s (%.1f "
             "views/s), write %.1f s; teacher on %s",
             r.t_decode, r.t_render, r.t_copy, r.t_teacher,
-            r.t_teacher > 0 ? r.samples / r.t_teacher : 0.0, r.t_write, r.device);
+            r.t_teacher > 0 ? embedded / r.t_teacher : 0.0, r.t_write, r.device);
     return LT_EXIT_OK;
 }

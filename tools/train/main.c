@@ -56,6 +56,9 @@ static void usage(FILE *f) {
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
         "  --threads N           compute threads, 0 = all cores (default 0)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
+        "  --verify FRACTION     before training, check the stored bytes of this fraction of\n"
+        "                        the images (at least one; 1 = all) against their SHA-256 in\n"
+        "                        the cache; a mismatch is an error (default 0 = off)\n"
         "  -q, --quiet           errors only\n"
         "  -v, --verbose         more detail\n"
         "  -h, --help            this help\n"
@@ -69,7 +72,7 @@ static void usage(FILE *f) {
 enum {
     OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
     OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
-    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS
+    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY
 };
 
 static const struct option long_opts[] = {
@@ -84,7 +87,8 @@ static const struct option long_opts[] = {
     {"resume", no_argument, 0, OPT_RESUME},         {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"checkpoint-every", required_argument, 0, OPT_CKPT},
     {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
-    {"workers", required_argument, 0, OPT_WORKERS}, {"quiet", no_argument, 0, 'q'},
+    {"workers", required_argument, 0, OPT_WORKERS}, {"verify", required_argument, 0, OPT_VERIFY},
+    {"quiet", no_argument, 0, 'q'},
     {"verbose", no_argument, 0, 'v'},               {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},               {0, 0, 0, 0}};
 
@@ -137,6 +141,7 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
         return lt_err_set("--device: expected auto, cpu or cuda, got '%s'", arg);
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
     case OPT_WORKERS: return lt_parse_int("workers", arg, 0, 1024, &o->workers);
+    case OPT_VERIFY: return parse_double("verify", arg, 0, 1, &o->verify);
     case 'q': *verbosity = 0; return 0;
     case 'v': *verbosity = 2; return 0;
     }
