@@ -69,11 +69,17 @@ void *lt_cuda_ctx_stream(lt_cuda_ctx *c); /* the cudaStream_t */
  *   LT_CUDA_AUTOTUNE=N  cuBLASLt: ask the heuristic for N algorithms per GEMM plan and keep the
  *                       fastest, timed once on the first call (default 8; 0 or 1: the
  *                       heuristic's first choice, as before);
- *   LT_CUDA_ATTN=v1|v2  bf16 attention: v2 (default) = one block per (image, head) with the whole
- *                       K and V in shared memory (cp.async, ldmatrix), work trimmed to 16-row /
- *                       16-key granules; v1 = 64-query blocks streaming 64-key tiles (the first
- *                       kernel). v2 needs 288·ceil16(N) bytes of shared memory (N <= ~800 on
- *                       H100/H200); longer sequences use v1;
+ *   LT_CUDA_ATTN=v1|v2|v3  bf16 attention: v3 (default) = FlashAttention-2 style: blocks of up
+ *                       to 8 warps × 16 queries of one (image, head), Q fragments in registers,
+ *                       K/V streamed in 64-key tiles through shared memory with cp.async double
+ *                       buffering, the ragged last tile trimmed to 8/16-key granules; v2 = one
+ *                       block per (image, head) with the whole K and V in shared memory (needs
+ *                       288·ceil16(N) bytes: N <= ~800 on H100/H200, longer sequences use v1);
+ *                       v1 = 64-query blocks streaming 64-key tiles (the first kernel);
+ *   LT_CUDA_ATTN_WARPS=N  v3 only: at most N warps (16 queries each) per block, 1..8 (default 8).
+ *                       The 16-query chunks of a sequence are balanced over ceil(chunks / N)
+ *                       blocks (N = 257: 17 chunks → 3 blocks of 6 warps with the default, 5
+ *                       blocks of 4 with N = 4: more warps per SM, more L2 reads of K/V);
  *   LT_CUDA_ROWOPS=v1|v2  LayerNorm, token assembly and views → patches: v2 (default) = 16-byte
  *                       vector loads and one block / warp per row (no 64-bit divisions per
  *                       element); v1 = the first element-wise kernels. Same results (LayerNorm:
@@ -85,9 +91,11 @@ void *lt_cuda_ctx_stream(lt_cuda_ctx *c); /* the cudaStream_t */
  * #ifdef LT_HAVE_CUDA. */
 #define LT_CUDA_AUTOTUNE_DEFAULT 8
 #define LT_CUDA_AUTOTUNE_MAX 32
+#define LT_CUDA_ATTN_WARPS_MAX 8
 typedef struct {
     int autotune; /* GEMM algorithms timed per plan (0, 1: none timed) */
-    int attn;     /* 1 or 2 */
+    int attn;       /* 1, 2 or 3 */
+    int attn_warps; /* v3: most warps per block, 1..LT_CUDA_ATTN_WARPS_MAX */
     int rowops;   /* 1 or 2 */
     int tune_log; /* 1: print the autotuning results on stderr */
 } lt_cuda_switches;
@@ -152,10 +160,10 @@ int lt_cuda_gelu(lt_cuda_ctx *c, void *out, const void *in, lt_cuda_dtype t, int
 int lt_cuda_swiglu(lt_cuda_ctx *c, void *out, const void *in, lt_cuda_dtype t, int M, int H);
 
 /* Fused multi-head self-attention, as lt_op_attention: qkv (B, N, 3, heads, 64) → out (B, N,
- * heads·64), both of type t, head dim 64 only, no scratch. One pass over the keys per block of 64
+ * heads·64), both of type t, head dim 64 only, no scratch. One pass over the keys per block of
  * queries with an online softmax held in registers: no N×N matrix is ever stored. BF16: tensor
- * cores (mma.sync m16n8k16, fp32 accumulation, probabilities rounded to bf16 for the P·V product);
- * F32: CUDA-core fp32. */
+ * cores (mma.sync m16n8k16, fp32 accumulation, probabilities rounded to bf16 for the P·V product),
+ * kernel v3, v2 or v1 by the context's switches (above); F32: CUDA-core fp32. */
 int lt_cuda_attention(lt_cuda_ctx *c, void *out, const void *qkv, lt_cuda_dtype t, int B, int N,
                       int heads, int hd);
 

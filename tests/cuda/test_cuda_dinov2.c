@@ -379,6 +379,17 @@ int main(void) {
         if (legacy) setenv("LT_CUDA_LEGACY", legacy, 1);
         else unsetenv("LT_CUDA_LEGACY");
     }
+    /* attention v2 (K/V resident) inside the whole forward, whatever the default kernel is */
+    const char *attn = getenv("LT_CUDA_ATTN");
+    char attn_saved[32] = "";
+    if (attn) snprintf(attn_saved, sizeof attn_saved, "%s", attn);
+    if (!attn || strcmp(attn, "v2") != 0) {
+        setenv("LT_CUDA_ATTN", "v2", 1);
+        printf("-- LT_CUDA_ATTN=v2\n");
+        test_model(&cfgs[4], 0);
+        if (attn) setenv("LT_CUDA_ATTN", attn_saved, 1);
+        else unsetenv("LT_CUDA_ATTN");
+    }
     printf("test_cuda_dinov2: %d passed, %d failed\n", n_ok, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -527,6 +527,7 @@ static void test_tokens(int B, int G, int R, int D) {
 /* ---- main ------------------------------------------------------------------------------------- */
 
 static void row_ops_and_inputs(const char *tag);
+static void attention_cases(lt_cuda_dtype t);
 
 int main(void) {
     if (!lt_cuda_available()) {
@@ -580,10 +581,24 @@ int main(void) {
         ctx = ctx_new;
     }
     {
-        lt_cuda_switches sw;
-        lt_cuda_ctx_get_switches(ctx, &sw);
-        printf("-- switches of the default context: autotune %d, attention v%d, row ops v%d\n",
-               sw.autotune, sw.attn, sw.rowops);
+        /* the other bf16 attention kernels on the default context: v2 (K/V resident), and v3
+         * with blocks of at most 4 warps (LT_CUDA_ATTN_WARPS=4), whatever the defaults are */
+        lt_cuda_switches sw, sw0;
+        lt_cuda_ctx_get_switches(ctx, &sw0);
+        sw = sw0;
+        sw.attn = 2;
+        lt_cuda_ctx_set_switches(ctx, &sw);
+        printf("-- attention v2, bf16\n");
+        attention_cases(LT_CUDA_BF16);
+        sw.attn = 3;
+        sw.attn_warps = 4;
+        lt_cuda_ctx_set_switches(ctx, &sw);
+        printf("-- attention v3 with at most 4 warps per block, bf16\n");
+        attention_cases(LT_CUDA_BF16);
+        lt_cuda_ctx_set_switches(ctx, &sw0);
+        printf("-- switches of the default context: autotune %d, attention v%d (v3: at most %d "
+               "warps per block), row ops v%d\n",
+               sw0.autotune, sw0.attn, sw0.attn_warps, sw0.rowops);
     }
 #endif
 
@@ -592,15 +607,22 @@ int main(void) {
     return n_fail ? 1 : 0;
 }
 
+/* The attention sizes: ViT-B/14's 257 tokens (and 261 with 4 registers), ragged and exact tile
+ * ends (N = 1, 17, 64, 65, 128, 300), long sequences (N = 1000: longer than the shared memory of
+ * attention v2 holds, v1 runs it there). */
+static void attention_cases(lt_cuda_dtype t) {
+    static const int att[][3] = {{2, 257, 2}, {1, 1, 1},   {3, 65, 1}, {2, 261, 12}, {1, 700, 2},
+                                 {4, 128, 3}, {1, 17, 2},  {1, 1000, 1}, {2, 64, 3}, {2, 300, 2}};
+    for (size_t s = 0; s < sizeof att / sizeof att[0]; s++)
+        test_attention(t, att[s][0], att[s][1], att[s][2]);
+}
+
 /* The attention, row-op and input tests (run once per set of kernel switches). */
 static void row_ops_and_inputs(const char *tag) {
     for (int bt = 0; bt < 2; bt++) {
         const lt_cuda_dtype t = bt ? LT_CUDA_BF16 : LT_CUDA_F32;
         printf("-- attention and row ops, %s activations%s\n", dtname(t), tag);
-        /* N = 1000: longer than the shared memory of attention v2 holds (v1 runs it) */
-        static const int att[][3] = {{2, 257, 2}, {1, 1, 1}, {3, 65, 1}, {2, 261, 12}, {1, 700, 2},
-                                     {4, 128, 3}, {1, 17, 2}, {1, 1000, 1}};
-        for (int s = 0; s < 8; s++) test_attention(t, att[s][0], att[s][1], att[s][2]);
+        attention_cases(t);
         test_layernorm(t, 257, 64, 0);
         test_layernorm(t, 1000, 768, 0);
         test_layernorm(t, 33, 1536, 0);
