@@ -117,6 +117,26 @@ static void resample_horizontal(const uint8_t *in, size_t in_stride, int h,
     }
 }
 
+/* acc[c] += p[c] * k over n values, in fixed blocks of 16 that the compiler vectorises. */
+static void axpy_u8(int32_t *restrict acc, const uint8_t *restrict p, int32_t k, size_t n) {
+    size_t c = 0;
+    for (; c + 16 <= n; c += 16)
+        for (int j = 0; j < 16; j++) acc[c + j] += (int32_t)p[c + j] * k;
+    for (; c < n; c++) acc[c] += (int32_t)p[c] * k;
+}
+
+/* o[c] = clip8(acc[c] >> RS_BITS), blocked likewise. */
+static void store_u8(uint8_t *restrict o, const int32_t *restrict acc, size_t n) {
+    size_t c = 0;
+    for (; c + 16 <= n; c += 16)
+        for (int j = 0; j < 16; j++) {
+            int32_t v = acc[c + j] >> RS_BITS;
+            v = v < 0 ? 0 : v;
+            o[c + j] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    for (; c < n; c++) o[c] = clip8_rs(acc[c]);
+}
+
 /* in: (in_h, w, 3); out: (out_h, w, 3); acc: (w * 3) int32 scratch. */
 static void resample_vertical(const uint8_t *in, int w, const resample_table *t, int out_h,
                               int32_t *acc, uint8_t *out) {
@@ -124,13 +144,9 @@ static void resample_vertical(const uint8_t *in, int w, const resample_table *t,
     for (int y = 0; y < out_h; y++) {
         const int32_t *k = t->coef + (size_t)y * (size_t)t->ksize;
         for (size_t c = 0; c < row; c++) acc[c] = 1 << (RS_BITS - 1);
-        for (int i = 0; i < t->count[y]; i++) {
-            const uint8_t *p = in + (size_t)(t->first[y] + i) * row;
-            int32_t ki = k[i];
-            for (size_t c = 0; c < row; c++) acc[c] += p[c] * ki;
-        }
-        uint8_t *o = out + (size_t)y * row;
-        for (size_t c = 0; c < row; c++) o[c] = clip8_rs(acc[c]);
+        for (int i = 0; i < t->count[y]; i++)
+            axpy_u8(acc, in + (size_t)(t->first[y] + i) * row, k[i], row);
+        store_u8(out + (size_t)y * row, acc, row);
     }
 }
 
@@ -174,51 +190,86 @@ static void flip_horizontal(uint8_t *img, int w, int h) {
 
 /* ---- 3. colour jitter: float32 arithmetic of torchvision's functional_tensor on uint8 ---- */
 
-/* Tensor .clamp(0, 255).to(uint8): clamp then truncate toward zero. */
-static uint8_t f32_to_u8(float v) {
-    if (!(v > 0.0f)) return 0;
-    if (v > 255.0f) return 255;
-    return (uint8_t)v;
+/* Tensor .clamp(0, 255).to(uint8): clamp then truncate toward zero (NaN -> 0). Branch-free
+ * (max, min, truncating convert) so the loops below vectorise. */
+static inline uint8_t f32_to_u8(float v) {
+    v = v > 0.0f ? v : 0.0f;
+    v = v < 255.0f ? v : 255.0f;
+    return (uint8_t)(int32_t)v;
+}
+
+/* The products of rgb_to_grayscale's weights with every uint8 level, each the float32 product
+ * torch forms, so (lr[r] + lg[g]) + lb[b] is bit for bit its (0.2989 r + 0.587 g) + 0.114 b. */
+typedef struct {
+    float r[256], g[256], b[256];
+} gray_lut;
+
+static void gray_lut_init(gray_lut *t) {
+    for (int v = 0; v < 256; v++) {
+        t->r[v] = 0.2989f * (float)v;
+        t->g[v] = 0.587f * (float)v;
+        t->b[v] = 0.114f * (float)v;
+    }
 }
 
 /* rgb_to_grayscale on a uint8 tensor: (0.2989 r + 0.587 g + 0.114 b) in float32, truncated. */
-static uint8_t torch_gray(const uint8_t *p) {
-    float l = 0.2989f * (float)p[0];
-    l = l + 0.587f * (float)p[1];
-    l = l + 0.114f * (float)p[2];
+static inline uint8_t torch_gray(const gray_lut *t, const uint8_t *p) {
+    float l = t->r[p[0]] + t->g[p[1]];
+    l = l + t->b[p[2]];
     return f32_to_u8(l);
 }
 
-/* _blend(img, 0, f) */
+/* Applies a per-level table to every channel value. */
+static void apply_lut(uint8_t *px, int64_t n, const uint8_t lut[256]) {
+    for (int64_t i = 0; i < n * 3; i++) px[i] = lut[px[i]];
+}
+
+/* _blend(img, 0, f): a function of the level alone, so a 256-entry table of the exact float
+ * arithmetic. */
 static void adjust_brightness(uint8_t *px, int64_t n, float f) {
-    for (int64_t i = 0; i < n * 3; i++) px[i] = f32_to_u8(f * (float)px[i]);
+    uint8_t lut[256];
+    for (int v = 0; v < 256; v++) lut[v] = f32_to_u8(f * (float)v);
+    apply_lut(px, n, lut);
 }
 
 /* _blend(img, mean(grayscale(img)), f); the integer sum of the gray image is exact (torch's float
  * sum is too as long as it stays below 2^24, i.e. for views up to ~256 x 256). */
-static void adjust_contrast(uint8_t *px, int64_t n, float f) {
+static void adjust_contrast(uint8_t *px, int64_t n, float f, const gray_lut *gt) {
     int64_t sum = 0;
-    for (int64_t i = 0; i < n; i++) sum += torch_gray(px + 3 * i);
+    for (int64_t i = 0; i < n; i++) sum += torch_gray(gt, px + 3 * i);
     float mean = (float)sum / (float)n;
     float other = (float)(1.0 - (double)f) * mean;
-    for (int64_t i = 0; i < n * 3; i++) px[i] = f32_to_u8(f * (float)px[i] + other);
+    uint8_t lut[256];
+    for (int v = 0; v < 256; v++) lut[v] = f32_to_u8(f * (float)v + other);
+    apply_lut(px, n, lut);
 }
 
-/* _blend(img, grayscale(img), f) */
-static void adjust_saturation(uint8_t *px, int64_t n, float f) {
+/* _blend(img, grayscale(img), f): f * p + (1 - f) * gray, each product from a table of the same
+ * float32 product. */
+static void adjust_saturation(uint8_t *px, int64_t n, float f, const gray_lut *gt) {
     float g1 = (float)(1.0 - (double)f);
+    float fp[256], gp[256];
+    for (int v = 0; v < 256; v++) {
+        fp[v] = f * (float)v;
+        gp[v] = g1 * (float)v;
+    }
     for (int64_t i = 0; i < n; i++) {
         uint8_t *p = px + 3 * i;
-        float gray = g1 * (float)torch_gray(p);
-        for (int c = 0; c < 3; c++) p[c] = f32_to_u8(f * (float)p[c] + gray);
+        float gray = gp[torch_gray(gt, p)];
+        uint8_t r = f32_to_u8(fp[p[0]] + gray), g = f32_to_u8(fp[p[1]] + gray),
+                b = f32_to_u8(fp[p[2]] + gray);
+        p[0] = r, p[1] = g, p[2] = b;
     }
 }
 
-static float clamp01(float v) { return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+static inline float clamp01(float v) {
+    v = v < 0.0f ? 0.0f : v;
+    return v > 1.0f ? 1.0f : v;
+}
 
 /* _rgb2hsv -> (h + hue) % 1 -> _hsv2rgb -> * 255, truncated, for one pixel. */
-static void hue_pixel(uint8_t *p, float hue) {
-    float r = (float)p[0] / 255.0f, g = (float)p[1] / 255.0f, b = (float)p[2] / 255.0f;
+static void hue_pixel(uint8_t *p, float hue, const float *by255) {
+    float r = by255[p[0]], g = by255[p[1]], b = by255[p[2]];
     float maxc = r > g ? r : g, minc = r < g ? r : g;
     if (b > maxc) maxc = b;
     if (b < minc) minc = b;
@@ -227,49 +278,48 @@ static void hue_pixel(uint8_t *p, float hue) {
     float s = cr / (eqc ? 1.0f : maxc);
     float crd = eqc ? 1.0f : cr;
     float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
-    float h;
-    if (maxc == r) h = bc - gc;
-    else if (maxc == g) h = (2.0f + rc) - bc;
-    else h = (4.0f + gc) - rc;
+    /* every candidate computed and selected, without branches (the data decides them) */
+    float hr = bc - gc, hg = (2.0f + rc) - bc, hb = (4.0f + gc) - rc;
+    float h = maxc == r ? hr : maxc == g ? hg : hb;
     h = h / 6.0f + 1.0f; /* in [5/6, 11/6]: fmod(h, 1) is exact subtraction */
-    if (h >= 1.0f) h = h - 1.0f;
+    h = h >= 1.0f ? h - 1.0f : h;
     /* torch.remainder(h + hue, 1) for h + hue in (-0.5, 1.5) */
     h = h + hue;
-    if (h >= 1.0f) h = h - 1.0f;
-    else if (h < 0.0f) h = h + 1.0f;
+    h = h >= 1.0f ? h - 1.0f : h < 0.0f ? h + 1.0f : h;
 
     float h6 = h * 6.0f;
     float fi = (float)(int)h6; /* floor: h6 >= 0 */
     float f = h6 - fi;
-    int i = (int)fi % 6;
+    int i = (int)fi; /* 0..6: i % 6 */
+    i = i >= 6 ? i - 6 : i;
     float v = maxc;
     float pp = clamp01(v * (1.0f - s));
     float q = clamp01(v * (1.0f - s * f));
     float t = clamp01(v * (1.0f - s * (1.0f - f)));
+    /* i: 0 (v, t, p), 1 (q, v, p), 2 (p, v, t), 3 (p, q, v), 4 (t, p, v), 5 (v, p, q) */
     float o[3];
-    switch (i) {
-    case 0: o[0] = v, o[1] = t, o[2] = pp; break;
-    case 1: o[0] = q, o[1] = v, o[2] = pp; break;
-    case 2: o[0] = pp, o[1] = v, o[2] = t; break;
-    case 3: o[0] = pp, o[1] = q, o[2] = v; break;
-    case 4: o[0] = t, o[1] = pp, o[2] = v; break;
-    default: o[0] = v, o[1] = pp, o[2] = q; break;
-    }
+    o[0] = (i == 0 || i == 5) ? v : i == 1 ? q : i <= 3 ? pp : t;
+    o[1] = i == 0 ? t : i <= 2 ? v : i == 3 ? q : pp;
+    o[2] = i <= 1 ? pp : i == 2 ? t : i <= 4 ? v : q;
     for (int c = 0; c < 3; c++) p[c] = f32_to_u8(o[c] * 255.0f);
 }
 
 static void adjust_hue(uint8_t *px, int64_t n, float hue) {
-    for (int64_t i = 0; i < n; i++) hue_pixel(px + 3 * i, hue);
+    float by255[256]; /* v / 255.0f, the same correctly rounded quotients */
+    for (int v = 0; v < 256; v++) by255[v] = (float)v / 255.0f;
+    for (int64_t i = 0; i < n; i++) hue_pixel(px + 3 * i, hue, by255);
 }
 
 static void color_jitter(uint8_t *px, int64_t n, const lt_recipe *r) {
+    gray_lut gt;
+    gray_lut_init(&gt);
     for (int k = 0; k < 4; k++) {
         int op = r->order[k];
         float f = r->factor[op];
         switch (op) {
         case LT_JIT_BRIGHTNESS: if (f != 1.0f) adjust_brightness(px, n, f); break;
-        case LT_JIT_CONTRAST: if (f != 1.0f) adjust_contrast(px, n, f); break;
-        case LT_JIT_SATURATION: if (f != 1.0f) adjust_saturation(px, n, f); break;
+        case LT_JIT_CONTRAST: if (f != 1.0f) adjust_contrast(px, n, f, &gt); break;
+        case LT_JIT_SATURATION: if (f != 1.0f) adjust_saturation(px, n, f, &gt); break;
         case LT_JIT_HUE: if (f != 0.0f) adjust_hue(px, n, f); break;
         default: break;
         }

@@ -113,6 +113,89 @@ def student_rows(threads, quick, gflops):
     }]
 
 
+# ---- data path and end to end: a cache of photo-like JPEGs made by lt-embed ----
+
+BIN = os.path.join(ROOT, "bin")
+
+
+def ensure_caches():
+    """build/bench/jpegs (200 photo-like JPEGs, 300-500 px, quality 90), a tiny random teacher
+    (dim 64, depth 1: the teacher is not what these workloads time) and two caches made by
+    bin/lt-embed at 224 with 2 views: data200.h5 (all 200) and data64.h5 (the first 64)."""
+    jp, jp64 = os.path.join(WORK, "jpegs"), os.path.join(WORK, "jpegs64")
+    if not os.path.exists(os.path.join(jp, "img0199.jpg")):
+        subprocess.run([PY, os.path.join(ROOT, "scripts", "bench", "make_jpegs.py"), jp, "200", "0"],
+                       check=True)
+    names = sorted(f for f in os.listdir(jp) if f.endswith(".jpg"))[:200]
+    os.makedirs(jp64, exist_ok=True)
+    for f in names[:64]:
+        dst = os.path.join(jp64, f)
+        if not os.path.exists(dst):
+            with open(os.path.join(jp, f), "rb") as a, open(dst, "wb") as b:
+                b.write(a.read())
+    lists = {}
+    for key, d, ns in (("200", jp, names), ("64", jp64, names[:64])):
+        lists[key] = os.path.join(WORK, f"jpegs{key}.txt")
+        with open(lists[key], "w") as f:
+            f.write("".join(os.path.join(d, n) + "\n" for n in ns))
+    teacher = os.path.join(WORK, "teacher64.safetensors")
+    if not os.path.exists(teacher):
+        subprocess.run([PY, os.path.join(ROOT, "scripts", "make-random-teacher.py"), teacher,
+                        "--dim", "64", "--depth", "1"], check=True)
+    caches = {}
+    for key, d in (("200", jp), ("64", jp64)):
+        caches[key] = os.path.join(WORK, f"data{key}.h5")
+        if not os.path.exists(caches[key]):
+            subprocess.run([os.path.join(BIN, "lt-embed"), "-q", "--teacher", teacher, "--views", "2",
+                            "--image-size", "224", "--device", "cpu", d, caches[key]], check=True)
+    return caches, lists
+
+
+def data_rows(threads, quick, caches, lists):
+    """Decode + render + mix of one training input (two JPEGs decoded, two views rendered),
+    per core: ours with T threads against a torch DataLoader with T workers."""
+    S, reps = (100, "2") if quick else (200, "3")
+    rows = []
+    for T in ([1] if quick else sorted({1, threads})):
+        ours, rss_ours = run_measured([os.path.join(TOOLS, "bench_data"), caches["200"], str(S),
+                                       reps, "--threads", str(T)])
+        ref, rss_ref = run_measured([PY, os.path.join(ROOT, "scripts", "bench", "torch_data.py"),
+                                     lists["200"], str(S), reps, str(T)])
+        t_ours = statistics.median(last_json(ours)["times"])
+        t_ref = statistics.median(last_json(ref)["times"])
+        rows.append({
+            "workload": f"data path: JPEG decode + 2 views + mixup, 224, {T} thread{'s' * (T > 1)}"
+                        f" / DataLoader worker{'s' * (T > 1)}",
+            "unit": "img/s/core", "ours": S / t_ours / T, "pytorch": S / t_ref / T,
+            "ratio": t_ref / t_ours, "bound": None, "rss_ours_mib": rss_ours,
+            "rss_pytorch_mib": rss_ref, "flops_per_item": None,
+        })
+    return rows
+
+
+def e2e_rows(threads, quick, gflops, caches, lists):
+    """lt-train on the 64-image cache (batch 32, 1 loader worker: its default on 2 cores) against
+    the PyTorch loop of torch_train.py with a 1-worker DataLoader; img/s of steps 2.., median."""
+    B, steps = 32, 4
+    out = os.path.join(WORK, "e2e_out")
+    _, rss_ours = run_measured([os.path.join(BIN, "lt-train"), "-q", caches["64"], "--out", out,
+                                "--overwrite", "--batch-size", str(B), "--steps", str(steps),
+                                "--threads", str(threads), "--workers", "1"])
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        ms = [json.loads(l) for l in f if l.strip()]
+    ours = statistics.median(m["img_per_s"] for m in ms if m["step"] > 1)
+    ref, rss_ref = run_measured([PY, os.path.join(ROOT, "scripts", "bench", "torch_train.py"),
+                                 lists["64"], str(B), str(steps), str(threads), "1", "64", "32"])
+    t_ref = statistics.median(last_json(ref)["times"])
+    flops = resnet18_train_flops()
+    return [{
+        "workload": f"lt-train end to end, resnet18 224, batch {B}, 64-image cache (data included)",
+        "unit": "img/s", "ours": ours, "pytorch": B / t_ref, "ratio": ours * t_ref / B,
+        "bound": gflops * 1e9 / flops, "rss_ours_mib": rss_ours, "rss_pytorch_mib": rss_ref,
+        "flops_per_item": flops,
+    }]
+
+
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -128,9 +211,28 @@ def table(rows):
     head = ("| workload | ours | PyTorch | ratio | bound | peak RSS ours / PyTorch |\n"
             "|---|---|---|---|---|---|\n")
     lines = [f"| {r['workload']} | {r['ours']:.2f} {r['unit']} | {r['pytorch']:.2f} {r['unit']} | "
-             f"{r['ratio']:.2f}x | {r['bound']:.2f} {r['unit']} | "
+             f"{r['ratio']:.2f}x | "
+             f"{'n/a' if r['bound'] is None else format(r['bound'], '.2f') + ' ' + r['unit']} | "
              f"{r['rss_ours_mib']:.0f} / {r['rss_pytorch_mib']:.0f} MiB |" for r in rows]
     return head + "\n".join(lines) + "\n"
+
+
+NOTES = """
+Workloads (scripts/bench/; our side in tests/tools/bench_*.c and bin/lt-train):
+
+- teacher forward: DINOv2 ViT-B/14 with random weights, fp32, against tests/reference/dinov2_ref.py.
+- student train step: resnet18 forward + backward + head + queue KL loss + clipping + LARS on random
+  input, against torchvision resnet18 and the LARS of tests/reference/optim_ref.py.
+- data path: one *img* is one training input: the primary and the mixup partner JPEG decoded (ours
+  from the cache's stored bytes, PyTorch with PIL from the same files), two 224 views (random resized
+  crop, flip, colour jitter, grayscale, blur), mixed and normalised. PyTorch: torchvision transforms
+  in a DataLoader with as many worker processes as our threads. 200 photo-like JPEGs of 300-500 px
+  (scripts/bench/make_jpegs.py). No GEMM, so no arithmetic bound.
+- end to end: bin/lt-train on a 64-image cache (1 loader thread), img_per_s of steps 2.. from
+  metrics.jsonl, against scripts/bench/torch_train.py (same model, loss, LARS, 1 DataLoader worker).
+- peak RSS: the largest single process (wait4); PyTorch's DataLoader workers are separate
+  processes and are not added in.
+"""
 
 
 def main():
@@ -141,7 +243,11 @@ def main():
     env = {"OMP_WAIT_POLICY": "PASSIVE"}
     os.environ.update(env)
     gflops = gemm_rate(a.threads, a.quick)
+    caches, lists = ensure_caches()
     rows = teacher_rows(a.threads, a.quick, gflops) + student_rows(a.threads, a.quick, gflops)
+    rows += data_rows(a.threads, a.quick, caches, lists)
+    if not a.quick:
+        rows += e2e_rows(a.threads, a.quick, gflops, caches, lists)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "make bench" + ("-quick" if a.quick else "")
     meta = {"date": now, "machine": cpu_name(), "cores": os.cpu_count(), "threads": a.threads,
@@ -157,7 +263,7 @@ def main():
            f"{a.threads} threads\n- PyTorch: {meta['torch']} (Debian python3-torch)\n"
            f"- measured fp32 GEMM rate: {gflops:.1f} GFLOP/s (the bound column is this rate divided "
            f"by the FLOPs per item)\n\nThroughput is the median over repeats after one warm-up; "
-           f"ratio = ours / PyTorch.\n\n" + t)
+           f"ratio = ours / PyTorch.\n\n" + t + NOTES)
     os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
     with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
         f.write(doc)
