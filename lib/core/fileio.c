@@ -51,46 +51,70 @@ int lt_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *n) 
     return 0;
 }
 
-int lt_write_file_atomic(const char *path, const void *data, size_t n) {
-    size_t len = strlen(path) + 32;
-    char *tmp = lt_malloc(len, "path");
-    if (!tmp) return -1;
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        lt_err_set("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return -1;
-    }
+int lt_write_all(int fd, const void *data, size_t n) {
     const uint8_t *p = data;
-    size_t left = n;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) {
-            lt_err_set("%s: write failed: %s", tmp, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return -1;
-        }
+        if (w < 0) return -1;
         p += w;
-        left -= (size_t)w;
+        n -= (size_t)w;
     }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        lt_err_set("%s: write failed: %s", tmp, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        lt_err_set("%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
     return 0;
+}
+
+int lt_atomic_open(lt_atomic_file *f, const char *path) {
+    size_t len = strlen(path) + 32;
+    f->path = path;
+    f->fd = -1;
+    f->tmp = lt_malloc(len, "path");
+    if (!f->tmp) return -1;
+    snprintf(f->tmp, len, "%s.tmp.%d", path, (int)getpid());
+    f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0) {
+        lt_err_set("%s: cannot create: %s", f->tmp, strerror(errno));
+        free(f->tmp);
+        f->tmp = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void lt_atomic_discard(lt_atomic_file *f) {
+    if (f->fd >= 0) close(f->fd);
+    if (f->tmp) unlink(f->tmp);
+    free(f->tmp);
+    f->fd = -1;
+    f->tmp = NULL;
+}
+
+int lt_atomic_commit(lt_atomic_file *f) {
+    int fd = f->fd;
+    f->fd = -1;
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        lt_err_set("%s: write failed: %s", f->tmp, strerror(errno));
+        lt_atomic_discard(f);
+        return -1;
+    }
+    if (rename(f->tmp, f->path) != 0) {
+        lt_err_set("%s: cannot rename into place: %s", f->path, strerror(errno));
+        lt_atomic_discard(f);
+        return -1;
+    }
+    free(f->tmp);
+    f->tmp = NULL;
+    return 0;
+}
+
+int lt_write_file_atomic(const char *path, const void *data, size_t n) {
+    lt_atomic_file f;
+    if (lt_atomic_open(&f, path) != 0) return -1;
+    if (lt_write_all(f.fd, data, n) != 0) {
+        lt_err_set("%s: write failed: %s", f.tmp, strerror(errno));
+        lt_atomic_discard(&f);
+        return -1;
+    }
+    return lt_atomic_commit(&f);
 }
 
 int lt_mkdir_p(const char *path) {

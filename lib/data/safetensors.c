@@ -9,6 +9,7 @@
 #include "safetensors.h"
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "core/half.h"
 
 #include <errno.h>
@@ -614,18 +615,6 @@ static void sb_json_str(sbuf *b, const char *s) {
     sb_put(b, "\"", 1);
 }
 
-static int write_all(int fd, const void *data, size_t n) {
-    const uint8_t *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int lt_st_write(const char *path, const lt_st_entry *entries, int n, const char *const *meta_keys,
                 const char *const *meta_vals, int n_meta) {
     sbuf h = {0};
@@ -672,48 +661,25 @@ int lt_st_write(const char *path, const lt_st_entry *entries, int n, const char 
         return lt_err_set("out of memory writing %s", path);
     }
 
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) {
-        free(h.s);
-        return lt_err_set("out of memory writing %s", path);
-    }
-    snprintf(tmp, len, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        lt_err_set("%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
+    lt_atomic_file f;
+    if (lt_atomic_open(&f, path) != 0) {
         free(h.s);
         return -1;
     }
     uint8_t lenb[8];
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)((uint64_t)h.n >> (8 * i));
-    int bad = write_all(fd, lenb, 8) || write_all(fd, h.s, h.n);
+    int bad = lt_write_all(f.fd, lenb, 8) || lt_write_all(f.fd, h.s, h.n);
     for (int i = 0; i < n && !bad; i++) {
         uint64_t bytes = lt_dtype_size(entries[i].dtype);
         for (int d = 0; d < entries[i].ndim; d++) bytes *= (uint64_t)entries[i].shape[d];
-        bad = write_all(fd, entries[i].data, (size_t)bytes);
+        bad = lt_write_all(f.fd, entries[i].data, (size_t)bytes);
     }
+    int e = errno;
     free(h.s);
-    if (bad || fsync(fd) != 0) {
-        lt_err_set("%s: write failed: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(tmp);
+    if (bad) {
+        lt_err_set("%s: write failed: %s", f.tmp, strerror(e));
+        lt_atomic_discard(&f);
         return -1;
     }
-    if (close(fd) != 0) {
-        lt_err_set("%s: write failed: %s", tmp, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        lt_err_set("%s: cannot rename into place: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    return 0;
+    return lt_atomic_commit(&f);
 }
