@@ -11,16 +11,9 @@
 #include "core/cli.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/signals.h"
 #include "core/version.h"
 #include "train/train.h"
-
-static volatile sig_atomic_t g_stop = 0;
-
-static void on_signal(int sig) {
-    (void)sig;
-    if (g_stop) _exit(LT_EXIT_INTERRUPTED); /* second Ctrl-C: leave at once */
-    g_stop = 1;
-}
 
 static void usage(FILE *f) {
     fputs(
@@ -185,12 +178,7 @@ int main(int argc, char **argv) {
         return LT_EXIT_USAGE;
     }
     o.cache_path = argv[optind];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    o.stop = &g_stop;
+    o.stop = lt_stop_on_signals();
 
     lt_train_report r;
     int rc = lt_train_run(&o, &r);
