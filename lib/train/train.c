@@ -311,15 +311,22 @@ static void print_progress(int tty, int64_t step, int64_t total, int64_t spe, do
 
 /* ---- the run ---- */
 
-static int prepare_out(const lt_train_opts *o, run_files *f) {
-    int has_run = exists(f->ckpt) || exists(f->metrics) || exists(f->student);
-    if (has_run && !o->resume && !o->overwrite)
-        return lt_err_set("%s already holds a run; pass --resume to continue it or --overwrite to "
-                          "start over", o->out_dir);
-    if (o->resume && !exists(f->ckpt))
+/* Decides how this run starts in OUT and prepares the folder. *resume is set when OUT holds a
+ * checkpoint and neither --overwrite nor a fresh start was asked for: rerunning the command of an
+ * interrupted or killed run continues it (the checkpoint's saved arguments must then match, see
+ * check_resume_args). Without a checkpoint, metrics.jsonl/train.log alone are what a run killed
+ * before its first checkpoint leaves: they are restarted. A student file without a checkpoint is
+ * another run's result and is refused. */
+static int prepare_out(const lt_train_opts *o, run_files *f, int *resume) {
+    int has_ckpt = exists(f->ckpt);
+    *resume = !o->overwrite && (o->resume || has_ckpt);
+    if (o->resume && !has_ckpt)
         return lt_err_set("--resume: no checkpoint %s to resume from", f->ckpt);
+    if (!*resume && !o->overwrite && exists(f->student))
+        return lt_err_set("%s already holds a student (%s) but no checkpoint to continue from; "
+                          "pass --overwrite to start over", o->out_dir, f->student);
     if (lt_mkdir_p(f->ckpt_dir) != 0) return -1;
-    if (o->overwrite && !o->resume) {
+    if (!*resume) {
         unlink(f->ckpt);
         unlink(f->metrics);
         unlink(f->student);
@@ -379,14 +386,15 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
 
-    if (prepare_out(o, &f) != 0) goto done;
+    int resume = 0;
+    if (prepare_out(o, &f, &resume) != 0) goto done;
     if (trainer_init(&tr, o, m->image_size, m->embed_dim, Q) != 0) goto done;
     lt_train_state st = state_of(&tr);
     char args[2048];
     args_json(o, m, N, Q, base_lr, args, sizeof args);
 
     int64_t step = 0, epoch = 0;
-    if (o->resume) {
+    if (resume) {
         if (lt_checkpoint_load(f.ckpt, &st, &step, &epoch, &saved_args) != 0) goto done;
         if (check_resume_args(saved_args, args, f.ckpt) != 0) goto done;
         if (truncate_metrics(f.metrics, step) != 0) goto done;
@@ -399,7 +407,7 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         lt_err_set("%s: cannot write: %s", f.metrics_f ? f.log : f.metrics, strerror(errno));
         goto done;
     }
-    logf_(&f, "%s", o->resume ? "resuming a run:" : "training:");
+    logf_(&f, "%s", resume ? "resuming a run:" : "training:");
     logf_(&f, "  cache      %s: %lld images x %d views, D=%d, %d px, teacher %s", o->cache_path,
           (long long)N, m->views_per_image, m->embed_dim, m->image_size, m->teacher.file);
     logf_(&f, "  student    %s (C=%d) + linear head %d -> %d, out %s", o->student, tr.C, tr.C,
@@ -414,7 +422,7 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     logf_(&f, "  run        seed %llu, %d threads, checkpoint every %lld steps%s",
           (unsigned long long)o->seed, threads, (long long)ckpt_every,
           o->steps > 0 ? ", stopping early (--steps)" : "");
-    if (o->resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
+    if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
                          (long long)epoch, f.ckpt);
 
     rep->first_step = step;
@@ -445,7 +453,7 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         lt_loader_release(loader, b);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             lt_err_set("the loss became %s at step %lld (gradient norm %g); stopped. The last good "
-                       "checkpoint %s is kept: lower --lr, or resume from it",
+                       "checkpoint %s is kept: start over with a lower --lr (--overwrite)",
                        isfinite(loss) ? "finite but the gradients did not" : "non-finite",
                        (long long)step + 1, gnorm, f.ckpt);
             goto done;
@@ -478,7 +486,7 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
                   (long long)(step / spe), (long long)step, loss, lr, ips);
         if (stop) {
             if (tty) fputs("\n", stderr);
-            logf_(&f, "interrupted at step %lld: checkpoint written to %s; continue with --resume",
+            logf_(&f, "interrupted at step %lld: checkpoint written to %s; rerun the same command to continue",
                   (long long)step, f.ckpt);
             rep->interrupted = 1;
             break;

@@ -1,7 +1,8 @@
 """lt-train end to end on a tiny cache: the loss falls; student.safetensors loads into
 torchvision (PyPI safetensors) with only fc.* missing; a run stopped after k steps and resumed
-equals an uninterrupted one bit for bit; SIGINT checkpoints and exits 130; an existing run is
-not overwritten by accident; bad options and caches are clean errors."""
+equals an uninterrupted one bit for bit, whether continued by rerunning the same command or with
+--resume, after SIGINT (exit 130) or SIGKILL; a finished run rerun does nothing; a rerun with
+other settings is refused; bad options and caches are clean errors."""
 import json
 import os
 import signal
@@ -84,14 +85,36 @@ def assert_same_run(a, b):
     assert losses(a) == losses(b)
 
 
-@pytest.mark.parametrize("optimizer", ["lars", "adamw"])
-def test_resume_is_bit_identical(cache, tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer,flag", [("lars", []), ("adamw", ["--resume"])])
+def test_resume_is_bit_identical(cache, tmp_path, optimizer, flag):
     common = ["--batch-size", "4", "--epochs", "3", "--optimizer", optimizer, "--threads", "2", "-q"]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     run([lt_train(), cache, "--out", full, *common])
     run([lt_train(), cache, "--out", part, "--steps", "4", "--checkpoint-every", "2", *common])
     assert read_ckpt(part)[1]["step"] == "4"
-    run([lt_train(), cache, "--out", part, "--resume", *common])
+    run([lt_train(), cache, "--out", part, *flag, *common])
+    assert_same_run(full, part)
+
+
+def test_sigkill_then_same_command_is_bit_identical(cache, tmp_path):
+    common = ["--batch-size", "4", "--epochs", "30", "--checkpoint-every", "2", "--threads", "1",
+              "-q"]
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    p = subprocess.Popen([lt_train(), cache, "--out", part, *common])
+    ckpt = os.path.join(part, "checkpoints", "last.safetensors")
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(ckpt):
+        time.sleep(0.05)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    step = int(read_ckpt(part)[1]["step"])
+    assert 2 <= step < 90
+    # metrics.jsonl may hold steps past the checkpoint: the rerun drops and recomputes them
+    stop = str(step + 3)
+    run([lt_train(), cache, "--out", full, "--steps", stop, *common])
+    run([lt_train(), cache, "--out", part, "--steps", stop, *common])
     assert_same_run(full, part)
 
 
@@ -104,13 +127,13 @@ def test_sigint_checkpoints_and_resumes(cache, tmp_path):
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
-    assert "--resume" in err
+    assert "rerun the same command" in err
     step = int(read_ckpt(part)[1]["step"])
     assert 1 <= step < 90
     # the uninterrupted reference stops at the same step the resumed run is taken to
     stop = str(step + 2)
     run([lt_train(), cache, "--out", full, "--steps", stop, *common, "-q"])
-    run([lt_train(), cache, "--out", part, "--resume", "--steps", stop, *common, "-q"])
+    run([lt_train(), cache, "--out", part, "--steps", stop, *common, "-q"])
     assert_same_run(full, part)
 
 
@@ -118,13 +141,26 @@ def test_existing_run_is_protected(cache, tmp_path):
     out = str(tmp_path / "out")
     common = ["--batch-size", "4", "--epochs", "1", "--threads", "2", "-q"]
     run([lt_train(), cache, "--out", out, *common])
-    before = open(os.path.join(out, "student.safetensors"), "rb").read()
+    student = os.path.join(out, "student.safetensors")
+    before = open(student, "rb").read()
+    # the same command again: the run is complete, nothing to do
+    r = run([lt_train(), cache, "--out", out, *common[:-1]])
+    assert "nothing to do" in r.stderr, r.stderr
+    assert open(student, "rb").read() == before
+    # other settings are refused, naming the setting, with or without --resume
+    for flag in ([], ["--resume"]):
+        r = run([lt_train(), cache, "--out", out, *flag, "--batch-size", "6", "--epochs", "1",
+                 "-q"], check=False)
+        assert r.returncode == 1 and "batch_size" in r.stderr and "--overwrite" in r.stderr, \
+            r.stderr
+        assert open(student, "rb").read() == before
+    # a student without a checkpoint is another run's result: refused
+    os.unlink(os.path.join(out, "checkpoints", "last.safetensors"))
     r = run([lt_train(), cache, "--out", out, *common], check=False)
-    assert r.returncode == 1 and "--resume" in r.stderr and "--overwrite" in r.stderr
-    assert open(os.path.join(out, "student.safetensors"), "rb").read() == before
-    r = run([lt_train(), cache, "--out", out, "--resume", "--batch-size", "6", "--epochs", "1",
-             "-q"], check=False)
-    assert r.returncode == 1 and "batch_size" in r.stderr, r.stderr
+    assert r.returncode == 1 and "--overwrite" in r.stderr and "student" in r.stderr, r.stderr
+    r = run([lt_train(), cache, "--out", out, "--resume", *common], check=False)
+    assert r.returncode == 1 and "no checkpoint" in r.stderr, r.stderr
+    assert open(student, "rb").read() == before
     run([lt_train(), cache, "--out", out, "--overwrite", *common])
 
 

@@ -43,7 +43,9 @@ static void usage(FILE *f) {
         "  --no-shuffle          epoch e visits images 0..N-1 in order, each with view e mod V\n"
         "  --init FILE           start from these weights (torchvision names; fc.* ignored,\n"
         "                        head.weight/head.bias used when present)\n"
-        "  --resume              continue the run in OUT from its last checkpoint\n"
+        "  --resume              continue the run in OUT from its last checkpoint; an error if\n"
+        "                        there is none (without it, a checkpoint in OUT is continued\n"
+        "                        too when its settings match this command's)\n"
         "  --overwrite           start over in an OUT that already holds a run\n"
         "  --checkpoint-every N  steps between checkpoints (default: every epoch, and at the end)\n"
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
@@ -58,7 +60,7 @@ static void usage(FILE *f) {
         "  -V, --version         print the version\n"
         "\n"
         "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (a checkpoint was\n"
-        "written: continue with --resume).\n",
+        "written: rerun the same command to continue).\n",
         f);
 }
 
@@ -184,7 +186,7 @@ int main(int argc, char **argv) {
     int rc = lt_train_run(&o, &r);
     if (rc == LT_EXIT_INTERRUPTED) {
         lt_error("interrupted at step %lld; the checkpoint is in %s/checkpoints: rerun the same "
-                 "command with --resume to continue", (long long)r.last_step, o.out_dir);
+                 "command to continue", (long long)r.last_step, o.out_dir);
         return rc;
     }
     if (rc != LT_EXIT_OK) lt_error("%s", lt_err_msg());
