@@ -17,8 +17,8 @@
  *  - Parameter gradients (dw, dgamma, dbeta, db) are accumulated (+=) when `accumulate` is
  *    non-zero and overwritten when it is zero. Input gradients say per op.
  *  - Determinism: for a fixed lt_threads_set() count every op is bitwise reproducible run to
- *    run: static partitions, no float atomics, every reduction in a fixed order (the batch norm
- *    and bias reductions are even independent of the thread count).
+ *    run: static partitions, no float atomics, every reduction in a fixed order (the pooling and
+ *    bias reductions are even independent of the thread count).
  *  - Ops that can fail (bad dimensions) return 0 / -1 with lt_err_set(); the rest return void. */
 #ifndef LT_NN_CNN_H
 #define LT_NN_CNN_H

@@ -12,12 +12,14 @@
  * input gradient goes through a "col2im" written as a gather over input pixels (each dx element
  * sums its taps in a fixed order, no scatter races), so it parallelises without atomics.
  *
- * Batch norm, pooling and bias reductions are parallel over blocks of channels; each thread runs
- * over all rows of its channels in order, in double, so their results do not even depend on the
- * thread count. */
+ * Batch norm is parallel over contiguous ranges of rows (see below). Pooling and bias reductions
+ * are parallel over blocks of channels; each thread runs over all rows of its channels in order,
+ * in double, so their results do not even depend on the thread count. */
 #include "nn/cnn.h"
 
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -115,31 +117,32 @@ static void unperm_weight(const lt_conv2d_dims *d, float *dw, const float *dwp, 
     }
 }
 
-/* col (nb·OH·OW, K) from images x (nb, H, W, Cin), columns ordered (ky, kx, ci). */
+/* col (nb·OH·OW, K) from images x (nb, H, W, Cin), columns ordered (ky, kx, ci). In NHWC the kw
+ * taps of one kernel row are kw·Cin consecutive input floats, the same order as the kw·Cin
+ * columns of that kernel row: one copy per kernel row, clipped at the image edges. */
 static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) {
-    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW;
-    const int64_t K = conv_K(d);
+    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, kw = d->kw;
+    const int64_t K = conv_K(d), run = (int64_t)kw * Cin;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < nb; b++)
         for (int oy = 0; oy < OH; oy++) {
             const float *xb = x + (int64_t)b * H * W * Cin;
             for (int ox = 0; ox < OW; ox++) {
                 float *row = col + (((int64_t)b * OH + oy) * OW + ox) * K;
+                const int ix0 = ox * d->stride - d->pad;
+                /* taps kx in [k0, k1) fall inside the image */
+                const int k0 = ix0 < 0 ? -ix0 : 0, k1 = ix0 + kw > W ? W - ix0 : kw;
                 for (int ky = 0; ky < d->kh; ky++) {
-                    int iy = oy * d->stride - d->pad + ky;
-                    for (int kx = 0; kx < d->kw; kx++) {
-                        int ix = ox * d->stride - d->pad + kx;
-                        float *dst = row + ((int64_t)ky * d->kw + kx) * Cin;
-                        const int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                        const float *src = inside ? xb + ((int64_t)iy * W + ix) * Cin : NULL;
-                        if (Cin < 16) { /* the stem (Cin 3): a call per tap costs more */
-                            for (int c = 0; c < Cin; c++) dst[c] = inside ? src[c] : 0.0f;
-                        } else if (inside) {
-                            memcpy(dst, src, sizeof(float) * Cin);
-                        } else {
-                            memset(dst, 0, sizeof(float) * Cin);
-                        }
+                    const int iy = oy * d->stride - d->pad + ky;
+                    float *dst = row + ky * run;
+                    if (iy < 0 || iy >= H || k1 <= k0) {
+                        memset(dst, 0, sizeof(float) * run);
+                        continue;
                     }
+                    if (k0 > 0) memset(dst, 0, sizeof(float) * k0 * Cin);
+                    memcpy(dst + (int64_t)k0 * Cin, xb + ((int64_t)iy * W + ix0 + k0) * Cin,
+                           sizeof(float) * (k1 - k0) * Cin);
+                    if (k1 < kw) memset(dst + (int64_t)k1 * Cin, 0, sizeof(float) * (kw - k1) * Cin);
                 }
             }
         }
@@ -254,60 +257,78 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
 /* ------------------------------------------------------------------------------------------ */
 /* batch norm                                                                                  */
 
-/* The per-channel loops below work on one block of nc <= CBLK channels over all M rows. They
- * are written as always-inlined helpers called with constant nc / flags where it matters, so
- * the compiler emits straight vector code for full blocks. Sums are taken in float over BN_ROWS
- * rows, then folded into double: vectorisable, and as accurate as a double sum for our use. */
+/* Batch norm streams the (M, C) matrix row by row, every pass over contiguous memory: each
+ * thread takes a contiguous range of rows (a static partition by the thread count) and
+ * accumulates per-channel sums for all C channels at once, in float over BN_ROWS rows and then in
+ * double; the threads' partial sums are folded in thread order, so the result is reproducible
+ * for a fixed thread count. (Walking the matrix channel block by channel block instead reads
+ * every cache line C/16 times over and was 5-8x slower at C = 64.) The partial sums live in a
+ * per-thread buffer that grows once to the largest (threads, 2, C) seen. */
 #define BN_ROWS 32
 #define LT_INLINE static inline __attribute__((always_inline))
 
-/* s = Σ (x − k), q = Σ (x − k)² per channel, k = the first row (a shift that keeps
- * E[x²] − E[x]² free of cancellation when |mean| >> std). */
-LT_INLINE void bn_sums(const float *x, int64_t M, int C, int nc, const float *k, double *s,
-                       double *q) {
-    for (int c = 0; c < nc; c++) s[c] = q[c] = 0.0;
-    for (int64_t r0 = 0; r0 < M; r0 += BN_ROWS) {
-        const int64_t r1 = r0 + BN_ROWS < M ? r0 + BN_ROWS : M;
-        float fs[CBLK] = {0}, fq[CBLK] = {0};
-        for (int64_t r = r0; r < r1; r++) {
+static double *bn_partials(int nt, int C) {
+    static _Thread_local double *buf;
+    static _Thread_local size_t cap;
+    size_t need = (size_t)nt * 2 * (size_t)C;
+    if (need > cap) {
+        double *p = realloc(buf, need * sizeof(double));
+        if (!p) return NULL;
+        buf = p, cap = need;
+    }
+    return buf;
+}
+
+/* Rows [r0, r1) of thread t out of nt (contiguous, static). */
+static void bn_rows(int64_t M, int t, int nt, int64_t *r0, int64_t *r1) {
+    *r0 = M * t / nt;
+    *r1 = M * (t + 1) / nt;
+}
+
+/* s (C) = Σ (x − k), q (C) = Σ (x − k)² over rows [r0, r1), k (C) a shift (the first row) that
+ * keeps E[x²] − E[x]² free of cancellation when |mean| >> std. */
+static void bn_sums(const float *x, int64_t r0, int64_t r1, int C, const float *k, double *s,
+                    double *q) {
+    float fs[C], fq[C];
+    for (int c = 0; c < C; c++) s[c] = q[c] = 0.0;
+    for (int64_t b0 = r0; b0 < r1; b0 += BN_ROWS) {
+        const int64_t b1 = b0 + BN_ROWS < r1 ? b0 + BN_ROWS : r1;
+        for (int c = 0; c < C; c++) fs[c] = fq[c] = 0.0f;
+        for (int64_t r = b0; r < b1; r++) {
             const float *xr = x + r * C;
             #pragma omp simd
-            for (int c = 0; c < nc; c++) {
+            for (int c = 0; c < C; c++) {
                 float v = xr[c] - k[c];
                 fs[c] += v;
                 fq[c] += v * v;
             }
         }
-        for (int c = 0; c < nc; c++) s[c] += fs[c], q[c] += fq[c];
+        for (int c = 0; c < C; c++) s[c] += fs[c], q[c] += fq[c];
     }
 }
 
-/* y = act((x − m) · sc + sh [+ res]) */
-LT_INLINE void bn_apply(float *y, const float *x, const float *res, int64_t M, int C, int nc,
-                        const float *m, const float *sc, const float *sh, int relu) {
-    for (int64_t r = 0; r < M; r++) {
-        const float *xr = x + r * C;
+/* y = act((x − m) · sc + sh [+ res]) over rows [r0, r1) */
+LT_INLINE void bn_apply(float *y, const float *x, const float *res, int64_t r0, int64_t r1,
+                        int C, const float *m, const float *sc, const float *sh, int relu) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * C, *rr = res ? res + r * C : NULL;
         float *yr = y + r * C;
         #pragma omp simd
-        for (int c = 0; c < nc; c++) {
+        for (int c = 0; c < C; c++) {
             float v = (xr[c] - m[c]) * sc[c] + sh[c];
-            if (res) v += res[r * C + c];
+            if (res) v += rr[c];
             if (relu) v = v > 0.0f ? v : 0.0f;
             yr[c] = v;
         }
     }
 }
 
-static void bn_apply_any(float *y, const float *x, const float *res, int64_t M, int C, int nc,
-                         const float *m, const float *sc, const float *sh, int relu) {
-    if (nc == CBLK) {
-        if (res && relu) bn_apply(y, x, res, M, C, CBLK, m, sc, sh, 1);
-        else if (res) bn_apply(y, x, res, M, C, CBLK, m, sc, sh, 0);
-        else if (relu) bn_apply(y, x, NULL, M, C, CBLK, m, sc, sh, 1);
-        else bn_apply(y, x, NULL, M, C, CBLK, m, sc, sh, 0);
-    } else {
-        bn_apply(y, x, res, M, C, nc, m, sc, sh, relu);
-    }
+static void bn_apply_any(float *y, const float *x, const float *res, int64_t r0, int64_t r1,
+                         int C, const float *m, const float *sc, const float *sh, int relu) {
+    if (res && relu) bn_apply(y, x, res, r0, r1, C, m, sc, sh, 1);
+    else if (res) bn_apply(y, x, res, r0, r1, C, m, sc, sh, 0);
+    else if (relu) bn_apply(y, x, NULL, r0, r1, C, m, sc, sh, 1);
+    else bn_apply(y, x, NULL, r0, r1, C, m, sc, sh, 0);
 }
 
 int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
@@ -317,35 +338,42 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
         return lt_err_set("batch norm: expected more than 1 value per channel in training "
                           "(got %d)",
                           M);
-    const int nblk = (C + CBLK - 1) / CBLK;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblk; blk++) {
-        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-        const float *xb = x + c0;
-        double s[CBLK], q[CBLK];
-        float k[CBLK], sc[CBLK], sh[CBLK], mf[CBLK];
-        for (int c = 0; c < nc; c++) k[c] = xb[c];
-        if (nc == CBLK) bn_sums(xb, M, C, CBLK, k, s, q);
-        else bn_sums(xb, M, C, nc, k, s, q);
-        for (int c = 0; c < nc; c++) {
-            double d = s[c] / M;             /* mean − k */
-            double var = q[c] / M - d * d;   /* biased */
+    int nt = omp_get_max_threads();
+    if (nt > M) nt = M;
+    double *part = bn_partials(nt, C);
+    if (!part) return lt_err_set("batch norm: out of memory (%d channels)", C);
+    float k[C], sc[C], sh[C], mf[C];
+    for (int c = 0; c < C; c++) k[c] = x[c];
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t r0, r1;
+        bn_rows(M, t, nth, &r0, &r1);
+        bn_sums(x, r0, r1, C, k, part + (size_t)t * 2 * C, part + (size_t)t * 2 * C + C);
+#pragma omp barrier
+#pragma omp single
+        for (int c = 0; c < C; c++) {
+            double sv = 0.0, qv = 0.0;
+            for (int u = 0; u < nth; u++) sv += part[(size_t)u * 2 * C + c],
+                                         qv += part[(size_t)u * 2 * C + C + c];
+            double d = sv / M;              /* mean − k */
+            double var = qv / M - d * d;    /* biased */
             if (var < 0) var = 0;
             double mu = k[c] + d;
             double is = 1.0 / sqrt(var + (double)eps);
-            mean[c0 + c] = (float)mu;
-            invstd[c0 + c] = (float)is;
+            mean[c] = (float)mu;
+            invstd[c] = (float)is;
             if (running_mean)
-                running_mean[c0 + c] =
-                    (float)((1.0 - momentum) * running_mean[c0 + c] + momentum * mu);
+                running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu);
             if (running_var)
-                running_var[c0 + c] = (float)((1.0 - momentum) * running_var[c0 + c] +
-                                              momentum * var * M / (M - 1));
-            sc[c] = (float)(gamma[c0 + c] * is);
-            sh[c] = beta[c0 + c];
+                running_var[c] = (float)((1.0 - momentum) * running_var[c] +
+                                         momentum * var * M / (M - 1));
+            sc[c] = (float)(gamma[c] * is);
+            sh[c] = beta[c];
             mf[c] = (float)mu;
         }
-        bn_apply_any(y + c0, xb, res ? res + c0 : NULL, M, C, nc, mf, sc, sh, relu);
+        /* the implicit barrier of single: every thread sees the statistics */
+        bn_apply_any(y, x, res, r0, r1, C, mf, sc, sh, relu);
     }
     return 0;
 }
@@ -353,53 +381,56 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
 void lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
                         const float *beta, const float *running_mean, const float *running_var,
                         int M, int C, float eps, int relu) {
-    const int nblk = (C + CBLK - 1) / CBLK;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblk; blk++) {
-        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-        float sc[CBLK], sh[CBLK], mf[CBLK];
-        for (int c = 0; c < nc; c++) {
-            double is = 1.0 / sqrt((double)running_var[c0 + c] + (double)eps);
-            sc[c] = (float)(gamma[c0 + c] * is);
-            sh[c] = beta[c0 + c];
-            mf[c] = running_mean[c0 + c];
-        }
-        bn_apply_any(y + c0, x + c0, res ? res + c0 : NULL, M, C, nc, mf, sc, sh, relu);
+    float sc[C], sh[C], mf[C];
+    for (int c = 0; c < C; c++) {
+        double is = 1.0 / sqrt((double)running_var[c] + (double)eps);
+        sc[c] = (float)(gamma[c] * is);
+        sh[c] = beta[c];
+        mf[c] = running_mean[c];
+    }
+    int nt = omp_get_max_threads();
+    if (nt > M) nt = M;
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        bn_rows(M, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        bn_apply_any(y, x, res, r0, r1, C, mf, sc, sh, relu);
     }
 }
 
-/* g = dy masked by y > 0 when relu; sg = Σ g, sgx = Σ g · (x − m) */
-LT_INLINE void bn_grad_sums(const float *dy, const float *x, const float *y, int64_t M, int C,
-                            int nc, const float *m, double *sg, double *sgx, int relu) {
-    for (int c = 0; c < nc; c++) sg[c] = sgx[c] = 0.0;
-    for (int64_t r0 = 0; r0 < M; r0 += BN_ROWS) {
-        const int64_t r1 = r0 + BN_ROWS < M ? r0 + BN_ROWS : M;
-        float fs[CBLK] = {0}, fx[CBLK] = {0};
-        for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * C, *dr = dy + r * C;
+/* g = dy masked by y > 0 when relu; sg = Σ g, sgx = Σ g · (x − m) over rows [r0, r1) */
+LT_INLINE void bn_grad_sums(const float *dy, const float *x, const float *y, int64_t r0,
+                            int64_t r1, int C, const float *m, double *sg, double *sgx, int relu) {
+    float fs[C], fx[C];
+    for (int c = 0; c < C; c++) sg[c] = sgx[c] = 0.0;
+    for (int64_t b0 = r0; b0 < r1; b0 += BN_ROWS) {
+        const int64_t b1 = b0 + BN_ROWS < r1 ? b0 + BN_ROWS : r1;
+        for (int c = 0; c < C; c++) fs[c] = fx[c] = 0.0f;
+        for (int64_t r = b0; r < b1; r++) {
+            const float *xr = x + r * C, *dr = dy + r * C, *yr = relu ? y + r * C : NULL;
             #pragma omp simd
-            for (int c = 0; c < nc; c++) {
+            for (int c = 0; c < C; c++) {
                 float g = dr[c];
-                if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
+                if (relu) g = yr[c] > 0.0f ? g : 0.0f;
                 fs[c] += g;
                 fx[c] += g * (xr[c] - m[c]);
             }
         }
-        for (int c = 0; c < nc; c++) sg[c] += fs[c], sgx[c] += fx[c];
+        for (int c = 0; c < C; c++) sg[c] += fs[c], sgx[c] += fx[c];
     }
 }
 
-/* dx = a · (g − b − (x − m) · k) */
+/* dx = a · (g − b − (x − m) · k) over rows [r0, r1) */
 LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const float *y,
-                             int64_t M, int C, int nc, const float *m, const float *a,
+                             int64_t r0, int64_t r1, int C, const float *m, const float *a,
                              const float *b, const float *k, int relu) {
-    for (int64_t r = 0; r < M; r++) {
-        const float *xr = x + r * C, *dr = dy + r * C;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *xr = x + r * C, *dr = dy + r * C, *yr = relu ? y + r * C : NULL;
         float *dxr = dx + r * C;
         #pragma omp simd
-        for (int c = 0; c < nc; c++) {
+        for (int c = 0; c < C; c++) {
             float g = dr[c];
-            if (relu) g = y[r * C + c] > 0.0f ? g : 0.0f;
+            if (relu) g = yr[c] > 0.0f ? g : 0.0f;
             dxr[c] = a[c] * (g - b[c] - (xr[c] - m[c]) * k[c]);
         }
     }
@@ -408,31 +439,41 @@ LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const f
 void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                     const float *y, const float *gamma, const float *mean, const float *invstd,
                     int M, int C, int relu, int accumulate) {
-    const int nblk = (C + CBLK - 1) / CBLK;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < nblk; blk++) {
-        const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-        const float *xb = x + c0, *db_ = dy + c0, *yb = relu ? y + c0 : NULL;
-        double sg[CBLK], sgx[CBLK];
-        float mu[CBLK];
-        for (int c = 0; c < nc; c++) mu[c] = mean[c0 + c];
-        if (nc == CBLK && relu) bn_grad_sums(db_, xb, yb, M, C, CBLK, mu, sg, sgx, 1);
-        else if (nc == CBLK) bn_grad_sums(db_, xb, NULL, M, C, CBLK, mu, sg, sgx, 0);
-        else bn_grad_sums(db_, xb, yb, M, C, nc, mu, sg, sgx, relu);
+    int nt = omp_get_max_threads();
+    if (nt > M) nt = M;
+    double *part = bn_partials(nt, C);
+    if (!part) { /* cannot happen after a forward of the same C; keep the gradient defined */
+        nt = 1;
+        part = bn_partials(1, C);
+        if (!part) return;
+    }
+    float mu[C], a[C], bsub[C], k[C];
+    for (int c = 0; c < C; c++) mu[c] = mean[c];
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t r0, r1;
+        bn_rows(M, t, nth, &r0, &r1);
+        double *sg = part + (size_t)t * 2 * C, *sgx = sg + C;
+        if (relu) bn_grad_sums(dy, x, y, r0, r1, C, mu, sg, sgx, 1);
+        else bn_grad_sums(dy, x, NULL, r0, r1, C, mu, sg, sgx, 0);
+#pragma omp barrier
+#pragma omp single
         /* dx = γ·is·(g − Σg/M − x̂·Σ(g·x̂)/M), x̂ = (x − μ)·is, Σ(g·x̂) = is·Σ(g·(x − μ)) */
-        float a[CBLK], bsub[CBLK], k[CBLK];
-        for (int c = 0; c < nc; c++) {
-            double is = invstd[c0 + c], gm = gamma[c0 + c];
-            double dg = sgx[c] * is, dbv = sg[c];
-            if (dgamma) dgamma[c0 + c] = (float)(accumulate ? dgamma[c0 + c] + dg : dg);
-            if (dbeta) dbeta[c0 + c] = (float)(accumulate ? dbeta[c0 + c] + dbv : dbv);
+        for (int c = 0; c < C; c++) {
+            double sgv = 0.0, sgxv = 0.0;
+            for (int u = 0; u < nth; u++) sgv += part[(size_t)u * 2 * C + c],
+                                         sgxv += part[(size_t)u * 2 * C + C + c];
+            double is = invstd[c], gm = gamma[c];
+            double dg = sgxv * is, dbv = sgv;
+            if (dgamma) dgamma[c] = (float)(accumulate ? dgamma[c] + dg : dg);
+            if (dbeta) dbeta[c] = (float)(accumulate ? dbeta[c] + dbv : dbv);
             a[c] = (float)(gm * is);     /* scale of g */
             bsub[c] = (float)(dbv / M);  /* mean of g */
             k[c] = (float)(dg * is / M); /* coefficient of (x − μ) */
         }
-        if (nc == CBLK && relu) bn_grad_apply(dx + c0, db_, xb, yb, M, C, CBLK, mu, a, bsub, k, 1);
-        else if (nc == CBLK) bn_grad_apply(dx + c0, db_, xb, NULL, M, C, CBLK, mu, a, bsub, k, 0);
-        else bn_grad_apply(dx + c0, db_, xb, yb, M, C, nc, mu, a, bsub, k, relu);
+        if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, bsub, k, 1);
+        else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, bsub, k, 0);
     }
 }
 
