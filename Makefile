@@ -17,7 +17,8 @@ PYTHON  ?= /usr/bin/python3
 BUILD   := build
 BINDIR  := bin
 PKGS    := hdf5 libturbojpeg libpng libzstd openblas
-OPT     ?= -O2 -march=x86-64-v2
+# x86-64-v3: AVX2 + FMA (x86 CPUs since 2013-2015); older CPUs: make OPT="-O2 -march=x86-64-v2"
+OPT     ?= -O2 -march=x86-64-v3
 CFLAGS  += $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Ilib \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -lpthread

@@ -64,9 +64,26 @@ static int conv_chunk(const lt_conv2d_dims *d) {
     return (int)n;
 }
 
+/* The input gradient of a stride-1 conv is itself a stride-1 conv: of dy (B, OH, OW, Cout), with
+ * the kernel flipped in space and its channel axes swapped, padded by k − 1 − pad (this needs
+ * pad <= k − 1). Computing it that way is one im2col + GEMM of the forward's shape (inner
+ * dimension kh·kw·Cout) instead of a GEMM with inner dimension Cout and a col2im gather. */
+static int conv_dx_by_conv(const lt_conv2d_dims *d) {
+    return !conv_is_gemm(d) && d->stride == 1 && d->pad <= d->kh - 1 && d->pad <= d->kw - 1 &&
+           d->kh == d->kw;
+}
+/* The dims of that conv (dy -> dx). */
+static lt_conv2d_dims conv_dx_dims(const lt_conv2d_dims *d) {
+    lt_conv2d_dims t = {.B = d->B, .H = d->OH, .W = d->OW, .Cin = d->Cout, .Cout = d->Cin,
+                        .kh = d->kh, .kw = d->kw, .stride = 1, .pad = d->kh - 1 - d->pad};
+    t.OH = d->H, t.OW = d->W;
+    return t;
+}
+
 /* Scratch layout (floats): [wperm (Cout, K)] [dwperm (Cout, K)] [col (rows, K)] [dcol (rows, K)]
- * where the permuted weights exist when conv_needs_perm and the col buffers unless
- * conv_is_gemm. */
+ * where the permuted weights exist when conv_needs_perm (wperm also holds the flipped weights of
+ * the input-gradient conv), col unless conv_is_gemm (sized for the input-gradient conv too), and
+ * dcol only where the input gradient goes through col2im. */
 typedef struct {
     float *wperm, *dwperm, *col, *dcol;
 } conv_ws;
@@ -75,14 +92,19 @@ static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
     int64_t K = conv_K(d), off = 0;
     float *base = ws;
     conv_ws l = {0};
-    if (conv_needs_perm(d)) {
+    if (conv_needs_perm(d) || conv_dx_by_conv(d)) {
         l.wperm = base ? base + off : NULL, off += (int64_t)d->Cout * K;
         l.dwperm = base ? base + off : NULL, off += (int64_t)d->Cout * K;
     }
     if (!conv_is_gemm(d)) {
-        int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW;
-        l.col = base ? base + off : NULL, off += rows * K;
-        l.dcol = base ? base + off : NULL, off += rows * K;
+        int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW, n = rows * K;
+        if (conv_dx_by_conv(d)) {
+            lt_conv2d_dims t = conv_dx_dims(d);
+            int64_t nt = (int64_t)conv_chunk(&t) * t.OH * t.OW * conv_K(&t);
+            if (nt > n) n = nt;
+        }
+        l.col = base ? base + off : NULL, off += n;
+        if (!conv_dx_by_conv(d)) l.dcol = base ? base + off : NULL, off += rows * K;
     }
     if (out) *out = l;
     return (size_t)off * sizeof(float);
@@ -100,6 +122,20 @@ static void perm_weight(const lt_conv2d_dims *d, float *wp, const float *w) {
         for (int ci = 0; ci < Cin; ci++)
             for (int t = 0; t < kk; t++) dst[(int64_t)t * Cin + ci] = src[(int64_t)ci * kk + t];
     }
+}
+
+/* wt (Cin, kh, kw, Cout) = w (Cout, Cin, kh, kw) flipped in space: the weight of the
+ * input-gradient conv in the column order of im2col. */
+static void flip_weight(const lt_conv2d_dims *d, float *wt, const float *w) {
+    const int Cin = d->Cin, Cout = d->Cout, kh = d->kh, kw = d->kw;
+#pragma omp parallel for schedule(static)
+    for (int ci = 0; ci < Cin; ci++)
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                float *dst = wt + (((int64_t)ci * kh + ky) * kw + kx) * Cout;
+                const float *src = w + ((int64_t)ci * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx);
+                for (int co = 0; co < Cout; co++) dst[co] = src[(int64_t)co * Cin * kh * kw];
+            }
 }
 
 /* dw (Cout, Cin, kh, kw) (+)= dwp (Cout, kh, kw, Cin) */
@@ -180,6 +216,22 @@ static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb
         }
 }
 
+/* y (+)= conv(x, wm) for a non-GEMM conv, wm in the (Cout, kh, kw, Cin) column order (or w
+ * itself when Cin or the kernel is 1), chunk by chunk through col. beta 0 writes y, 1 adds. */
+static void conv_im2col_gemm(const lt_conv2d_dims *d, float *y, const float *x, const float *wm,
+                             float *col, float beta) {
+    const int Cout = d->Cout;
+    const int64_t K = conv_K(d);
+    const int chunk = conv_chunk(d);
+    const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
+    for (int b0 = 0; b0 < d->B; b0 += chunk) {
+        int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
+        im2col(d, col, x + b0 * in_img, nb);
+        lt_op_gemm(0, 1, (int)(nb * out_pix), Cout, (int)K, 1.0f, col, (int)K, wm, (int)K, beta,
+                   y + b0 * out_pix * Cout, Cout);
+    }
+}
+
 void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const float *w,
                        void *ws) {
     const int Cout = d->Cout;
@@ -193,18 +245,11 @@ void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const 
     conv_ws l;
     conv_ws_layout(d, ws, &l);
     const float *wm = w;
-    if (l.wperm) {
+    if (conv_needs_perm(d)) {
         perm_weight(d, l.wperm, w);
         wm = l.wperm;
     }
-    const int chunk = conv_chunk(d);
-    const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
-    for (int b0 = 0; b0 < d->B; b0 += chunk) {
-        int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
-        im2col(d, l.col, x + b0 * in_img, nb);
-        lt_op_gemm(0, 1, (int)(nb * out_pix), Cout, (int)K,
-                    1.0f, l.col, (int)K, wm, (int)K, 0.0f, y + b0 * out_pix * Cout, Cout);
-    }
+    conv_im2col_gemm(d, y, x, wm, l.col, 0.0f);
 }
 
 void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const float *dy,
@@ -226,13 +271,14 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
     }
     conv_ws l;
     conv_ws_layout(d, ws, &l);
+    const int by_conv = conv_dx_by_conv(d);
     const float *wm = w;
-    if (l.wperm && dx) {
+    if (dx && !by_conv && conv_needs_perm(d)) {
         perm_weight(d, l.wperm, w);
         wm = l.wperm;
     }
     /* the GEMM's dw target: the permuted scratch, or dw itself when the layouts agree */
-    float *dwm = l.dwperm ? l.dwperm : dw;
+    float *dwm = conv_needs_perm(d) ? l.dwperm : dw;
     const int chunk = conv_chunk(d);
     const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
     for (int b0 = 0; b0 < d->B; b0 += chunk) {
@@ -241,17 +287,22 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
         const float *dyc = dy + b0 * out_pix * Cout;
         if (dw) {
             im2col(d, l.col, x + b0 * in_img, nb);
-            float beta = (b0 > 0 || (accumulate && !l.dwperm)) ? 1.0f : 0.0f;
+            float beta = (b0 > 0 || (accumulate && dwm == dw)) ? 1.0f : 0.0f;
             lt_op_gemm(1, 0, Cout, (int)K, rows, 1.0f, dyc,
                         Cout, l.col, (int)K, beta, dwm, (int)K);
         }
-        if (dx) {
+        if (dx && !by_conv) {
             lt_op_gemm(0, 0, rows, (int)K, Cout, 1.0f, dyc,
                         Cout, wm, (int)K, 0.0f, l.dcol, (int)K);
             col2im(d, dx + b0 * in_img, l.dcol, nb, accumulate_dx);
         }
     }
-    if (dw && l.dwperm) unperm_weight(d, dw, l.dwperm, accumulate);
+    if (dw && dwm != dw) unperm_weight(d, dw, l.dwperm, accumulate);
+    if (dx && by_conv) {
+        lt_conv2d_dims t = conv_dx_dims(d);
+        flip_weight(d, l.wperm, w);
+        conv_im2col_gemm(&t, dx, dy, l.wperm, l.col, accumulate_dx ? 1.0f : 0.0f);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -512,6 +563,8 @@ int lt_pool_dims_init(lt_pool_dims *d, int B, int H, int W, int C, int k, int st
     return 0;
 }
 
+/* Output pixels in parallel over (image, output row); the channels of a pixel are contiguous.
+ * The first window tap inside the image initialises the maximum, the others are compared. */
 void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x) {
     const int H = d->H, W = d->W, C = d->C, OH = d->OH, OW = d->OW;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -522,20 +575,28 @@ void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const 
                 int64_t o = (((int64_t)b * OH + oy) * OW + ox) * C;
                 float *yo = y + o;
                 int32_t *ao = argmax + o;
-                for (int c = 0; c < C; c++) yo[c] = -INFINITY, ao[c] = -1;
+                int first = 1;
                 for (int ky = 0; ky < d->k; ky++) {
                     int iy = oy * d->stride - d->pad + ky;
                     if (iy < 0 || iy >= H) continue;
                     for (int kx = 0; kx < d->k; kx++) {
                         int ix = ox * d->stride - d->pad + kx;
                         if (ix < 0 || ix >= W) continue;
-                        int32_t pos = iy * W + ix;
+                        const int32_t pos = iy * W + ix;
                         const float *xi = xb + (int64_t)pos * C;
+                        if (first) {
+                            memcpy(yo, xi, sizeof(float) * C);
+                            for (int c = 0; c < C; c++) ao[c] = pos;
+                            first = 0;
+                            continue;
+                        }
                         #pragma omp simd
                         for (int c = 0; c < C; c++) {
-                            float v = xi[c];
+                            const float v = xi[c];
                             /* first maximum wins; NaN propagates (PyTorch's rule) */
-                            if (v > yo[c] || v != v || ao[c] < 0) yo[c] = v, ao[c] = pos;
+                            const int take = v > yo[c] || v != v;
+                            yo[c] = take ? v : yo[c];
+                            ao[c] = take ? pos : ao[c];
                         }
                     }
                 }
@@ -543,23 +604,21 @@ void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const 
         }
 }
 
+/* Parallel over images: each image's gradient is zeroed, then every output gradient is added at
+ * its argmax, in output order (deterministic, contiguous rows). */
 void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
                          const int32_t *argmax) {
-    const int C = d->C, nblk = (C + CBLK - 1) / CBLK;
+    const int C = d->C;
     const int64_t in_img = (int64_t)d->H * d->W, out_img = (int64_t)d->OH * d->OW;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < d->B; b++)
-        for (int blk = 0; blk < nblk; blk++) {
-            const int c0 = blk * CBLK, nc = C - c0 < CBLK ? C - c0 : CBLK;
-            float *dxb = dx + (int64_t)b * in_img * C + c0;
-            for (int64_t p = 0; p < in_img; p++)
-                #pragma omp simd
-                for (int c = 0; c < nc; c++) dxb[p * C + c] = 0.0f;
-            const float *dyb = dy + (int64_t)b * out_img * C + c0;
-            const int32_t *ab = argmax + (int64_t)b * out_img * C + c0;
-            for (int64_t p = 0; p < out_img; p++)
-                for (int c = 0; c < nc; c++) dxb[(int64_t)ab[p * C + c] * C + c] += dyb[p * C + c];
-        }
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < d->B; b++) {
+        float *dxb = dx + (int64_t)b * in_img * C;
+        memset(dxb, 0, sizeof(float) * in_img * C);
+        const float *dyb = dy + (int64_t)b * out_img * C;
+        const int32_t *ab = argmax + (int64_t)b * out_img * C;
+        for (int64_t p = 0; p < out_img; p++)
+            for (int c = 0; c < C; c++) dxb[(int64_t)ab[p * C + c] * C + c] += dyb[p * C + c];
+    }
 }
 
 void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {

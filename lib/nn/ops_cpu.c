@@ -43,8 +43,12 @@ void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
         blas_leave(saved);
         return;
     }
-    /* split the longer of M and N into nt contiguous parts (multiples of 16 where possible) */
-    const int split_m = M >= N || M >= 16 * nt;
+    /* split M or N into nt contiguous parts (multiples of 16 where possible). Every thread packs
+     * the whole of the operand that is not split, so split the dimension of the larger one:
+     * M when M >= N (B, K x N, is the smaller), else N, unless N is too short to share. (The
+     * weight gradient of a conv, (Cout, K) += dyᵀ · col with Cout < K, splits N: each thread
+     * then packs half of the large im2col matrix instead of all of it.) */
+    const int split_m = M >= N || N < 16 * nt;
     const int len = split_m ? M : N;
 #pragma omp parallel for schedule(static) num_threads(nt)
     for (int t = 0; t < nt; t++) {
