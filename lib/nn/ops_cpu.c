@@ -9,6 +9,14 @@
 #include <omp.h>
 #include <string.h>
 
+/* expf and erff have vector variants in glibc's libmvec (x86-64, linked through libm); declaring
+ * them `omp declare simd` lets the `omp simd` loops below (GELU, SwiGLU, softmax) call 8 at a
+ * time instead of one. They agree with the scalar functions to a few ulp. */
+#pragma omp declare simd notinbranch
+extern float expf(float);
+#pragma omp declare simd notinbranch
+extern float erff(float);
+
 /* GEMMs are parallelised here with OpenMP, each thread calling a single-threaded OpenBLAS sgemm on
  * its own block of rows (or columns) of C. Why not OpenBLAS's own threads: Debian's default
  * OpenBLAS is the pthreads build, whose worker threads and OpenMP's both spin-wait after each
@@ -100,7 +108,7 @@ void lt_op_layernorm(float *out, const float *in, const float *w, const float *b
 }
 
 void lt_op_gelu(float *out, const float *in, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float x = in[i];
         out[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
@@ -123,6 +131,7 @@ void lt_op_swiglu(float *out, const float *in, int M, int H) {
     for (int i = 0; i < M; i++) {
         const float *x = in + (int64_t)i * 2 * H;
         float *y = out + (int64_t)i * H;
+        #pragma omp simd
         for (int j = 0; j < H; j++) {
             float a = x[j], g = x[H + j];
             y[j] = a / (1.0f + expf(-a)) * g;
@@ -132,8 +141,10 @@ void lt_op_swiglu(float *out, const float *in, int M, int H) {
 
 static void softmax_row(float *r, int N) {
     float mx = r[0];
+    #pragma omp simd reduction(max : mx)
     for (int j = 1; j < N; j++) mx = r[j] > mx ? r[j] : mx;
     float s = 0.0f;
+    #pragma omp simd reduction(+ : s)
     for (int j = 0; j < N; j++) {
         r[j] = expf(r[j] - mx);
         s += r[j];

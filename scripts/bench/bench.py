@@ -92,8 +92,25 @@ def teacher_rows(threads, quick, gflops):
 
 
 def resnet18_train_flops(S=224):
-    """Training FLOPs per image: 3x the forward (forward + input and weight gradients)."""
-    return 3 * 1.82e9 * (S / 224) ** 2
+    """Training FLOPs per image of the resnet18 convolutions (2 per multiply-add): forward, weight
+    gradient and input gradient of every conv (the stem needs no input gradient). BN, pooling,
+    the head and the loss are a few percent more and are left out."""
+    convs = []  # (output side, Cin, Cout, k)
+    s = (S + 2 * 3 - 7) // 2 + 1
+    convs.append((s, 3, 64, 7))
+    s = (s + 2 - 3) // 2 + 1
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        so = (s + 2 - 3) // stride + 1
+        convs += [(so, cin, cout, 3), (so, cout, cout, 3), (so, cout, cout, 3), (so, cout, cout, 3)]
+        if stride != 1 or cin != cout:
+            convs.append((so, cin, cout, 1))
+        s, cin = so, cout
+    total = 0
+    for i, (so, ci, co, k) in enumerate(convs):
+        f = 2 * so * so * ci * co * k * k
+        total += f * (2 if i == 0 else 3)
+    return total
 
 
 def student_rows(threads, quick, gflops):
