@@ -35,12 +35,14 @@ typedef struct {
     int Cout, kh, kw;   /* weight (Cout, Cin, kh, kw) */
     int stride, pad;    /* the same in both directions */
     int OH, OW;         /* output y (B, OH, OW, Cout) */
+    int threads;        /* thread count the scratch is sized for (lt_conv2d_dims_init: the
+                           lt_threads_set() count in effect); the ops use at most this many */
 } lt_conv2d_dims;
 
 int lt_conv2d_dims_init(lt_conv2d_dims *d, int B, int H, int W, int Cin, int Cout, int kh,
                         int kw, int stride, int pad);
 /* Scratch bytes lt_conv2d_forward / lt_conv2d_backward need for these dims (0 for a 1×1,
- * stride 1, pad 0 conv, which is a plain GEMM on the input). */
+ * stride 1, pad 0 conv, which is a plain GEMM on the input). Depends on d->threads. */
 size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *d);
 
 /* y (B, OH, OW, Cout) = conv(x (B, H, W, Cin), w (Cout, Cin, kh, kw)). Zero padding. */

@@ -17,6 +17,7 @@
  * in double, so their results do not even depend on the thread count. */
 #include "nn/cnn.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ int lt_conv2d_dims_init(lt_conv2d_dims *d, int B, int H, int W, int Cin, int Cou
     d->stride = stride, d->pad = pad;
     d->OH = (H + 2 * pad - kh) / stride + 1;
     d->OW = (W + 2 * pad - kw) / stride + 1;
+    d->threads = omp_get_max_threads();
     if (H + 2 * pad < kh || W + 2 * pad < kw || d->OH < 1 || d->OW < 1)
         return lt_err_set("conv2d: kernel %dx%d larger than the padded input %dx%d", kh, kw,
                           H + 2 * pad, W + 2 * pad);
@@ -64,6 +66,19 @@ static int conv_chunk(const lt_conv2d_dims *d) {
     return (int)n;
 }
 
+/* Output rows per tile of the tiled forward (conv_im2col_gemm): at least 256 (each tile's GEMM
+ * packs the whole weight matrix again, which 256 rows of use amortise), more while the tile's
+ * im2col rows stay within LT_CONV_TILE_FLOATS, so that they are still in the core's cache when the
+ * GEMM reads them. */
+#define LT_CONV_TILE_FLOATS ((int64_t)1 << 17)
+static int conv_tile_rows(const lt_conv2d_dims *d) {
+    int64_t r = LT_CONV_TILE_FLOATS / conv_K(d);
+    r = r < 256 ? 256 : r / 16 * 16;
+    int64_t rows = (int64_t)d->B * d->OH * d->OW;
+    return (int)(r < rows ? r : rows);
+}
+static int conv_threads(const lt_conv2d_dims *d) { return d->threads > 0 ? d->threads : 1; }
+
 /* The input gradient of a stride-1 conv is itself a stride-1 conv: of dy (B, OH, OW, Cout), with
  * the kernel flipped in space and its channel axes swapped, padded by k − 1 − pad (this needs
  * pad <= k − 1). Computing it that way is one im2col + GEMM of the forward's shape (inner
@@ -75,17 +90,19 @@ static int conv_dx_by_conv(const lt_conv2d_dims *d) {
 /* The dims of that conv (dy -> dx). */
 static lt_conv2d_dims conv_dx_dims(const lt_conv2d_dims *d) {
     lt_conv2d_dims t = {.B = d->B, .H = d->OH, .W = d->OW, .Cin = d->Cout, .Cout = d->Cin,
-                        .kh = d->kh, .kw = d->kw, .stride = 1, .pad = d->kh - 1 - d->pad};
+                        .kh = d->kh, .kw = d->kw, .stride = 1, .pad = d->kh - 1 - d->pad,
+                        .threads = d->threads};
     t.OH = d->H, t.OW = d->W;
     return t;
 }
 
 /* Scratch layout (floats): [wperm (Cout, K)] [dwperm (Cout, K)] [col (rows, K)] [dcol (rows, K)]
- * where the permuted weights exist when conv_needs_perm (wperm also holds the flipped weights of
- * the input-gradient conv), col unless conv_is_gemm (sized for the input-gradient conv too), and
- * dcol only where the input gradient goes through col2im. */
+ * [tiles (threads, tile rows, K)] [dwacc (threads, Cout, K)] where the permuted weights exist when conv_needs_perm or
+ * conv_dx_by_conv (wperm then also holds the flipped weights of the input-gradient conv), col,
+ * tiles and dwacc unless conv_is_gemm (sized for the input-gradient conv too), and dcol only where the
+ * input gradient goes through col2im. */
 typedef struct {
-    float *wperm, *dwperm, *col, *dcol;
+    float *wperm, *dwperm, *col, *dcol, *tiles, *dwacc;
 } conv_ws;
 
 static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
@@ -97,14 +114,19 @@ static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
         l.dwperm = base ? base + off : NULL, off += (int64_t)d->Cout * K;
     }
     if (!conv_is_gemm(d)) {
-        int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW, n = rows * K;
-        if (conv_dx_by_conv(d)) {
+        int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW, ncol = rows * K;
+        int64_t ntile = (int64_t)conv_threads(d) * conv_tile_rows(d) * K;
+        if (conv_dx_by_conv(d)) { /* the input-gradient conv uses col and tiles too */
             lt_conv2d_dims t = conv_dx_dims(d);
-            int64_t nt = (int64_t)conv_chunk(&t) * t.OH * t.OW * conv_K(&t);
-            if (nt > n) n = nt;
+            int64_t c2 = (int64_t)conv_chunk(&t) * t.OH * t.OW * conv_K(&t);
+            int64_t t2 = (int64_t)conv_threads(&t) * conv_tile_rows(&t) * conv_K(&t);
+            if (c2 > ncol) ncol = c2;
+            if (t2 > ntile) ntile = t2;
         }
-        l.col = base ? base + off : NULL, off += n;
+        l.col = base ? base + off : NULL, off += ncol;
         if (!conv_dx_by_conv(d)) l.dcol = base ? base + off : NULL, off += rows * K;
+        l.tiles = base ? base + off : NULL, off += ntile;
+        l.dwacc = base ? base + off : NULL, off += (int64_t)conv_threads(d) * d->Cout * K;
     }
     if (out) *out = l;
     return (size_t)off * sizeof(float);
@@ -184,6 +206,34 @@ static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) 
         }
 }
 
+/* Rows [r0, r1) of the im2col matrix of the whole batch (row r = output pixel r of the batch,
+ * image-major) into col (r1 − r0, K); the same row layout as im2col, serial. */
+static void im2col_rows(const lt_conv2d_dims *d, float *col, const float *x, int64_t r0,
+                        int64_t r1) {
+    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, kw = d->kw;
+    const int64_t K = conv_K(d), run = (int64_t)kw * Cin, opix = (int64_t)OH * OW;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t b = r / opix, p = r % opix;
+        const int oy = (int)(p / OW), ox = (int)(p % OW);
+        const float *xb = x + b * H * W * Cin;
+        float *row = col + (r - r0) * K;
+        const int ix0 = ox * d->stride - d->pad;
+        const int k0 = ix0 < 0 ? -ix0 : 0, k1 = ix0 + kw > W ? W - ix0 : kw;
+        for (int ky = 0; ky < d->kh; ky++) {
+            const int iy = oy * d->stride - d->pad + ky;
+            float *dst = row + ky * run;
+            if (iy < 0 || iy >= H || k1 <= k0) {
+                memset(dst, 0, sizeof(float) * run);
+                continue;
+            }
+            if (k0 > 0) memset(dst, 0, sizeof(float) * k0 * Cin);
+            memcpy(dst + (int64_t)k0 * Cin, xb + ((int64_t)iy * W + ix0 + k0) * Cin,
+                   sizeof(float) * (k1 - k0) * Cin);
+            if (k1 < kw) memset(dst + (int64_t)k1 * Cin, 0, sizeof(float) * (kw - k1) * Cin);
+        }
+    }
+}
+
 /* dx (nb, H, W, Cin) (+)= the sum, for each input pixel, of the dcol taps that read it. */
 static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb,
                    int accumulate) {
@@ -217,19 +267,83 @@ static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb
 }
 
 /* y (+)= conv(x, wm) for a non-GEMM conv, wm in the (Cout, kh, kw, Cin) column order (or w
- * itself when Cin or the kernel is 1), chunk by chunk through col. beta 0 writes y, 1 adds. */
+ * itself when Cin or the kernel is 1). beta 0 writes y, 1 adds.
+ *
+ * Tiled, when there are at least 4 tiles per thread: the output rows are cut into tiles of
+ * conv_tile_rows; the threads share them statically, and each builds its tile's im2col rows in
+ * its own slot of `tiles` and multiplies them at once (a single-threaded GEMM) while they are in
+ * its cache. Otherwise (the small late layers, where a tile would be most of the batch) the
+ * im2col matrix of a chunk of images goes through `col` and one GEMM split across the threads. */
 static void conv_im2col_gemm(const lt_conv2d_dims *d, float *y, const float *x, const float *wm,
-                             float *col, float beta) {
+                             float *tiles, float *col, float beta) {
     const int Cout = d->Cout;
-    const int64_t K = conv_K(d);
-    const int chunk = conv_chunk(d);
-    const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
-    for (int b0 = 0; b0 < d->B; b0 += chunk) {
-        int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
-        im2col(d, col, x + b0 * in_img, nb);
-        lt_op_gemm(0, 1, (int)(nb * out_pix), Cout, (int)K, 1.0f, col, (int)K, wm, (int)K, beta,
-                   y + b0 * out_pix * Cout, Cout);
+    const int64_t K = conv_K(d), rows = (int64_t)d->B * d->OH * d->OW;
+    const int R = conv_tile_rows(d);
+    const int64_t ntiles = (rows + R - 1) / R;
+    int nt = omp_get_max_threads();
+    if (nt > conv_threads(d)) nt = conv_threads(d);
+    if (ntiles < 4 * (int64_t)nt && nt > 1) {
+        const int chunk = conv_chunk(d);
+        const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
+        for (int b0 = 0; b0 < d->B; b0 += chunk) {
+            int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
+            im2col(d, col, x + b0 * in_img, nb);
+            lt_op_gemm(0, 1, (int)(nb * out_pix), Cout, (int)K, 1.0f, col, (int)K, wm, (int)K,
+                       beta, y + b0 * out_pix * Cout, Cout);
+        }
+        return;
     }
+    const int saved = lt_op_blas_single_enter();
+#pragma omp parallel num_threads(nt)
+    {
+        float *tc = tiles + (int64_t)omp_get_thread_num() * R * K;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntiles; t++) {
+            const int64_t r0 = t * R, r1 = r0 + R < rows ? r0 + R : rows;
+            im2col_rows(d, tc, x, r0, r1);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), Cout, (int)K,
+                        1.0f, tc, (int)K, wm, (int)K, beta, y + r0 * Cout, Cout);
+        }
+    }
+    lt_op_blas_single_leave(saved);
+}
+
+/* dwm (Cout, K) (+)= dyᵀ · im2col(x), tiled like conv_im2col_gemm: each thread accumulates the
+ * tiles it owns into its own (Cout, K) slot of dwacc, then every element is summed over the
+ * threads in thread order (deterministic for a fixed thread count). Returns 0 when there are too
+ * few tiles to share (the caller then goes chunk by chunk). */
+static int conv_dw_tiled(const lt_conv2d_dims *d, float *dwm, const float *dy, const float *x,
+                         float *tiles, float *dwacc, int accumulate) {
+    const int Cout = d->Cout;
+    const int64_t K = conv_K(d), rows = (int64_t)d->B * d->OH * d->OW, n = (int64_t)Cout * K;
+    const int R = conv_tile_rows(d);
+    const int64_t ntiles = (rows + R - 1) / R;
+    int nt = omp_get_max_threads();
+    if (nt > conv_threads(d)) nt = conv_threads(d);
+    if (ntiles < 4 * (int64_t)nt && nt > 1) return 0;
+    const int saved = lt_op_blas_single_enter();
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *tc = tiles + (int64_t)tid * R * K, *acc = dwacc + (int64_t)tid * n;
+        memset(acc, 0, sizeof(float) * n);
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < ntiles; t++) {
+            const int64_t r0 = t * R, r1 = r0 + R < rows ? r0 + R : rows;
+            im2col_rows(d, tc, x, r0, r1);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, (int)K, (int)(r1 - r0),
+                        1.0f, dy + r0 * Cout, Cout, tc, (int)K, 1.0f, acc, (int)K);
+        }
+        /* the implicit barrier of the for: every slot is complete */
+#pragma omp for schedule(static)
+        for (int64_t e = 0; e < n; e++) {
+            float v = accumulate ? dwm[e] : 0.0f;
+            for (int u = 0; u < nth; u++) v += dwacc[(int64_t)u * n + e];
+            dwm[e] = v;
+        }
+    }
+    lt_op_blas_single_leave(saved);
+    return 1;
 }
 
 void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const float *w,
@@ -249,7 +363,7 @@ void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const 
         perm_weight(d, l.wperm, w);
         wm = l.wperm;
     }
-    conv_im2col_gemm(d, y, x, wm, l.col, 0.0f);
+    conv_im2col_gemm(d, y, x, wm, l.tiles, l.col, 0.0f);
 }
 
 void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const float *dy,
@@ -281,11 +395,13 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
     float *dwm = conv_needs_perm(d) ? l.dwperm : dw;
     const int chunk = conv_chunk(d);
     const int64_t in_img = (int64_t)d->H * d->W * d->Cin, out_pix = (int64_t)d->OH * d->OW;
+    const int dw_done = dw && conv_dw_tiled(d, dwm, dy, x, l.tiles, l.dwacc,
+                                            accumulate && dwm == dw);
     for (int b0 = 0; b0 < d->B; b0 += chunk) {
         int nb = d->B - b0 < chunk ? d->B - b0 : chunk;
         int rows = (int)(nb * out_pix);
         const float *dyc = dy + b0 * out_pix * Cout;
-        if (dw) {
+        if (dw && !dw_done) {
             im2col(d, l.col, x + b0 * in_img, nb);
             float beta = (b0 > 0 || (accumulate && dwm == dw)) ? 1.0f : 0.0f;
             lt_op_gemm(1, 0, Cout, (int)K, rows, 1.0f, dyc,
@@ -301,7 +417,7 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
     if (dx && by_conv) {
         lt_conv2d_dims t = conv_dx_dims(d);
         flip_weight(d, l.wperm, w);
-        conv_im2col_gemm(&t, dx, dy, l.wperm, l.col, accumulate_dx ? 1.0f : 0.0f);
+        conv_im2col_gemm(&t, dx, dy, l.wperm, l.tiles, l.col, accumulate_dx ? 1.0f : 0.0f);
     }
 }
 

@@ -21,6 +21,12 @@
 void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                 int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* For callers that run lt_op_gemm inside their own parallel region (each call one
+ * single-threaded sgemm): switch OpenBLAS to one thread around the region and restore it after.
+ * Not for use inside a parallel region. */
+int lt_op_blas_single_enter(void);
+void lt_op_blas_single_leave(int saved);
+
 /* PyTorch nn.Linear: out (M,N) = in (M,K) · wᵀ + bias, w (N,K) in PyTorch layout, bias (N) or
  * NULL. */
 void lt_op_linear(float *out, const float *in, const float *w, const float *bias, int M, int K,

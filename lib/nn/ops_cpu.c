@@ -34,6 +34,9 @@ static void blas_leave(int n) {
     if (n != 1) openblas_set_num_threads(n);
 }
 
+int lt_op_blas_single_enter(void) { return blas_enter(); }
+void lt_op_blas_single_leave(int saved) { blas_leave(saved); }
+
 void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                 int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
@@ -95,14 +98,17 @@ void lt_op_layernorm(float *out, const float *in, const float *w, const float *b
         const float *x = in + (int64_t)i * C;
         float *y = out + (int64_t)i * C;
         double s = 0.0;
+        #pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += x[c];
         double mean = s / C, v = 0.0;
+        #pragma omp simd reduction(+ : v)
         for (int c = 0; c < C; c++) {
             double d = x[c] - mean;
             v += d * d;
         }
         float rstd = (float)(1.0 / sqrt(v / C + eps));
         float m = (float)mean;
+        #pragma omp simd
         for (int c = 0; c < C; c++) y[c] = (x[c] - m) * rstd * w[c] + b[c];
     }
 }
