@@ -32,6 +32,8 @@
 #define SHA_LEN 64
 #define TABLE_CHUNK 4096                 /* entries per chunk of the per-image datasets */
 #define BYTES_CHUNK (1u << 20)           /* /images/bytes chunk and staging buffer */
+#define TEXT_CHUNK (64u << 10)           /* chunk and staging buffer of a text column's bytes */
+#define TEXT_MAX 65536                   /* longest entry of a text column (a path, a reason) */
 #define EMB_CHUNK_BYTES (512u << 10)     /* target size of one /embeddings chunk */
 #define EMB_CACHE_BYTES (32u << 20)      /* chunk cache of /embeddings */
 #define SAMPLE_BLOCK 65536               /* samples converted per write/read */
@@ -99,21 +101,13 @@ static hid_t half_type(void) {
     return t;
 }
 
-static hid_t vlen_str_type(void) {
+/* A fixed-length string of size bytes, null-padded: the value is the bytes up to the first NUL
+ * (all of them if there is none). */
+static hid_t fixed_str_type(size_t size, H5T_cset_t cset) {
     hid_t t = H5Tcopy(H5T_C_S1);
     if (t < 0) return -1;
-    if (H5Tset_size(t, H5T_VARIABLE) < 0 || H5Tset_cset(t, H5T_CSET_UTF8) < 0) {
-        H5Tclose(t);
-        return -1;
-    }
-    return t;
-}
-
-/* 64-byte null-padded ASCII (a hex SHA-256). */
-static hid_t sha_type(void) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0) return -1;
-    if (H5Tset_size(t, SHA_LEN) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0) {
+    if (H5Tset_size(t, size) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0 ||
+        H5Tset_cset(t, cset) < 0) {
         H5Tclose(t);
         return -1;
     }
@@ -160,10 +154,12 @@ static herr_t attr_put(hid_t loc, const char *name, hid_t ftype, hid_t mtype, in
     return r;
 }
 
-static herr_t attr_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = vlen_str_type();
+/* A scalar fixed-length string attribute of exactly strlen(s) bytes (one NUL byte if s is ""). */
+static herr_t attr_str(hid_t loc, const char *name, const char *s, H5T_cset_t cset) {
+    size_t n = strlen(s);
+    hid_t t = fixed_str_type(n ? n : 1, cset);
     if (t < 0) return -1;
-    herr_t r = attr_put(loc, name, t, t, 0, &s);
+    herr_t r = attr_put(loc, name, t, t, 0, s);
     H5Tclose(t);
     return r;
 }
@@ -197,53 +193,19 @@ static int attr_get(hid_t loc, const char *name, H5T_class_t cls, hid_t mtype, i
     return ok ? 0 : -1;
 }
 
-/* Reads a scalar string attribute (variable or fixed length) into buf (truncated to cap - 1). */
-static int attr_get_str(hid_t loc, const char *name, char *buf, size_t cap) {
-    if (H5Aexists(loc, name) <= 0) return -1;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return -1;
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    int ok = 0;
-    if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING &&
-        H5Sget_simple_extent_npoints(sp) == 1) {
-        if (H5Tis_variable_str(t) > 0) {
-            char *s = NULL;
-            if (H5Aread(a, t, &s) >= 0) {
-                snprintf(buf, cap, "%s", s ? s : "");
-                H5free_memory(s);
-                ok = 1;
-            }
-        } else {
-            size_t n = H5Tget_size(t);
-            char *s = calloc(n + 1, 1);
-            if (s && H5Aread(a, t, s) >= 0) {
-                snprintf(buf, cap, "%s", s);
-                ok = 1;
-            }
-            free(s);
-        }
-    }
-    if (t >= 0) H5Tclose(t);
-    if (sp >= 0) H5Sclose(sp);
-    H5Aclose(a);
-    H5Eclear2(H5E_DEFAULT);
-    return ok ? 0 : -1;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Writer: appendable 1-D datasets with a staging buffer                                     */
 
 typedef struct {
     hid_t dset, mtype;   /* mtype: memory (= file) type of one element */
     size_t esize;        /* bytes per element in buf */
-    int is_str;          /* elements are malloc'd char * (vlen strings) */
     int64_t done;        /* elements written to the file */
     uint8_t *buf;
     size_t n, cap;       /* staged elements, capacity */
 } appender;
 
 static int app_create(appender *a, hid_t loc, const char *name, hid_t type, size_t esize,
-                      int is_str, size_t chunk, size_t cap) {
+                      size_t chunk, size_t cap) {
     memset(a, 0, sizeof *a);
     a->dset = -1;
     a->mtype = -1;
@@ -257,16 +219,9 @@ static int app_create(appender *a, hid_t loc, const char *name, hid_t type, size
     if (dcpl >= 0) H5Pclose(dcpl);
     a->mtype = H5Tcopy(type);
     a->esize = esize;
-    a->is_str = is_str;
     a->cap = cap;
     a->buf = malloc(cap * esize);
     return a->dset >= 0 && a->mtype >= 0 && a->buf ? 0 : -1;
-}
-
-static void app_free_staged(appender *a) {
-    if (a->is_str)
-        for (size_t k = 0; k < a->n; k++) free(((char **)a->buf)[k]);
-    a->n = 0;
 }
 
 /* Appends n elements straight to the file (extends the dataset). */
@@ -281,40 +236,52 @@ static herr_t app_write(appender *a, const void *data, size_t n) {
 
 static herr_t app_flush(appender *a) {
     herr_t r = app_write(a, a->buf, a->n);
-    app_free_staged(a);
+    a->n = 0;
     return r;
 }
 
-/* Stages n elements (for strings: n char * to copy); large pushes bypass the staging buffer. */
+/* Stages n elements; large pushes bypass the staging buffer. */
 static herr_t app_push(appender *a, const void *data, size_t n) {
     if (a->n + n > a->cap && app_flush(a) < 0) return -1;
     if (n > a->cap) return app_write(a, data, n);
-    if (a->is_str) {
-        for (size_t k = 0; k < n; k++) {
-            char *s = strdup(((const char *const *)data)[k]);
-            if (!s) return -1;
-            ((char **)a->buf)[a->n++] = s;
-        }
-        return 0;
-    }
     memcpy(a->buf + a->n * a->esize, data, n * a->esize);
     a->n += n;
     return 0;
 }
 
 static void app_close(appender *a) {
-    app_free_staged(a);
     free(a->buf);
     a->buf = NULL;
     close_dset(&a->dset);
     close_type(&a->mtype);
 }
 
+/* A text column (formats/cache.md): NAME_bytes holds the entries back to back, NAME_offset (n + 1)
+ * where each starts and ends. app[0] and app[1] are its two appenders. */
+static int text_create(appender *app, hid_t loc, const char *name) {
+    char bytes[64], offset[64];
+    snprintf(bytes, sizeof bytes, "%s_bytes", name);
+    snprintf(offset, sizeof offset, "%s_offset", name);
+    uint64_t zero = 0;
+    int r = app_create(&app[0], loc, bytes, H5T_STD_U8LE, 1, TEXT_CHUNK, TEXT_CHUNK);
+    r |= app_create(&app[1], loc, offset, H5T_STD_U64LE, 8, TABLE_CHUNK, TABLE_CHUNK);
+    return r < 0 || app_push(&app[1], &zero, 1) < 0 ? -1 : 0;
+}
+
+/* Appends s (without its NUL) to the text column app[0..1]; *end: the column's length so far. */
+static herr_t text_push(appender *app, uint64_t *end, const char *s) {
+    size_t n = strlen(s);
+    if (app_push(&app[0], s, n) < 0) return -1;
+    *end += n;
+    return app_push(&app[1], end, 1);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Writer                                                                                     */
 
-enum { A_PATH, A_BYTES, A_OFFSET, A_WIDTH, A_HEIGHT, A_SHA, A_SIZE, A_MTIME, A_SK_PATH,
-       A_SK_REASON, A_COUNT };
+/* The appendable datasets; each text column is two of them (bytes, then offset). */
+enum { A_PATH, A_PATH_OFFSET, A_BYTES, A_OFFSET, A_WIDTH, A_HEIGHT, A_SHA, A_SIZE, A_MTIME,
+       A_SK_PATH, A_SK_PATH_OFFSET, A_SK_REASON, A_SK_REASON_OFFSET, A_COUNT };
 
 /* /samples datasets, in this order everywhere. */
 enum { S_IMAGE, S_LAMBDA, S_CROP, S_FLIP, S_JITTER, S_ORDER, S_FACTOR, S_GRAY, S_BLUR, S_COUNT };
@@ -332,6 +299,7 @@ struct lt_cache_writer {
     lt_cache_meta meta;
     hid_t file, g_images, g_skipped, g_samples, emb, half;
     appender app[A_COUNT];
+    uint64_t path_end, sk_path_end, sk_reason_end; /* lengths of the text columns */
     int64_t n_images, n_bytes, n_samples;
     uint8_t *written;        /* bitmap of /embeddings rows written */
     int64_t rows_written;
@@ -379,8 +347,8 @@ static void iso_utc_now(char out[32]) {
 
 static herr_t write_teacher_attrs(hid_t f, const lt_teacher_desc *t) {
     herr_t r = 0;
-    r |= attr_str(f, "teacher_file", t->file);
-    r |= attr_str(f, "teacher_sha256", t->sha256);
+    r |= attr_str(f, "teacher_file", t->file, H5T_CSET_UTF8);
+    r |= attr_str(f, "teacher_sha256", t->sha256, H5T_CSET_ASCII);
     r |= attr_i32(f, "teacher_embed_dim", t->embed_dim);
     r |= attr_i32(f, "teacher_depth", t->depth);
     r |= attr_i32(f, "teacher_heads", t->heads);
@@ -412,42 +380,38 @@ static herr_t write_root_attrs(hid_t f, const lt_cache_meta *m) {
     iso_utc_now(created);
     uint64_t seed = m->seed;
     herr_t r = 0;
-    r |= attr_str(f, "format", LT_CACHE_FORMAT);
+    r |= attr_str(f, "format", LT_CACHE_FORMAT, H5T_CSET_ASCII);
     r |= attr_i32(f, "version", LT_CACHE_VERSION);
     r |= attr_i32(f, "embed_dim", m->embed_dim);
     r |= attr_i32(f, "image_size", m->image_size);
     r |= attr_i32(f, "views_per_image", m->views_per_image);
     r |= attr_put(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &seed);
     r |= attr_i32(f, "mixup", m->mixup ? 1 : 0);
-    r |= attr_str(f, "embedding_dtype", m->emb_f32 ? "float32" : "float16");
+    r |= attr_str(f, "embedding_dtype", m->emb_f32 ? "float32" : "float16", H5T_CSET_ASCII);
     r |= attr_i64(f, "max_pixels", m->max_pixels);
-    r |= attr_str(f, "tool_version", m->tool_version);
-    r |= attr_str(f, "created", created);
+    r |= attr_str(f, "tool_version", m->tool_version, H5T_CSET_ASCII);
+    r |= attr_str(f, "created", created, H5T_CSET_ASCII);
     r |= write_teacher_attrs(f, &m->teacher);
     r |= write_transform_attrs(f, &m->transform);
     return r < 0 ? -1 : 0;
 }
 
 static int create_appenders(lt_cache_writer *w) {
-    hid_t str = vlen_str_type(), sha = sha_type();
-    int r = str >= 0 && sha >= 0 ? 0 : -1;
+    hid_t sha = fixed_str_type(SHA_LEN, H5T_CSET_ASCII);
+    int r = sha >= 0 ? 0 : -1;
     hid_t gi = w->g_images, gs = w->g_skipped;
-    size_t ps = sizeof(char *);
-    r |= app_create(&w->app[A_PATH], gi, "path", str, ps, 1, TABLE_CHUNK, TABLE_CHUNK);
-    r |= app_create(&w->app[A_BYTES], gi, "bytes", H5T_STD_U8LE, 1, 0, BYTES_CHUNK, BYTES_CHUNK);
-    r |= app_create(&w->app[A_OFFSET], gi, "offset", H5T_STD_U64LE, 8, 0, TABLE_CHUNK,
+    r |= text_create(&w->app[A_PATH], gi, "path");
+    r |= app_create(&w->app[A_BYTES], gi, "bytes", H5T_STD_U8LE, 1, BYTES_CHUNK, BYTES_CHUNK);
+    r |= app_create(&w->app[A_OFFSET], gi, "offset", H5T_STD_U64LE, 8, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_WIDTH], gi, "width", H5T_STD_I32LE, 4, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_HEIGHT], gi, "height", H5T_STD_I32LE, 4, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_SHA], gi, "sha256", sha, SHA_LEN, TABLE_CHUNK, TABLE_CHUNK);
+    r |= app_create(&w->app[A_SIZE], gi, "file_size", H5T_STD_I64LE, 8, TABLE_CHUNK,
                     TABLE_CHUNK);
-    r |= app_create(&w->app[A_WIDTH], gi, "width", H5T_STD_I32LE, 4, 0, TABLE_CHUNK, TABLE_CHUNK);
-    r |= app_create(&w->app[A_HEIGHT], gi, "height", H5T_STD_I32LE, 4, 0, TABLE_CHUNK,
+    r |= app_create(&w->app[A_MTIME], gi, "mtime_ns", H5T_STD_I64LE, 8, TABLE_CHUNK,
                     TABLE_CHUNK);
-    r |= app_create(&w->app[A_SHA], gi, "sha256", sha, SHA_LEN, 0, TABLE_CHUNK, TABLE_CHUNK);
-    r |= app_create(&w->app[A_SIZE], gi, "file_size", H5T_STD_I64LE, 8, 0, TABLE_CHUNK,
-                    TABLE_CHUNK);
-    r |= app_create(&w->app[A_MTIME], gi, "mtime_ns", H5T_STD_I64LE, 8, 0, TABLE_CHUNK,
-                    TABLE_CHUNK);
-    r |= app_create(&w->app[A_SK_PATH], gs, "path", str, ps, 1, TABLE_CHUNK, 256);
-    r |= app_create(&w->app[A_SK_REASON], gs, "reason", str, ps, 1, TABLE_CHUNK, 256);
-    if (str >= 0) H5Tclose(str);
+    r |= text_create(&w->app[A_SK_PATH], gs, "path");
+    r |= text_create(&w->app[A_SK_REASON], gs, "reason");
     if (sha >= 0) H5Tclose(sha);
     return r < 0 ? -1 : 0;
 }
@@ -525,6 +489,9 @@ static int check_image(const lt_cache_writer *w, const lt_cache_image *im) {
         return lt_err_set("%s: images must all be added before the samples", w->partial);
     if (!im->path || !im->path[0])
         return lt_err_set("%s: image %lld has an empty path", w->partial, (long long)w->n_images);
+    if (strlen(im->path) > TEXT_MAX)
+        return lt_err_set("%s: image %lld: path longer than %d bytes", w->partial,
+                          (long long)w->n_images, TEXT_MAX);
     if (im->n_bytes && !im->bytes)
         return lt_err_set("%s: image %s has no bytes", w->partial, im->path);
     if (im->width < 1 || im->height < 1)
@@ -546,7 +513,7 @@ int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im) {
         uint64_t end = (uint64_t)(w->n_bytes + (int64_t)im->n_bytes);
         int64_t size = (int64_t)im->n_bytes;
         herr_t e = 0;
-        e |= app_push(&w->app[A_PATH], &im->path, 1);
+        e |= text_push(&w->app[A_PATH], &w->path_end, im->path);
         e |= app_push(&w->app[A_BYTES], im->bytes, im->n_bytes);
         e |= app_push(&w->app[A_OFFSET], &end, 1);
         e |= app_push(&w->app[A_WIDTH], &im->width, 1);
@@ -570,8 +537,11 @@ int lt_cache_writer_add_skipped(lt_cache_writer *w, const char *path, const char
     pthread_mutex_lock(&h5_lock);
     int r = 0;
     if (w->failed) r = lt_err_set("%s: an earlier write failed", w->partial);
-    else if (app_push(&w->app[A_SK_PATH], &path, 1) < 0 ||
-             app_push(&w->app[A_SK_REASON], &reason, 1) < 0) {
+    else if (strlen(path) > TEXT_MAX || strlen(reason) > TEXT_MAX)
+        r = lt_err_set("%s: skipped file %.200s: path or reason longer than %d bytes", w->partial,
+                       path, TEXT_MAX);
+    else if (text_push(&w->app[A_SK_PATH], &w->sk_path_end, path) < 0 ||
+             text_push(&w->app[A_SK_REASON], &w->sk_reason_end, reason) < 0) {
         w->failed = 1;
         r = h5_fail(w->partial, "cannot write to /skipped");
     }
@@ -989,18 +959,23 @@ void lt_cache_writer_abort(lt_cache_writer *w) {
 /* ------------------------------------------------------------------------------------------ */
 /* Reader                                                                                     */
 
+/* A text column read into memory: entry k is the NUL-terminated string at text + at[k]. */
+typedef struct {
+    char *text;
+    size_t *at;
+} text_col;
+
 struct lt_cache {
     char *path;
+    int64_t file_size;
     lt_cache_meta meta;
     int64_t n_images, n_samples, n_bytes, n_skipped;
     hid_t file, bytes, emb, sha, size, mtime, half;
     hid_t sam[S_COUNT];
-    char *paths;             /* all image paths, NUL-terminated, back to back */
-    size_t *path_at;         /* (N) start of path i in paths */
-    char *sk_text;           /* skipped paths and reasons, NUL-terminated */
-    size_t *sk_at;           /* (2K) starts: path k at sk_at[2k], reason at sk_at[2k+1] */
-    int32_t *width, *height; /* (N) */
-    uint64_t *offset;        /* (N+1) */
+    text_col paths;                  /* (N) /images/path */
+    text_col sk_path, sk_reason;     /* (K) /skipped */
+    int32_t *width, *height;         /* (N) */
+    uint64_t *offset;                /* (N+1) */
 };
 
 static void reader_free(lt_cache *c) {
@@ -1015,10 +990,11 @@ static void reader_free(lt_cache *c) {
     if (c->file >= 0) H5Fclose(c->file);
     H5Eclear2(H5E_DEFAULT);
     free(c->path);
-    free(c->paths);
-    free(c->path_at);
-    free(c->sk_text);
-    free(c->sk_at);
+    text_col *cols[] = {&c->paths, &c->sk_path, &c->sk_reason};
+    for (int k = 0; k < 3; k++) {
+        free(cols[k]->text);
+        free(cols[k]->at);
+    }
     free(c->width);
     free(c->height);
     free(c->offset);
@@ -1042,6 +1018,7 @@ static int open_file(lt_cache *c) {
     struct stat st;
     if (stat(c->path, &st) < 0) return lt_err_set("%s: cannot open: %s", c->path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return lt_err_set("%s: not a regular file", c->path);
+    c->file_size = (int64_t)st.st_size;
     htri_t is = H5Fis_hdf5(c->path);
     H5Eclear2(H5E_DEFAULT);
     if (is <= 0) return lt_err_set("%s: not an HDF5 file (expected an lt cache written by "
@@ -1052,19 +1029,51 @@ static int open_file(lt_cache *c) {
     return 0;
 }
 
+/* Reads the scalar fixed-length string attribute name into buf (at most cap - 1 bytes; the value
+ * ends at the first NUL). The type is checked first: a variable-length string is refused unread,
+ * because reading it makes HDF5 follow a pointer into the file's global heap, which HDF5 1.10
+ * does not bounds-check (formats/cache.md, "Versioning"). */
+static int attr_str_get(lt_cache *c, const char *name, char *buf, size_t cap) {
+    if (H5Aexists(c->file, name) <= 0) return BAD(c, "attribute '%s' is missing", name);
+    hid_t a = H5Aopen(c->file, name, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1, sp = a >= 0 ? H5Aget_space(a) : -1;
+    char bad[96] = "";
+    if (t < 0 || sp < 0) snprintf(bad, sizeof bad, "cannot be opened");
+    else if (H5Tget_class(t) != H5T_STRING) snprintf(bad, sizeof bad, "is not a string");
+    else if (H5Tis_variable_str(t) != 0)
+        snprintf(bad, sizeof bad, "is a variable-length string (expected a fixed-length one)");
+    else if (H5Sget_simple_extent_npoints(sp) != 1 || H5Tget_size(t) >= cap)
+        snprintf(bad, sizeof bad, "is not one string of at most %zu bytes", cap - 1);
+    else {
+        memset(buf, 0, cap);
+        if (H5Aread(a, t, buf) < 0) snprintf(bad, sizeof bad, "cannot be read");
+    }
+    if (t >= 0) H5Tclose(t);
+    if (sp >= 0) H5Sclose(sp);
+    if (a >= 0) H5Aclose(a);
+    H5Eclear2(H5E_DEFAULT);
+    return bad[0] ? BAD(c, "attribute '%s' %s", name, bad) : 0;
+}
+
+/* The version is read before anything else, as an integer: a version-1 cache stores `format` as
+ * a variable-length string, which this reader never reads. Only the presence of `format` is
+ * checked first, so that a file of another kind is called that. */
 static int read_format(lt_cache *c) {
     char fmt[64];
     int32_t version;
-    if (attr_get_str(c->file, "format", fmt, sizeof fmt) < 0)
+    if (H5Aexists(c->file, "format") <= 0) {
+        H5Eclear2(H5E_DEFAULT);
         return lt_err_set("%s: not an lt cache (no 'format' attribute)", c->path);
-    if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
-        return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path, fmt,
-                          LT_CACHE_FORMAT);
+    }
     if (attr_get(c->file, "version", H5T_INTEGER, H5T_NATIVE_INT32, 1, &version) < 0)
         return BAD(c, "attribute 'version' missing or not an integer");
     if (version != LT_CACHE_VERSION)
         return lt_err_set("%s: cache version %d, this lt reads version %d: re-run lt-embed",
                           c->path, version, LT_CACHE_VERSION);
+    if (attr_str_get(c, "format", fmt, sizeof fmt) < 0) return -1;
+    if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
+        return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path, fmt,
+                          LT_CACHE_FORMAT);
     return 0;
 }
 
@@ -1114,12 +1123,13 @@ static int read_meta(lt_cache *c) {
         attr_get(c->file, "num_samples", H5T_INTEGER, H5T_NATIVE_INT64, 1, &c->n_samples) < 0 ||
         attr_get(c->file, "max_pixels", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->max_pixels) < 0)
         return BAD(c, "attribute seed, num_images, num_samples or max_pixels missing");
-    char dtype[16];
-    if (attr_get_str(c->file, "embedding_dtype", dtype, sizeof dtype) < 0 ||
-        attr_get_str(c->file, "tool_version", m->tool_version, sizeof m->tool_version) < 0 ||
-        attr_get_str(c->file, "teacher_file", t->file, sizeof t->file) < 0 ||
-        attr_get_str(c->file, "teacher_sha256", t->sha256, sizeof t->sha256) < 0)
-        return BAD(c, "a string attribute (embedding_dtype, tool_version, teacher_*) is missing");
+    char dtype[16], created[32];
+    if (attr_str_get(c, "embedding_dtype", dtype, sizeof dtype) < 0 ||
+        attr_str_get(c, "tool_version", m->tool_version, sizeof m->tool_version) < 0 ||
+        attr_str_get(c, "created", created, sizeof created) < 0 ||
+        attr_str_get(c, "teacher_file", t->file, sizeof t->file) < 0 ||
+        attr_str_get(c, "teacher_sha256", t->sha256, sizeof t->sha256) < 0)
+        return -1;
     if (strcmp(dtype, "float16") && strcmp(dtype, "float32"))
         return BAD(c, "embedding_dtype is '%s', expected float16 or float32", dtype);
     m->emb_f32 = dtype[5] == '3';
@@ -1130,11 +1140,15 @@ static int read_meta(lt_cache *c) {
         return BAD(c, "num_samples %lld is not num_images %lld x views_per_image %d (or a "
                       "dimension is not positive)", (long long)c->n_samples,
                    (long long)c->n_images, m->views_per_image);
+    /* /images/offset alone, stored unfiltered, takes 8 bytes per image */
+    if (c->n_images >= c->file_size / 8)
+        return BAD(c, "num_images %lld is more than this %lld-byte file can hold",
+                   (long long)c->n_images, (long long)c->file_size);
     return read_transform_attrs(c);
 }
 
-/* Expected dataset: name, type class, element size (0: variable-length string), sign (for
- * integers: 1 signed, 0 unsigned, -1 any), rank and shape. */
+/* Expected dataset: name, type class, element size, sign (for integers: 1 signed, 0 unsigned,
+ * -1 any), rank and shape. */
 typedef struct {
     const char *name;
     H5T_class_t cls;
@@ -1148,13 +1162,11 @@ static const char *class_name(H5T_class_t cls) {
     return cls == H5T_INTEGER ? "integer" : cls == H5T_FLOAT ? "float" : "string";
 }
 
+/* Every expected type is fixed-size: a variable-length one (whose reading would go through HDF5's
+ * global heap) never matches. */
 static int type_matches(hid_t t, const dset_spec *s) {
-    if (H5Tget_class(t) != s->cls) return 0;
-    if (s->cls == H5T_STRING) {
-        int vlen = H5Tis_variable_str(t) > 0;
-        return s->size == 0 ? vlen : !vlen && H5Tget_size(t) == s->size;
-    }
-    if (H5Tget_size(t) != s->size) return 0;
+    if (H5Tget_class(t) != s->cls || H5Tget_size(t) != s->size) return 0;
+    if (s->cls == H5T_STRING) return H5Tis_variable_str(t) == 0;
     if (s->cls == H5T_INTEGER && s->sign >= 0)
         return (H5Tget_sign(t) == H5T_SGN_2) == (s->sign == 1);
     return 1;
@@ -1201,141 +1213,150 @@ static int check_only(lt_cache *c, const dset_spec *s, hid_t *out) {
     return *out < 0 ? -1 : 0;
 }
 
-/* Reads n variable-length strings of dataset d, appended to *text (NUL-separated); the start of
- * string k goes to at[k * stride]. */
-static int read_strings(lt_cache *c, hid_t d, int64_t n, char **text, size_t *at, int stride,
-                        size_t *text_len) {
-    enum { BLOCK = 4096 };
-    char *ptr[BLOCK];
-    hid_t t = vlen_str_type();
-    int r = t < 0 ? -1 : 0;
-    for (int64_t first = 0; r == 0 && first < n; first += BLOCK) {
-        int64_t cnt = n - first < BLOCK ? n - first : BLOCK;
-        if (rows_io(d, t, first, cnt, ptr, 0) < 0) {
-            r = h5_fail(c->path, "cannot read a string dataset");
-            break;
-        }
-        for (int64_t k = 0; k < cnt; k++) {
-            const char *s = ptr[k] ? ptr[k] : "";
-            size_t len = strlen(s) + 1;
-            char *grown = r == 0 ? realloc(*text, *text_len + len) : NULL;
-            if (!grown) r = lt_err_set("%s: out of memory reading strings", c->path);
-            else {
-                *text = grown;
-                memcpy(*text + *text_len, s, len);
-                at[(first + k) * stride] = *text_len;
-                *text_len += len;
-            }
-        }
-        hsize_t dim = (hsize_t)cnt;
-        hid_t ms = H5Screate_simple(1, &dim, NULL);
-        if (ms >= 0) {
-            H5Dvlen_reclaim(t, ms, H5P_DEFAULT, ptr);
-            H5Sclose(ms);
-        }
-    }
-    if (t >= 0) H5Tclose(t);
-    return r;
-}
-
 static int read_all(lt_cache *c, hid_t d, hid_t mtype, int64_t n, void *out, const char *what) {
     if (rows_io(d, mtype, 0, n, out, 0) < 0) return h5_fail(c->path, what);
     return 0;
 }
 
-static int check_offsets(lt_cache *c) {
-    if (c->offset[0] != 0) return BAD(c, "/images/offset[0] is %llu, not 0",
-                                      (unsigned long long)c->offset[0]);
-    for (int64_t i = 0; i < c->n_images; i++)
-        if (c->offset[i + 1] < c->offset[i])
-            return BAD(c, "/images/offset decreases at image %lld", (long long)i);
-    if (c->offset[c->n_images] > (uint64_t)c->n_bytes)
-        return BAD(c, "/images/offset ends at %llu, past the %lld stored bytes",
-                   (unsigned long long)c->offset[c->n_images], (long long)c->n_bytes);
+/* Checks offsets off (n + 1) of dataset name into a byte dataset of len bytes: off[0] = 0,
+ * non-decreasing, no entry longer than max, off[n] <= len. */
+static int check_offsets(lt_cache *c, const char *name, const uint64_t *off, int64_t n,
+                         int64_t len, uint64_t max) {
+    if (off[0] != 0) return BAD(c, "%s[0] is %llu, not 0", name, (unsigned long long)off[0]);
+    for (int64_t i = 0; i < n; i++) {
+        if (off[i + 1] < off[i]) return BAD(c, "%s decreases at entry %lld", name, (long long)i);
+        if (off[i + 1] - off[i] > max)
+            return BAD(c, "%s: entry %lld is longer than %llu bytes", name, (long long)i,
+                       (unsigned long long)max);
+    }
+    if (off[n] > (uint64_t)len)
+        return BAD(c, "%s ends at %llu, past the %lld stored bytes", name,
+                   (unsigned long long)off[n], (long long)len);
     return 0;
+}
+
+/* Length of the 1-D dataset name, 0 if it is missing or not 1-D (its check then fails). */
+static hsize_t dset_len(lt_cache *c, const char *name) {
+    hsize_t dim = 0;
+    if (H5Lexists(c->file, name, H5P_DEFAULT) > 0) {
+        hid_t d = H5Dopen2(c->file, name, H5P_DEFAULT);
+        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+        if (sp < 0 || H5Sget_simple_extent_ndims(sp) != 1 ||
+            H5Sget_simple_extent_dims(sp, &dim, NULL) < 0)
+            dim = 0;
+        if (sp >= 0) H5Sclose(sp);
+        if (d >= 0) H5Dclose(d);
+    }
+    H5Eclear2(H5E_DEFAULT);
+    return dim;
 }
 
 /* Length of the extendible 1-D /images/bytes (any length is valid). */
 static int open_bytes(lt_cache *c) {
-    dset_spec s = {"images/bytes", H5T_INTEGER, 1, -1, 1, {0}};
-    if (H5Lexists(c->file, "images", H5P_DEFAULT) > 0 &&
-        H5Lexists(c->file, s.name, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(c->file, s.name, H5P_DEFAULT);
-        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-        hsize_t dim;
-        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1) {
-            H5Sget_simple_extent_dims(sp, &dim, NULL);
-            s.dims[0] = dim;
-        }
-        if (sp >= 0) H5Sclose(sp);
-        if (d >= 0) H5Dclose(d);
-        H5Eclear2(H5E_DEFAULT);
-    }
+    dset_spec s = {"images/bytes", H5T_INTEGER, 1, -1, 1, {dset_len(c, "images/bytes")}};
     c->bytes = open_checked(c, &s);
     c->n_bytes = (int64_t)s.dims[0];
     return c->bytes < 0 ? -1 : 0;
 }
 
+/* Reads the text column NAME_bytes + NAME_offset (formats/cache.md) whole into *out. *n is its
+ * number of entries, or -1: as many as NAME_offset holds (then set). The offsets are checked
+ * like /images/offset, with entries of at most TEXT_MAX bytes, before any byte is read; so are
+ * the sizes against the file (the column is stored unfiltered), so a damaged file cannot ask
+ * for a huge allocation. An entry must not hold a NUL byte (nor be empty, if nonempty). */
+static int read_text(lt_cache *c, const char *group, const char *name, int64_t *n, int nonempty,
+                     text_col *out) {
+    char bname[64], oname[64];
+    snprintf(bname, sizeof bname, "%s/%s_bytes", group, name);
+    snprintf(oname, sizeof oname, "%s/%s_offset", group, name);
+    if (*n < 0) {
+        hsize_t len = dset_len(c, oname);
+        *n = len > 0 ? (int64_t)len - 1 : 0;
+    }
+    if ((uint64_t)*n >= (uint64_t)c->file_size / 8)
+        return BAD(c, "%s: %lld entries, more than this %lld-byte file can hold", oname,
+                   (long long)*n, (long long)c->file_size);
+    dset_spec so = {oname, H5T_INTEGER, 8, -1, 1, {(hsize_t)*n + 1}};
+    dset_spec sb = {bname, H5T_INTEGER, 1, -1, 1, {dset_len(c, bname)}};
+    hid_t d_off = -1, d_bytes = -1;
+    uint64_t *off = NULL;
+    uint8_t *blob = NULL;
+    char what[96];
+    snprintf(what, sizeof what, "cannot read %s", oname);
+    int r = check_only(c, &so, &d_off);
+    if (r == 0) r = check_only(c, &sb, &d_bytes);
+    if (r == 0 && !(off = lt_malloc((size_t)(*n + 1) * 8, oname))) r = -1;
+    if (r == 0) r = read_all(c, d_off, H5T_NATIVE_UINT64, *n + 1, off, what);
+    if (r == 0) r = check_offsets(c, oname, off, *n, (int64_t)sb.dims[0], TEXT_MAX);
+    if (r == 0 && off[*n] > (uint64_t)c->file_size)
+        r = BAD(c, "%s ends at %llu, past the end of this %lld-byte file", oname,
+                (unsigned long long)off[*n], (long long)c->file_size);
+    size_t total = r == 0 ? (size_t)off[*n] : 0;
+    snprintf(what, sizeof what, "cannot read %s", bname);
+    if (r == 0 && !(blob = lt_malloc(total, bname))) r = -1;
+    if (r == 0) r = read_all(c, d_bytes, H5T_NATIVE_UINT8, (int64_t)total, blob, what);
+    if (r == 0) {
+        out->text = lt_malloc(total + (size_t)*n, bname);
+        out->at = lt_malloc((size_t)*n * sizeof(size_t), oname);
+        if (!out->text || !out->at) r = -1;
+    }
+    for (int64_t k = 0; r == 0 && k < *n; k++) {
+        size_t len = (size_t)(off[k + 1] - off[k]);
+        const uint8_t *src = blob + off[k];
+        if ((nonempty && len == 0) || memchr(src, 0, len)) {
+            r = BAD(c, "%s: entry %lld is empty or holds a NUL byte", bname, (long long)k);
+            break;
+        }
+        out->at[k] = (size_t)off[k] + (size_t)k;
+        memcpy(out->text + out->at[k], src, len);
+        out->text[out->at[k] + len] = 0;
+    }
+    free(off);
+    free(blob);
+    close_dset(&d_off);
+    close_dset(&d_bytes);
+    return r;
+}
+
 static int read_images(lt_cache *c) {
     hsize_t n = (hsize_t)c->n_images;
-    dset_spec sp[] = {{"images/path", H5T_STRING, 0, -1, 1, {n}},
-                      {"images/offset", H5T_INTEGER, 8, -1, 1, {n + 1}},
+    dset_spec sp[] = {{"images/offset", H5T_INTEGER, 8, -1, 1, {n + 1}},
                       {"images/width", H5T_INTEGER, 4, -1, 1, {n}},
                       {"images/height", H5T_INTEGER, 4, -1, 1, {n}},
                       {"images/sha256", H5T_STRING, SHA_LEN, -1, 1, {n}},
                       {"images/file_size", H5T_INTEGER, 8, -1, 1, {n}},
                       {"images/mtime_ns", H5T_INTEGER, 8, -1, 1, {n}}};
-    hid_t d[4] = {-1, -1, -1, -1};
+    hid_t d[3] = {-1, -1, -1};
     int r = open_bytes(c);
-    for (int k = 0; r == 0 && k < 4; k++) r = check_only(c, &sp[k], &d[k]);
-    if (r == 0) r = check_only(c, &sp[4], &c->sha);
-    if (r == 0) r = check_only(c, &sp[5], &c->size);
-    if (r == 0) r = check_only(c, &sp[6], &c->mtime);
-    c->path_at = lt_malloc((size_t)n * sizeof(size_t), "cache image paths");
-    c->offset = lt_malloc((size_t)(n + 1) * 8, "cache image offsets");
-    c->width = lt_malloc((size_t)n * 4, "cache image widths");
-    c->height = lt_malloc((size_t)n * 4, "cache image heights");
-    if (r == 0 && (!c->path_at || !c->offset || !c->width || !c->height)) r = -1;
-    size_t len = 0;
-    if (r == 0) r = read_strings(c, d[0], c->n_images, &c->paths, c->path_at, 1, &len);
-    if (r == 0) r = read_all(c, d[1], H5T_NATIVE_UINT64, (int64_t)n + 1, c->offset,
+    for (int k = 0; r == 0 && k < 3; k++) r = check_only(c, &sp[k], &d[k]);
+    if (r == 0) r = check_only(c, &sp[3], &c->sha);
+    if (r == 0) r = check_only(c, &sp[4], &c->size);
+    if (r == 0) r = check_only(c, &sp[5], &c->mtime);
+    if (r == 0) {
+        c->offset = lt_malloc((size_t)(n + 1) * 8, "cache image offsets");
+        c->width = lt_malloc((size_t)n * 4, "cache image widths");
+        c->height = lt_malloc((size_t)n * 4, "cache image heights");
+        if (!c->offset || !c->width || !c->height) r = -1;
+    }
+    if (r == 0) r = read_all(c, d[0], H5T_NATIVE_UINT64, (int64_t)n + 1, c->offset,
                              "cannot read /images/offset");
-    if (r == 0) r = read_all(c, d[2], H5T_NATIVE_INT32, (int64_t)n, c->width,
+    if (r == 0) r = read_all(c, d[1], H5T_NATIVE_INT32, (int64_t)n, c->width,
                              "cannot read /images/width");
-    if (r == 0) r = read_all(c, d[3], H5T_NATIVE_INT32, (int64_t)n, c->height,
+    if (r == 0) r = read_all(c, d[2], H5T_NATIVE_INT32, (int64_t)n, c->height,
                              "cannot read /images/height");
-    for (int k = 0; k < 4; k++) close_dset(&d[k]);
-    return r == 0 ? check_offsets(c) : -1;
+    for (int k = 0; k < 3; k++) close_dset(&d[k]);
+    if (r == 0) r = check_offsets(c, "/images/offset", c->offset, c->n_images, c->n_bytes,
+                                  UINT64_MAX);
+    int64_t n_paths = c->n_images;
+    return r == 0 ? read_text(c, "images", "path", &n_paths, 1, &c->paths) : -1;
 }
 
-/* /skipped: both datasets of the same length K, read whole. */
+/* /skipped: two text columns of the same length K. */
 static int read_skipped(lt_cache *c) {
-    dset_spec s = {"skipped/path", H5T_STRING, 0, -1, 1, {0}};
-    hid_t dp = -1, dr = -1;
-    if (H5Lexists(c->file, "skipped", H5P_DEFAULT) > 0 &&
-        H5Lexists(c->file, s.name, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(c->file, s.name, H5P_DEFAULT);
-        hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1)
-            H5Sget_simple_extent_dims(sp, s.dims, NULL);
-        if (sp >= 0) H5Sclose(sp);
-        if (d >= 0) H5Dclose(d);
-        H5Eclear2(H5E_DEFAULT);
-    }
-    int r = check_only(c, &s, &dp);
-    s.name = "skipped/reason";
-    if (r == 0) r = check_only(c, &s, &dr);
-    c->n_skipped = (int64_t)s.dims[0];
-    size_t len = 0;
-    if (r == 0) {
-        c->sk_at = lt_malloc((size_t)c->n_skipped * 2 * sizeof(size_t), "skipped list");
-        if (!c->sk_at) r = -1;
-    }
-    if (r == 0) r = read_strings(c, dp, c->n_skipped, &c->sk_text, c->sk_at, 2, &len);
-    if (r == 0) r = read_strings(c, dr, c->n_skipped, &c->sk_text, c->sk_at + 1, 2, &len);
-    close_dset(&dp);
-    close_dset(&dr);
-    return r;
+    int64_t k = -1;
+    int r = read_text(c, "skipped", "path", &k, 0, &c->sk_path);
+    c->n_skipped = r == 0 ? k : 0;
+    return r == 0 ? read_text(c, "skipped", "reason", &k, 0, &c->sk_reason) : -1;
 }
 
 static int open_samples(lt_cache *c) {
@@ -1417,7 +1438,7 @@ int64_t lt_cache_n_samples(const lt_cache *c) { return c->n_samples; }
 int64_t lt_cache_n_skipped(const lt_cache *c) { return c->n_skipped; }
 
 const char *lt_cache_image_path(const lt_cache *c, int64_t i) {
-    return c->paths + c->path_at[i];
+    return c->paths.text + c->paths.at[i];
 }
 
 void lt_cache_image_size(const lt_cache *c, int64_t i, int32_t *w, int32_t *h) {
@@ -1426,8 +1447,8 @@ void lt_cache_image_size(const lt_cache *c, int64_t i, int32_t *w, int32_t *h) {
 }
 
 void lt_cache_skipped(const lt_cache *c, int64_t k, const char **path, const char **reason) {
-    *path = c->sk_text + c->sk_at[2 * k];
-    *reason = c->sk_text + c->sk_at[2 * k + 1];
+    *path = c->sk_path.text + c->sk_path.at[k];
+    *reason = c->sk_reason.text + c->sk_reason.at[k];
 }
 
 static int check_range(const lt_cache *c, const char *what, int64_t first, int64_t count,
@@ -1466,7 +1487,7 @@ int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out) {
     out->width = c->width[i];
     out->height = c->height[i];
     pthread_mutex_lock(&h5_lock);
-    hid_t st = sha_type();
+    hid_t st = fixed_str_type(SHA_LEN, H5T_CSET_ASCII);
     int r = st >= 0 && rows_io(c->sha, st, i, 1, out->sha256, 0) >= 0 &&
                     rows_io(c->mtime, H5T_NATIVE_INT64, i, 1, &out->mtime_ns, 0) >= 0
                 ? 0

@@ -15,7 +15,7 @@
 #include "image/recipe.h"
 
 #define LT_CACHE_FORMAT "lt-cache"
-#define LT_CACHE_VERSION 1
+#define LT_CACHE_VERSION 2
 
 typedef struct {
     char file[256];      /* base name of the weights file */

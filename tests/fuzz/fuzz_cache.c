@@ -1,9 +1,9 @@
 /* fuzz_cache.c: lt-train's cache reader (lt_cache_open: format, version, attributes, every
- * dataset's type and shape, image offsets) on a file holding the input, then what lt-train reads
- * from an opened cache: every image record and its stored bytes, the skipped list, a few samples
- * (recipes) and embeddings from the start and the end. HDF5 itself is not instrumented (Debian's
- * libhdf5), so only our side of the calls is checked by ASan/UBSan; see README.md for the HDF5
- * problems this target can run into. */
+ * dataset's type and shape, image offsets, the text columns of paths and skip reasons) on a file
+ * holding the input, then what lt-train reads from an opened cache: every image record and its
+ * stored bytes, the skipped list, a few samples (recipes) and embeddings from the start and the
+ * end. HDF5 itself is not instrumented (Debian's libhdf5), so only our side of the calls is
+ * checked by ASan/UBSan; see README.md for the HDF5 problems this target can run into. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -32,6 +32,14 @@ def run(args, check=True, env=None, **kw):
     return r
 
 
+def cache_text(f, name):
+    """Text column `name` (e.g. "images/path") of an lt cache opened with h5py: the entries of
+    NAME_bytes cut at NAME_offset (formats/cache.md), as a list of bytes."""
+    data = f[name + "_bytes"][()].tobytes()
+    off = f[name + "_offset"][()]
+    return [data[off[k]:off[k + 1]] for k in range(len(off) - 1)]
+
+
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PLUGIN_DIR, run
+from conftest import PLUGIN_DIR, ROOT, cache_text, run
 from embed_fixtures import lt_embed, rand_img, tiny_teacher
 from train_fixtures import lt_train
 
@@ -35,9 +35,9 @@ def no_signal(r):
 
 def cache_paths(cache):
     with h5py.File(cache, "r") as f:
-        paths = [p.decode() if isinstance(p, bytes) else p for p in f["images/path"][:]]
-        sk = [p.decode() if isinstance(p, bytes) else p for p in f["skipped/path"][:]]
-        why = [p.decode() if isinstance(p, bytes) else p for p in f["skipped/reason"][:]]
+        paths = [p.decode() for p in cache_text(f, "images/path")]
+        sk = [p.decode() for p in cache_text(f, "skipped/path")]
+        why = [p.decode() for p in cache_text(f, "skipped/reason")]
         size = list(zip(f["images/width"][:].tolist(), f["images/height"][:].tolist()))
     return paths, dict(zip(sk, why)), dict(zip(paths, size))
 
@@ -237,7 +237,7 @@ def test_non_utf8_file_name(teacher, tmp_path):
     no_signal(r)
     assert r.returncode == 0, r.stderr
     with h5py.File(cache, "r") as f:
-        raw = [p if isinstance(p, bytes) else os.fsencode(p) for p in f["images/path"][:]]
+        raw = cache_text(f, "images/path")
     assert sorted(raw) == [b"caf\xe9.png", b"ok.png"], raw
 
 
@@ -564,11 +564,20 @@ def damage(src, dst, how):
         return ""
     with h5py.File(dst, "r+") as f:
         if how == "version":
-            f.attrs["version"] = np.int32(2)
-            return "cache version 2, this lt reads version 1: re-run lt-embed"
+            f.attrs["version"] = np.int32(3)
+            return "cache version 3, this lt reads version 2: re-run lt-embed"
         if how == "format":
-            f.attrs["format"] = "not-lt"
+            f.attrs["format"] = np.bytes_(b"not-lt")  # numpy bytes: a fixed-length string
             return "not an lt cache (format is 'not-lt'"
+        if how == "format_vlen":
+            f.attrs["format"] = "lt-cache"  # str: h5py writes a variable-length string
+            return "attribute 'format' is a variable-length string"
+        if how == "teacher_sha256_vlen":
+            f.attrs["teacher_sha256"] = f.attrs["teacher_sha256"].decode()
+            return "attribute 'teacher_sha256' is a variable-length string"
+        if how == "tool_version_long":
+            f.attrs["tool_version"] = np.bytes_(b"x" * 40)
+            return "attribute 'tool_version' is not one string of at most 31 bytes"
         if how == "no_format":
             del f.attrs["format"]
             return "not an lt cache (no 'format' attribute)"
@@ -601,10 +610,36 @@ def damage(src, dst, how):
             del f["samples/lambda"]
             return "dataset samples/lambda is missing"
         if how == "paths_short":
-            p = f["images/path"][:]
-            del f["images/path"]
-            f.create_dataset("images/path", data=p[:-1], dtype=h5py.string_dtype())
-            return "dataset images/path has the wrong shape"
+            o = f["images/path_offset"][:]
+            del f["images/path_offset"]
+            f.create_dataset("images/path_offset", data=o[:-1])
+            return "dataset images/path_offset has the wrong shape"
+        if how == "paths_vlen":
+            p = cache_text(f, "images/path")
+            del f["images/path_bytes"]
+            f.create_dataset("images/path_bytes", data=p, dtype=h5py.string_dtype())
+            return "dataset images/path_bytes has the wrong type"
+        if how == "path_offsets_past_bytes":
+            f["images/path_offset"][-1] += 7
+            return "images/path_offset ends at"
+        if how == "path_offsets_decrease":
+            f["images/path_offset"][1] = f["images/path_offset"][2] + 1
+            return "images/path_offset decreases at entry 1"
+        if how == "path_offsets_huge":
+            f["images/path_offset"][-1] = 1 << 62
+            return "images/path_offset: entry 5 is longer than 65536 bytes"
+        if how == "path_nul":
+            f["images/path_bytes"][0] = 0
+            return "images/path_bytes: entry 0 is empty or holds a NUL byte"
+        if how == "skipped_counts_differ":
+            del f["skipped/reason_offset"]
+            f.create_dataset("skipped/reason_offset", data=np.zeros(2, np.uint64))
+            return "dataset skipped/reason_offset has the wrong shape"
+        if how == "skipped_huge":  # a declared length, not stored: no allocation follows it
+            del f["skipped/path_offset"]
+            f.create_dataset("skipped/path_offset", shape=(1 << 40,), dtype=np.uint64,
+                             chunks=(1024,))
+            return "more than this"
         if how == "offsets_past_bytes":
             o = f["images/offset"][:]
             o[-1] = o[-1] + 10 ** 9
@@ -621,9 +656,11 @@ def damage(src, dst, how):
 
 @pytest.mark.parametrize("how", [
     "truncated_half", "truncated_tail", "empty", "superblock_only", "version", "format",
-    "no_format", "embed_dim", "num_samples", "num_images_huge", "embeddings_rows",
-    "embeddings_type", "samples_image_shape", "no_lambda", "paths_short", "offsets_past_bytes",
-    "offsets_decrease"])
+    "format_vlen", "teacher_sha256_vlen", "tool_version_long", "no_format", "embed_dim",
+    "num_samples", "num_images_huge", "embeddings_rows", "embeddings_type", "samples_image_shape",
+    "no_lambda", "paths_short", "paths_vlen", "path_offsets_past_bytes", "path_offsets_decrease",
+    "path_offsets_huge", "path_nul", "skipped_counts_differ", "skipped_huge",
+    "offsets_past_bytes", "offsets_decrease"])
 def test_damaged_cache(good_cache, tmp_path, how):
     bad = str(tmp_path / f"{how}.h5")
     needle = damage(good_cache, bad, how)
@@ -634,6 +671,54 @@ def test_damaged_cache(good_cache, tmp_path, how):
     assert r.returncode == 1, (how, r.stderr)
     assert f"lt-train: error: {bad}" in r.stderr, r.stderr
     assert needle in r.stderr, (needle, r.stderr)
+    assert not (out / "student.safetensors").exists()
+
+
+STRING_ATTRS = ("format", "embedding_dtype", "tool_version", "created", "teacher_file",
+                "teacher_sha256")
+
+
+def test_version_1_cache_is_refused(good_cache, tmp_path):
+    """A cache as version 1 stored it (variable-length strings: the string attributes and
+    /images/path, /skipped/path, /skipped/reason) is refused by its version number alone, before
+    any variable-length string is read."""
+    v1 = str(tmp_path / "v1.h5")
+    shutil.copy(good_cache, v1)
+    with h5py.File(v1, "r+") as f:
+        f.attrs["version"] = np.int32(1)
+        for k in STRING_ATTRS:
+            value = f.attrs[k].decode()
+            del f.attrs[k]
+            f.attrs[k] = value  # str: a variable-length string
+        for name in ("images/path", "skipped/path", "skipped/reason"):
+            text = [t.decode() for t in cache_text(f, name)]
+            del f[name + "_bytes"], f[name + "_offset"]
+            f.create_dataset(name, data=np.array(text, dtype=object), dtype=h5py.string_dtype(),
+                             maxshape=(None,), chunks=(64,))
+        assert h5py.check_string_dtype(f["images/path"].dtype).length is None
+    out = tmp_path / "out"
+    r = run([lt_train(), v1, "--out", str(out), "--steps", "1", "-q"], check=False, timeout=60)
+    no_signal(r)
+    assert r.returncode == 1, r.stderr
+    assert f"lt-train: error: {v1}: cache version 1, this lt reads version 2: re-run lt-embed" \
+        in r.stderr, r.stderr
+    assert not out.exists() or not (out / "student.safetensors").exists()
+
+
+KNOWN_HDF5 = os.path.join(ROOT, "tests", "fuzz", "known-hdf5")
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(KNOWN_HDF5)))
+def test_known_hdf5_crashers_are_refused(tmp_path, name):
+    """The damaged version-1 caches that crash or hang HDF5 1.10 when it reads their
+    variable-length strings (tests/fuzz/README.md, "Known problems outside lt"): lt-train refuses
+    each cleanly, naming it, since it never reads a variable-length string."""
+    path = os.path.join(KNOWN_HDF5, name)
+    out = tmp_path / "out"
+    r = run([lt_train(), path, "--out", str(out), "--steps", "1", "-q"], check=False, timeout=60)
+    no_signal(r)
+    assert r.returncode in (1, 2), r.stderr
+    assert f"lt-train: error: {path}" in r.stderr, r.stderr
     assert not (out / "student.safetensors").exists()
 
 

@@ -49,22 +49,31 @@ filters = [dcpl.get_filter(i)[:3] for i in range(dcpl.get_nfilters())]
 a = f.attrs
 off = f["images/offset"][()]
 data = f["images/bytes"][()]
+def text(name):
+    b, o = f[name + "_bytes"][()].tobytes(), f[name + "_offset"][()]
+    return [b[o[k]:o[k + 1]].decode() for k in range(len(o) - 1)]
+dtypes = [a.get_id(k).dtype for k in a]
+f.visititems(lambda n, o: dtypes.append(o.dtype) if isinstance(o, h5py.Dataset) else None)
+STR = ("format", "embedding_dtype", "tool_version", "created", "teacher_file", "teacher_sha256")
 print(json.dumps({
     "dtype": str(got.dtype), "shape": list(got.shape), "same": same,
     "chunks": list(e.chunks), "fill": float(e.fillvalue),
     "filters": [[int(c), int(fl), [int(x) for x in v]] for c, fl, v in filters],
-    "format": a["format"], "format_type": type(a["format"]).__name__,
+    "format": a["format"].decode(), "format_type": type(a["format"]).__name__,
+    "str_dtypes": {k: a.get_id(k).dtype.str for k in STR},
+    "str_lens": {k: len(a[k]) for k in STR},
+    "any_vlen": any(dt.kind == "O" for dt in dtypes),
     "version": int(a["version"]), "version_dtype": str(a["version"].dtype),
-    "embedding_dtype": a["embedding_dtype"], "seed": int(a["seed"]),
+    "embedding_dtype": a["embedding_dtype"].decode(), "seed": int(a["seed"]),
     "seed_dtype": str(a["seed"].dtype), "num_samples": int(a["num_samples"]),
-    "created": a["created"], "teacher_file": a["teacher_file"],
+    "created": a["created"].decode(), "teacher_file": a["teacher_file"].decode(),
     "jitter": [float(x) for x in a["transform_jitter"]],
-    "paths": list(f["images/path"].asstr()[()]),
+    "paths": text("images/path"), "path_offset": [int(x) for x in f["images/path_offset"][()]],
     "sha": [s.decode() for s in f["images/sha256"][()]],
     "image_sha": [hashlib.sha256(data[off[i]:off[i + 1]].tobytes()).hexdigest()
                   for i in range(len(off) - 1)],
     "width": [int(x) for x in f["images/width"][()]],
-    "skipped": list(f["skipped/path"].asstr()[()]),
+    "skipped": text("skipped/path"), "reasons": text("skipped/reason"),
     "samples_image_shape": list(f["samples/image"].shape),
     "crop_shape": list(f["samples/crop"].shape), "crop_dtype": str(f["samples/crop"].dtype),
     "lambda_dtype": str(f["samples/lambda"].dtype),
@@ -85,8 +94,12 @@ def test_h5py_reads_cache_with_plugin(tmp, dtype):
     # shuffle (id 2) first, then our zstd (32015) with the level as cd_values[0], mandatory
     assert [c for c, _, _ in info["filters"]] == [2, 32015]
     assert info["filters"][1][2] == [7] and info["filters"][1][1] == 0
-    assert info["format"] == "lt-cache" and info["format_type"] == "str"
-    assert info["version"] == 1 and info["version_dtype"] == "int32"
+    # no variable-length type anywhere; string attributes are fixed-length, exactly as long as
+    # their value, so h5py reads them as numpy bytes
+    assert not info["any_vlen"]
+    assert info["format"] == "lt-cache" and info["format_type"] == "bytes_"
+    assert info["str_dtypes"] == {k: f"|S{n}" for k, n in info["str_lens"].items()}
+    assert info["version"] == 2 and info["version_dtype"] == "int32"
     assert info["embedding_dtype"] == ("float16" if dtype == "f16" else "float32")
     assert info["seed"] == 3 and info["seed_dtype"] == "uint64"
     assert info["num_samples"] == 160
@@ -94,9 +107,10 @@ def test_h5py_reads_cache_with_plugin(tmp, dtype):
     assert info["teacher_file"] == "dinov2_vitb14.safetensors"
     assert info["jitter"] == pytest.approx([0.4, 0.4, 0.2, 0.1])
     assert info["paths"] == [p for _, _, p in images]
+    assert info["path_offset"][0] == 0 and info["path_offset"][-1] == sum(map(len, info["paths"]))
     assert info["sha"] == [s for s, _, _ in images] == info["image_sha"]
     assert info["width"] == [64 + i for i in range(40)]
-    assert info["skipped"] == ["notes.txt"]
+    assert info["skipped"] == ["notes.txt"] and info["reasons"] == ["not a JPEG or PNG"]
     assert info["samples_image_shape"] == [160, 2]
     assert info["crop_shape"] == [160, 2, 4] and info["crop_dtype"] == "int32"
     assert info["lambda_dtype"] == "float32"
@@ -141,7 +155,7 @@ def test_lt_reader_accepts_and_rejects(tmp):
     py(script, path, PLUGIN_DIR)
     r = run([tool("cache_tool"), "check", path], check=False)
     assert r.returncode == 1
-    assert "cache version 9, this lt reads version 1: re-run lt-embed" in r.stderr
+    assert "cache version 9, this lt reads version 2: re-run lt-embed" in r.stderr
 
 
 def test_pypi_hdf5plugin_reads_cache(tmp):

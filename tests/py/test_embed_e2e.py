@@ -17,7 +17,7 @@ from PIL import Image
 
 import dinov2_ref
 import st_io
-from conftest import PLUGIN_DIR, run
+from conftest import PLUGIN_DIR, cache_text, run
 from embed_fixtures import lt_embed, odd_folder, tiny_teacher
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
@@ -72,9 +72,9 @@ def test_embeddings_match_pytorch_on_dumped_views(folder, tmp_path, hf, n_reg, m
     assert r.stderr.count("warning:") == len(broken)
     assert not os.path.exists(str(out) + ".partial")
     with h5py.File(out, "r") as f:
-        paths = [p.decode() if isinstance(p, bytes) else p for p in f["images/path"][:]]
+        paths = [p.decode() for p in cache_text(f, "images/path")]
         assert paths == valid
-        skipped = sorted(p.decode() if isinstance(p, bytes) else p for p in f["skipped/path"][:])
+        skipped = sorted(p.decode() for p in cache_text(f, "skipped/path"))
         assert skipped == sorted(broken)
         V = int(f.attrs["views_per_image"])
         assert V == 2 and int(f.attrs["num_samples"]) == len(valid) * V

@@ -440,14 +440,48 @@ static void set_int_attr(const char *path, const char *name, hid_t mtype, const 
     H5Fclose(f);
 }
 
+/* Writes value at index i of the uint64 dataset name. */
+static void set_u64(const char *path, const char *name, hsize_t i, uint64_t value) {
+    hid_t f = open_rw(path);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    hsize_t one = 1;
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &one, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &i, NULL, &one, NULL);
+    CHECK(H5Dwrite(d, H5T_NATIVE_UINT64, ms, fs, H5P_DEFAULT, &value) >= 0);
+    H5Sclose(ms), H5Sclose(fs), H5Dclose(d), H5Fclose(f);
+}
+
+/* Replaces the format attribute by a variable-length string, as version 1 stored it. */
+static void set_vlen_format(const char *path) {
+    hid_t f = open_rw(path);
+    H5Adelete(f, "format");
+    hid_t s = H5Screate(H5S_SCALAR), t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    const char *v = "lt-cache";
+    hid_t a = H5Acreate2(f, "format", t, s, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(H5Awrite(a, t, &v) >= 0);
+    H5Aclose(a), H5Tclose(t), H5Sclose(s), H5Fclose(f);
+}
+
 static void test_bad_files(const char *good) {
     char p[512];
     tmp_path(p, sizeof p, "bad.h5");
 
     copy_file(good, p, 1.0);
-    int32_t two = 2;
-    set_int_attr(p, "version", H5T_NATIVE_INT32, &two);
-    expect_open_error(p, "cache version 2, this lt reads version 1: re-run lt-embed", "version");
+    int32_t version = 3;
+    set_int_attr(p, "version", H5T_NATIVE_INT32, &version);
+    expect_open_error(p, "cache version 3, this lt reads version 2: re-run lt-embed", "version");
+
+    /* A version-1 cache (format a variable-length string) is refused by its version number; a
+     * variable-length string where version 2 has a fixed-length one is refused unread. */
+    copy_file(good, p, 1.0);
+    set_vlen_format(p);
+    version = 1;
+    set_int_attr(p, "version", H5T_NATIVE_INT32, &version);
+    expect_open_error(p, "cache version 1, this lt reads version 2: re-run lt-embed", "v1");
+    copy_file(good, p, 1.0);
+    set_vlen_format(p);
+    expect_open_error(p, "attribute 'format' is a variable-length string", "vlen format");
 
     copy_file(good, p, 1.0);
     hid_t f = open_rw(p);
@@ -482,15 +516,18 @@ static void test_bad_files(const char *good) {
     expect_open_error(p, "num_samples", "views");
 
     copy_file(good, p, 1.0);
-    f = open_rw(p);
-    hid_t d = H5Dopen2(f, "images/offset", H5P_DEFAULT);
-    hsize_t start = 2, one = 1;
-    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(1, &one, NULL);
-    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &one, NULL);
-    uint64_t huge = 1ull << 40;
-    CHECK(H5Dwrite(d, H5T_NATIVE_UINT64, ms, fs, H5P_DEFAULT, &huge) >= 0);
-    H5Sclose(ms), H5Sclose(fs), H5Dclose(d), H5Fclose(f);
+    set_u64(p, "images/offset", 2, 1ull << 40);
     expect_open_error(p, "/images/offset", "offsets");
+
+    copy_file(good, p, 1.0);
+    set_u64(p, "images/path_offset", 2, 1ull << 40);
+    expect_open_error(p, "images/path_offset: entry 1 is longer than", "path offsets");
+    copy_file(good, p, 1.0);
+    set_u64(p, "images/path_offset", 0, 1);
+    expect_open_error(p, "images/path_offset[0] is 1, not 0", "path offset 0");
+    copy_file(good, p, 1.0);
+    set_u64(p, "images/path_offset", 150, 1ull << 15);
+    expect_open_error(p, "images/path_offset ends at 32768, past the", "path offsets end");
 
     copy_file(good, p, 0.5);
     expect_open_error(p, "truncated or damaged", "truncated");
