@@ -3,14 +3,20 @@
  * Why it exists: it is the reference backend of the ResNet student: simple fp32 code, bitwise
  * deterministic for a fixed thread count, that the CUDA twin is tested against.
  *
- * Convolution is im2col + one sgemm. The im2col matrix of an NHWC input has one row per output
- * pixel and its columns ordered (ky, kx, ci), so each (ky, kx) tap is one contiguous copy of Cin
- * floats; the weight is permuted once per call from PyTorch's (Cout, Cin, kh, kw) to
- * (Cout, kh, kw, Cin) in the scratch to match. To bound the scratch, the batch is processed in
- * chunks of whole images whose im2col matrix fits LT_CONV_CHUNK_FLOATS (at least one image). A
- * 1×1 stride 1 conv needs no im2col: the NHWC input already is the (B·H·W, Cin) matrix. The
- * input gradient goes through a "col2im" written as a gather over input pixels (each dx element
- * sums its taps in a fixed order, no scatter races), so it parallelises without atomics.
+ * Convolution is im2col + GEMM. The im2col matrix of an NHWC input has one row per output pixel
+ * and its columns ordered (ky, kx, ci), so the kw taps of one kernel row are one contiguous copy
+ * of kw·Cin floats; the weight is permuted once per call from PyTorch's (Cout, Cin, kh, kw) to
+ * (Cout, kh, kw, Cin) in the scratch to match. The matrix is never built whole: where there are
+ * enough output rows (the early, large layers), each thread takes tiles of a few hundred rows,
+ * builds a tile in its own scratch slot and multiplies it right away with a single-threaded
+ * sgemm, while it is in the core's cache (the weight gradient sums each thread's tiles into its
+ * own partial, then the partials in thread order). Elsewhere the batch goes in chunks of whole
+ * images whose im2col matrix fits LT_CONV_CHUNK_FLOATS, each through one GEMM split across the
+ * threads. A 1×1 stride 1 conv needs no im2col: the NHWC input already is the (B·H·W, Cin)
+ * matrix. The input gradient of a stride-1 conv is the forward conv of dy with the flipped kernel
+ * (conv_dx_by_conv); for strided convs it goes through a "col2im" written as a gather over input
+ * pixels (each dx element sums its taps in a fixed order, no scatter races), so it parallelises
+ * without atomics.
  *
  * Batch norm is parallel over contiguous ranges of rows (see below). Pooling and bias reductions
  * are parallel over blocks of channels; each thread runs over all rows of its channels in order,
