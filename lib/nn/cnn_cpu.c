@@ -181,39 +181,10 @@ static void unperm_weight(const lt_conv2d_dims *d, float *dw, const float *dwp, 
     }
 }
 
-/* col (nb·OH·OW, K) from images x (nb, H, W, Cin), columns ordered (ky, kx, ci). In NHWC the kw
- * taps of one kernel row are kw·Cin consecutive input floats, the same order as the kw·Cin
- * columns of that kernel row: one copy per kernel row, clipped at the image edges. */
-static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) {
-    const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, kw = d->kw;
-    const int64_t K = conv_K(d), run = (int64_t)kw * Cin;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < nb; b++)
-        for (int oy = 0; oy < OH; oy++) {
-            const float *xb = x + (int64_t)b * H * W * Cin;
-            for (int ox = 0; ox < OW; ox++) {
-                float *row = col + (((int64_t)b * OH + oy) * OW + ox) * K;
-                const int ix0 = ox * d->stride - d->pad;
-                /* taps kx in [k0, k1) fall inside the image */
-                const int k0 = ix0 < 0 ? -ix0 : 0, k1 = ix0 + kw > W ? W - ix0 : kw;
-                for (int ky = 0; ky < d->kh; ky++) {
-                    const int iy = oy * d->stride - d->pad + ky;
-                    float *dst = row + ky * run;
-                    if (iy < 0 || iy >= H || k1 <= k0) {
-                        memset(dst, 0, sizeof(float) * run);
-                        continue;
-                    }
-                    if (k0 > 0) memset(dst, 0, sizeof(float) * k0 * Cin);
-                    memcpy(dst + (int64_t)k0 * Cin, xb + ((int64_t)iy * W + ix0 + k0) * Cin,
-                           sizeof(float) * (k1 - k0) * Cin);
-                    if (k1 < kw) memset(dst + (int64_t)k1 * Cin, 0, sizeof(float) * (kw - k1) * Cin);
-                }
-            }
-        }
-}
-
-/* Rows [r0, r1) of the im2col matrix of the whole batch (row r = output pixel r of the batch,
- * image-major) into col (r1 − r0, K); the same row layout as im2col, serial. */
+/* Rows [r0, r1) of the im2col matrix of the batch x (row r = output pixel r of the batch,
+ * image-major, columns ordered (ky, kx, ci)) into col (r1 − r0, K). In NHWC the kw taps of one
+ * kernel row are kw·Cin consecutive input floats, the same order as the kw·Cin columns of that
+ * kernel row: one copy per kernel row, clipped at the image edges. Serial. */
 static void im2col_rows(const lt_conv2d_dims *d, float *col, const float *x, int64_t r0,
                         int64_t r1) {
     const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, kw = d->kw;
@@ -238,6 +209,14 @@ static void im2col_rows(const lt_conv2d_dims *d, float *col, const float *x, int
             if (k1 < kw) memset(dst + (int64_t)k1 * Cin, 0, sizeof(float) * (kw - k1) * Cin);
         }
     }
+}
+
+/* col (nb·OH·OW, K) = the im2col matrix of images x (nb, H, W, Cin), in parallel. */
+static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) {
+    const int64_t rows = (int64_t)nb * d->OH * d->OW, K = conv_K(d), blk = 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t r0 = 0; r0 < rows; r0 += blk)
+        im2col_rows(d, col + r0 * K, x, r0, r0 + blk < rows ? r0 + blk : rows);
 }
 
 /* dx (nb, H, W, Cin) (+)= the sum, for each input pixel, of the dcol taps that read it. */
