@@ -33,6 +33,7 @@
 #include "core/threads.h"
 #include "core/half.h"
 #include "core/version.h"
+#include "data/cache_check.h"
 #include "embed/internal.h"
 #include "image/decode.h"
 #include "image/render.h"
@@ -633,6 +634,9 @@ static int build_partial(embed_run *R) {
 static int reuse_partial(embed_run *R) {
     struct stat st;
     if (stat(R->partial, &st) != 0) return lt_err_set("%s is missing", R->partial);
+    /* In a child first: a crash or hang of libhdf5 on a damaged partial means "rebuild it". The
+     * worker pools are idle here and no other thread is in HDF5 (see cache_check.h). */
+    if (lt_cache_check_isolated(R->partial, 0) != 0) return -1;
     if (lt_cache_open(R->partial, &R->part) != 0) return -1;
     R->N = lt_cache_n_images(R->part);
     R->S = lt_cache_n_samples(R->part);

@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/cli.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/version.h"
+#include "data/cache_check.h"
 #include "embed/embed.h"
 #include "nn/ops_cuda.h"
 
@@ -214,6 +216,14 @@ int main(int argc, char **argv) {
         return LT_EXIT_USAGE;
     }
 
+    /* --append reads the existing CACHE: a crash or hang of libhdf5 on a damaged one ends a
+     * child process, not this one (lt_embed_run reports a missing CACHE or a directory). */
+    struct stat st;
+    if (o.append && stat(o.cache_path, &st) == 0 && S_ISREG(st.st_mode) &&
+        lt_cache_check_isolated(o.cache_path, 0) != 0) {
+        lt_error("%s", lt_err_msg());
+        return LT_EXIT_ERROR;
+    }
     o.stop = lt_stop_on_signals();
 
     lt_embed_report r;

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/version.h"
+#include "data/cache_check.h"
 #include "train/train.h"
 
 static void usage(FILE *f) {
@@ -180,6 +181,11 @@ int main(int argc, char **argv) {
         return LT_EXIT_USAGE;
     }
     o.cache_path = argv[optind];
+    /* A crash or hang of libhdf5 on a damaged cache ends a child process, not this one. */
+    if (lt_cache_check_isolated(o.cache_path, 0) != 0) {
+        lt_error("%s", lt_err_msg());
+        return LT_EXIT_ERROR;
+    }
     o.stop = lt_stop_on_signals();
 
     lt_train_report r;
