@@ -192,7 +192,8 @@ def data_rows(threads, quick, caches, lists):
 
 def e2e_rows(threads, quick, gflops, caches, lists):
     """lt-train on the 64-image cache (batch 32, 1 loader worker: its default on 2 cores) against
-    the PyTorch loop of torch_train.py with a 1-worker DataLoader; img/s of steps 2.., median."""
+    the PyTorch loop of torch_train.py with a 1-worker DataLoader; the median wall time of steps
+    2.., as B / seconds."""
     B, steps = 32, 4
     out = os.path.join(WORK, "e2e_out")
     _, rss_ours = run_measured([os.path.join(BIN, "lt-train"), "-q", caches["64"], "--out", out,
@@ -200,7 +201,10 @@ def e2e_rows(threads, quick, gflops, caches, lists):
                                 "--threads", str(threads), "--workers", "1"])
     with open(os.path.join(out, "metrics.jsonl")) as f:
         ms = [json.loads(l) for l in f if l.strip()]
-    ours = statistics.median(m["img_per_s"] for m in ms if m["step"] > 1)
+    # img_per_s is the running mean since the run started; elapsed time at step k = k·B/img_per_s,
+    # so each step's wall time (data wait and checkpoints included) is the difference
+    elapsed = {m["step"]: m["step"] * B / m["img_per_s"] for m in ms}
+    ours = B / statistics.median(elapsed[k] - elapsed[k - 1] for k in elapsed if k > 1)
     ref, rss_ref = run_measured([PY, os.path.join(ROOT, "scripts", "bench", "torch_train.py"),
                                  lists["64"], str(B), str(steps), str(threads), "1", "64", "32"])
     t_ref = statistics.median(last_json(ref)["times"])
@@ -245,8 +249,8 @@ Workloads (scripts/bench/; our side in tests/tools/bench_*.c and bin/lt-train):
   crop, flip, colour jitter, grayscale, blur), mixed and normalised. PyTorch: torchvision transforms
   in a DataLoader with as many worker processes as our threads. 200 photo-like JPEGs of 300-500 px
   (scripts/bench/make_jpegs.py). No GEMM, so no arithmetic bound.
-- end to end: bin/lt-train on a 64-image cache (1 loader thread), img_per_s of steps 2.. from
-  metrics.jsonl, against scripts/bench/torch_train.py (same model, loss, LARS, 1 DataLoader worker).
+- end to end: bin/lt-train on a 64-image cache (1 loader thread), the median wall time of steps
+  2.. (from metrics.jsonl: data wait and checkpoint writes included), against scripts/bench/torch_train.py (same model, loss, LARS, 1 DataLoader worker).
 - peak RSS: the largest single process (wait4); PyTorch's DataLoader workers are separate
   processes and are not added in.
 """
