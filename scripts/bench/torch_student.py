@@ -1,6 +1,7 @@
-"""PyTorch side of the student-step benchmark: torchvision resnet18 (default NCHW memory
-format: on the 2-core bench machine PyTorch 1.13's step is about 10% slower with channels_last) + Linear head + L2 norm + the queue KL loss + clipping + the LARS step
-of tests/reference/optim_ref.py, on random input. One warm-up step, then timed steps.
+"""PyTorch side of the student-step benchmark: torchvision resnet18 + Linear head + L2 norm +
+the queue KL loss + clipping + the LARS step of tests/reference/optim_ref.py, on random input.
+One warm-up step, then timed steps. Default NCHW memory format: on the 2-core bench machine
+PyTorch 1.13's step is about 10% slower with channels_last.
 
     torch_student.py ARCH BATCH SIZE REPEATS THREADS
 """
