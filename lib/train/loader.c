@@ -6,15 +6,11 @@
  * lt_render, exactly as lt-embed rendered it for the teacher. */
 #include "train/loader.h"
 
-#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -133,24 +129,8 @@ static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *
     return 0;
 }
 
-/* Loader threads run LOADER_NICE steps nicer than the process (on Linux, setpriority on a thread
- * id affects that thread only). Where cores are oversubscribed (the default: every core computes
- * and one more thread loads), the scheduler then gives a loader thread the slack of the compute
- * threads instead of an equal share: a compute thread preempted mid-op stalls its partners at the
- * op's barrier, so an equal share costs the step about twice the loader's own time. When the
- * compute waits for data it sleeps, and the loader gets the cores whatever its priority. */
-#define LOADER_NICE 10
-
-static void lower_priority(void) {
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + LOADER_NICE);
-}
-
 static void *worker_main(void *arg) {
     lt_loader *l = arg;
-    lower_priority();
     worker_scratch ws = {0};
     ws.perm_epoch = -1;
     size_t view = (size_t)l->size * l->size * 3;
