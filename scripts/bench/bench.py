@@ -4,7 +4,8 @@
 For each workload: our throughput, PyTorch's (Debian python3-torch, same thread count, same
 shapes, warm-up excluded, median of several repeats), the ratio, the peak RSS of each process, and
 the arithmetic bound (FLOPs per item against this machine's measured fp32 GEMM rate). Prints a
-table, writes docs/benchmarks.md and docs/benchmarks.json (never edited by hand).
+table, writes docs/benchmarks.md and docs/benchmarks.json (never edited by hand; --quick writes
+build/bench/benchmarks-quick.md and .json instead).
 
     scripts/bench/bench.py [--quick] [--threads N]
 """
@@ -285,11 +286,15 @@ def main():
            f"- measured fp32 GEMM rate: {gflops:.1f} GFLOP/s (the bound column is this rate divided "
            f"by the FLOPs per item)\n\nThroughput is the median over repeats after one warm-up; "
            f"ratio = ours / PyTorch.\n\n" + t + NOTES)
-    os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
-    with open(os.path.join(ROOT, "docs", "benchmarks.md"), "w") as f:
+    # the full run is the record in docs/; a quick run (a partial table) goes to build/bench/
+    dest = WORK if a.quick else os.path.join(ROOT, "docs")
+    name = "benchmarks-quick" if a.quick else "benchmarks"
+    os.makedirs(dest, exist_ok=True)
+    with open(os.path.join(dest, name + ".md"), "w") as f:
         f.write(doc)
-    with open(os.path.join(ROOT, "docs", "benchmarks.json"), "w") as f:
+    with open(os.path.join(dest, name + ".json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"written: {os.path.relpath(os.path.join(dest, name + '.md'), ROOT)} and .json")
 
 
 if __name__ == "__main__":
