@@ -50,3 +50,9 @@ void *lt_calloc(size_t count, size_t size, const char *what) {
     if (!p) lt_err_set("out of memory (%zu x %zu bytes for %s)", count, size, what);
     return p;
 }
+
+char *lt_str_printable(char *s) {
+    for (char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+    return s;
+}

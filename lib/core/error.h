@@ -22,6 +22,9 @@ int lt_err_prefix(const char *fmt, ...) LT_PRINTF(1, 2);
 /* The current thread's last message ("" if none). */
 const char *lt_err_msg(void);
 void lt_err_clear(void);
+/* Replaces, in place, every byte of s outside printable ASCII with '?', for quoting a value read
+ * from a damaged file in a message that must stay one line of valid text. Returns s. */
+char *lt_str_printable(char *s);
 
 /* malloc/calloc that record "out of memory (<bytes> bytes for <what>)" on failure. */
 void *lt_malloc(size_t n, const char *what);

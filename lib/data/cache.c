@@ -1058,14 +1058,6 @@ static int attr_str_get(lt_cache *c, const char *name, char *buf, size_t cap) {
 /* The version is read before anything else, as an integer: a version-1 cache stores `format` as
  * a variable-length string, which this reader never reads. Only the presence of `format` is
  * checked first, so that a file of another kind is called that. */
-/* s with every byte outside printable ASCII replaced by '?', in place: for quoting a damaged
- * value in a message that must stay valid text. */
-static const char *printable(char *s) {
-    for (char *p = s; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
-    return s;
-}
-
 static int read_format(lt_cache *c) {
     char fmt[64];
     int32_t version;
@@ -1081,7 +1073,7 @@ static int read_format(lt_cache *c) {
     if (attr_str_get(c, "format", fmt, sizeof fmt) < 0) return -1;
     if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
         return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path,
-                          printable(fmt), LT_CACHE_FORMAT);
+                          lt_str_printable(fmt), LT_CACHE_FORMAT);
     return 0;
 }
 
@@ -1139,7 +1131,8 @@ static int read_meta(lt_cache *c) {
         attr_str_get(c, "teacher_sha256", t->sha256, sizeof t->sha256) < 0)
         return -1;
     if (strcmp(dtype, "float16") && strcmp(dtype, "float32"))
-        return BAD(c, "embedding_dtype is '%s', expected float16 or float32", printable(dtype));
+        return BAD(c, "embedding_dtype is '%s', expected float16 or float32",
+                   lt_str_printable(dtype));
     m->emb_f32 = dtype[5] == '3';
     int64_t expect_samples;
     if (m->embed_dim < 1 || m->views_per_image < 1 || c->n_images < 0 ||

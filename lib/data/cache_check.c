@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "data/cache.h"
 
 #define REPORT_MAX 2048
@@ -33,22 +34,12 @@
 /* ------------------------------------------------------------------------------------------ */
 /* The child                                                                                  */
 
-static void write_all(int fd, const char *s, size_t n) {
-    while (n > 0) {
-        ssize_t k = write(fd, s, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return;
-        s += k;
-        n -= (size_t)k;
-    }
-}
-
 static void report_and_exit(int fd, char kind, const char *msg) {
     char buf[REPORT_MAX];
     int n = snprintf(buf, sizeof buf, "%c%s", kind, msg ? msg : "");
     if (n < 0) n = 1;
     if ((size_t)n >= sizeof buf) n = (int)sizeof buf - 1;
-    write_all(fd, buf, (size_t)n);
+    (void)lt_write_all(fd, buf, (size_t)n);
     close(fd);
     _exit(0);
 }
@@ -70,8 +61,7 @@ static herr_t walk_fail(walk *w, const char *name, const char *what) {
     char detail[256] = "", hdf5[300] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost, detail);
     H5Eclear2(H5E_DEFAULT);
-    for (char *d = detail; *d; d++) /* one printable line: HDF5 may quote damaged bytes */
-        if ((unsigned char)*d < 0x20 || (unsigned char)*d > 0x7e) *d = '?';
+    lt_str_printable(detail); /* HDF5 may quote damaged bytes */
     if (detail[0]) snprintf(hdf5, sizeof hdf5, " (HDF5: %s)", detail);
     snprintf(w->err, sizeof w->err, "%s: not a valid lt cache: %s%s%s%s%s (re-run lt-embed to "
              "rebuild it)", w->path, name ? "/" : "", name ? name : "", name ? ": " : "", what,

@@ -3,7 +3,7 @@ same images, with the same method and shapes as `lt-train --batch-size B` on the
 a torch DataLoader (WORKERS worker processes, PIL + torchvision transforms and mixup as in
 torch_data.py) feeding torchvision resnet18 + Linear head (trunc-normal std 0.02) + L2 norm, the
 teacher-embedding queue and KLDivLoss(batchmean) at tau 0.07, gradient clipping at 1.0 and the LARS
-step of tests/reference/optim_ref.py. The teacher embeddings are random unit vectors of the cache's
+step (torch_method.py). The teacher embeddings are random unit vectors of the cache's
 dimension (reading them is negligible next to a step). Per step, the time from the end of the
 previous step (so waiting for data counts, as in lt-train's img_per_s).
 
@@ -16,13 +16,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "reference"))
 sys.path.insert(0, os.path.dirname(__file__))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
-import optim_ref  # noqa: E402
+import torch_method  # noqa: E402
 from torch_data import MixedViews  # noqa: E402
 
 
@@ -50,15 +49,7 @@ def main():
     t0 = time.perf_counter()
     for k, x in enumerate(dl):
         t = F.normalize(torch.randn(B, D), dim=-1)
-        queue = torch.cat([t, queue])[:Q]
-        s = F.normalize(head(model(x)), dim=-1)
-        loss = torch.nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s @ queue.T / 0.07, -1),
-                                                         F.softmax(t @ queue.T / 0.07, -1))
-        for p in params:
-            p.grad = None
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim_ref.lars_step([p.data for p in params], [p.grad for p in params], bufs, lr, wds)
+        queue = torch_method.step(model, head, params, bufs, wds, x, t, queue, lr)
         t1 = time.perf_counter()
         if k > 0:
             times.append(t1 - t0)

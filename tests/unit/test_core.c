@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "core/error.h"
 #include "core/half.h"
 #include "core/rng.h"
 #include "core/sha256.h"
@@ -95,7 +96,14 @@ static void test_half(void) {
     for (uint32_t h = 0; h < 0x7c00; h++) CHECK(lt_f32_to_f16(lt_f16_to_f32((uint16_t)h)) == h);
 }
 
+static void test_printable(void) {
+    char s[] = "lt-\xf4" "ache\n\t~ \x7f";
+    CHECK(lt_str_printable(s) == s);
+    CHECK(strcmp(s, "lt-?ache??~ ?") == 0);
+}
+
 int main(void) {
+    test_printable();
     test_philox();
     test_sha256();
     test_half();
