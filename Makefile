@@ -16,7 +16,7 @@ CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
 BUILD   := build
 BINDIR  := bin
-PKGS    := hdf5 libturbojpeg libpng libzstd openblas
+PKGS    := hdf5 libturbojpeg libpng libzstd openblas zlib
 # x86-64-v3: AVX2 + FMA (x86 CPUs since 2013-2015); older CPUs: make OPT="-O2 -march=x86-64-v2"
 OPT     ?= -O2 -march=x86-64-v3
 CFLAGS  += $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -fPIC -fopenmp -Ilib \

@@ -51,6 +51,26 @@ void *lt_calloc(size_t count, size_t size, const char *what) {
     return p;
 }
 
+char *lt_str_escape(const char *s, char *out, size_t cap) {
+    size_t o = 0;
+    if (cap == 0) return out;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[5];
+        int n;
+        if (c == '\n') n = snprintf(esc, sizeof esc, "\\n");
+        else if (c == '\r') n = snprintf(esc, sizeof esc, "\\r");
+        else if (c == '\t') n = snprintf(esc, sizeof esc, "\\t");
+        else if (c < 0x20 || c == 0x7f) n = snprintf(esc, sizeof esc, "\\x%02x", c);
+        else esc[0] = (char)c, n = 1;
+        if (o + (size_t)n >= cap) break;
+        memcpy(out + o, esc, (size_t)n);
+        o += (size_t)n;
+    }
+    out[o] = 0;
+    return out;
+}
+
 char *lt_str_printable(char *s) {
     for (char *p = s; *p; p++)
         if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';

@@ -1,8 +1,12 @@
 /* log.c: stderr diagnostics and the progress display (see log.h). */
 #include "log.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -10,9 +14,22 @@ static const char *g_prog = "lt";
 static int g_verb = 1;
 static lt_progress *g_active; /* bar currently drawn on the terminal, cleared before messages */
 
+static int g_gone; /* stderr's reader went away (EPIPE): print nothing more */
+
 void lt_log_init(const char *prog, int verbosity) {
     g_prog = prog;
     g_verb = verbosity;
+    /* `lt-train ... 2>&1 | head` must not kill a run when head exits: without SIGPIPE a write to
+     * the closed pipe fails with EPIPE, and diagnostics simply stop (see stderr_ok). */
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Checks the last writes to stderr; after an EPIPE nothing more is printed (the run goes on). */
+static void stderr_check(void) {
+    if (ferror(stderr)) {
+        if (errno == EPIPE) g_gone = 1;
+        clearerr(stderr);
+    }
 }
 int lt_log_verbosity(void) { return g_verb; }
 const char *lt_log_prog(void) { return g_prog; }
@@ -30,11 +47,26 @@ static void clear_bar(void) {
     }
 }
 
+/* One line "prog: kind message", with control bytes of the message (e.g. from a file name)
+ * escaped so that it stays one line and cannot drive the terminal. */
 static void vmsg(const char *kind, const char *fmt, va_list ap) {
+    if (g_gone) return;
+    char stack[2048], *msg = stack;
+    va_list aq;
+    va_copy(aq, ap);
+    int n = vsnprintf(stack, sizeof stack, fmt, aq);
+    va_end(aq);
+    if (n >= (int)sizeof stack && (msg = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    if (!msg) msg = stack;
+    size_t cap = strlen(msg) * 4 + 1;
+    char *esc = malloc(cap);
     clear_bar();
-    fprintf(stderr, "%s: %s", g_prog, kind);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "%s: %s%s\n", g_prog, kind, esc ? lt_str_escape(msg, esc, cap) : msg);
+    fflush(stderr);
+    stderr_check();
+    free(esc);
+    if (msg != stack) free(msg);
 }
 
 #define LT_DEFINE_LOG(name, kind, minv)                                                          \
@@ -88,6 +120,7 @@ static void draw(lt_progress *p, int final) {
                 final ? "elapsed" : "ETA", etab);
     }
     fflush(stderr);
+    stderr_check();
 }
 
 void lt_progress_start(lt_progress *p, const char *what, int64_t total) {
@@ -102,7 +135,7 @@ void lt_progress_start(lt_progress *p, const char *what, int64_t total) {
 
 void lt_progress_update(lt_progress *p, int64_t done) {
     p->done = done;
-    if (g_verb < 1) return;
+    if (g_verb < 1 || g_gone) return;
     double now = lt_now();
     double every = p->tty ? 0.2 : 10.0;
     if (now - p->t_last < every) return;
@@ -111,6 +144,6 @@ void lt_progress_update(lt_progress *p, int64_t done) {
 }
 
 void lt_progress_end(lt_progress *p) {
-    if (g_verb >= 1) draw(p, 1);
+    if (g_verb >= 1 && !g_gone) draw(p, 1);
     g_active = NULL;
 }

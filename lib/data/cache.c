@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -38,6 +39,14 @@
 #define EMB_CACHE_BYTES (32u << 20)      /* chunk cache of /embeddings */
 #define SAMPLE_BLOCK 65536               /* samples converted per write/read */
 #define EMB_BLOCK 4096                   /* embedding rows converted per write/read */
+#define IMAGE_SIZE_MAX 4096              /* largest view side lt-embed accepts */
+#define EMBED_DIM_MAX 65536              /* largest embedding a cache may declare */
+#define VIEWS_MAX 100000                 /* most views per image lt-embed accepts */
+
+/* CRC-32 (zlib's, the one of gzip and PNG) of n bytes: the per-row checksums of /checksums. */
+static uint32_t crc_of(const void *p, size_t n) {
+    return (uint32_t)crc32(crc32(0L, Z_NULL, 0), (const Bytef *)p, (uInt)n);
+}
 
 static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -302,6 +311,7 @@ struct lt_cache_writer {
     uint64_t path_end, sk_path_end, sk_reason_end; /* lengths of the text columns */
     int64_t n_images, n_bytes, n_samples;
     uint8_t *written;        /* bitmap of /embeddings rows written */
+    uint32_t *emb_crc;       /* (S) CRC-32 of each stored /embeddings row, written at finish */
     int64_t rows_written;
     int samples_set, failed;
 };
@@ -325,6 +335,7 @@ static void writer_free(lt_cache_writer *w, int remove_partial) {
     free(w->path);
     free(w->partial);
     free(w->written);
+    free(w->emb_crc);
     free(w);
 }
 
@@ -624,6 +635,28 @@ static void cols_to_samples(const sample_cols *c, int64_t n, lt_sample *s) {
     }
 }
 
+/* The checksum of sample i of a block: CRC-32 over its row of every /samples dataset, in the
+ * order of sample_names, as stored (little-endian) bytes (formats/cache.md, "Checksums"). */
+static uint32_t sample_crc(const sample_cols *c, int64_t i) {
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (int k = 0; k < S_COUNT; k++) {
+        size_t row = (size_t)sample_per_row[k] * (sample_kind[k] == K_U8 ? 1 : 4);
+        crc = crc32(crc, (const Bytef *)c->col[k] + (size_t)i * row, (uInt)row);
+    }
+    return (uint32_t)crc;
+}
+
+/* A contiguous (n) uint32 dataset under /checksums. */
+static hid_t create_crc_dset(hid_t file, const char *name, int64_t n) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    if (sp < 0) return -1;
+    hid_t d = H5Dcreate2(file, name, H5T_STD_U32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (d < 0) h5_note();
+    H5Sclose(sp);
+    return d;
+}
+
 static int check_samples(const lt_cache_writer *w, const lt_sample *s, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         int32_t a = s[i].image[0], b = s[i].image[1];
@@ -634,18 +667,26 @@ static int check_samples(const lt_cache_writer *w, const lt_sample *s, int64_t n
     return 0;
 }
 
-/* Writes all samples in blocks; datasets d[k] already exist. */
-static int write_samples(lt_cache_writer *w, const hid_t *d, const lt_sample *s, int64_t n) {
+/* Writes all samples in blocks, and their checksums; datasets d[k] and crc already exist. */
+static int write_samples(lt_cache_writer *w, const hid_t *d, hid_t crc, const lt_sample *s,
+                         int64_t n) {
     sample_cols c;
-    int r = cols_alloc(&c, n < SAMPLE_BLOCK ? n : SAMPLE_BLOCK);
+    int64_t block = n < SAMPLE_BLOCK ? n : SAMPLE_BLOCK;
+    uint32_t *sums = malloc((size_t)block * sizeof *sums);
+    int r = cols_alloc(&c, block) < 0 || !sums ? lt_err_set("%s: out of memory writing samples",
+                                                           w->partial) : 0;
     for (int64_t first = 0; r == 0 && first < n; first += SAMPLE_BLOCK) {
         int64_t cnt = n - first < SAMPLE_BLOCK ? n - first : SAMPLE_BLOCK;
         samples_to_cols(s + first, cnt, &c);
+        for (int64_t i = 0; i < cnt; i++) sums[i] = sample_crc(&c, i);
         for (int k = 0; r == 0 && k < S_COUNT; k++)
             r = rows_io(d[k], sample_mtype(k), first, cnt, c.col[k], 1) < 0 ? -1 : 0;
+        if (r == 0) r = rows_io(crc, H5T_NATIVE_UINT32, first, cnt, sums, 1) < 0 ? -1 : 0;
+        if (r < 0) r = h5_fail(w->partial, "cannot write /samples");
     }
     cols_free(&c);
-    return r < 0 ? h5_fail(w->partial, "cannot write /samples") : 0;
+    free(sums);
+    return r;
 }
 
 /* /embeddings (S, D): chunked by rows, shuffle + zstd, fill 0. */
@@ -673,7 +714,8 @@ static int create_embeddings(lt_cache_writer *w) {
     if (dapl >= 0) H5Pclose(dapl);
     if (w->emb < 0) return h5_fail(w->partial, "cannot create /embeddings");
     w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
-    return w->written ? 0 : -1;
+    w->emb_crc = lt_malloc((size_t)w->n_samples * sizeof *w->emb_crc, "embedding checksums");
+    return w->written && w->emb_crc ? 0 : -1;
 }
 
 static int flush_images(lt_cache_writer *w) {
@@ -694,15 +736,19 @@ static int set_samples_locked(lt_cache_writer *w, const lt_sample *samples, int6
     if (attr_i64(w->file, "num_images", w->n_images) < 0 ||
         attr_i64(w->file, "num_samples", n) < 0)
         return h5_fail(w->partial, "cannot write num_images/num_samples");
-    hid_t d[S_COUNT];
+    hid_t d[S_COUNT], crc = -1;
     int r = 0;
     for (int k = 0; k < S_COUNT; k++) {
         d[k] = create_sample_dset(w->g_samples, k, n);
         if (d[k] < 0) r = -1;
     }
-    if (r < 0) r = h5_fail(w->partial, "cannot create /samples");
-    else r = write_samples(w, d, samples, n);
+    hid_t g = H5Gcreate2(w->file, "checksums", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g >= 0) crc = create_crc_dset(g, "samples", n);
+    close_group(&g);
+    if (r < 0 || crc < 0) r = h5_fail(w->partial, "cannot create /samples");
+    else r = write_samples(w, d, crc, samples, n);
     for (int k = 0; k < S_COUNT; k++) close_dset(&d[k]);
+    close_dset(&crc);
     if (r == 0) r = create_embeddings(w);
     if (r == 0) w->samples_set = 1;
     return r;
@@ -742,6 +788,8 @@ static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t coun
     if (claim_rows(w, first, count) < 0) return -1;
     size_t d = (size_t)w->meta.embed_dim;
     if (w->meta.emb_f32) {
+        for (int64_t i = 0; i < count; i++)
+            w->emb_crc[first + i] = crc_of(emb + (size_t)i * d, d * 4);
         if (rows_io(w->emb, H5T_NATIVE_FLOAT, first, count, (void *)emb, 1) < 0)
             return h5_fail(w->partial, "cannot write /embeddings");
         return 0;
@@ -754,6 +802,7 @@ static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t coun
         int64_t n = count - r0 < block ? count - r0 : block;
         const float *src = emb + (size_t)r0 * d;
         for (size_t k = 0; k < (size_t)n * d; k++) h[k] = lt_f32_to_f16(src[k]);
+        for (int64_t i = 0; i < n; i++) w->emb_crc[first + r0 + i] = crc_of(h + (size_t)i * d, d * 2);
         if (rows_io(w->emb, w->half, first + r0, n, h, 1) < 0)
             r = h5_fail(w->partial, "cannot write /embeddings");
     }
@@ -774,6 +823,9 @@ int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_
                                        const void *rows) {
     pthread_mutex_lock(&h5_lock);
     int r = claim_rows(w, first, count);
+    size_t row = (size_t)w->meta.embed_dim * (w->meta.emb_f32 ? 4 : 2);
+    for (int64_t i = 0; r == 0 && i < count; i++)
+        w->emb_crc[first + i] = crc_of((const uint8_t *)rows + (size_t)i * row, row);
     if (r == 0 && rows_io(w->emb, w->meta.emb_f32 ? H5T_NATIVE_FLOAT : w->half, first, count,
                           (void *)rows, 1) < 0)
         r = h5_fail(w->partial, "cannot write /embeddings");
@@ -840,6 +892,13 @@ static int finish_locked(lt_cache_writer *w) {
                           (long long)w->rows_written, (long long)w->n_samples);
     for (int k = 0; k < A_COUNT; k++)
         if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /skipped");
+    hid_t crc = create_crc_dset(w->file, "checksums/embeddings", w->n_samples);
+    herr_t e0 = crc < 0 ? -1 : rows_io(crc, H5T_NATIVE_UINT32, 0, w->n_samples, w->emb_crc, 1);
+    close_dset(&crc);
+    if (e0 < 0) return h5_fail(w->partial, "cannot write /checksums/embeddings");
+    /* Last of all: the mark that readers require (an unfinished file never has it). */
+    if (attr_i32(w->file, "complete", 1) < 0)
+        return h5_fail(w->partial, "cannot write the attribute 'complete'");
     for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
     close_dset(&w->emb);
     close_group(&w->g_images);
@@ -905,7 +964,8 @@ static int reopen_locked(lt_cache_writer *w) {
     w->half = half_type();
     if (w->half < 0) return h5_fail(w->partial, "cannot define the float16 type");
     w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
-    if (!w->written) return -1;
+    w->emb_crc = lt_malloc((size_t)w->n_samples * sizeof *w->emb_crc, "embedding checksums");
+    if (!w->written || !w->emb_crc) return -1;
     w->samples_set = 1;
     return 0;
 }
@@ -918,7 +978,7 @@ int lt_cache_writer_reopen(const char *path, lt_cache_writer **out) {
     memcpy(partial, path, n);
     memcpy(partial + n, ".partial", sizeof ".partial");
     lt_cache *c = NULL;
-    if (lt_cache_open(partial, &c) < 0) {
+    if (lt_cache_open_partial(partial, &c) < 0) {
         free(partial);
         return -1;
     }
@@ -972,6 +1032,8 @@ struct lt_cache {
     int64_t n_images, n_samples, n_bytes, n_skipped;
     hid_t file, bytes, emb, sha, size, mtime, half;
     hid_t sam[S_COUNT];
+    hid_t crc_sam, crc_emb;          /* (S) /checksums/samples, /checksums/embeddings */
+    int partial_ok;                  /* lt_cache_open_partial: 'complete' is not required */
     text_col paths;                  /* (N) /images/path */
     text_col sk_path, sk_reason;     /* (K) /skipped */
     int32_t *width, *height;         /* (N) */
@@ -985,6 +1047,8 @@ static void reader_free(lt_cache *c) {
     close_dset(&c->sha);
     close_dset(&c->size);
     close_dset(&c->mtime);
+    close_dset(&c->crc_sam);
+    close_dset(&c->crc_emb);
     for (int k = 0; k < S_COUNT; k++) close_dset(&c->sam[k]);
     close_type(&c->half);
     if (c->file >= 0) H5Fclose(c->file);
@@ -1023,7 +1087,13 @@ static int open_file(lt_cache *c) {
     H5Eclear2(H5E_DEFAULT);
     if (is <= 0) return lt_err_set("%s: not an HDF5 file (expected an lt cache written by "
                                    "lt-embed)", c->path);
-    c->file = H5Fopen(c->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    /* Without HDF5's own file lock: a reader must never make a running lt-embed fail to open its
+     * CACHE.partial. lt's protocol (the 'complete' mark, the rename, the tools' locks) is what
+     * keeps readers off unfinished files. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_file_locking(fapl, 0, 1);
+    c->file = H5Fopen(c->path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) H5Pclose(fapl);
     if (c->file < 0)
         return h5_fail(c->path, "cannot open the HDF5 file (truncated or damaged? re-run lt-embed)");
     return 0;
@@ -1068,8 +1138,23 @@ static int read_format(lt_cache *c) {
     if (attr_get(c->file, "version", H5T_INTEGER, H5T_NATIVE_INT32, 1, &version) < 0)
         return BAD(c, "attribute 'version' missing or not an integer");
     if (version != LT_CACHE_VERSION)
-        return lt_err_set("%s: cache version %d, this lt reads version %d: re-run lt-embed",
-                          c->path, version, LT_CACHE_VERSION);
+        return lt_err_set("%s: cache version %d, this lt reads version %d: re-run lt-embed "
+                          "(--overwrite) to rebuild it", c->path, version, LT_CACHE_VERSION);
+    int32_t complete = 0;
+    if (!c->partial_ok &&
+        (attr_get(c->file, "complete", H5T_INTEGER, H5T_NATIVE_INT32, 1, &complete) < 0 ||
+         complete != 1)) {
+        H5Eclear2(H5E_DEFAULT);
+        size_t n = strlen(c->path);
+        int partial = n > 8 && !strcmp(c->path + n - 8, ".partial");
+        return lt_err_set("%s is not a finished lt cache (it has no 'complete' mark): %s", c->path,
+                          partial ? "it is the file lt-embed writes while it runs, or what an "
+                                    "interrupted run left; use the finished cache (the name "
+                                    "without .partial) once lt-embed is done, or rerun lt-embed "
+                                    "to finish it"
+                                  : "lt-embed did not finish writing it; rerun lt-embed to "
+                                    "rebuild it");
+    }
     if (attr_str_get(c, "format", fmt, sizeof fmt) < 0) return -1;
     if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
         return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path,
@@ -1135,6 +1220,11 @@ static int read_meta(lt_cache *c) {
                    lt_str_printable(dtype));
     m->emb_f32 = dtype[5] == '3';
     int64_t expect_samples;
+    if (m->image_size < 1 || m->image_size > IMAGE_SIZE_MAX || m->embed_dim > EMBED_DIM_MAX ||
+        m->views_per_image > VIEWS_MAX)
+        return BAD(c, "image_size %d, embed_dim %d or views_per_image %d is out of range "
+                      "(at most %d, %d and %d)", m->image_size, m->embed_dim, m->views_per_image,
+                   IMAGE_SIZE_MAX, EMBED_DIM_MAX, VIEWS_MAX);
     if (m->embed_dim < 1 || m->views_per_image < 1 || c->n_images < 0 ||
         __builtin_mul_overflow(c->n_images, (int64_t)m->views_per_image, &expect_samples) ||
         c->n_samples != expect_samples)
@@ -1401,19 +1491,40 @@ static int open_embeddings(lt_cache *c) {
     return 0;
 }
 
+/* /checksums/samples and (in a finished cache) /checksums/embeddings: (S) uint32. */
+static int open_checksums(lt_cache *c) {
+    hsize_t s = (hsize_t)c->n_samples;
+    dset_spec cs = {"checksums/samples", H5T_INTEGER, 4, 0, 1, {s}};
+    dset_spec ce = {"checksums/embeddings", H5T_INTEGER, 4, 0, 1, {s}};
+    if (check_only(c, &cs, &c->crc_sam) < 0) return -1;
+    if (c->partial_ok && H5Lexists(c->file, ce.name, H5P_DEFAULT) <= 0) {
+        H5Eclear2(H5E_DEFAULT);
+        return 0; /* written when lt-embed finishes */
+    }
+    return check_only(c, &ce, &c->crc_emb);
+}
+
 static int open_locked(lt_cache *c) {
     if (open_file(c) < 0 || read_format(c) < 0 || read_meta(c) < 0) return -1;
     if (read_images(c) < 0 || read_skipped(c) < 0 || open_samples(c) < 0) return -1;
+    if (open_checksums(c) < 0) return -1;
     return open_embeddings(c);
 }
 
-int lt_cache_open(const char *path, lt_cache **out) {
+static int open_cache(const char *path, int partial_ok, lt_cache **out);
+
+int lt_cache_open(const char *path, lt_cache **out) { return open_cache(path, 0, out); }
+int lt_cache_open_partial(const char *path, lt_cache **out) { return open_cache(path, 1, out); }
+
+static int open_cache(const char *path, int partial_ok, lt_cache **out) {
     *out = NULL;
     pthread_mutex_lock(&h5_lock);
     int r = -1;
     lt_cache *c = lt_calloc(1, sizeof *c, "cache reader");
     if (c) {
         c->file = c->bytes = c->emb = c->sha = c->size = c->mtime = c->half = -1;
+        c->crc_sam = c->crc_emb = -1;
+        c->partial_ok = partial_ok;
         for (int k = 0; k < S_COUNT; k++) c->sam[k] = -1;
         c->path = strdup(path);
         if (!c->path) lt_err_set("out of memory (cache reader for %s)", path);
@@ -1554,6 +1665,60 @@ static int64_t *verify_pick(int64_t n, double fraction, uint64_t seed, int64_t *
     return idx;
 }
 
+static int damaged_row(const lt_cache *c, int64_t s, const char *what, const char *dset) {
+    int64_t V = c->meta.views_per_image;
+    return lt_err_set("%s: sample %lld (image %lld, %s, view %lld): its stored %s does not match "
+                      "its checksum (%s): the cache is damaged; rebuild it with lt-embed "
+                      "--overwrite (or restore it from a copy)", c->path, (long long)s,
+                      (long long)(s / V), lt_cache_image_path(c, s / V), (long long)(s % V), what,
+                      dset);
+}
+
+/* Checks rows [first, first + n) of /samples and /embeddings against /checksums (n <= block). */
+static int verify_rows_block(lt_cache *c, int64_t first, int64_t n, sample_cols *cols,
+                             uint32_t *sums, uint8_t *emb) {
+    size_t row = (size_t)c->meta.embed_dim * (c->meta.emb_f32 ? 4 : 2);
+    int r = 0;
+    pthread_mutex_lock(&h5_lock);
+    for (int k = 0; r == 0 && k < S_COUNT; k++)
+        if (rows_io(c->sam[k], sample_mtype(k), first, n, cols->col[k], 0) < 0)
+            r = h5_fail(c->path, "cannot read /samples");
+    if (r == 0 && rows_io(c->crc_sam, H5T_NATIVE_UINT32, first, n, sums, 0) < 0)
+        r = h5_fail(c->path, "cannot read /checksums/samples");
+    for (int64_t i = 0; r == 0 && i < n; i++)
+        if (sample_crc(cols, i) != sums[i])
+            r = damaged_row(c, first + i, "recipe", "/checksums/samples");
+    if (r == 0 && rows_io(c->emb, c->meta.emb_f32 ? H5T_NATIVE_FLOAT : c->half, first, n, emb,
+                          0) < 0)
+        r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
+    if (r == 0 && rows_io(c->crc_emb, H5T_NATIVE_UINT32, first, n, sums, 0) < 0)
+        r = h5_fail(c->path, "cannot read /checksums/embeddings");
+    for (int64_t i = 0; r == 0 && i < n; i++)
+        if (crc_of(emb + (size_t)i * row, row) != sums[i])
+            r = damaged_row(c, first + i, "embedding", "/checksums/embeddings");
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
+/* Checks the recipes and embeddings of samples [first, first + count) against /checksums. */
+static int verify_rows(lt_cache *c, int64_t first, int64_t count) {
+    if (c->crc_emb < 0) return lt_err_set("%s: no /checksums/embeddings to verify", c->path);
+    int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
+    size_t row = (size_t)c->meta.embed_dim * (c->meta.emb_f32 ? 4 : 2);
+    sample_cols cols;
+    uint32_t *sums = malloc((size_t)block * sizeof *sums);
+    uint8_t *emb = malloc((size_t)block * row);
+    int r = cols_alloc(&cols, block) < 0 || !sums || !emb
+                ? lt_err_set("%s: out of memory verifying rows", c->path) : 0;
+    for (int64_t s0 = 0; r == 0 && s0 < count; s0 += block)
+        r = verify_rows_block(c, first + s0, count - s0 < block ? count - s0 : block, &cols, sums,
+                              emb);
+    cols_free(&cols);
+    free(sums);
+    free(emb);
+    return r;
+}
+
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked) {
     *checked = 0;
     if (c->n_images < 1 || fraction <= 0) return 0;
@@ -1577,9 +1742,12 @@ int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t 
                                (long long)idx[j], rec.path);
         }
         free(bytes);
+        if (r == 0 && k < c->n_images)
+            r = verify_rows(c, idx[j] * c->meta.views_per_image, c->meta.views_per_image);
         if (r == 0) (*checked)++;
     }
     free(idx);
+    if (r == 0 && k == c->n_images) r = verify_rows(c, 0, c->n_samples); /* all, in blocks */
     return r;
 }
 

@@ -15,7 +15,7 @@
 #include "image/recipe.h"
 
 #define LT_CACHE_FORMAT "lt-cache"
-#define LT_CACHE_VERSION 2
+#define LT_CACHE_VERSION 3
 
 typedef struct {
     char file[256];      /* base name of the weights file */
@@ -69,7 +69,7 @@ void lt_cache_writer_abort(lt_cache_writer *w);
 
 /* The resumable protocol of lt-embed (formats/cache.md, "Resuming"): after set_samples,
  * close_partial flushes, closes and syncs path.partial and keeps it (a valid cache whose
- * /embeddings rows read as zeros; lt_cache_open reads it). Frees w; on failure the partial is
+ * /embeddings rows read as zeros; lt_cache_open_partial reads it). Frees w; on failure the partial is
  * removed. reopen opens that path.partial again to write /embeddings, then finish. */
 int lt_cache_writer_close_partial(lt_cache_writer *w);
 int lt_cache_writer_reopen(const char *path, lt_cache_writer **out);
@@ -80,9 +80,12 @@ int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_
 /* ---- reader ---- */
 typedef struct lt_cache lt_cache;
 
-/* Opens and validates (format, version, every shape) a complete cache. -1 + lt_err naming the
- * file and what is wrong. */
+/* Opens and validates (format, version, the 'complete' mark, every shape) a finished cache. -1 +
+ * lt_err naming the file and what is wrong. */
 int lt_cache_open(const char *path, lt_cache **out);
+/* The same for lt-embed's own CACHE.partial, which has no 'complete' mark (and no
+ * /checksums/embeddings) until lt_cache_writer_finish. */
+int lt_cache_open_partial(const char *path, lt_cache **out);
 void lt_cache_close(lt_cache *c);
 const lt_cache_meta *lt_cache_meta_of(const lt_cache *c);
 int64_t lt_cache_n_images(const lt_cache *c);
@@ -98,8 +101,9 @@ int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out);
 /* Reads embeddings rows [first, first + count) in the stored type (count, D) of 2 or 4 bytes. */
 int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out);
 /* lt-train --verify: recomputes the SHA-256 of the stored bytes of max(1, ceil(fraction * N))
- * images drawn with seed (all of them for fraction 1) and compares each with /images/sha256.
- * -1 + lt_err naming the first damaged image. *checked: images verified. */
+ * images drawn with seed (all of them for fraction 1) and compares each with /images/sha256,
+ * and the CRC-32 of the recipes and embedding rows of all their views with /checksums.
+ * -1 + lt_err naming the first damaged image or sample. *checked: images verified. */
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked);
 /* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256 (read from the
  * file on demand); out->bytes = NULL, out->n_bytes = stored byte count. */

@@ -637,7 +637,7 @@ static int reuse_partial(embed_run *R) {
     /* In a child first: a crash or hang of libhdf5 on a damaged partial means "rebuild it". The
      * worker pools are idle here and no other thread is in HDF5 (see cache_check.h). */
     if (lt_cache_check_isolated(R->partial, 0) != 0) return -1;
-    if (lt_cache_open(R->partial, &R->part) != 0) return -1;
+    if (lt_cache_open_partial(R->partial, &R->part) != 0) return -1;
     R->N = lt_cache_n_images(R->part);
     R->S = lt_cache_n_samples(R->part);
     if (lt_cache_meta_of(R->part)->views_per_image != R->o->views || R->N < R->N0 ||
@@ -685,7 +685,7 @@ static int prepare_partial(embed_run *R) {
     }
     int rc = build_partial(R);
     if (rc != LT_EXIT_OK) return rc;
-    if (lt_cache_open(R->partial, &R->part) != 0 || start_log(R) != 0) return LT_EXIT_ERROR;
+    if (lt_cache_open_partial(R->partial, &R->part) != 0 || start_log(R) != 0) return LT_EXIT_ERROR;
     return LT_EXIT_OK;
 }
 

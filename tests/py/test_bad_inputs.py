@@ -564,8 +564,14 @@ def damage(src, dst, how):
         return ""
     with h5py.File(dst, "r+") as f:
         if how == "version":
-            f.attrs["version"] = np.int32(3)
-            return "cache version 3, this lt reads version 2: re-run lt-embed"
+            f.attrs["version"] = np.int32(4)
+            return "cache version 4, this lt reads version 3: re-run lt-embed"
+        if how == "incomplete":  # what lt-embed leaves before it finishes
+            del f.attrs["complete"]
+            return "is not a finished lt cache (it has no 'complete' mark)"
+        if how == "image_size_huge":
+            f.attrs["image_size"] = np.int32(100000)
+            return "image_size 100000"
         if how == "format":
             f.attrs["format"] = np.bytes_(b"not-lt")  # numpy bytes: a fixed-length string
             return "not an lt cache (format is 'not-lt'"
@@ -655,7 +661,8 @@ def damage(src, dst, how):
 
 
 @pytest.mark.parametrize("how", [
-    "truncated_half", "truncated_tail", "empty", "superblock_only", "version", "format",
+    "truncated_half", "truncated_tail", "empty", "superblock_only", "version", "incomplete",
+    "image_size_huge", "format",
     "format_vlen", "teacher_sha256_vlen", "tool_version_long", "no_format", "embed_dim",
     "num_samples", "num_images_huge", "embeddings_rows", "embeddings_type", "samples_image_shape",
     "no_lambda", "paths_short", "paths_vlen", "path_offsets_past_bytes", "path_offsets_decrease",
@@ -700,7 +707,7 @@ def test_version_1_cache_is_refused(good_cache, tmp_path):
     r = run([lt_train(), v1, "--out", str(out), "--steps", "1", "-q"], check=False, timeout=60)
     no_signal(r)
     assert r.returncode == 1, r.stderr
-    assert f"lt-train: error: {v1}: cache version 1, this lt reads version 2: re-run lt-embed" \
+    assert f"lt-train: error: {v1}: cache version 1, this lt reads version 3: re-run lt-embed" \
         in r.stderr, r.stderr
     assert not out.exists() or not (out / "student.safetensors").exists()
 

@@ -99,7 +99,7 @@ def test_h5py_reads_cache_with_plugin(tmp, dtype):
     assert not info["any_vlen"]
     assert info["format"] == "lt-cache" and info["format_type"] == "bytes_"
     assert info["str_dtypes"] == {k: f"|S{n}" for k, n in info["str_lens"].items()}
-    assert info["version"] == 2 and info["version_dtype"] == "int32"
+    assert info["version"] == 3 and info["version_dtype"] == "int32"
     assert info["embedding_dtype"] == ("float16" if dtype == "f16" else "float32")
     assert info["seed"] == 3 and info["seed_dtype"] == "uint64"
     assert info["num_samples"] == 160
@@ -155,7 +155,7 @@ def test_lt_reader_accepts_and_rejects(tmp):
     py(script, path, PLUGIN_DIR)
     r = run([tool("cache_tool"), "check", path], check=False)
     assert r.returncode == 1
-    assert "cache version 9, this lt reads version 2: re-run lt-embed" in r.stderr
+    assert "cache version 9, this lt reads version 3: re-run lt-embed" in r.stderr
 
 
 def test_pypi_hdf5plugin_reads_cache(tmp):

@@ -468,9 +468,31 @@ static void test_bad_files(const char *good) {
     tmp_path(p, sizeof p, "bad.h5");
 
     copy_file(good, p, 1.0);
-    int32_t version = 3;
+    int32_t version = 4;
     set_int_attr(p, "version", H5T_NATIVE_INT32, &version);
-    expect_open_error(p, "cache version 3, this lt reads version 2: re-run lt-embed", "version");
+    expect_open_error(p, "cache version 4, this lt reads version 3: re-run lt-embed", "version");
+    /* version 2 had no 'complete' mark and no checksums */
+    copy_file(good, p, 1.0);
+    version = 2;
+    set_int_attr(p, "version", H5T_NATIVE_INT32, &version);
+    expect_open_error(p, "cache version 2, this lt reads version 3: re-run lt-embed", "v2");
+
+    /* Without the 'complete' mark (or with it 0) a cache is unfinished: refused, named. */
+    copy_file(good, p, 1.0);
+    int32_t zero = 0;
+    set_int_attr(p, "complete", H5T_NATIVE_INT32, &zero);
+    expect_open_error(p, "is not a finished lt cache", "complete 0");
+    copy_file(good, p, 1.0);
+    hid_t fc = open_rw(p);
+    CHECK(H5Adelete(fc, "complete") >= 0);
+    H5Fclose(fc);
+    expect_open_error(p, "is not a finished lt cache", "no complete");
+
+    /* An absurd view size is a validation error, not an allocation. */
+    copy_file(good, p, 1.0);
+    int32_t big = 100000;
+    set_int_attr(p, "image_size", H5T_NATIVE_INT32, &big);
+    expect_open_error(p, "image_size 100000", "image_size");
 
     /* A version-1 cache (format a variable-length string) is refused by its version number; a
      * variable-length string where version 2 has a fixed-length one is refused unread. */
@@ -478,7 +500,7 @@ static void test_bad_files(const char *good) {
     set_vlen_format(p);
     version = 1;
     set_int_attr(p, "version", H5T_NATIVE_INT32, &version);
-    expect_open_error(p, "cache version 1, this lt reads version 2: re-run lt-embed", "v1");
+    expect_open_error(p, "cache version 1, this lt reads version 3: re-run lt-embed", "v1");
     copy_file(good, p, 1.0);
     set_vlen_format(p);
     expect_open_error(p, "attribute 'format' is a variable-length string", "vlen format");
@@ -588,9 +610,12 @@ static void test_partial_reopen(void) {
     CHECK(lt_cache_writer_set_samples(w, ds.samples, 12) == 0);
     CHECK_MSG(lt_cache_writer_close_partial(w) == 0, "%s", lt_err_msg());
     CHECK(exists(partial) && !exists(path));
-    /* the partial is a valid cache whose embeddings read as zeros */
+    /* the partial is a valid cache whose embeddings read as zeros, for lt-embed only: the reader
+     * of finished caches refuses it */
     lt_cache *c = NULL;
-    CHECK_MSG(lt_cache_open(partial, &c) == 0, "%s", lt_err_msg());
+    CHECK(lt_cache_open(partial, &c) == -1 && c == NULL);
+    CHECK_MSG(strstr(lt_err_msg(), "not a finished lt cache") != NULL, "%s", lt_err_msg());
+    CHECK_MSG(lt_cache_open_partial(partial, &c) == 0, "%s", lt_err_msg());
     float row[16] = {1};
     CHECK(c && lt_cache_embeddings(c, 11, 1, row) == 0 && row[0] == 0 && row[15] == 0);
     lt_cache_close(c);

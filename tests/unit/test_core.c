@@ -1,11 +1,17 @@
 /* test_core.c: Philox4x32-10 against the Random123 known-answer vectors, RNG helpers, SHA-256
- * against the FIPS 180-4 examples, float16 conversion edge cases. */
+ * against the FIPS 180-4 examples, float16 conversion edge cases, message escaping, the output
+ * locks between processes. */
 #include <math.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "core/lock.h"
 #include "core/rng.h"
 #include "core/sha256.h"
 
@@ -102,8 +108,56 @@ static void test_printable(void) {
     CHECK(strcmp(s, "lt-?ache??~ ?") == 0);
 }
 
+static void test_escape(void) {
+    char out[64];
+    CHECK(!strcmp(lt_str_escape("a\x1b[31mb\nc\td\x7f\xc3\xa9", out, sizeof out),
+                  "a\\x1b[31mb\\nc\\td\\x7f\xc3\xa9"));
+    /* cut at cap, never mid-escape, always terminated */
+    CHECK(!strcmp(lt_str_escape("ab\ncd", out, 4), "ab"));
+    CHECK(!strcmp(lt_str_escape("abcdef", out, 4), "abc"));
+}
+
+/* A second taker of a held lock is refused with the holder's PID; a released or dead holder's
+ * lock is free again. */
+static void test_lock(void) {
+    char path[] = "/tmp/lt_test_lock_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    lt_lock *a = NULL, *b = NULL;
+    CHECK_MSG(lt_lock_take(path, "the thing", &a) == 0, "%s", lt_err_msg());
+    pid_t child = fork();
+    if (child == 0) { /* another process: refused, naming our PID */
+        char want[64];
+        snprintf(want, sizeof want, "PID %ld", (long)getppid());
+        lt_lock *c = NULL;
+        int ok = lt_lock_take(path, "the thing", &c) == -1 && c == NULL &&
+                 strstr(lt_err_msg(), want) && strstr(lt_err_msg(), "the thing is in use");
+        _exit(ok ? 0 : 1);
+    }
+    int st = 0;
+    waitpid(child, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    lt_lock_release(a);
+    CHECK(access(path, F_OK) != 0); /* removed on release */
+    /* a holder killed by SIGKILL leaves the file, which does not block */
+    child = fork();
+    if (child == 0) {
+        lt_lock *c = NULL;
+        if (lt_lock_take(path, "the thing", &c) != 0) _exit(1);
+        raise(SIGKILL);
+    }
+    waitpid(child, &st, 0);
+    CHECK(WIFSIGNALED(st));
+    CHECK(access(path, F_OK) == 0);
+    CHECK_MSG(lt_lock_take(path, "the thing", &b) == 0, "%s", lt_err_msg());
+    lt_lock_release(b);
+}
+
 int main(void) {
     test_printable();
+    test_escape();
+    test_lock();
     test_philox();
     test_sha256();
     test_half();

@@ -9,6 +9,7 @@
 
 #include "core/cli.h"
 #include "core/error.h"
+#include "core/lock.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/version.h"
@@ -215,6 +216,20 @@ int main(int argc, char **argv) {
         lt_error("%s", lt_err_msg());
         return LT_EXIT_USAGE;
     }
+
+    /* One lt-embed per CACHE: its .partial and .partial.emb are this run's alone. */
+    char *lock = malloc(strlen(o.cache_path) + sizeof ".lock");
+    if (!lock) {
+        lt_error("out of memory");
+        return LT_EXIT_ERROR;
+    }
+    sprintf(lock, "%s.lock", o.cache_path);
+    if (lt_lock_hold(lock, o.cache_path) != 0) {
+        lt_error("%s", lt_err_msg());
+        free(lock);
+        return LT_EXIT_ERROR;
+    }
+    free(lock);
 
     /* --append reads the existing CACHE: a crash or hang of libhdf5 on a damaged one ends a
      * child process, not this one (lt_embed_run reports a missing CACHE or a directory). */

@@ -10,6 +10,8 @@
 
 #include "core/cli.h"
 #include "core/error.h"
+#include "core/fileio.h"
+#include "core/lock.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/version.h"
@@ -144,6 +146,17 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     return lt_err_set("unknown option");
 }
 
+/* Creates OUT if needed and locks it for this process (OUT/lt-train.lock, removed at exit). */
+static int hold_out_lock(const char *out) {
+    if (lt_mkdir_p(out) != 0) return -1;
+    char *lock = lt_path_join(out, "lt-train.lock");
+    char what[4200];
+    snprintf(what, sizeof what, "the output folder %s", out);
+    int r = lock ? lt_lock_hold(lock, what) : -1;
+    free(lock);
+    return r;
+}
+
 int main(int argc, char **argv) {
     lt_train_opts o;
     lt_train_defaults(&o);
@@ -181,6 +194,12 @@ int main(int argc, char **argv) {
         return LT_EXIT_USAGE;
     }
     o.cache_path = argv[optind];
+    /* One lt-train per OUT: a second run on the same folder would silently replace this one's
+     * checkpoints and student. */
+    if (hold_out_lock(o.out_dir) != 0) {
+        lt_error("%s", lt_err_msg());
+        return LT_EXIT_ERROR;
+    }
     /* A crash or hang of libhdf5 on a damaged cache ends a child process, not this one. */
     if (lt_cache_check_isolated(o.cache_path, 0) != 0) {
         lt_error("%s", lt_err_msg());
