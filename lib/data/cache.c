@@ -63,24 +63,41 @@ static herr_t first_error(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
+/* Whether any entry of HDF5's error stack is a full disk (its file drivers quote strerror). */
+static herr_t find_full_disk(unsigned n, const H5E_error2_t *e, void *data) {
+    (void)n;
+    if (e->desc && (strstr(e->desc, "No space left on device") || strstr(e->desc, "errno = 28,") ||
+                    strstr(e->desc, "Disk quota exceeded")))
+        *(int *)data = 1;
+    return 0;
+}
+
 /* HDF5 clears its error stack at every API call, so a failure followed by cleanup calls (closing
  * spaces, property lists) would lose its description: h5_note() saves it first. Guarded by
  * h5_lock like every HDF5 call here. */
 static char h5_noted[256];
+static int h5_noted_full;
 
 static void h5_note(void) {
     char detail[256] = "";
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, detail);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, find_full_disk, &h5_noted_full);
     if (detail[0]) memcpy(h5_noted, detail, sizeof detail);
 }
 
 /* Records "<file>: <what> (HDF5: <innermost description>)" and clears HDF5's error stack. */
 static int h5_fail(const char *file, const char *what) {
     char detail[256] = "";
+    int full = h5_noted_full;
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, first_error, detail);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, find_full_disk, &full);
     H5Eclear2(H5E_DEFAULT);
     if (!detail[0]) memcpy(detail, h5_noted, sizeof detail);
     h5_noted[0] = 0;
+    h5_noted_full = 0;
+    if (full)
+        return lt_err_set("%s: %s: the disk is full (No space left on device); free some space "
+                          "and rerun", file, what);
     if (detail[0]) return lt_err_set("%s: %s (HDF5: %s)", file, what, detail);
     return lt_err_set("%s: %s", file, what);
 }
@@ -934,7 +951,18 @@ static int close_synced(lt_cache_writer *w) {
         return lt_err_set("%s: closed before the samples were written", w->partial);
     for (int k = 0; k < A_COUNT; k++)
         if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /images");
-    writer_close_handles(w);
+    /* HDF5 writes much of the file only now: a full disk shows here, not at the writes above */
+    if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+        return h5_fail(w->partial, "cannot write the cache file");
+    for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
+    close_dset(&w->emb);
+    close_group(&w->g_images);
+    close_group(&w->g_skipped);
+    close_group(&w->g_samples);
+    close_type(&w->half);
+    herr_t e = H5Fclose(w->file);
+    w->file = -1;
+    if (e < 0) return h5_fail(w->partial, "cannot close the cache file");
     if (fsync_path(w->partial, 0) < 0)
         return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
     return 0;

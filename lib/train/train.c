@@ -133,7 +133,8 @@ static void logf_(run_files *f, const char *fmt, ...) {
         time_t now = time(NULL);
         char ts[32];
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-        fprintf(f->log_f, "%s %s\n", ts, buf);
+        char esc[4 * sizeof buf];
+        fprintf(f->log_f, "%s %s\n", ts, lt_str_escape(buf, esc, sizeof esc));
         fflush(f->log_f);
     }
 }

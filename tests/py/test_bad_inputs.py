@@ -774,3 +774,23 @@ def test_full_disk_during_embed(teacher, small_tmpfs, tmp_path):
     assert "No space left on device" in err[0] or "disk full" in err[0] or \
         "write" in err[0], err[0]
     assert not cache.exists()
+
+
+def test_full_disk_while_hdf5_writes_the_recipes(teacher, small_tmpfs, tmp_path):
+    """The images fit in 2 MB but the recipes of 1500 views per image do not: HDF5 writes much of
+    the file only when it is closed, and that failure must say the disk is full (not 'truncated
+    or damaged?' from a later reopen)."""
+    rng = np.random.default_rng(9)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    cache = small_tmpfs / "c.h5"
+    r = run([lt_embed(), "--teacher", teacher, "--views", "1500", "--image-size", "28",
+             "--dtype", "f32", "--threads", "2", "-q", str(data), str(cache)], check=False,
+            timeout=300)
+    no_signal(r)
+    assert r.returncode == 1, r.stderr
+    assert "disk is full" in r.stderr or "No space left on device" in r.stderr, r.stderr
+    assert "damaged" not in r.stderr, r.stderr
+    assert not cache.exists()
