@@ -355,12 +355,13 @@ static int64_t hole_index(const lt_emblog *l, int64_t k) {
 }
 
 int64_t lt_emblog_next_missing(const lt_emblog *l, int64_t from) {
-    int64_t next = from > l->rows ? from : l->rows;
-    for (int64_t h = 0; h < l->n_holes; h++)
-        if (l->holes[h] >= from) {
-            if (l->holes[h] < next) next = l->holes[h];
-            break;
-        }
+    int64_t next = from > l->rows ? from : l->rows, lo = 0, hi = l->n_holes;
+    while (lo < hi) { /* the first hole >= from */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (l->holes[mid] < from) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < l->n_holes && l->holes[lo] < next) next = l->holes[lo];
     return next < l->total ? next : l->total;
 }
 
