@@ -209,9 +209,7 @@ static int walk(scan_state *s, const char *abs, const char *rel) {
     return rc;
 }
 
-int lt_scan_dir(const char *root, lt_filelist *out, lt_scan_warn_fn warn, void *ctx) {
-    out->paths = NULL;
-    out->n = 0;
+int lt_scan_check_root(const char *root) {
     struct stat st;
     if (stat(root, &st) != 0) {
         if (errno == ENOENT) return lt_err_set("data folder %s does not exist", root);
@@ -221,6 +219,14 @@ int lt_scan_dir(const char *root, lt_filelist *out, lt_scan_warn_fn warn, void *
     DIR *probe = opendir(root);
     if (!probe) return lt_err_set("cannot read data folder %s: %s", root, strerror(errno));
     closedir(probe);
+    return 0;
+}
+
+int lt_scan_dir(const char *root, lt_filelist *out, lt_scan_warn_fn warn, void *ctx) {
+    out->paths = NULL;
+    out->n = 0;
+    struct stat st;
+    if (lt_scan_check_root(root) != 0 || stat(root, &st) != 0) return -1;
 
     scan_state s = {.warn = warn, .ctx = ctx};
     int rc = dir_set_add(&s.seen, st.st_dev, st.st_ino) < 0 ? -1 : walk(&s, root, "");
@@ -241,4 +247,38 @@ void lt_filelist_free(lt_filelist *l) {
     free(l->paths);
     l->paths = NULL;
     l->n = 0;
+}
+
+/* The real path of path's folder (resolving the nearest existing ancestor, the missing part kept
+ * as written) followed by its last component; malloc'd, NULL if nothing resolves. */
+static char *resolve_parent(const char *path) {
+    size_t n = strlen(path);
+    char *p = strdup(path);
+    if (!p) return NULL;
+    while (n > 1 && p[n - 1] == '/') p[--n] = 0; /* "dir/" names dir */
+    char *cut = p + n;                            /* p[0, cut) is the part tried */
+    for (;;) {
+        while (cut > p && cut[-1] != '/') cut--;  /* drop the last component */
+        char keep = *cut;
+        *cut = 0;
+        char *real = realpath(cut == p ? "." : p, NULL);
+        *cut = keep;
+        if (real || cut == p || errno != ENOENT) {
+            char *out = NULL;
+            if (real && asprintf(&out, "%s/%s", real, cut) < 0) out = NULL;
+            free(real);
+            free(p);
+            return out;
+        }
+        while (cut > p && cut[-1] == '/') cut--;
+    }
+}
+
+int lt_scan_contains(const char *root, const char *path) {
+    char *r = realpath(root, NULL), *p = resolve_parent(path);
+    size_t n = r ? strlen(r) : 0;
+    int in = r && p && (n == 1 || (!strncmp(p, r, n) && (p[n] == '/' || p[n] == 0)));
+    free(r);
+    free(p);
+    return in;
 }

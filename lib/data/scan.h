@@ -19,6 +19,12 @@ typedef void (*lt_scan_warn_fn)(const char *msg, void *ctx);
 /* -1 + lt_err if root is missing or not a directory. */
 int lt_scan_dir(const char *root, lt_filelist *out, lt_scan_warn_fn warn, void *ctx);
 void lt_filelist_free(lt_filelist *l);
+/* 0 if root is a readable folder; -1 + lt_err ("data folder ... does not exist", ...) if not. */
+int lt_scan_check_root(const char *root);
+/* 1 if path (a file or folder, which need not exist yet) lies in root or in a folder below it,
+ * so that a scan of root would walk it: the folders are compared as real paths (the nearest
+ * existing one resolved), path's own last component as written. 0 if not. */
+int lt_scan_contains(const char *root, const char *path);
 /* 1 if the name has a supported image extension (case-insensitive). */
 int lt_scan_is_image_name(const char *name);
 

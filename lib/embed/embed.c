@@ -19,6 +19,7 @@
 #include "embed/embed.h"
 
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ typedef struct {
     int64_t mtime_ns;
     char sha[65];
     char reason[512]; /* empty if usable */
+    int too_large;    /* not usable: more pixels than --max-pixels */
 } pass1_item;
 
 static void pass1_load(const char *root, const char *rel, int64_t max_pixels, pass1_item *it) {
@@ -89,6 +91,9 @@ static void pass1_load(const char *root, const char *rel, int64_t max_pixels, pa
     lt_image im;
     if (lt_image_decode(it->bytes, it->n, max_pixels, &im) != 0) {
         snprintf(it->reason, sizeof it->reason, "%s", lt_err_msg());
+        int w, h;
+        it->too_large = lt_image_probe(it->bytes, it->n, &w, &h) == 0 &&
+                        (int64_t)w * h > max_pixels;
         free(it->bytes);
         it->bytes = NULL;
         return;
@@ -107,14 +112,15 @@ static void scan_warn(const char *msg, void *ctx) {
 /* Reads and validates every file of files and stores the usable ones after those already in w;
  * widths/heights (room for files->n) receive their decoded sizes, in order. */
 static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writer *w,
-                 int32_t *widths, int32_t *heights, int64_t *n_images, int64_t *n_skipped) {
-    *n_images = *n_skipped = 0;
+                 int32_t *widths, int32_t *heights, int64_t *n_images, int64_t *n_skipped,
+                 int64_t *n_too_large) {
+    *n_images = *n_skipped = *n_too_large = 0;
     if (files->n == 0) return 0;
     pass1_item *items = lt_calloc(PASS1_CHUNK, sizeof *items, "pass 1 buffers");
     if (!items) return -1;
     lt_progress pr;
     lt_progress_start(&pr, "files", (int64_t)files->n);
-    int64_t n = 0, skipped = 0;
+    int64_t n = 0, skipped = 0, too_large = 0;
     for (size_t first = 0; first < files->n; first += PASS1_CHUNK) {
         if (stopped(o)) break;
         int count = (int)(files->n - first < PASS1_CHUNK ? files->n - first : PASS1_CHUNK);
@@ -128,6 +134,7 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
             if (rc == 0 && it->reason[0]) {
                 lt_warn("skipping %s: %s", rel, it->reason);
                 skipped++;
+                too_large += it->too_large;
                 rc = lt_cache_writer_add_skipped(w, rel, it->reason);
             } else if (rc == 0) {
                 lt_cache_image ci = {.path = rel, .bytes = it->bytes, .n_bytes = it->n,
@@ -151,6 +158,7 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
     free(items);
     *n_images = n;
     *n_skipped = skipped;
+    *n_too_large = too_large;
     return 0;
 }
 
@@ -354,34 +362,75 @@ static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, u
     return rc;
 }
 
-/* Appends the embeddings (float32) of work rows [k, k + count) to the log, in the stored type;
- * rows the log already holds (a batch realigned after a resume) are dropped. */
-static int emit_rows(embed_run *R, batch_buffers *b, int64_t k, int count, const float *emb) {
-    int64_t have = lt_emblog_rows(R->log);
-    if (k + count <= have) return 0;
-    if (k < have) {
-        emb += (size_t)(have - k) * b->D;
-        count -= (int)(have - k);
+/* Row j of a batch of count rows of D floats: 1 if every value is finite and fits the stored
+ * type; else 0 with *value set to the first one that does not. */
+static int row_storable(const float *row, int D, int f32, float *value) {
+    for (int d = 0; d < D; d++) {
+        int ok = isfinite(row[d]) && (f32 || (lt_f32_to_f16(row[d]) & 0x7c00) != 0x7c00);
+        if (!ok) {
+            *value = row[d];
+            return 0;
+        }
     }
+    return 1;
+}
+
+/* Names sample s (its image and view) in bad_row's message. */
+static void describe_sample(const embed_run *R, int64_t s, char *buf, size_t n) {
+    int64_t i = s / R->o->views;
+    snprintf(buf, n, "sample %lld (image %lld, %s, view %lld)", (long long)s, (long long)i,
+             lt_cache_image_path(R->part, i), (long long)(s % R->o->views));
+}
+
+static int bad_row(const embed_run *R, int64_t k, float value) {
+    char what[600];
+    describe_sample(R, work_sample(R, k), what, sizeof what);
+    if (isfinite(value))
+        return lt_err_set("the teacher's embedding of %s holds %g, beyond the float16 range: "
+                          "store float32 embeddings (--overwrite --dtype f32)", what, value);
+    return lt_err_set("the teacher's embedding of %s is not finite (%s): the teacher weights %s "
+                      "are suspect (check that file for NaN or Inf values); nothing non-finite "
+                      "was stored", what, isnan(value) ? "NaN" : "Inf", R->o->teacher_path);
+}
+
+/* Stores the embeddings (float32) of work rows [k, k + count) in the log, in the stored type,
+ * where it lacks them (a batch recomputed after a resume adds only its missing rows). A row that
+ * is not finite (or overflows float16) stops the run: the rows before it are stored. */
+static int emit_rows(embed_run *R, batch_buffers *b, int64_t k, int count, const float *emb) {
+    int good = 0;
+    float value = 0;
+    while (good < count && row_storable(emb + (size_t)good * b->D, b->D, R->o->emb_f32, &value))
+        good++;
     double t0 = lt_now();
     const void *rows = emb;
     if (!R->o->emb_f32) {
-        for (size_t k = 0; k < (size_t)count * b->D; k++) b->half[k] = lt_f32_to_f16(emb[k]);
+        for (size_t j = 0; j < (size_t)good * b->D; j++) b->half[j] = lt_f32_to_f16(emb[j]);
         rows = b->half;
     }
-    int rc = lt_emblog_append(R->log, rows, count);
+    int rc = lt_emblog_put(R->log, k, rows, good);
     R->rep->t_write += lt_now() - t0;
+    if (rc == 0 && good < count) rc = bad_row(R, k + good, value);
     return rc;
 }
 
-static int pass2_cpu(embed_run *R, int64_t first, int64_t W) {
+/* Start of the next batch with a row the log lacks, from work row `from` on; W if none. Batches
+ * start at multiples of the batch size, as in an uninterrupted run, so the teacher sees the same
+ * batches (its arithmetic may depend on the batch): a batch with a few missing rows (a log cut
+ * mid-batch, damaged rows) is recomputed whole and only the missing rows are stored. */
+static int64_t next_batch(const embed_run *R, int64_t from) {
+    int64_t W = lt_emblog_total(R->log), k = lt_emblog_next_missing(R->log, from);
+    return k < W ? k / R->B * R->B : W;
+}
+
+/* The progress display counts the views embedded by this run (done0: those found in the log). */
+static int pass2_cpu(embed_run *R, int64_t done0, int64_t W) {
     const int size = R->o->transform.image_size, B = R->B;
     batch_buffers b;
     if (batch_alloc(&b, B, size, R->cfg->embed_dim) != 0) return -1;
     lt_progress pr;
-    lt_progress_start(&pr, "views", W);
+    lt_progress_start(&pr, "views", W - done0);
     int rc = 0;
-    for (int64_t k = first; k < W && rc == 0; k += B) {
+    for (int64_t k = next_batch(R, 0); k < W && rc == 0; k = next_batch(R, k + B)) {
         if (stopped(R->o)) break;
         int count = (int)(W - k < B ? W - k : B);
         rc = prepare_batch(R, k, count, &b, b.va, b.vb, b.lambda, b.x);
@@ -389,7 +438,7 @@ static int pass2_cpu(embed_run *R, int64_t first, int64_t W) {
         if (rc == 0) rc = lt_dinov2_forward(R->teacher, b.x, count, size, size, b.emb);
         R->rep->t_teacher += lt_now() - t0;
         if (rc == 0) rc = emit_rows(R, &b, k, count, b.emb);
-        lt_progress_update(&pr, k + count);
+        lt_progress_update(&pr, lt_emblog_rows(R->log) - done0);
     }
     lt_progress_end(&pr);
     batch_free(&b);
@@ -398,7 +447,7 @@ static int pass2_cpu(embed_run *R, int64_t first, int64_t W) {
 
 /* The GPU teacher, double-buffered: batch k+1 is decoded and rendered into pinned buffers while
  * the GPU runs batch k; the GPU normalises and mixes the uint8 views itself. */
-static int pass2_gpu(embed_run *R, int64_t first, int64_t W) {
+static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     const lt_embed_opts *o = R->o;
     const int size = o->transform.image_size, B = R->B;
     const size_t view = (size_t)B * size * size * 3;
@@ -414,9 +463,9 @@ static int pass2_gpu(embed_run *R, int64_t first, int64_t W) {
         if (rc == 0) rc = lt_cuda_host_alloc((void **)&vb[k], view, "pinned views");
     }
     lt_progress pr;
-    lt_progress_start(&pr, "views", W);
+    lt_progress_start(&pr, "views", W - done0);
     int64_t n = 0;
-    for (int64_t k = first; k < W && rc == 0; k += B, n++) {
+    for (int64_t k = next_batch(R, 0); k < W && rc == 0; k = next_batch(R, k + B), n++) {
         if (stopped(o)) break;
         int slot = (int)(n & 1), other = slot ^ 1;
         int count = (int)(W - k < B ? W - k : B);
@@ -432,7 +481,7 @@ static int pass2_gpu(embed_run *R, int64_t first, int64_t W) {
             rc = lt_dinov2_gpu_wait(g, other, b.emb);
             if (rc == 0) rc = emit_rows(R, &b, slot_first[other], slot_count[other], b.emb);
             slot_first[other] = -1;
-            lt_progress_update(&pr, slot_first[slot]);
+            lt_progress_update(&pr, lt_emblog_rows(R->log) - done0);
         }
     }
     /* the batch still in flight (also when stopped: its rows are worth keeping) */
@@ -442,7 +491,7 @@ static int pass2_gpu(embed_run *R, int64_t first, int64_t W) {
         if (rc == 0) rc = emit_rows(R, &b, slot_first[s], slot_count[s], b.emb);
         slot_first[s] = -1;
     }
-    if (rc == 0) lt_progress_update(&pr, lt_emblog_rows(R->log));
+    if (rc == 0) lt_progress_update(&pr, lt_emblog_rows(R->log) - done0);
     lt_progress_end(&pr);
     if (g) {
         lt_dinov2_gpu_stats st;
@@ -469,11 +518,7 @@ static int embed_views(embed_run *R) {
     if (done > 0)
         lt_info("continuing an interrupted run: %lld of %lld views were embedded already",
                 (long long)done, (long long)W);
-    /* Batches start at multiples of the batch size, as in an uninterrupted run, so the teacher
-     * sees the same batches (its arithmetic may depend on the batch): a log cut mid-batch (a
-     * torn write) recomputes the whole batch and keeps only the missing rows. */
-    int64_t start = done / R->B * R->B;
-    int rc = done < W ? (R->gpu ? pass2_gpu : pass2_cpu)(R, start, W) : 0;
+    int rc = done < W ? (R->gpu ? pass2_gpu : pass2_cpu)(R, done, W) : 0;
     rep->views_done = lt_emblog_rows(R->log);
     if (rc == 0) rc = lt_emblog_sync(R->log);
     else lt_emblog_sync(R->log); /* keep what was embedded; the first error is reported */
@@ -590,14 +635,25 @@ static int draw_samples(embed_run *R, const int32_t *widths, const int32_t *heig
  * fills R->N, R->S, R->samples. LT_EXIT_*. */
 static int fill_partial(embed_run *R, lt_cache_writer *w, int32_t *widths, int32_t *heights) {
     const lt_embed_opts *o = R->o;
-    int64_t n_new = 0, skipped = 0;
+    int64_t n_new = 0, skipped = 0, too_large = 0;
     if (R->base && copy_base_images(R, w, widths, heights) != 0) return LT_EXIT_ERROR;
-    if (pass1(o, &R->fresh, w, widths + R->N0, heights + R->N0, &n_new, &skipped) != 0)
+    if (pass1(o, &R->fresh, w, widths + R->N0, heights + R->N0, &n_new, &skipped,
+              &too_large) != 0)
         return LT_EXIT_ERROR;
     R->N = R->N0 + n_new;
     R->rep->images = R->N;
     R->rep->skipped = skipped;
     if (stopped(o)) return LT_EXIT_INTERRUPTED;
+    if (R->N == 0 && too_large && too_large == skipped)
+        return lt_err_set("%s: all %lld image files were skipped as larger than --max-pixels "
+                          "%lld (see the warnings above)", o->data_dir, (long long)skipped,
+                          (long long)o->max_pixels), LT_EXIT_ERROR;
+    if (R->N == 0 && too_large)
+        return lt_err_set("%s: none of the %lld image files can be used: %lld are larger than "
+                          "--max-pixels %lld, the other %lld could not be decoded (see the "
+                          "warnings above)", o->data_dir, (long long)skipped, (long long)too_large,
+                          (long long)o->max_pixels, (long long)(skipped - too_large)),
+               LT_EXIT_ERROR;
     if (R->N == 0)
         return lt_err_set("%s: none of the %zu image files could be decoded (see the warnings "
                           "above)", o->data_dir, R->fresh.n), LT_EXIT_ERROR;
@@ -701,21 +757,90 @@ static char *with_suffix(const char *path, const char *suffix) {
     return s;
 }
 
+/* What a file lt may replace holds: nothing, an HDF5 file, an embedding log or something else. */
+enum { FILE_MISSING, FILE_EMPTY, FILE_HDF5, FILE_EMBLOG, FILE_OTHER };
+
+static int file_kind(const char *path) {
+    static const char hdf5[8] = "\x89HDF\r\n\x1a\n";
+    struct stat st;
+    if (stat(path, &st) != 0) return FILE_MISSING;
+    if (S_ISREG(st.st_mode) && st.st_size == 0) return FILE_EMPTY;
+    char head[8] = {0};
+    FILE *f = S_ISREG(st.st_mode) ? fopen(path, "rb") : NULL;
+    size_t n = f ? fread(head, 1, sizeof head, f) : 0;
+    if (f) fclose(f);
+    if (n == 8 && !memcmp(head, hdf5, 8)) return FILE_HDF5;
+    if (n == 8 && !memcmp(head, "LTEMBLOG", 8)) return FILE_EMBLOG;
+    return FILE_OTHER;
+}
+
+/* lt replaces or removes only what it made: CACHE when it is an lt cache (or empty), its partial
+ * files when they are an HDF5 file and an embedding log (or empty). */
+static int check_replaceable(const char *path, int want, const char *what) {
+    int kind = file_kind(path);
+    if (kind == FILE_MISSING || kind == FILE_EMPTY) return 0;
+    if (kind == want && want != FILE_HDF5) return 0;
+    char why[600];
+    if (kind != want) {
+        snprintf(why, sizeof why, "it is not %s", want == FILE_EMBLOG ? "an lt embedding log"
+                                                                    : "an HDF5 file");
+    } else {
+        if (!strcmp(what, "partial")) return 0;
+        /* In a child: libhdf5 may crash or hang on a damaged file. The worker pools are idle. */
+        if (lt_cache_check_isolated(path, 0) == 0) return 0;
+        snprintf(why, sizeof why, "it does not open as an lt cache: %s", lt_err_msg());
+    }
+    return lt_err_set("%s is left as it is: %s; lt replaces only %s (or an empty file). Remove it "
+                      "yourself if it is not needed, or choose another CACHE name", path, why,
+                      !strcmp(what, "cache") ? "an lt cache" : "its own partial files");
+}
+
 static int check_output(embed_run *R) {
     const lt_embed_opts *o = R->o;
     struct stat st;
     int exists = stat(o->cache_path, &st) == 0;
     if (exists && S_ISDIR(st.st_mode))
         return lt_err_set("%s is a directory; give a file name for the cache", o->cache_path);
+    if (!o->append && exists)
+        snprintf(R->replaces, sizeof R->replaces, "%lld bytes, mtime %lld",
+                 (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+    if (lt_scan_is_image_name(lt_path_base(o->cache_path)) &&
+        lt_scan_contains(o->data_dir, o->cache_path))
+        return lt_err_set("%s lies under DATA_DIR %s and has an image's name: the next scan of "
+                          "%s would take it for an image; give the cache a name ending in .h5, "
+                          "or put it outside %s", o->cache_path, o->data_dir, o->data_dir,
+                          o->data_dir);
+    if (o->dump_views_dir && lt_scan_contains(o->data_dir, o->dump_views_dir))
+        return lt_err_set("--dump-views %s lies under DATA_DIR %s: the dumped views would be "
+                          "taken for images by the next scan of it (e.g. by --append); choose a "
+                          "folder outside %s", o->dump_views_dir, o->data_dir, o->data_dir);
     if (o->append && !exists)
         return lt_err_set("--append: %s does not exist; run lt-embed without --append to create "
                           "it", o->cache_path);
-    if (!o->append && exists && !o->overwrite)
-        return lt_err_set("%s already exists; pass --overwrite to replace it (or --append to add "
-                          "new images or views to it)", o->cache_path);
     R->partial = with_suffix(o->cache_path, ".partial");
     R->log_path = with_suffix(o->cache_path, ".partial.emb");
     if (!R->partial || !R->log_path) return -1;
+    /* An interrupted run may be continued without --overwrite: open_log checks that it was
+     * started to replace this very cache. */
+    if (!o->append && exists && !o->overwrite && stat(R->log_path, &st) != 0)
+        return lt_err_set("%s already exists; pass --overwrite to replace it (or --append to add "
+                          "new images or views to it)", o->cache_path);
+    /* CACHE.partial is created next to CACHE: its folder must be writable */
+    char dir[4096];
+    const char *base = lt_path_base(o->cache_path);
+    int len = (int)(base - o->cache_path);
+    snprintf(dir, sizeof dir, "%.*s", len > 1 ? len - 1 : 1, len ? o->cache_path : ".");
+    if (access(dir, W_OK) != 0)
+        return lt_err_set("cannot write %s: its folder %s %s", o->cache_path, dir,
+                          errno == ENOENT ? "does not exist"
+                                          : errno == EROFS ? "is on a read-only file system"
+                                                           : "is not writable");
+    if ((!o->append && exists &&
+         check_replaceable(o->cache_path, FILE_HDF5, "cache") != 0) ||
+        check_replaceable(R->partial, FILE_HDF5, "partial") != 0 ||
+        (o->overwrite && check_replaceable(R->log_path, FILE_EMBLOG, "log") != 0))
+        return -1;
     if (o->overwrite) {
         if (stat(R->log_path, &st) == 0 || stat(R->partial, &st) == 0)
             lt_info("--overwrite: discarding the interrupted run in %s", R->partial);
@@ -760,6 +885,7 @@ static int setup_device(embed_run *R) {
         return lt_err_set("--device cuda: no usable CUDA device (or this build has no CUDA "
                           "backend); use --device cpu");
     R->B = o->batch_size > 0 ? o->batch_size : R->gpu ? 256 : 32;
+    R->rep->gpu = R->gpu;
     if (R->gpu) {
         char info[80] = "";
         if (lt_cuda_device_info(info, sizeof info) != 0) info[0] = 0;
@@ -771,15 +897,24 @@ static int setup_device(embed_run *R) {
     return 0;
 }
 
-/* The teacher first: a bad weights file should fail before any long scan. */
 static int load_teacher(embed_run *R) {
     const lt_embed_opts *o = R->o;
-    if (lt_dinov2_load(o->teacher_path, &R->teacher) != 0) return -1;
+    if (lt_dinov2_load(o->teacher_path, &R->teacher) != 0 ||
+        lt_sha256_file(o->teacher_path, R->teacher_sha) != 0) {
+        if (o->teacher_from_env) lt_err_prefix("LT_TEACHER=%s", o->teacher_path);
+        return -1;
+    }
     R->cfg = lt_dinov2_config_of(R->teacher);
-    if (o->transform.image_size < R->cfg->patch)
-        return lt_err_set("--image-size %d is smaller than the teacher's patch size %d",
-                          o->transform.image_size, R->cfg->patch);
-    if (lt_sha256_file(o->teacher_path, R->teacher_sha) != 0) return -1;
+    const int size = o->transform.image_size, p = R->cfg->patch;
+    if (size < p)
+        return lt_err_set("--image-size %d is smaller than the teacher's patch size %d", size, p);
+    /* The teacher cuts a view into whole patches, as DINOv2's patch convolution does: the pixels
+     * past the last whole patch (right and bottom) never reach it. */
+    if (size % p)
+        lt_warn("--image-size %d is not a multiple of the teacher's patch size %d: the teacher sees "
+                "the top-left %dx%d pixels of each %dx%d view (lt-train's student sees it all); "
+                "%d or %d would use every pixel", size, p, size / p * p, size / p * p, size, size,
+                size / p * p, (size / p + 1) * p);
     const lt_dinov2_config *cfg = R->cfg;
     lt_info("teacher %s: ViT D=%d depth=%d heads=%d patch=%d registers=%d%s, on %s, batch %d",
             o->teacher_path, cfg->embed_dim, cfg->depth, cfg->heads, cfg->patch, cfg->n_reg,
@@ -799,12 +934,30 @@ static int scan(embed_run *R) {
     return lt_embed_listing_digest(o->data_dir, &R->files, R->listing);
 }
 
-/* Opens the embedding log of an interrupted run, if there is one, and checks its settings. */
+/* Adds "replaces=<the cache this run replaces>" to the settings. */
+static int add_replaces(embed_run *R) {
+    if (!R->replaces[0]) return 0;
+    char *s = NULL;
+    if (asprintf(&s, "%sreplaces=%s\n", R->settings, R->replaces) < 0)
+        return lt_err_set("out of memory (settings text)");
+    free(R->settings);
+    R->settings = s;
+    return 0;
+}
+
+/* Opens the embedding log of an interrupted run, if there is one, and checks its settings. A run
+ * that replaces an existing CACHE (--overwrite) records which in its settings, so that the same
+ * command without --overwrite continues it and replaces that cache, and only that one. */
 static int open_log(embed_run *R) {
     struct stat st;
-    if (stat(R->log_path, &st) != 0) return 0;
+    if (stat(R->log_path, &st) != 0) return add_replaces(R);
     if (lt_emblog_open(R->log_path, &R->log) != 0) return -1;
-    if (lt_embed_check_same_settings(R->partial, lt_emblog_settings(R->log), R->settings) != 0) {
+    /* no cache there now: whatever the interrupted run was to replace is gone */
+    if (!R->replaces[0] && !R->o->append)
+        lt_settings_value(lt_emblog_settings(R->log), "replaces", R->replaces,
+                          sizeof R->replaces);
+    if (add_replaces(R) != 0 ||
+        lt_embed_check_same_settings(R->partial, lt_emblog_settings(R->log), R->settings) != 0) {
         lt_emblog_close(R->log);
         R->log = NULL;
         return -1;
@@ -815,15 +968,19 @@ static int open_log(embed_run *R) {
     return 0;
 }
 
+/* The cheap checks of the inputs and outputs come first, the teacher next: a bad weights file
+ * should fail before any long scan. */
 static int run_all(embed_run *R, double t0) {
     const lt_embed_opts *o = R->o;
-    if (setup_device(R) != 0 || check_output(R) != 0 || load_teacher(R) != 0 || scan(R) != 0)
+    if (lt_scan_check_root(o->data_dir) != 0 || setup_device(R) != 0 || check_output(R) != 0 ||
+        (o->append && lt_embed_base_defaults(R) != 0) || load_teacher(R) != 0 || scan(R) != 0)
         return LT_EXIT_ERROR;
     fill_meta(o, R->cfg, R->teacher_sha, &R->meta);
     if (o->append) {
         if (lt_embed_open_base(R) != 0) return LT_EXIT_ERROR;
         if (R->fresh.n == 0 && o->views == R->V0) {
             R->rep->nothing_to_do = 1;
+            R->rep->views = R->V0;
             R->rep->images = R->N0;
             R->rep->samples = R->N0 * R->V0;
             return LT_EXIT_OK;
@@ -841,6 +998,7 @@ static int run_all(embed_run *R, double t0) {
     R->rep->seconds_embed = lt_now() - t1;
     if (rc != LT_EXIT_OK) return rc;
     R->rep->samples = R->S;
+    R->rep->views = o->views;
     R->rep->embed_dim = R->cfg->embed_dim;
     R->rep->bytes_per_embedding = R->cfg->embed_dim * (o->emb_f32 ? 4 : 2);
     return assemble(R);
@@ -864,7 +1022,8 @@ int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep) {
     memset(rep, 0, sizeof *rep);
     embed_run R;
     memset(&R, 0, sizeof R);
-    R.o = o;
+    R.opts = *o;
+    R.o = &R.opts;
     R.rep = rep;
     int rc = run_all(&R, t0);
     rep->seconds_total = lt_now() - t0;

@@ -16,10 +16,22 @@
 
 typedef enum { LT_DEVICE_AUTO = 0, LT_DEVICE_CPU = 1, LT_DEVICE_CUDA = 2 } lt_device;
 
+/* The settings given on the command line (lt_embed_opts.given): with --append, those not given
+ * take the existing cache's values. */
+enum {
+    LT_GIVEN_VIEWS = 1 << 0, LT_GIVEN_IMAGE_SIZE = 1 << 1, LT_GIVEN_SEED = 1 << 2,
+    LT_GIVEN_MIXUP = 1 << 3, LT_GIVEN_DTYPE = 1 << 4, LT_GIVEN_ZSTD = 1 << 5,
+    LT_GIVEN_MAX_PIXELS = 1 << 6, LT_GIVEN_CROP_SCALE = 1 << 7, LT_GIVEN_CROP_RATIO = 1 << 8,
+    LT_GIVEN_HFLIP = 1 << 9, LT_GIVEN_JITTER_P = 1 << 10, LT_GIVEN_JITTER = 1 << 11,
+    LT_GIVEN_GRAY = 1 << 12, LT_GIVEN_BLUR = 1 << 13, LT_GIVEN_MEAN = 1 << 14,
+    LT_GIVEN_STD = 1 << 15
+};
+
 typedef struct {
     const char *data_dir;
     const char *cache_path;      /* final name; written as <cache_path>.partial first */
     const char *teacher_path;
+    int teacher_from_env;        /* teacher_path is $LT_TEACHER (named so in its errors) */
     const char *dump_views_dir;  /* NULL: no dump */
     int views;                   /* V views per image */
     int batch_size;              /* samples per teacher batch; 0: 32 on the CPU, 256 on a GPU */
@@ -29,6 +41,7 @@ typedef struct {
     int zstd_level;
     int overwrite;               /* replace an existing complete cache; discard a .partial */
     int append;                  /* add new images / views to the existing CACHE */
+    unsigned given;              /* LT_GIVEN_* bits */
     lt_device device;
     int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
     uint64_t seed;
@@ -47,6 +60,8 @@ typedef struct {
     int64_t views_resumed;/* of those, found done by an earlier interrupted run */
     int resumable;        /* CACHE.partial + .partial.emb were kept: rerunning continues */
     int nothing_to_do;    /* --append found no new image and no new view */
+    int views;            /* views per image of the cache (with --append: maybe the cache's) */
+    int gpu;              /* the teacher ran on the GPU */
     int embed_dim;
     int bytes_per_embedding; /* stored, before compression */
     int64_t cache_bytes;  /* size of the finished cache file */

@@ -24,7 +24,8 @@ struct lt_emblog {
     char *path;
     int fd;
     char *text;            /* settings, NUL-terminated */
-    int64_t rows, total, synced;
+    int64_t rows, total, synced; /* rows: the end of the rows written, damaged ones included */
+    int64_t *holes, n_holes;      /* damaged rows below rows (sorted), to be written again */
     uint64_t data_start;
     int row_bytes, state;
     double last_sync;
@@ -112,6 +113,7 @@ static void emblog_free(lt_emblog *l) {
     if (l->fd >= 0) close(l->fd);
     free(l->path);
     free(l->text);
+    free(l->holes);
     free(l);
 }
 
@@ -201,7 +203,9 @@ static int read_header(lt_emblog *l, uint64_t file_size) {
     header h;
     if (file_size < HEADER_BYTES || read_all(l->fd, &h, sizeof h, 0) < 0)
         return DAMAGED(l, "shorter than its header");
-    if (memcmp(h.magic, MAGIC, 8) != 0) return DAMAGED(l, "not an lt embedding log");
+    if (memcmp(h.magic, MAGIC, 8) != 0)
+        return lt_err_set("%s is not an lt embedding log; lt leaves it as it is: move it away to "
+                          "run lt-embed on this CACHE", l->path);
     if (h.header_sum != fnv1a(FNV_START, &h, offsetof(header, header_sum)))
         return DAMAGED(l, "header checksum mismatch");
     if (h.version != VERSION) return DAMAGED(l, "unknown version");
@@ -222,19 +226,41 @@ static int read_header(lt_emblog *l, uint64_t file_size) {
     return 0;
 }
 
-/* Counts the good rows: those up to the synced count, then each whose checksum holds. */
-static int64_t good_rows(lt_emblog *l, int64_t in_file) {
-    int64_t n = l->synced < in_file ? l->synced : in_file;
-    uint8_t *rec = malloc(rec_bytes(l));
-    if (!rec) return n;
-    for (; n < in_file && n < l->total; n++) {
-        uint64_t sum;
-        if (read_all(l->fd, rec, rec_bytes(l), row_offset(l, n)) < 0) break;
-        memcpy(&sum, rec + l->row_bytes, 8);
-        if (sum != row_sum(n, rec, (size_t)l->row_bytes)) break;
+/* Checks the checksum of every whole row in the file: rows is set after the last good one (the
+ * file is cut there: a row torn or lost by a crash), the damaged rows before it become holes. A
+ * damaged row costs only itself; the count of rows dropped is returned in *dropped. */
+static int check_rows(lt_emblog *l, int64_t n, int64_t *dropped) {
+    enum { BLOCK = 1024 };
+    const size_t rb = (size_t)l->row_bytes, rec = rec_bytes(l);
+    int64_t bad = 0;
+    uint8_t *buf = lt_malloc(BLOCK * rec, "embedding log rows");
+    int64_t *holes = lt_malloc((size_t)(n + 1) * sizeof *holes, "embedding log rows");
+    if (!buf || !holes) {
+        free(buf);
+        free(holes);
+        return -1;
     }
-    free(rec);
-    return n;
+    l->rows = 0;
+    for (int64_t k0 = 0; k0 < n; k0 += BLOCK) {
+        int64_t m = n - k0 < BLOCK ? n - k0 : BLOCK;
+        if (read_all(l->fd, buf, (size_t)m * rec, row_offset(l, k0)) < 0) {
+            free(buf);
+            free(holes);
+            return lt_err_set("%s: cannot read: %s", l->path, strerror(errno));
+        }
+        for (int64_t k = 0; k < m; k++) {
+            uint64_t sum;
+            memcpy(&sum, buf + (size_t)k * rec + rb, 8);
+            if (sum == row_sum(k0 + k, buf + (size_t)k * rec, rb)) l->rows = k0 + k + 1;
+            else holes[bad++] = k0 + k;
+        }
+    }
+    free(buf);
+    l->n_holes = 0;
+    while (l->n_holes < bad && holes[l->n_holes] < l->rows) l->n_holes++;
+    l->holes = holes;
+    *dropped = bad;
+    return 0;
 }
 
 int lt_emblog_open(const char *path, lt_emblog **out) {
@@ -252,8 +278,16 @@ int lt_emblog_open(const char *path, lt_emblog **out) {
         emblog_free(l);
         return -1;
     }
-    int64_t in_file = (int64_t)(((uint64_t)st.st_size - l->data_start) / rec_bytes(l));
-    l->rows = good_rows(l, in_file);
+    int64_t in_file = (int64_t)(((uint64_t)st.st_size - l->data_start) / rec_bytes(l)), dropped = 0;
+    if (in_file > l->total) in_file = l->total;
+    if (check_rows(l, in_file, &dropped) != 0) {
+        emblog_free(l);
+        return -1;
+    }
+    if (dropped)
+        lt_warn("%s: %lld of its %lld rows are damaged (checksum mismatch) and are dropped; the "
+                "other %lld are kept, the dropped ones are computed again", path,
+                (long long)dropped, (long long)in_file, (long long)(l->rows - l->n_holes));
     if (l->synced > l->rows) l->synced = l->rows;
     if (ftruncate(l->fd, (off_t)row_offset(l, l->rows)) != 0) {
         lt_err_set("%s: cannot cut off a torn row: %s", path, strerror(errno));
@@ -266,7 +300,7 @@ int lt_emblog_open(const char *path, lt_emblog **out) {
 }
 
 const char *lt_emblog_settings(const lt_emblog *l) { return l->text; }
-int64_t lt_emblog_rows(const lt_emblog *l) { return l->rows; }
+int64_t lt_emblog_rows(const lt_emblog *l) { return l->rows - l->n_holes; }
 int64_t lt_emblog_total(const lt_emblog *l) { return l->total; }
 int lt_emblog_row_bytes(const lt_emblog *l) { return l->row_bytes; }
 int lt_emblog_state(const lt_emblog *l) { return l->state; }
@@ -279,7 +313,7 @@ int lt_emblog_sync(lt_emblog *l) {
     return put_header(l);
 }
 
-int lt_emblog_append(lt_emblog *l, const void *rows, int64_t count) {
+static int append_rows(lt_emblog *l, const void *rows, int64_t count) {
     if (count <= 0) return 0;
     if (l->rows + count > l->total)
         return lt_err_set("%s: %lld rows appended past the %lld expected", l->path,
@@ -306,6 +340,63 @@ int lt_emblog_append(lt_emblog *l, const void *rows, int64_t count) {
     l->rows += count;
     if (lt_now() - l->last_sync >= LT_EMBLOG_SYNC_SECONDS) return lt_emblog_sync(l);
     return 0;
+}
+
+/* Index of hole k in l->holes, or -1. */
+static int64_t hole_index(const lt_emblog *l, int64_t k) {
+    int64_t lo = 0, hi = l->n_holes;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (l->holes[mid] == k) return mid;
+        if (l->holes[mid] < k) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+int64_t lt_emblog_next_missing(const lt_emblog *l, int64_t from) {
+    int64_t next = from > l->rows ? from : l->rows, lo = 0, hi = l->n_holes;
+    while (lo < hi) { /* the first hole >= from */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (l->holes[mid] < from) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < l->n_holes && l->holes[lo] < next) next = l->holes[lo];
+    return next < l->total ? next : l->total;
+}
+
+/* Writes row k again in place of a damaged one. */
+static int put_hole(lt_emblog *l, int64_t h, const uint8_t *row) {
+    const size_t rb = (size_t)l->row_bytes;
+    int64_t k = l->holes[h];
+    uint8_t *rec = lt_malloc(rec_bytes(l), "embedding log row");
+    if (!rec) return -1;
+    uint64_t sum = row_sum(k, row, rb);
+    memcpy(rec, row, rb);
+    memcpy(rec + rb, &sum, 8);
+    int r = write_all(l->fd, rec, rec_bytes(l), row_offset(l, k));
+    int err = errno;
+    free(rec);
+    if (r != 0)
+        return lt_err_set("%s: cannot write embeddings: %s", l->path, strerror(err));
+    memmove(l->holes + h, l->holes + h + 1, (size_t)(l->n_holes - h - 1) * sizeof *l->holes);
+    l->n_holes--;
+    return 0;
+}
+
+int lt_emblog_put(lt_emblog *l, int64_t first, const void *rows, int64_t count) {
+    const uint8_t *src = rows;
+    const size_t rb = (size_t)l->row_bytes;
+    if (first < 0 || first > l->rows)
+        return lt_err_set("%s: row %lld written after the %lld stored", l->path, (long long)first,
+                          (long long)l->rows);
+    for (int64_t k = first; k < first + count && k < l->rows; k++) {
+        int64_t h = hole_index(l, k);
+        if (h >= 0 && put_hole(l, h, src + (size_t)(k - first) * rb) != 0) return -1;
+    }
+    if (first + count <= l->rows) return 0;
+    int64_t skip = l->rows - first;
+    return append_rows(l, src + (size_t)skip * rb, count - skip);
 }
 
 int lt_emblog_read(lt_emblog *l, int64_t first, int64_t count, void *rows) {
@@ -363,6 +454,10 @@ static int value_of(const char *text, const char *key, size_t klen, char *val, s
     }
     snprintf(val, cap, "(none)");
     return -1;
+}
+
+int lt_settings_value(const char *text, const char *key, char *val, size_t cap) {
+    return value_of(text, key, strlen(key), val, cap);
 }
 
 /* First key of a whose value differs in b (or is missing there); 1 if one is found. */

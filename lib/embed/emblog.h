@@ -20,21 +20,25 @@ enum { LT_EMBLOG_EMBEDDING = 0, LT_EMBLOG_ASSEMBLING = 1 };
 /* Creates path (written as path.tmp, synced, renamed: it exists only complete). */
 int lt_emblog_create(const char *path, const char *settings, int64_t rows_total, int row_bytes,
                      lt_emblog **out);
-/* Opens an existing log for appending: checks the header, trusts the rows up to the last synced
- * count, verifies the checksums of the rows after it and cuts the file after the last good row
- * (a row torn by a crash is dropped and recomputed). -1 + lt_err naming the file if the header
- * is damaged. */
+/* Opens an existing log for appending: checks the header and the checksum of every row, cuts the
+ * file after the last good row (a row torn by a crash) and keeps every good row before it; the
+ * damaged ones (warned about, with their count) are missing rows to compute again. -1 + lt_err
+ * naming the file if the header is damaged. */
 int lt_emblog_open(const char *path, lt_emblog **out);
 const char *lt_emblog_settings(const lt_emblog *l);
-int64_t lt_emblog_rows(const lt_emblog *l);  /* rows present */
+int64_t lt_emblog_rows(const lt_emblog *l);  /* good rows present */
 int64_t lt_emblog_total(const lt_emblog *l); /* rows the run produces */
 int lt_emblog_row_bytes(const lt_emblog *l);
 int lt_emblog_state(const lt_emblog *l);
-/* Appends count rows (count * row_bytes bytes) with one write(2): once it returns they survive
- * the process being killed; they are fsynced (and the header's synced count advanced) at most
- * every LT_EMBLOG_SYNC_SECONDS, and by lt_emblog_sync. */
+/* The first row >= from that the log lacks (damaged, or not written yet); the total if none. */
+int64_t lt_emblog_next_missing(const lt_emblog *l, int64_t from);
+/* Stores rows [first, first + count) (count * row_bytes bytes) where the log lacks them: damaged
+ * rows are written again in place, rows past the last one are appended with one write(2); rows
+ * the log holds are left as they are. first must not lie past the last row. Once it returns the
+ * rows survive the process being killed; they are fsynced (and the header's synced count
+ * advanced) at most every LT_EMBLOG_SYNC_SECONDS, and by lt_emblog_sync. */
 #define LT_EMBLOG_SYNC_SECONDS 5.0
-int lt_emblog_append(lt_emblog *l, const void *rows, int64_t count);
+int lt_emblog_put(lt_emblog *l, int64_t first, const void *rows, int64_t count);
 int lt_emblog_sync(lt_emblog *l);
 /* Reads rows [first, first + count), verifying each checksum. */
 int lt_emblog_read(lt_emblog *l, int64_t first, int64_t count, void *rows);
@@ -44,6 +48,8 @@ void lt_emblog_close(lt_emblog *l);
 
 /* Compares two settings texts ("key=value" lines). Returns 0 if they are equal; otherwise 1 with
  * the first differing key and both values (a missing key reads as "(none)") copied out. */
+/* The value of key in a settings text into val; 0 if found, -1 if not (val: "(none)"). */
+int lt_settings_value(const char *text, const char *key, char *val, size_t cap);
 int lt_settings_diff(const char *was, const char *now, char *key, size_t key_cap, char *was_v,
                      char *now_v, size_t val_cap);
 

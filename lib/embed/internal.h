@@ -10,7 +10,8 @@
 #include "models/dinov2.h"
 
 typedef struct {
-    const lt_embed_opts *o;
+    lt_embed_opts opts;          /* the caller's options (with --append, completed by the cache) */
+    const lt_embed_opts *o;      /* &opts */
     lt_embed_report *rep;
     char *partial, *log_path;    /* CACHE.partial, CACHE.partial.emb */
     lt_dinov2 *teacher;
@@ -25,6 +26,7 @@ typedef struct {
     int64_t N0;                  /* images of base (0 without --append) */
     int V0;                      /* views of base (0 without --append) */
     char base_desc[160];         /* identity of base, part of the settings */
+    char replaces[96];           /* identity of the CACHE this run replaces ("" if none) */
     char *settings;              /* "key=value" lines, compared with an interrupted run's */
     lt_emblog *log;
     lt_cache *part;              /* CACHE.partial, read during the teacher pass */
@@ -41,7 +43,10 @@ int lt_embed_listing_digest(const char *root, const lt_filelist *files, char hex
 /* -1 + a message naming the first setting that differs between the interrupted run (was) and
  * this one (now), and how to start over; 0 if they agree. */
 int lt_embed_check_same_settings(const char *partial, const char *was, const char *now);
-/* --append: opens the existing cache, checks that this run's settings are the cache's (only
+/* --append: opens the existing cache (R->base) and gives every setting not given on the command
+ * line (R->opts.given) the cache's value. */
+int lt_embed_base_defaults(embed_run *R);
+/* --append, after lt_embed_base_defaults: checks that this run's settings are the cache's (only
  * --views may grow), refuses changed images (naming them) and fills R->fresh with the new
  * files. Sets N0, V0, base_desc. */
 int lt_embed_open_base(embed_run *R);

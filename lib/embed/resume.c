@@ -113,6 +113,12 @@ int lt_embed_check_same_settings(const char *partial, const char *was, const cha
                           : !strcmp(b, "(none)") ? "by --append, this run is not one"
                                                  : "by --append to another version of the cache",
                           fix);
+    if (!strcmp(key, "replaces"))
+        return lt_err_set("%s was started %s; the cache there now (%s) is not the one it was to "
+                          "replace. Move that cache away to continue, or pass --overwrite to "
+                          "discard the interrupted run and replace it", partial,
+                          !strcmp(a, "(none)") ? "when there was no cache to replace"
+                                               : "to replace another cache", b);
     if (!strcmp(key, "teacher"))
         return lt_err_set("%s was started with another teacher (--teacher: weights SHA-256 %.12s..."
                           " then, %.12s... now); %s", partial, a, b, fix);
@@ -218,17 +224,42 @@ static int check_base_settings(embed_run *R) {
                            "%.12s... now); --append must use the same --teacher", R->o->cache_path,
                            va, vb);
         else
-            r = lt_err_set("%s was made with other settings: --%s was %s, now %s; --append must "
-                           "use the settings the cache was made with (only --views may grow)",
-                           R->o->cache_path, key, va, vb);
+            r = lt_err_set("%s was made with other settings: --%s was %s, now %s; --append takes "
+                           "the cache's settings when they are not given: leave --%s out (only "
+                           "--views may grow)", R->o->cache_path, key, va, vb, key);
     }
     free(a);
     free(b);
     return r;
 }
 
+int lt_embed_base_defaults(embed_run *R) {
+    if (lt_cache_open(R->opts.cache_path, &R->base) != 0) return -1;
+    const lt_cache_meta *m = lt_cache_meta_of(R->base);
+    lt_embed_opts *o = &R->opts;
+    lt_transform *t = &o->transform;
+    const lt_transform *x = &m->transform;
+    unsigned g = o->given;
+    if (!(g & LT_GIVEN_VIEWS)) o->views = m->views_per_image;
+    if (!(g & LT_GIVEN_IMAGE_SIZE)) t->image_size = m->image_size;
+    if (!(g & LT_GIVEN_SEED)) o->seed = m->seed;
+    if (!(g & LT_GIVEN_MIXUP)) o->mixup = m->mixup;
+    if (!(g & LT_GIVEN_DTYPE)) o->emb_f32 = m->emb_f32;
+    if (!(g & LT_GIVEN_ZSTD)) o->zstd_level = m->zstd_level;
+    if (!(g & LT_GIVEN_MAX_PIXELS)) o->max_pixels = m->max_pixels;
+    if (!(g & LT_GIVEN_CROP_SCALE)) memcpy(t->crop_scale, x->crop_scale, sizeof t->crop_scale);
+    if (!(g & LT_GIVEN_CROP_RATIO)) memcpy(t->crop_ratio, x->crop_ratio, sizeof t->crop_ratio);
+    if (!(g & LT_GIVEN_HFLIP)) t->hflip_p = x->hflip_p;
+    if (!(g & LT_GIVEN_JITTER_P)) t->jitter_p = x->jitter_p;
+    if (!(g & LT_GIVEN_JITTER)) memcpy(t->jitter, x->jitter, sizeof t->jitter);
+    if (!(g & LT_GIVEN_GRAY)) t->gray_p = x->gray_p;
+    if (!(g & LT_GIVEN_BLUR)) memcpy(t->blur_sigma, x->blur_sigma, sizeof t->blur_sigma);
+    if (!(g & LT_GIVEN_MEAN)) memcpy(t->mean, x->mean, sizeof t->mean);
+    if (!(g & LT_GIVEN_STD)) memcpy(t->std, x->std, sizeof t->std);
+    return 0;
+}
+
 int lt_embed_open_base(embed_run *R) {
-    if (lt_cache_open(R->o->cache_path, &R->base) != 0) return -1;
     R->N0 = lt_cache_n_images(R->base);
     R->V0 = lt_cache_meta_of(R->base)->views_per_image;
     if (check_base_settings(R) != 0) return -1;

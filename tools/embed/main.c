@@ -43,11 +43,11 @@ static void usage(FILE *f) {
         "  --dtype f16|f32       stored embedding type (default f16)\n"
         "  --zstd-level N        Zstandard level of the embeddings, 1..19 (default 3)\n"
         "  --max-pixels N        skip images with more pixels than this (default 268435456)\n"
-        "  --overwrite           replace an existing CACHE; discard an interrupted run's\n"
-        "                        CACHE.partial and start over\n"
+        "  --overwrite           replace an existing CACHE (only an lt cache or an empty file);\n"
+        "                        discard an interrupted run's CACHE.partial and start over\n"
         "  --append              add the images that are new under DATA_DIR and/or more views\n"
         "                        (--views above the cache's) to the existing CACHE, computing\n"
-        "                        only what is new; the other settings must be the cache's\n"
+        "                        only what is new; settings not given are the cache's\n"
         "  -q, --quiet           errors only\n"
         "  -v, --verbose         more detail\n"
         "  -h, --help            this help\n"
@@ -159,12 +159,75 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
     return lt_err_set("unknown option");
 }
 
+/* The LT_GIVEN_* bit of an option that sets a setting of the cache (0 for the others). */
+static unsigned given_bit(int c) {
+    switch (c) {
+    case OPT_VIEWS: return LT_GIVEN_VIEWS;
+    case OPT_IMAGE_SIZE: return LT_GIVEN_IMAGE_SIZE;
+    case OPT_SEED: return LT_GIVEN_SEED;
+    case OPT_NO_MIXUP: return LT_GIVEN_MIXUP;
+    case OPT_DTYPE: return LT_GIVEN_DTYPE;
+    case OPT_ZSTD: return LT_GIVEN_ZSTD;
+    case OPT_MAXPIX: return LT_GIVEN_MAX_PIXELS;
+    case OPT_CROP_SCALE: return LT_GIVEN_CROP_SCALE;
+    case OPT_CROP_RATIO: return LT_GIVEN_CROP_RATIO;
+    case OPT_HFLIP: return LT_GIVEN_HFLIP;
+    case OPT_JITTER_P: return LT_GIVEN_JITTER_P;
+    case OPT_JITTER: return LT_GIVEN_JITTER;
+    case OPT_GRAY: return LT_GIVEN_GRAY;
+    case OPT_BLUR: return LT_GIVEN_BLUR;
+    case OPT_MEAN: return LT_GIVEN_MEAN;
+    case OPT_STD: return LT_GIVEN_STD;
+    }
+    return 0;
+}
+
 static int check_ranges(const lt_embed_opts *o) {
     const lt_transform *t = &o->transform;
     if (t->crop_scale[0] > t->crop_scale[1]) return lt_err_set("--crop-scale: MIN must not exceed MAX");
     if (t->crop_ratio[0] > t->crop_ratio[1]) return lt_err_set("--crop-ratio: MIN must not exceed MAX");
     if (t->blur_sigma[0] > t->blur_sigma[1]) return lt_err_set("--blur-sigma: MIN must not exceed MAX");
     return 0;
+}
+
+/* Writes s to f quoted for a POSIX shell when it needs it. */
+static void shell_quote(FILE *f, const char *s) {
+    int plain = *s != 0;
+    for (const char *p = s; *p; p++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-", *p))
+            plain = 0;
+    if (plain) {
+        fputs(s, f);
+        return;
+    }
+    fputc('\'', f);
+    for (const char *p = s; *p; p++)
+        if (*p == '\'') fputs("'\\''", f);
+        else fputc(*p, f);
+    fputc('\'', f);
+}
+
+/* The command line as given (getopt_long permutes argv) and its --overwrite arguments. */
+static int g_argc, g_n_overwrites;
+static char **g_argv, **g_overwrites;
+
+/* "rerun the same command to continue", or, when the command had --overwrite (which would
+ * discard the work kept), the command without it, shell-quoted. malloc'd. */
+static char *continue_hint(void) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = g_n_overwrites ? open_memstream(&buf, &len) : NULL;
+    if (!f) return strdup("rerun the same command to continue");
+    fputs("to continue, rerun without --overwrite", f);
+    for (int i = 0; i < g_argc; i++) {
+        int skip = 0;
+        for (int k = 0; k < g_n_overwrites; k++) skip |= g_argv[i] == g_overwrites[k];
+        if (skip) continue;
+        fputs(i ? " " : ": ", f);
+        shell_quote(f, g_argv[i]);
+    }
+    fclose(f);
+    return buf;
 }
 
 static void human_bytes(double b, char *buf, size_t n) {
@@ -179,8 +242,17 @@ int main(int argc, char **argv) {
     lt_embed_defaults(&o);
     o.teacher_path = getenv("LT_TEACHER");
     if (o.teacher_path && !*o.teacher_path) o.teacher_path = NULL;
+    o.teacher_from_env = o.teacher_path != NULL;
     int verbosity = 1, c;
     lt_log_init("lt-embed", 1);
+    g_argc = argc;
+    g_argv = malloc((size_t)(argc + 1) * sizeof *g_argv);
+    g_overwrites = malloc((size_t)(argc + 1) * sizeof *g_overwrites);
+    if (!g_argv || !g_overwrites) {
+        lt_error("out of memory");
+        return LT_EXIT_ERROR;
+    }
+    memcpy(g_argv, argv, (size_t)argc * sizeof *g_argv);
     while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
@@ -198,6 +270,9 @@ int main(int argc, char **argv) {
             lt_error("%s", lt_err_msg());
             return LT_EXIT_USAGE;
         }
+        o.given |= given_bit(c);
+        if (c == OPT_TEACHER) o.teacher_from_env = 0;
+        if (c == OPT_OVERWRITE) g_overwrites[g_n_overwrites++] = argv[optind - 1];
     }
     lt_log_init("lt-embed", verbosity);
     if (argc - optind != 2) {
@@ -244,26 +319,32 @@ int main(int argc, char **argv) {
     lt_embed_report r;
     int rc = lt_embed_run(&o, &r);
     if (rc == LT_EXIT_INTERRUPTED) {
+        char *hint = continue_hint();
         if (r.resumable)
-            lt_error("interrupted after %lld of %lld views; rerun the same command to continue "
-                     "(the progress is kept in %s.partial and %s.partial.emb)",
-                     (long long)r.views_done, (long long)r.views_total, o.cache_path,
-                     o.cache_path);
+            lt_error("interrupted after %lld of %lld views; %s (the progress is kept in "
+                     "%s.partial and %s.partial.emb)", (long long)r.views_done,
+                     (long long)r.views_total, hint ? hint : "rerun the same command to continue",
+                     o.cache_path, o.cache_path);
         else
             lt_error("interrupted before any view was embedded; nothing was kept (rerun the same "
                      "command to start again)");
+        free(hint);
         return rc;
     }
     if (rc != LT_EXIT_OK) {
         lt_error("%s", lt_err_msg());
-        if (r.resumable)
-            lt_info("the %lld views embedded so far are kept in %s.partial.emb: rerun the same "
-                    "command to continue", (long long)r.views_done, o.cache_path);
+        if (r.resumable && r.views_done > 0) {
+            char *hint = continue_hint();
+            lt_info("the %lld views embedded so far are kept in %s.partial.emb: %s",
+                    (long long)r.views_done, o.cache_path,
+                    hint ? hint : "rerun the same command to continue");
+            free(hint);
+        }
         return rc;
     }
     if (r.nothing_to_do) {
         lt_info("nothing to append: %s already holds all %lld images under %s with %d views each",
-                o.cache_path, (long long)r.images, o.data_dir, o.views);
+                o.cache_path, (long long)r.images, o.data_dir, r.views);
         return LT_EXIT_OK;
     }
     int64_t embedded = r.views_done - r.views_resumed;
@@ -275,9 +356,10 @@ int main(int argc, char **argv) {
             (long long)r.images, (long long)r.skipped, (long long)r.samples, (long long)embedded,
             r.embed_dim, r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
             r.seconds_embed, r.seconds_embed > 0 ? embedded / r.seconds_embed : 0.0);
-    lt_info("time: decode %.1f s, render %.1f s, host-to-device %.1f s, teacher %.1f s (%.1f "
-            "views/s), write %.1f s; teacher on %s",
-            r.t_decode, r.t_render, r.t_copy, r.t_teacher,
+    char copy[48] = "";
+    if (r.gpu) snprintf(copy, sizeof copy, "host-to-device %.1f s, ", r.t_copy);
+    lt_info("time: decode %.1f s, render %.1f s, %steacher %.1f s (%.1f views/s), write %.1f s; "
+            "teacher on %s", r.t_decode, r.t_render, copy, r.t_teacher,
             r.t_teacher > 0 ? embedded / r.t_teacher : 0.0, r.t_write, r.device);
     return LT_EXIT_OK;
 }
