@@ -34,8 +34,11 @@ static int try_take(const char *path, const char *what, int *fd_out) {
         int e = errno;
         const char *slash = strrchr(path, '/');
         int dlen = slash ? (slash == path ? 1 : (int)(slash - path)) : 1;
-        return lt_err_set("%.*s is not writable: cannot create the lock file %s for %s (%s)", dlen,
-                          slash ? path : ".", path, what, strerror(e));
+        const char *why = e == EROFS ? "is on a read-only file system"
+                          : e == ENOENT ? "does not exist"
+                          : e == EACCES || e == EPERM ? "is not writable" : "cannot be written";
+        return lt_err_set("%.*s %s: cannot create the lock file %s for %s (%s)", dlen,
+                          slash ? path : ".", why, path, what, strerror(e));
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         int e = errno;

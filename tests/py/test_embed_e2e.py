@@ -119,6 +119,8 @@ def test_independent_of_threads_and_batch_size(folder, tmp_path):
     A, B = read_all(a), read_all(b)
     assert A.keys() == B.keys()
     for k in A:
+        if k == "checksums/embeddings":
+            continue  # follow the embeddings, which may differ in the last bit (checked elsewhere)
         if k == "embeddings":
             assert np.allclose(A[k].astype(np.float32), B[k].astype(np.float32), atol=2e-3)
         else:
