@@ -168,9 +168,38 @@ static void selftest(const char *path, int fd) {
     report_and_exit(fd, 'E', msg);
 }
 
-static void child_main(const char *path, int fd) {
+/* Identity mode: is the file's root attribute `format` "lt-cache", whatever the version (version
+ * 1 stored it as a variable-length string, which only a child may safely read)? */
+static void child_identity(const char *path, int fd) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_file_locking(fapl, 0, 1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
+    char value[64] = "";
+    if (f >= 0 && H5Aexists(f, "format") > 0) {
+        hid_t a = H5Aopen(f, "format", H5P_DEFAULT), t = a >= 0 ? H5Aget_type(a) : -1;
+        if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+            if (H5Tis_variable_str(t) > 0) {
+                char *v = NULL;
+                hid_t mt = H5Tcopy(H5T_C_S1);
+                H5Tset_size(mt, H5T_VARIABLE);
+                H5Tset_cset(mt, H5Tget_cset(t));
+                if (H5Aread(a, mt, &v) >= 0 && v) snprintf(value, sizeof value, "%s", v);
+            } else if (H5Tget_size(t) < sizeof value) {
+                H5Aread(a, t, value);
+            }
+        }
+    }
+    if (!strcmp(value, "lt-cache")) report_and_exit(fd, 'O', "");
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s: %s", path,
+             f < 0 ? "HDF5 cannot open it" : "it has no root attribute format = \"lt-cache\"");
+    report_and_exit(fd, 'E', msg);
+}
+
+static void child_main(const char *path, int fd, int identity) {
     selftest(path, fd);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* quiet, as the reader is */
+    if (identity) child_identity(path, fd);
     lt_cache *c = NULL;
     if (lt_cache_open_partial(path, &c) != 0) report_and_exit(fd, 'E', lt_err_msg());
     lt_cache_close(c);
@@ -248,7 +277,7 @@ static const char *signal_name(int sig, char *buf, size_t cap) {
     return buf;
 }
 
-int lt_cache_check_isolated(const char *path, double timeout_s) {
+static int check_isolated(const char *path, double timeout_s, int identity) {
     if (timeout_s <= 0 && resolve_timeout(&timeout_s) != 0) return -1;
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
@@ -265,7 +294,7 @@ int lt_cache_check_isolated(const char *path, double timeout_s) {
     }
     if (pid == 0) {
         close(fds[0]);
-        child_main(path, fds[1]); /* never returns */
+        child_main(path, fds[1], identity); /* never returns */
         _exit(0);
     }
     close(fds[1]);
@@ -303,3 +332,9 @@ int lt_cache_check_isolated(const char *path, double timeout_s) {
     return lt_err_set("%s: the check of the file's structure ended without a report; %s", path,
                       DAMAGED);
 }
+
+int lt_cache_check_isolated(const char *path, double timeout_s) {
+    return check_isolated(path, timeout_s, 0);
+}
+
+int lt_cache_is_lt_file_isolated(const char *path) { return check_isolated(path, 0, 1); }

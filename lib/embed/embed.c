@@ -787,8 +787,8 @@ static int check_replaceable(const char *path, int want, const char *what) {
     } else {
         if (!strcmp(what, "partial")) return 0;
         /* In a child: libhdf5 may crash or hang on a damaged file. The worker pools are idle. */
-        if (lt_cache_check_isolated(path, 0) == 0) return 0;
-        snprintf(why, sizeof why, "it does not open as an lt cache: %s", lt_err_msg());
+        if (lt_cache_is_lt_file_isolated(path) == 0) return 0;
+        snprintf(why, sizeof why, "it is not an lt cache: %s", lt_err_msg());
     }
     return lt_err_set("%s is left as it is: %s; lt replaces only %s (or an empty file). Remove it "
                       "yourself if it is not needed, or choose another CACHE name", path, why,

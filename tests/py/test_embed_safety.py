@@ -155,7 +155,7 @@ def test_overwrite_refuses_what_is_not_an_lt_cache(base, tmp_path):
         f["x"] = np.arange(10)
     before = foreign.read_bytes()
     r = run([lt_embed(), "--teacher", t, *FAST, "--overwrite", data, foreign], check=False)
-    assert r.returncode == 1 and "not open as an lt cache" in r.stderr, r.stderr
+    assert r.returncode == 1 and "is not an lt cache" in r.stderr, r.stderr
     assert foreign.read_bytes() == before
     # a foreign file named like the partial files is not removed either
     out = tmp_path / "c.h5"
@@ -171,6 +171,31 @@ def test_overwrite_refuses_what_is_not_an_lt_cache(base, tmp_path):
     run([lt_embed(), "--teacher", t, *FAST, "--seed", "1", "--overwrite", data, out])
     with h5py.File(out) as f:
         assert f.attrs["seed"] == 1
+
+
+@pytest.mark.parametrize("how", ["version2", "version1_vlen_format", "unfinished", "damaged"])
+def test_overwrite_replaces_any_lt_cache(base, tmp_path, how):
+    """What the error messages tell the user to do ("rebuild it with lt-embed --overwrite") works
+    for every kind of lt cache lt-train refuses: older versions, unfinished, structurally damaged."""
+    d, data, t = base
+    out = tmp_path / "c.h5"
+    run([lt_embed(), "--teacher", t, *FAST, data, out])
+    with h5py.File(out, "r+") as f:
+        if how == "version2":
+            f.attrs["version"] = np.int32(2)
+        elif how == "version1_vlen_format":
+            f.attrs["version"] = np.int32(1)
+            del f.attrs["format"]
+            f.attrs["format"] = "lt-cache"  # str: a variable-length string, as version 1 had
+        elif how == "unfinished":
+            del f.attrs["complete"]
+        else:
+            del f["samples/jitter_order"]
+    r = run([lt_embed(), "--teacher", t, *FAST, "--seed", "4", "--overwrite", data, out],
+            check=False)
+    assert r.returncode == 0, (how, r.stderr)
+    with h5py.File(out) as f:
+        assert f.attrs["seed"] == 4 and f.attrs["version"] == 3 and f.attrs["complete"] == 1
 
 
 def test_cache_that_the_scan_would_read_is_refused(base, tmp_path):
