@@ -519,8 +519,9 @@ static int verify_cache(lt_cache *cache, const lt_train_opts *o) {
     double t0 = lt_now();
     int64_t checked = 0;
     if (lt_cache_verify_images(cache, o->verify, o->seed, &checked) != 0) return -1;
-    lt_info("verified the stored bytes of %lld of %lld images against their SHA-256 (%.1f s)",
-            (long long)checked, (long long)lt_cache_n_images(cache), lt_now() - t0);
+    int64_t N = lt_cache_n_images(cache);
+    lt_info("verified the stored bytes of %lld of %lld image%s against their SHA-256 (%.1f s)",
+            (long long)checked, (long long)N, plural((double)N), lt_now() - t0);
     return 0;
 }
 
@@ -594,7 +595,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
     char identity[65];
+    double t_id = lt_now();
     if (lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
+    lt_debug("cache identity %s (%.2f s)", identity, lt_now() - t_id);
 
     int resume = 0;
     if (inspect_out(o, &f, &resume) != 0) goto done;
