@@ -157,7 +157,8 @@ int main(int argc, char **argv) {
     lt_log_init("lt-train", 1);
     /* The command that continues an interrupted run: argv in its original order (getopt_long
      * permutes argv) without the --overwrite words, which getopt_long points us to. */
-    char **again = calloc((size_t)argc + 1, sizeof *again);
+    static char **again; /* static: still reachable on the early returns */
+    again = calloc((size_t)argc + 1, sizeof *again);
     if (!again) {
         lt_error("out of memory");
         return LT_EXIT_ERROR;
