@@ -2,6 +2,7 @@
 #include "train/checkpoint.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,15 +100,47 @@ int lt_checkpoint_save(const char *path, const lt_train_state *s, int64_t step, 
     return rc;
 }
 
-/* Copies tensor `name` of st into dst (numel floats) after checking its element count. */
-static int read_named(const lt_safetensors *st, const char *name, float *dst, int64_t numel,
-                      int required) {
+/* "(a, b, c)" */
+static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, n, "(");
+    for (int d = 0; d < ndim && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (k < n) snprintf(buf + k, n - k, ")");
+}
+
+/* Copies tensor `name` of st into dst after checking its shape exactly (ndim dims of shape);
+ * finite: also require every value to be finite (weights from outside a run). Returns 1 when
+ * the tensor is absent and not required. */
+static int read_named(const lt_safetensors *st, const char *name, float *dst, int ndim,
+                      const int64_t *shape, int required, int finite) {
     const lt_st_tensor *t = lt_st_find(st, name);
     if (!t) return required ? lt_err_set("%s: no tensor '%s'", st->path, name) : 1;
-    if (t->numel != numel)
-        return lt_err_set("%s: tensor '%s' has %lld elements, expected %lld", st->path, name,
-                          (long long)t->numel, (long long)numel);
-    return lt_st_read_f32(st, t, dst);
+    int same = t->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+    if (!same) {
+        char got[160], want[160];
+        shape_str(got, sizeof got, t->ndim, t->shape);
+        shape_str(want, sizeof want, ndim, shape);
+        return lt_err_set("%s: tensor '%s' has shape %s, expected %s", st->path, name, got, want);
+    }
+    if (lt_st_read_f32(st, t, dst) != 0) return -1;
+    for (int64_t i = 0; finite && i < t->numel; i++)
+        if (!isfinite(dst[i]))
+            return lt_err_set("%s: tensor '%s' holds a non-finite value (%g at element %lld): "
+                              "these weights cannot be trained from", st->path, name,
+                              (double)dst[i], (long long)i);
+    return 0;
+}
+
+static int read_vec(const lt_safetensors *st, const char *name, float *dst, int64_t n) {
+    return read_named(st, name, dst, 1, &n, 1, 0);
+}
+
+static int read_head(const lt_safetensors *st, lt_train_state *s, int required, int finite) {
+    int64_t w[2] = {s->D, s->model->C}, b[1] = {s->D};
+    int rc = read_named(st, "head.weight", s->head_w, 2, w, required, finite);
+    if (rc >= 0) rc = read_named(st, "head.bias", s->head_b, 1, b, required, finite) < 0 ? -1 : rc;
+    return rc < 0 ? -1 : 0;
 }
 
 static int read_backbone(const lt_safetensors *st, lt_resnet *m) {
@@ -119,7 +152,7 @@ static int read_backbone(const lt_safetensors *st, lt_resnet *m) {
             if (x->dtype != LT_DT_I64 || x->numel != 1)
                 return lt_err_set("%s: tensor '%s' must be one int64", st->path, t->name);
             memcpy(t->data_i64, st->data + x->begin, sizeof(int64_t));
-        } else if (read_named(st, t->name, t->data, t->numel, 1) != 0) {
+        } else if (read_named(st, t->name, t->data, t->ndim, t->shape, 1, 0) != 0) {
             return -1;
         }
     }
@@ -154,10 +187,9 @@ int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64
     if (rc == 0) rc = parse_i64_meta(&st, "epoch", epoch);
     if (rc == 0) rc = parse_i64_meta(&st, "optim_step", &ostep);
     if (rc == 0) rc = read_backbone(&st, s->model);
-    if (rc == 0) rc = read_named(&st, "head.weight", s->head_w, (int64_t)s->D * s->model->C, 1);
-    if (rc == 0) rc = read_named(&st, "head.bias", s->head_b, s->D, 1);
-    if (rc == 0)
-        rc = read_named(&st, "queue", s->queue->data, (int64_t)s->queue->Q * s->queue->D, 1);
+    if (rc == 0) rc = read_head(&st, s, 1, 0);
+    int64_t qshape[2] = {s->queue->Q, s->queue->D};
+    if (rc == 0) rc = read_named(&st, "queue", s->queue->data, 2, qshape, 1, 0);
     for (int i = 0; i < s->optim->nparams && rc == 0; i++) {
         lt_param *p = &s->optim->params[i];
         float *bufs[2] = {p->m, p->v};
@@ -166,7 +198,7 @@ int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64
             if (!bufs[k]) continue;
             char name[160];
             snprintf(name, sizeof name, "optim.%s.%s", tag[k], p->name);
-            rc = read_named(&st, name, bufs[k], p->n, 1);
+            rc = read_vec(&st, name, bufs[k], p->n);
         }
     }
     if (rc == 0) {
@@ -182,28 +214,32 @@ int lt_init_from(const char *path, lt_train_state *s) {
     lt_safetensors st;
     if (lt_st_open(path, &st) != 0) return -1;
     int rc = 0;
+    /* lt's own checkpoint: its backbone and head are used, its optimizer state and queue not */
+    const char *fmt = lt_st_meta(&st, "format"), *arch = lt_st_meta(&st, "arch");
+    int ckpt = fmt && !strcmp(fmt, CKPT_FORMAT);
+    if (ckpt && (!arch || strcmp(arch, s->model->arch)))
+        rc = lt_err_set("%s: checkpoint of a %s student, this run trains a %s (--student)", path,
+                        arch ? arch : "?", s->model->arch);
     for (int i = 0; i < st.n && rc == 0; i++) {
         const char *name = st.tensors[i].name;
         if (!strncmp(name, "fc.", 3) || !strcmp(name, "head.weight") || !strcmp(name, "head.bias"))
             continue;
+        if (ckpt && (!strncmp(name, "optim.", 6) || !strcmp(name, "queue"))) continue;
         if (!lt_resnet_find(s->model, name))
             rc = lt_err_set("%s: tensor '%s' is not part of a %s (weights of another architecture?)",
                             path, name, s->model->arch);
     }
-    if (rc == 0) {
-        for (int i = 0; i < s->model->n_tensors && rc == 0; i++) {
-            lt_resnet_tensor *t = &s->model->tensors[i];
-            if (t->data_i64) {
-                const lt_st_tensor *x = lt_st_find(&st, t->name);
-                if (x && x->dtype == LT_DT_I64 && x->numel == 1)
-                    memcpy(t->data_i64, st.data + x->begin, sizeof(int64_t));
-                continue; /* num_batches_tracked is optional */
-            }
-            rc = read_named(&st, t->name, t->data, t->numel, 1);
+    for (int i = 0; i < s->model->n_tensors && rc == 0; i++) {
+        lt_resnet_tensor *t = &s->model->tensors[i];
+        if (t->data_i64) {
+            const lt_st_tensor *x = lt_st_find(&st, t->name);
+            if (x && x->dtype == LT_DT_I64 && x->numel == 1)
+                memcpy(t->data_i64, st.data + x->begin, sizeof(int64_t));
+            continue; /* num_batches_tracked is optional */
         }
+        rc = read_named(&st, t->name, t->data, t->ndim, t->shape, 1, 1);
     }
-    if (rc == 0) rc = read_named(&st, "head.weight", s->head_w, (int64_t)s->D * s->model->C, 0) < 0;
-    if (rc == 0) rc = read_named(&st, "head.bias", s->head_b, s->D, 0) < 0;
+    if (rc == 0) rc = read_head(&st, s, 0, 1);
     lt_st_close(&st);
     return rc ? -1 : 0;
 }

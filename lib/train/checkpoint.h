@@ -28,13 +28,15 @@ int lt_export_student(const char *path, const lt_train_state *s);
 /* Writes a full checkpoint; meta: key/value pairs added to the metadata. */
 int lt_checkpoint_save(const char *path, const lt_train_state *s, int64_t step, int64_t epoch,
                        const char *args_json);
-/* Restores a checkpoint into s (shapes must match). *step, *epoch and the args JSON (malloc'd)
+/* Restores a checkpoint into s (shapes must match exactly). *step, *epoch and the args JSON (malloc'd)
  * are returned. */
 int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64_t *epoch,
                        char **args_json);
-/* Loads torchvision-named weights (--init): every backbone tensor must be present with its
- * shape; fc.* is ignored; head.weight / head.bias are used when present (else left as they are).
- * Any other key is an error (weights of another architecture). */
+/* Loads torchvision-named weights (--init): every backbone tensor must be present with exactly
+ * its shape and finite values; fc.* is ignored; head.weight / head.bias are used when present
+ * (else left as they are). An lt checkpoint (format lt-checkpoint) is accepted too: its arch must
+ * match, its optim.* and queue are ignored. Any other key is an error (weights of another
+ * architecture). */
 int lt_init_from(const char *path, lt_train_state *s);
 
 #endif

@@ -195,6 +195,17 @@ static int load_embeddings(lt_loader *l) {
             free(tmp);
             return -1;
         }
+        for (int64_t k = 0; k < n * l->D; k++)
+            if (!isfinite(tmp[k])) {
+                int64_t bad = s + k / l->D;
+                free(tmp);
+                return lt_err_set("%s: the teacher embedding of sample %lld (image %lld, %s, view "
+                                  "%lld) is not finite: the cache is damaged, or its teacher "
+                                  "gave NaN; rebuild it with lt-embed --overwrite",
+                                  l->o.cache_path, (long long)bad, (long long)(bad / l->V),
+                                  lt_cache_image_path(l->o.cache, bad / l->V),
+                                  (long long)(bad % l->V));
+            }
         if (l->emb32) memcpy(l->emb32 + s * l->D, tmp, (size_t)(n * l->D) * sizeof(float));
         else
             for (int64_t k = 0; k < n * l->D; k++) l->emb16[s * l->D + k] = lt_f32_to_f16(tmp[k]);

@@ -19,6 +19,7 @@
 
 typedef struct {
     lt_cache *cache;
+    const char *cache_path;  /* for messages */
     int batch_size;          /* B */
     int workers;             /* threads that fill batches (>= 1) */
     int prefetch;            /* batches ready ahead of the consumer (>= 1) */
@@ -46,6 +47,8 @@ int64_t lt_epoch_sample(const uint32_t *perm, int64_t pos, uint64_t seed, int64_
 /* Fills perm (N) with epoch e's order. */
 void lt_epoch_perm(uint32_t *perm, uint64_t seed, int64_t epoch, int64_t N);
 
+/* Reads every recipe and, when they fit under max_resident_bytes, every teacher embedding; a
+ * non-finite resident embedding is an error naming its sample. Then starts the workers. */
 int lt_loader_start(const lt_loader_opts *o, lt_loader **out);
 /* The batch of the next step, in order; blocks until it is ready. NULL + lt_err on a failure
  * (a stored image that no longer decodes...) or when past last_step. */

@@ -14,8 +14,11 @@
  * checkpoint. */
 #include "train/train.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@
 #include "data/cache.h"
 #include "models/resnet.h"
 #include "nn/cnn.h"
+#include "train/cache_identity.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
 #include "train/method.h"
@@ -42,7 +46,7 @@ void lt_train_defaults(lt_train_opts *o) {
     o->out_dir = "out";
     o->student = "resnet18";
     o->epochs = 100;
-    o->batch_size = 128;
+    o->batch_size = 0; /* min(128, a power of two <= N) */
     o->optimizer = LT_OPT_LARS;
     o->lr = -1;
     o->momentum = -1;
@@ -58,10 +62,17 @@ void lt_train_defaults(lt_train_opts *o) {
 typedef struct {
     char *dir, *ckpt_dir, *ckpt, *student, *metrics, *log;
     FILE *metrics_f, *log_f;
+    /* pending: OUT holds an earlier run that this one replaces at its first checkpoint; until then
+     * the metrics and log lines go to memory (mem_*) and the earlier files stay as they are */
+    int pending;
+    char *mem_metrics, *mem_log;
+    size_t mem_metrics_n, mem_log_n;
+    int64_t ckpt_step; /* step of this run's checkpoint in OUT (resumed from or written), or -1 */
 } run_files;
 
 static int files_init(run_files *f, const char *out) {
     memset(f, 0, sizeof *f);
+    f->ckpt_step = -1;
     f->dir = strdup(out);
     f->ckpt_dir = lt_path_join(out, "checkpoints");
     f->ckpt = f->ckpt_dir ? lt_path_join(f->ckpt_dir, "last.safetensors") : NULL;
@@ -76,12 +87,49 @@ static int files_init(run_files *f, const char *out) {
 static void files_free(run_files *f) {
     if (f->metrics_f) fclose(f->metrics_f);
     if (f->log_f) fclose(f->log_f);
+    free(f->mem_metrics);
+    free(f->mem_log);
     free(f->dir);
     free(f->ckpt_dir);
     free(f->ckpt);
     free(f->student);
     free(f->metrics);
     free(f->log);
+}
+
+/* Opens metrics.jsonl and train.log for appending, or, while pending, memory streams. */
+static int files_open(run_files *f) {
+    if (f->pending) {
+        f->metrics_f = open_memstream(&f->mem_metrics, &f->mem_metrics_n);
+        f->log_f = open_memstream(&f->mem_log, &f->mem_log_n);
+        if (!f->metrics_f || !f->log_f) return lt_err_set("out of memory");
+        return 0;
+    }
+    f->metrics_f = fopen(f->metrics, "a");
+    f->log_f = fopen(f->log, "a");
+    if (!f->metrics_f || !f->log_f)
+        return lt_err_set("%s: cannot write: %s", f->metrics_f ? f->log : f->metrics,
+                          strerror(errno));
+    return 0;
+}
+
+/* At the first checkpoint of a run that replaces an earlier one: the earlier checkpoint and
+ * student go (the checkpoint first, so that a kill in between leaves no checkpoint beside the new
+ * metrics), the lines kept in memory become metrics.jsonl and train.log. */
+static int replace_earlier_run(run_files *f) {
+    fclose(f->metrics_f);
+    fclose(f->log_f);
+    f->metrics_f = f->log_f = NULL;
+    f->pending = 0;
+    const char *gone[] = {f->ckpt, f->student};
+    for (int i = 0; i < 2; i++)
+        if (unlink(gone[i]) != 0 && errno != ENOENT)
+            return lt_err_set("%s: cannot remove the earlier run's file: %s", gone[i],
+                              strerror(errno));
+    if (lt_write_file_atomic(f->metrics, f->mem_metrics, f->mem_metrics_n) != 0 ||
+        lt_write_file_atomic(f->log, f->mem_log, f->mem_log_n) != 0)
+        return -1;
+    return files_open(f);
 }
 
 static int exists(const char *p) {
@@ -123,7 +171,7 @@ static int truncate_metrics(const char *path, int64_t step) {
 
 static void logf_(run_files *f, const char *fmt, ...) LT_PRINTF(2, 3);
 static void logf_(run_files *f, const char *fmt, ...) {
-    char buf[2048];
+    char buf[8192];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
@@ -260,36 +308,47 @@ static int train_step(trainer *t, const lt_batch *b, double tau, double clip, do
 /* ---- arguments that a resumed run must share ---- */
 
 static void args_json(const lt_train_opts *o, const lt_cache_meta *m, int64_t N, int Q, double lr,
-                      char *buf, size_t n) {
+                      const char *identity, char *buf, size_t n) {
     snprintf(buf, n,
              "{\"student\": \"%s\", \"epochs\": %.17g, \"batch_size\": %d, \"optimizer\": \"%s\", "
              "\"lr\": %.17g, \"momentum\": %.17g, \"weight_decay\": %.17g, \"warmup_epochs\": %.17g, "
              "\"clip_grad\": %.17g, \"temperature\": %.17g, \"queue_size\": %d, \"seed\": %llu, "
              "\"shuffle\": %d, \"cache_images\": %lld, \"cache_views\": %d, \"cache_seed\": %llu, "
-             "\"teacher_sha256\": \"%s\", \"version\": \"%s\"}",
+             "\"teacher_sha256\": \"%s\", \"cache_identity\": \"%s\", \"version\": \"%s\"}",
              o->student, o->epochs, o->batch_size, lt_opt_kind_name(o->optimizer), lr, o->momentum,
              o->weight_decay, o->warmup_epochs, o->clip_grad, o->temperature, Q,
              (unsigned long long)o->seed, o->shuffle, (long long)N, m->views_per_image,
-             (unsigned long long)m->seed, m->teacher.sha256, LT_VERSION);
+             (unsigned long long)m->seed, m->teacher.sha256, identity, LT_VERSION);
 }
 
 /* Compares the saved arguments with this run's, field by field; names the first difference. */
-static int check_resume_args(const char *saved, const char *now, const char *ckpt) {
+static int check_resume_args(const char *saved, const char *now, const char *ckpt,
+                             const char *cache) {
     const char *a = saved, *b = now;
     while (*a && *b) {
         const char *ka = strchr(a, '"'), *kb = strchr(b, '"');
         if (!ka || !kb) break;
         const char *ea = strpbrk(ka + 1, ",}"), *eb = strpbrk(kb + 1, ",}");
-        if (!ea || !eb) break;
+        const char *ca = strchr(ka, ':'), *cb = strchr(kb, ':');
+        if (!ea || !eb || !ca || !cb || ca > ea || cb > eb) break;
+        int kla = (int)(ca - ka), klb = (int)(cb - kb);
+        if (kla != klb || strncmp(ka, kb, (size_t)kla) != 0)
+            return lt_err_set("%s was written by a run with different settings: it records no "
+                              "%.*s (written by another version of lt-train?); start over with "
+                              "--overwrite", ckpt, klb, kb);
         if ((ea - ka) != (eb - kb) || strncmp(ka, kb, (size_t)(ea - ka)) != 0) {
-            const char *colon = strchr(ka, ':');
-            int klen = colon ? (int)(colon - ka) : (int)(ea - ka);
+            char hint[1024] = "";
+            if (kla == 16 && !strncmp(ka, "\"cache_identity\"", 16))
+                snprintf(hint, sizeof hint, " (%s holds other images or views than the cache "
+                         "that run was trained on)", cache);
+            else if (kla == 8 && !strncmp(ka, "\"epochs\"", 8))
+                snprintf(hint, sizeof hint, " (to train a run longer, start a new one from its "
+                         "checkpoint: --init %s --out NEW_DIR)", ckpt);
             return lt_err_set("%s was written by a run with different settings: %.*s was %.*s, "
-                              "now %.*s; rerun with the original settings, or start over with "
-                              "--overwrite",
-                              ckpt, klen, ka, (int)(ea - (colon ? colon + 2 : ka)),
-                              colon ? colon + 2 : ka, (int)(eb - (strchr(kb, ':') + 2)),
-                              strchr(kb, ':') + 2);
+                              "now %.*s%s; rerun with the original settings, or start over "
+                              "with --overwrite",
+                              ckpt, kla, ka, (int)(ea - (ca + 2)), ca + 2, (int)(eb - (cb + 2)),
+                              cb + 2, hint);
         }
         a = ea + 1;
         b = eb + 1;
@@ -304,21 +363,94 @@ static void print_progress(int tty, int64_t step, int64_t total, int64_t spe, do
     long e = (long)(eta > 0 ? eta + 0.5 : 0);
     char etab[32];
     snprintf(etab, sizeof etab, "%ld:%02ld:%02ld", e / 3600, (e / 60) % 60, e % 60);
+    /* the epoch that step (1-based) belongs to: step spe*k ends epoch k */
+    int64_t ep = (step - 1) / spe + 1, last_ep = (int64_t)ceil(epochs);
     fprintf(stderr, "%slt-train: epoch %lld/%g step %lld/%lld loss %.5f lr %.5g %.1f img/s ETA %s%s",
-            tty ? "\r\033[K" : "", (long long)(step / spe + 1), epochs, (long long)step,
-            (long long)total, loss, lr, ips, etab, tty ? "" : "\n");
+            tty ? "\r\033[K" : "", (long long)(ep < last_ep ? ep : last_ep), epochs,
+            (long long)step, (long long)total, loss, lr, ips, etab, tty ? "" : "\n");
     fflush(stderr);
+}
+
+static const char *plural(double n) { return n == 1 ? "" : "s"; }
+
+/* Whether word can be given to the shell as it is. */
+static int shell_plain(const char *w) {
+    if (!*w) return 0;
+    for (; *w; w++)
+        if (!isalnum((unsigned char)*w) && !strchr("_-./:=@%+,", *w)) return 0;
+    return 1;
+}
+
+void lt_shell_join(char *const *argv, char *buf, size_t n) {
+    size_t k = 0;
+    if (n == 0) return;
+    buf[0] = 0;
+    for (int i = 0; argv[i] && k + 1 < n; i++) {
+        const char *w = argv[i];
+        if (i) buf[k++] = ' ';
+        if (shell_plain(w)) {
+            for (; *w && k + 1 < n; w++) buf[k++] = *w;
+        } else { /* '...' with each ' written as '\'' */
+            if (k + 1 < n) buf[k++] = '\'';
+            for (; *w && k + 4 < n; w++) {
+                if (*w == '\'') {
+                    memcpy(buf + k, "'\\''", 4);
+                    k += 4;
+                } else {
+                    buf[k++] = *w;
+                }
+            }
+            if (k + 1 < n) buf[k++] = '\'';
+        }
+        buf[k < n ? k : n - 1] = 0;
+    }
+    buf[k < n ? k : n - 1] = 0;
 }
 
 /* ---- the run ---- */
 
-/* Decides how this run starts in OUT and prepares the folder. *resume is set when OUT holds a
- * checkpoint and neither --overwrite nor a fresh start was asked for: rerunning the command of an
+/* Lines lt-train writes: metrics.jsonl holds JSON objects that begin with the step; train.log
+ * lines begin with a UTC timestamp, and its first line is a run's header. */
+static int metrics_line(const char *l, int first) {
+    (void)first;
+    return !strncmp(l, "{\"step\": ", 9);
+}
+
+static int log_line(const char *l, int first) {
+    static const char ts[] = "dddd-dd-ddTdd:dd:ddZ ";
+    for (int i = 0; ts[i]; i++)
+        if (ts[i] == 'd' ? !isdigit((unsigned char)l[i]) : l[i] != ts[i]) return 0;
+    return !first || !strncmp(l + 21, "training:", 9) || !strncmp(l + 21, "resuming a run:", 15);
+}
+
+/* -1 naming path when it exists and a line of it is not one lt-train writes: a run replaces or
+ * truncates its own metrics.jsonl and train.log, never a file of the user's. */
+static int check_own_file(const char *path, int (*ours)(const char *, int)) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? 0 : lt_err_set("%s: cannot read: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    long long k = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &cap, in) > 0)
+        if (!ours(line, ++k == 1))
+            rc = lt_err_set("%s was not written by lt-train (line %lld is not one of its lines); "
+                            "a run in this folder would replace it: move it away, choose another "
+                            "--out, or pass --overwrite to replace it", path, k);
+    free(line);
+    fclose(in);
+    return rc;
+}
+
+/* Decides how this run starts in OUT, reading only. *resume is set when OUT holds a checkpoint
+ * and neither --overwrite nor a fresh start was asked for: rerunning the command of an
  * interrupted or killed run continues it (the checkpoint's saved arguments must then match, see
  * check_resume_args). Without a checkpoint, metrics.jsonl/train.log alone are what a run killed
  * before its first checkpoint leaves: they are restarted. A student file without a checkpoint is
- * another run's result and is refused. */
-static int prepare_out(const lt_train_opts *o, run_files *f, int *resume) {
+ * another run's result and is refused, and so are a metrics.jsonl or train.log that lt-train did
+ * not write. A fresh run in an OUT that holds any of these files replaces them only at its first
+ * checkpoint (f->pending). */
+static int inspect_out(const lt_train_opts *o, run_files *f, int *resume) {
     int has_ckpt = exists(f->ckpt);
     *resume = !o->overwrite && (o->resume || has_ckpt);
     if (o->resume && !has_ckpt)
@@ -326,14 +458,61 @@ static int prepare_out(const lt_train_opts *o, run_files *f, int *resume) {
     if (!*resume && !o->overwrite && exists(f->student))
         return lt_err_set("%s already holds a student (%s) but no checkpoint to continue from; "
                           "pass --overwrite to start over", o->out_dir, f->student);
-    if (lt_mkdir_p(f->ckpt_dir) != 0) return -1;
-    if (!*resume) {
-        unlink(f->ckpt);
-        unlink(f->metrics);
-        unlink(f->student);
-        unlink(f->log);
-    }
+    if (!o->overwrite &&
+        (check_own_file(f->metrics, metrics_line) != 0 || check_own_file(f->log, log_line) != 0))
+        return -1;
+    f->pending = !*resume && (has_ckpt || exists(f->student) || exists(f->metrics) ||
+                              exists(f->log));
     return 0;
+}
+
+/* Removes NAME.tmp.PID files in dir that a write of lt-train's files (names) left when its
+ * process was killed: only where no process PID runs (a live one may be writing it now). */
+static void remove_stale_temporaries(const char *dir, const char *const *names) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        for (int i = 0; names[i]; i++) {
+            size_t n = strlen(names[i]);
+            if (strncmp(e->d_name, names[i], n) != 0 || strncmp(e->d_name + n, ".tmp.", 5) != 0)
+                continue;
+            const char *p = e->d_name + n + 5;
+            char *end;
+            long pid = strtol(p, &end, 10);
+            if (!isdigit((unsigned char)*p) || *end || pid <= 0 || pid == (long)getpid() ||
+                pid > INT32_MAX)
+                continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+            char *path = lt_path_join(dir, e->d_name);
+            if (path && unlink(path) == 0)
+                lt_debug("removed %s, left by a write of process %ld, which no longer runs", path,
+                         pid);
+            free(path);
+        }
+    }
+    closedir(d);
+}
+
+/* The likely cause of a non-finite loss at this step, for the message. */
+static void nonfinite_cause(const lt_train_opts *o, lt_cache *cache, const lt_batch *b,
+                            int first_of_init, char *buf, size_t n) {
+    for (int i = 0; i < b->B; i++)
+        for (int d = 0; d < b->D; d++)
+            if (!isfinite(b->t[(int64_t)i * b->D + d])) {
+                int64_t s = b->sample[i], V = lt_cache_meta_of(cache)->views_per_image;
+                snprintf(buf, n, "the teacher embedding of sample %lld (image %lld, %s) in %s is "
+                         "not finite: the cache is damaged, or its teacher gave NaN; rebuild it "
+                         "with lt-embed --overwrite", (long long)s, (long long)(s / V),
+                         lt_cache_image_path(cache, s / V), o->cache_path);
+                return;
+            }
+    if (first_of_init)
+        snprintf(buf, n, "the --init weights (%s) make the student's outputs overflow at the "
+                 "first step: check that file", o->init_path);
+    else
+        snprintf(buf, n, "the training diverged: start over (--overwrite) with a lower --lr%s",
+                 o->clip_grad > 0 ? "" : " or with --clip-grad");
 }
 
 /* --verify: the SHA-256 of the stored bytes of a seeded sample of images against /images/sha256. */
@@ -341,14 +520,24 @@ static int verify_cache(lt_cache *cache, const lt_train_opts *o) {
     double t0 = lt_now();
     int64_t checked = 0;
     if (lt_cache_verify_images(cache, o->verify, o->seed, &checked) != 0) return -1;
-    lt_info("verified the stored bytes of %lld of %lld images against their SHA-256 (%.1f s)",
-            (long long)checked, (long long)lt_cache_n_images(cache), lt_now() - t0);
+    int64_t N = lt_cache_n_images(cache);
+    lt_info("verified the stored bytes of %lld of %lld image%s against their SHA-256 (%.1f s)",
+            (long long)checked, (long long)N, plural((double)N), lt_now() - t0);
     return 0;
 }
 
-int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
+/* The batch size when --batch-size is not given: 128, or the largest power of two <= N. */
+static int default_batch_size(int64_t N) {
+    int B = 128;
+    while (B > 1 && B > N) B /= 2;
+    return B;
+}
+
+int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = lt_now();
+    lt_train_opts run_opts = *opts; /* with the batch size resolved */
+    const lt_train_opts *o = &run_opts;
     int threads = lt_threads_set(o->threads);
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
@@ -359,26 +548,46 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     int rc = LT_EXIT_ERROR;
     if (files_init(&f, o->out_dir) != 0) goto done;
 
+    /* Everything is checked before OUT is touched: the cache, the options against it, the
+     * checkpoint to resume or the --init weights. */
     if (lt_cache_open(o->cache_path, &cache) != 0) goto done;
     const lt_cache_meta *m = lt_cache_meta_of(cache);
     int64_t N = lt_cache_n_images(cache);
     if (o->verify > 0 && verify_cache(cache, o) != 0) goto done;
-    if (o->batch_size > N) {
-        lt_err_set("--batch-size %d is larger than the %lld images in %s (the last partial batch "
-                   "of each epoch is dropped)", o->batch_size, (long long)N, o->cache_path);
+    if (o->batch_size == 0) {
+        run_opts.batch_size = default_batch_size(N);
+        if (o->batch_size < 128)
+            lt_info("--batch-size not given: using %d, the largest power of two up to the %lld "
+                    "image%s of %s (the default 128 is larger)", o->batch_size, (long long)N,
+                    plural((double)N), o->cache_path);
+    } else if (o->batch_size > N) {
+        lt_err_set("--batch-size %d is larger than the %lld image%s in %s (the last partial batch "
+                   "of each epoch is dropped): pass --batch-size %lld or less, or leave it out",
+                   o->batch_size, (long long)N, plural((double)N), o->cache_path, (long long)N);
         rc = LT_EXIT_USAGE;
         goto done;
     }
-    int Q = o->queue_size > 0 ? (int)o->queue_size : lt_queue_size_auto(N);
+    int Q = (int)o->queue_size;
     if (o->queue_size > 0 && lt_queue_size_check(o->queue_size, N) != 0) {
         rc = LT_EXIT_USAGE;
         goto done;
     }
+    if (o->queue_size == 0) { /* auto, under the rule of an explicit size: Q < N */
+        Q = lt_queue_size_auto(N);
+        if (Q >= N) Q = (int)N - 1;
+        if (Q < 1) {
+            lt_err_set("%s holds %lld image%s: the loss compares each batch with a queue of "
+                       "teacher embeddings, which must be smaller than the number of images; "
+                       "add images (lt-embed --append) to train", o->cache_path, (long long)N,
+                       plural((double)N));
+            goto done;
+        }
+    }
     int64_t spe = N / o->batch_size;
     int64_t total = (int64_t)floor(o->epochs * spe);
     if (total < 1) {
-        lt_err_set("--epochs %g gives no optimizer step (%lld steps per epoch)", o->epochs,
-                   (long long)spe);
+        lt_err_set("--epochs %g gives no optimizer step (%lld step%s per epoch)", o->epochs,
+                   (long long)spe, plural((double)spe));
         rc = LT_EXIT_USAGE;
         goto done;
     }
@@ -386,45 +595,64 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     double base_lr = o->lr > 0 ? o->lr : lt_default_lr(o->optimizer, o->batch_size);
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
+    char identity[65];
+    double t_id = lt_now();
+    if (lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
+    lt_debug("cache identity %s (%.2f s)", identity, lt_now() - t_id);
 
     int resume = 0;
-    if (prepare_out(o, &f, &resume) != 0) goto done;
+    if (inspect_out(o, &f, &resume) != 0) goto done;
     if (trainer_init(&tr, o, m->image_size, m->embed_dim, Q) != 0) goto done;
     lt_train_state st = state_of(&tr);
     char args[2048];
-    args_json(o, m, N, Q, base_lr, args, sizeof args);
+    args_json(o, m, N, Q, base_lr, identity, args, sizeof args);
 
     int64_t step = 0, epoch = 0;
     if (resume) {
         if (lt_checkpoint_load(f.ckpt, &st, &step, &epoch, &saved_args) != 0) goto done;
-        if (check_resume_args(saved_args, args, f.ckpt) != 0) goto done;
-        if (truncate_metrics(f.metrics, step) != 0) goto done;
+        if (check_resume_args(saved_args, args, f.ckpt, o->cache_path) != 0) goto done;
+        f.ckpt_step = step;
     } else if (o->init_path && lt_init_from(o->init_path, &st) != 0) {
         goto done;
     }
-    f.metrics_f = fopen(f.metrics, "a");
-    f.log_f = fopen(f.log, "a");
-    if (!f.metrics_f || !f.log_f) {
-        lt_err_set("%s: cannot write: %s", f.metrics_f ? f.log : f.metrics, strerror(errno));
-        goto done;
-    }
+    int lcpu = lt_cpu_count();
+    lt_loader_opts lo = {.cache = cache, .cache_path = o->cache_path,
+                         .batch_size = o->batch_size,
+                         .workers = o->workers > 0 ? o->workers : (lcpu >= 8 ? lcpu / 4 : 1),
+                         .prefetch = 2, .seed = o->seed, .shuffle = o->shuffle, .first_step = step,
+                         .last_step = last, .max_resident_bytes = (int64_t)4 << 30};
+    if (step < last && lt_loader_start(&lo, &loader) != 0) goto done;
+
+    /* OUT from here on */
+    if (lt_mkdir_p(f.ckpt_dir) != 0) goto done;
+    const char *out_names[] = {"student.safetensors", "metrics.jsonl", "train.log", NULL};
+    const char *ckpt_names[] = {"last.safetensors", NULL};
+    remove_stale_temporaries(f.dir, out_names);
+    remove_stale_temporaries(f.ckpt_dir, ckpt_names);
+    if (resume && truncate_metrics(f.metrics, step) != 0) goto done;
+    if (files_open(&f) != 0) goto done;
     logf_(&f, "%s", resume ? "resuming a run:" : "training:");
-    logf_(&f, "  cache      %s: %lld images x %d views, D=%d, %d px, teacher %s", o->cache_path,
-          (long long)N, m->views_per_image, m->embed_dim, m->image_size, m->teacher.file);
+    logf_(&f, "  cache      %s: %lld image%s x %d view%s, D=%d, %d px, teacher %s", o->cache_path,
+          (long long)N, plural((double)N), m->views_per_image, plural(m->views_per_image),
+          m->embed_dim, m->image_size, m->teacher.file);
     logf_(&f, "  student    %s (C=%d) + linear head %d -> %d, out %s", o->student, tr.C, tr.C,
           m->embed_dim, o->out_dir);
-    logf_(&f, "  schedule   %g epochs x %lld steps = %lld steps of %d images (last partial batch "
-          "dropped), warmup %lld steps, %s", o->epochs, (long long)spe, (long long)total,
-          o->batch_size, (long long)W, o->shuffle ? "shuffled" : "not shuffled");
+    logf_(&f, "  schedule   %g epoch%s x %lld step%s = %lld step%s of %d image%s (last partial "
+          "batch dropped), warmup %lld step%s, %s", o->epochs, plural(o->epochs), (long long)spe,
+          plural((double)spe), (long long)total, plural((double)total), o->batch_size,
+          plural(o->batch_size), (long long)W, plural((double)W),
+          o->shuffle ? "shuffled" : "not shuffled");
     logf_(&f, "  optimizer  %s, base lr %.6g, momentum %g, weight decay %g, clip %g",
           lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum,
           tr.optim.cfg.weight_decay, o->clip_grad);
     logf_(&f, "  loss       queue %d, temperature %g", Q, o->temperature);
-    logf_(&f, "  run        seed %llu, %d threads, checkpoint every %lld steps%s",
-          (unsigned long long)o->seed, threads, (long long)ckpt_every,
-          o->steps > 0 ? ", stopping early (--steps)" : "");
+    logf_(&f, "  run        seed %llu, %d thread%s, checkpoint every %lld step%s%s",
+          (unsigned long long)o->seed, threads, plural(threads), (long long)ckpt_every,
+          plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
     if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
                          (long long)epoch, f.ckpt);
+    if (f.pending)
+        logf_(&f, "  replaces   the earlier run in %s at this run's first checkpoint", o->out_dir);
 
     rep->first_step = step;
     rep->total_steps = total;
@@ -435,12 +663,6 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         rc = LT_EXIT_OK;
         goto done;
     }
-    int lcpu = lt_cpu_count();
-    lt_loader_opts lo = {.cache = cache, .batch_size = o->batch_size,
-                         .workers = o->workers > 0 ? o->workers : (lcpu >= 8 ? lcpu / 4 : 1),
-                         .prefetch = 2, .seed = o->seed, .shuffle = o->shuffle, .first_step = step,
-                         .last_step = last, .max_resident_bytes = (int64_t)4 << 30};
-    if (lt_loader_start(&lo, &loader) != 0) goto done;
 
     int tty = isatty(2) && lt_log_verbosity() >= 1;
     double t0 = lt_now(), t_last_print = 0, loss = 0, gnorm = 0;
@@ -451,14 +673,24 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         double lr = base_lr * lt_sched_multiplier(step, total, W);
         double ts = lt_now();
         if (train_step(&tr, b, o->temperature, o->clip_grad, lr, &loss, &gnorm) != 0) goto done;
-        lt_loader_release(loader, b);
         if (!isfinite(loss) || !isfinite(gnorm)) {
-            lt_err_set("the loss became %s at step %lld (gradient norm %g); stopped. The last good "
-                       "checkpoint %s is kept: start over with a lower --lr (--overwrite)",
-                       isfinite(loss) ? "finite but the gradients did not" : "non-finite",
-                       (long long)step + 1, gnorm, f.ckpt);
+            char cause[1024], kept[1024];
+            nonfinite_cause(o, cache, b, !resume && o->init_path && step == first, cause,
+                            sizeof cause);
+            if (f.ckpt_step >= 0)
+                snprintf(kept, sizeof kept, "the last good checkpoint %s (step %lld) is kept",
+                         f.ckpt, (long long)f.ckpt_step);
+            else if (f.pending)
+                snprintf(kept, sizeof kept, "no checkpoint of this run was written, and the "
+                         "earlier run in %s is left as it was", o->out_dir);
+            else
+                snprintf(kept, sizeof kept, "no checkpoint was written");
+            lt_err_set("the loss became %s at step %lld (gradient norm %g); stopped: %s. Likely "
+                       "cause: %s", isfinite(loss) ? "finite but the gradients did not" :
+                       "non-finite", (long long)step + 1, gnorm, kept, cause);
             goto done;
         }
+        lt_loader_release(loader, b);
         step++;
         epoch = step / spe;
         double now = lt_now();
@@ -476,9 +708,14 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
         }
         int stop = o->stop && *o->stop;
         if (step % ckpt_every == 0 || step == last || stop) {
+            if (f.pending) {
+                logf_(&f, "replacing the earlier run in %s", o->out_dir);
+                if (replace_earlier_run(&f) != 0) goto done;
+            }
             if (lt_checkpoint_save(f.ckpt, &st, step, epoch, args) != 0 ||
                 lt_export_student(f.student, &st) != 0)
                 goto done;
+            f.ckpt_step = step;
             if (tty) fputs("\r\033[K", stderr);
             lt_debug("checkpoint at step %lld", (long long)step);
         }
@@ -487,8 +724,10 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
                   (long long)(step / spe), (long long)step, loss, lr, ips);
         if (stop) {
             if (tty) fputs("\n", stderr);
-            logf_(&f, "interrupted at step %lld: checkpoint written to %s; rerun the same command to continue",
-                  (long long)step, f.ckpt);
+            char how[4096];
+            lt_train_continue_hint(o, how, sizeof how);
+            logf_(&f, "interrupted at step %lld: checkpoint written to %s; %s", (long long)step,
+                  f.ckpt, how);
             rep->interrupted = 1;
             break;
         }
@@ -499,11 +738,17 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep) {
     rep->seconds = lt_now() - t_start;
     rep->img_per_s = (step - first) * (double)o->batch_size / (lt_now() - t0);
     rep->data_wait_s = lt_loader_wait_seconds(loader);
-    if (!rep->interrupted)
-        logf_(&f, "done: steps %lld..%lld of %lld, final loss %.5f, %.1f img/s (waited %.1f s for "
-              "data); student written to %s",
-              (long long)first, (long long)step, (long long)total, loss, rep->img_per_s,
+    if (!rep->interrupted) {
+        char steps[64];
+        if (step == first + 1)
+            snprintf(steps, sizeof steps, "step %lld", (long long)step);
+        else
+            snprintf(steps, sizeof steps, "steps %lld..%lld", (long long)first + 1,
+                     (long long)step);
+        logf_(&f, "done: %s of %lld, final loss %.5f, %.1f img/s (waited %.1f s for data); "
+              "student written to %s", steps, (long long)total, loss, rep->img_per_s,
               rep->data_wait_s, f.student);
+    }
     rc = rep->interrupted ? LT_EXIT_INTERRUPTED : LT_EXIT_OK;
 done:
     lt_loader_free(loader);
@@ -512,4 +757,15 @@ done:
     files_free(&f);
     free(saved_args);
     return rc;
+}
+
+void lt_train_continue_hint(const lt_train_opts *o, char *buf, size_t n) {
+    if (!o->overwrite) {
+        snprintf(buf, n, "rerun the same command to continue");
+        return;
+    }
+    char cmd[4096] = "the same command without --overwrite";
+    if (o->continue_argv) lt_shell_join(o->continue_argv, cmd, sizeof cmd);
+    snprintf(buf, n, "rerunning this command would start over (--overwrite); continue with: %s",
+             cmd);
 }

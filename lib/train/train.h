@@ -6,6 +6,7 @@
 #define LT_TRAIN_H
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "train/optim.h"
@@ -17,7 +18,7 @@ typedef struct {
     const char *init_path;      /* --init: torchvision-named weights, or NULL */
     double epochs;              /* 100 */
     int64_t steps;              /* --steps: stop after this global step (0 = run the schedule) */
-    int batch_size;             /* 128 */
+    int batch_size;             /* 0: min(128, the largest power of two <= the cache's images) */
     lt_opt_kind optimizer;      /* LARS */
     double lr;                  /* < 0: the optimizer's default rule */
     double momentum;            /* < 0: default (0.9) */
@@ -35,6 +36,8 @@ typedef struct {
     double verify;              /* --verify: fraction of images whose stored bytes are checked
                                    against /images/sha256 before training (0 = off, 1 = all) */
     volatile sig_atomic_t *stop;/* set by SIGINT/SIGTERM: finish the step, checkpoint, stop */
+    char *const *continue_argv; /* the command that continues this run once it has a checkpoint
+                                   (this one without --overwrite), NULL-terminated; NULL: unknown */
 } lt_train_opts;
 
 typedef struct {
@@ -50,5 +53,10 @@ void lt_train_defaults(lt_train_opts *o);
 /* Returns LT_EXIT_OK, LT_EXIT_ERROR (lt_err holds the message), LT_EXIT_USAGE (an option that
  * does not fit the cache, e.g. the queue size) or LT_EXIT_INTERRUPTED. */
 int lt_train_run(const lt_train_opts *o, lt_train_report *rep);
+/* How to continue an interrupted run, for its message: "rerun the same command to continue", or
+ * with --overwrite "... continue with: CMD", CMD from continue_argv. */
+void lt_train_continue_hint(const lt_train_opts *o, char *buf, size_t n);
+/* argv as one shell command line (words quoted where the shell needs it) in buf (truncated to n). */
+void lt_shell_join(char *const *argv, char *buf, size_t n);
 
 #endif

@@ -69,7 +69,7 @@ def torch_steps(cache, dump, init, steps, dtype=torch.float32):
     spe, epochs = N // B, 10
     T, W = spe * epochs, optim_ref.warmup_steps(spe, epochs)
     base = 1.8 * (B / 1536) ** 0.5
-    Q = 16  # --queue-size auto for N = 16 (N < 50)
+    Q = min(16, N - 1)  # --queue-size auto for N < 50, kept below N
     queue = torch.zeros(Q, 64, dtype=dtype)
     named = [(k, p) for k, p in model.named_parameters()] + [("head.weight", head.weight),
                                                              ("head.bias", head.bias)]

@@ -32,7 +32,9 @@ static void usage(FILE *f) {
         "  --out DIR             output folder (default out)\n"
         "  --epochs N            epochs of the schedule (default 100)\n"
         "  --steps N             stop after global step N (the schedule is unchanged)\n"
-        "  --batch-size N        images per step (default 128); the last partial batch is dropped\n"
+        "  --batch-size N        images per step (default 128, or the largest power of two up\n"
+        "                        to the cache's images when that is smaller); the last partial\n"
+        "                        batch is dropped\n"
         "  --optimizer NAME      lars (default), adamw or sgd\n"
         "  --lr X                base learning rate (default: LARS and SGD 1.8*sqrt(B/1536),\n"
         "                        AdamW 5e-4)\n"
@@ -41,15 +43,19 @@ static void usage(FILE *f) {
         "  --warmup-epochs X     linear warmup (default min(10, epochs/10))\n"
         "  --clip-grad X         global gradient-norm clipping, 0 = off (default 1.0)\n"
         "  --temperature X       KL temperature tau (default 0.07)\n"
-        "  --queue-size N|auto   teacher-embedding queue (default auto, by dataset size)\n"
+        "  --queue-size N|auto   teacher-embedding queue, smaller than the number of images\n"
+        "                        (default auto, by dataset size)\n"
         "  --seed N              student init and epoch order (default 0)\n"
         "  --no-shuffle          epoch e visits images 0..N-1 in order, each with view e mod V\n"
         "  --init FILE           start from these weights (torchvision names; fc.* ignored,\n"
-        "                        head.weight/head.bias used when present)\n"
+        "                        head.weight/head.bias used when present), or from an lt\n"
+        "                        checkpoint (OUT/checkpoints/last.safetensors) to train a\n"
+        "                        finished run longer, with a fresh schedule\n"
         "  --resume              continue the run in OUT from its last checkpoint; an error if\n"
         "                        there is none (without it, a checkpoint in OUT is continued\n"
         "                        too when its settings match this command's)\n"
-        "  --overwrite           start over in an OUT that already holds a run\n"
+        "  --overwrite           start over in an OUT that already holds a run (replaced at the\n"
+        "                        new run's first checkpoint)\n"
         "  --checkpoint-every N  steps between checkpoints (default: every epoch, and at the end)\n"
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
         "  --threads N           compute threads, 0 = all cores (default 0)\n"
@@ -63,7 +69,7 @@ static void usage(FILE *f) {
         "  -V, --version         print the version\n"
         "\n"
         "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (a checkpoint was\n"
-        "written: rerun the same command to continue).\n",
+        "written: rerun the same command, without --overwrite, to continue).\n",
         f);
 }
 
@@ -162,7 +168,19 @@ int main(int argc, char **argv) {
     lt_train_defaults(&o);
     int verbosity = 1, c;
     lt_log_init("lt-train", 1);
+    /* The command that continues an interrupted run: argv in its original order (getopt_long
+     * permutes argv) without the --overwrite words, which getopt_long points us to. */
+    static char **again; /* static: still reachable on the early returns */
+    again = calloc((size_t)argc + 1, sizeof *again);
+    if (!again) {
+        lt_error("out of memory");
+        return LT_EXIT_ERROR;
+    }
+    memcpy(again, argv, (size_t)argc * sizeof *argv);
     while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
+        if (c == OPT_OVERWRITE)
+            for (int i = 0; i < argc; i++)
+                if (again[i] == argv[optind - 1]) again[i] = NULL;
         if (c == 'h') {
             usage(stdout);
             return LT_EXIT_OK;
@@ -206,14 +224,22 @@ int main(int argc, char **argv) {
         return LT_EXIT_ERROR;
     }
     o.stop = lt_stop_on_signals();
+    int k = 0;
+    for (int i = 0; i < argc; i++)
+        if (again[i]) again[k++] = again[i];
+    again[k] = NULL;
+    o.continue_argv = again;
 
     lt_train_report r;
     int rc = lt_train_run(&o, &r);
     if (rc == LT_EXIT_INTERRUPTED) {
-        lt_error("interrupted at step %lld; the checkpoint is in %s/checkpoints: rerun the same "
-                 "command to continue", (long long)r.last_step, o.out_dir);
-        return rc;
+        char how[4096];
+        lt_train_continue_hint(&o, how, sizeof how);
+        lt_error("interrupted at step %lld; the checkpoint is in %s/checkpoints: %s",
+                 (long long)r.last_step, o.out_dir, how);
+    } else if (rc != LT_EXIT_OK) {
+        lt_error("%s", lt_err_msg());
     }
-    if (rc != LT_EXIT_OK) lt_error("%s", lt_err_msg());
+    free(again);
     return rc;
 }
