@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/cli.h"
@@ -152,8 +153,21 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     return lt_err_set("unknown option");
 }
 
-/* Creates OUT if needed and locks it for this process (OUT/lt-train.lock, removed at exit). */
+/* OUT when this run created it (to remove it again at exit if the run left nothing there). */
+static const char *g_created_out;
+
+static void remove_created_out(void) {
+    if (g_created_out) rmdir(g_created_out); /* fails, harmlessly, unless empty */
+}
+
+/* Creates OUT if needed and locks it for this process (OUT/lt-train.lock, removed at exit). A run
+ * refused before it wrote anything leaves no OUT behind. */
 static int hold_out_lock(const char *out) {
+    struct stat st;
+    if (stat(out, &st) != 0) {
+        g_created_out = out;
+        atexit(remove_created_out); /* registered first: runs after the lock file is removed */
+    }
     if (lt_mkdir_p(out) != 0) return -1;
     char *lock = lt_path_join(out, "lt-train.lock");
     char what[4200];
