@@ -3,7 +3,9 @@
 #
 #   make            build everything (CUDA backend too when nvcc is found; CUDA=0 to skip it)
 #   make test       install missing packages, build, run the whole CPU test suite
-#   make test-cuda  CUDA-vs-CPU tests (needs a GPU)
+#   make test-cuda  CUDA-vs-CPU tests (needs a GPU; fails when nothing could be tested)
+#   make dev-cuda   the earlier CUDA kernels of dev/cuda/, each with a check and a benchmark
+#                   against the production kernel (built by `make` too when CUDA is on)
 #   make demo       install, build, run lt-embed (then lt-train) on a generated sample set
 #   make bench      throughput against PyTorch on this machine
 #   make asan       the unit tests, both tools and the fuzz-regression replays built with
@@ -52,6 +54,8 @@ ifeq ($(CUDA),1)
   CFLAGS  += -DLT_HAVE_CUDA=1 -I$(CUDA_HOME)/include
   LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
   LIB_CU  := $(wildcard lib/*/*.cu)
+  # dev/cuda/: superseded kernel versions with their benchmarks (see dev/cuda/README.md)
+  DEV_CUDA := $(patsubst dev/cuda/%.cu,$(BUILD)/dev/cuda/%,$(wildcard dev/cuda/*.cu))
 endif
 
 # lib/nn/cuda_stub.c stands in for the CUDA backend (same symbols, "no CUDA" errors) when CUDA=0.
@@ -73,9 +77,9 @@ ASAN_BUILD  := build-asan
 FUZZ_BUILD  := build-fuzz
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps deps-test test test-cuda bench bench-quick demo fuzz clean check-deps asan \
-        asan-targets fuzz-targets
-all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS) $(TEST_TOOLS)
+.PHONY: all deps deps-test test test-cuda dev-cuda bench bench-quick demo fuzz clean check-deps \
+        asan asan-targets fuzz-targets
+all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS) $(TEST_TOOLS) $(DEV_CUDA)
 
 check-deps:
 	@for p in $(PKGS); do \
@@ -123,6 +127,13 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIBLT)
 $(BUILD)/tests/%: $(BUILD)/tests/cuda/%.o $(LIBLT)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
+$(DEV_CUDA): $(BUILD)/dev/cuda/%: $(BUILD)/dev/cuda/%.cu.o $(LIBLT)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+dev-cuda:
+	@[ "$(CUDA)" = 1 ] || { echo "make dev-cuda needs nvcc (the CUDA backend is off)"; exit 1; }
+	$(MAKE) $(DEV_CUDA)
+
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $(LIBLT)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
@@ -131,7 +142,8 @@ $(BUILD)/fuzz/replay_%: $(BUILD)/tests/fuzz/fuzz_%.o $(BUILD)/tests/fuzz/replay.
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
-.SECONDARY: $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/fuzz_%.o) $(BUILD)/tests/fuzz/replay.o
+.SECONDARY: $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/fuzz_%.o) $(BUILD)/tests/fuzz/replay.o \
+            $(DEV_CUDA:%=%.cu.o)
 
 # ASan+UBSan build of the C unit tests, both tools and the fuzz replays (CPU only: the CUDA
 # backend is not instrumented). Separate folder, so it never mixes with the normal objects.

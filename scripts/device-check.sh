@@ -12,9 +12,10 @@
 #      224: our bf16 teacher at batch 256 and PyTorch's (the machine's own torch, bf16,
 #      scaled_dot_product_attention, same weights/batch/size); accuracy of both against torch
 #      fp32 on 4 images; the GPU time per op class of one forward (vit_bench profile, default
-#      kernels); the throughput with each kernel switch of nn/ops_cuda.h turned back alone (the
-#      attention kernels v3 / v2 / v1 side by side, v3 with 4-warp blocks) and with
-#      LT_CUDA_LEGACY=1 (the first run's kernels); lt-embed end to end on 800 generated JPEGs x 8
+#      kernels); the throughput with each switch of nn/ops_cuda.h turned back alone (attention in
+#      4-warp blocks, no GEMM autotuning); the earlier kernels of dev/cuda/ (attention v1 and v2,
+#      row ops v1) against the production ones at the ViT-B/14 size (build/dev/cuda/*, each also a
+#      check); lt-embed end to end on 800 generated JPEGs x 8
 #      views, with its own time breakdown (decode, render, copy, teacher, write). (The tf32,
 #      exact-GELU and batch-64 rows of the earlier runs are left out to keep it near 80 s.)
 #   5. one table (also in $OUT/summary.txt). Full log: $OUT/device-check.log.
@@ -166,13 +167,19 @@ if [ -f "$W" ]; then
   bench_ours --batch 256 --prec bf16 --iters 10 --warmup 3
   step "profile: GPU time per op class, bf16 B=256 (default kernels)"
   profile_ours LT_CUDA_TUNE_LOG=1 -- --batch 256 --prec bf16 --reps 5 --warmup 2 --label default
-  step "benchmark: kernel switches, bf16 B=256 (attention v2, v1, v3 in 4-warp blocks; each other switch back alone; all: LT_CUDA_LEGACY=1)"
-  bench_env LT_CUDA_ATTN=v2 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label attnv2
-  bench_env LT_CUDA_ATTN=v1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label attnv1
+  step "benchmark: kernel switches, bf16 B=256 (attention in 4-warp blocks; no GEMM autotuning)"
   bench_env LT_CUDA_ATTN_WARPS=4 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label attnw4
   bench_env LT_CUDA_AUTOTUNE=0 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label noautotune
-  bench_env LT_CUDA_ROWOPS=v1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label rowopsv1
-  bench_env LT_CUDA_LEGACY=1 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label legacy
+fi
+step "earlier kernels (dev/cuda/) vs production, ViT-B/14 size B=256 (checks + timings)"
+for d in attention_v1 attention_v2 rowops_v1; do
+  echo "-- build/dev/cuda/$d"
+  if [ ! -x "build/dev/cuda/$d" ]; then echo "device-check: build/dev/cuda/$d missing"; continue; fi
+  if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; continue; fi
+  timeout "$(tl 60)" "$WORK/ltenv" "build/dev/cuda/$d" --batch 256 --reps 20 2>&1 | tee -a "$RES"
+  DEV_RC="${DEV_RC:-}$d exit ${PIPESTATUS[0]}; "
+done
+if [ -f "$W" ]; then
   step "benchmark: PyTorch bf16 SDPA, batch 256"
   bench_torch --batch 256 --iters 10 --warmup 3
   step "accuracy at full size: 4 images, ours bf16 and torch bf16 vs torch fp32"
@@ -248,12 +255,8 @@ row() { # label views_per_s ms
   row "ours bf16 B=256, pipelined (2 slots)" "$(val "impl=ours prec=bf16 batch=256" pipelined_views_per_s)" ""
   row "ours bf16 B=256, synchronous (median)" "$(val "impl=ours prec=bf16 batch=256" views_per_s)" "$(val "impl=ours prec=bf16 batch=256" median_ms)"
   row "ours bf16 B=256, GPU time only (events)" "$(val "impl=ours prec=bf16 batch=256" gpu_views_per_s)" "$(val "impl=ours prec=bf16 batch=256" gpu_teacher_ms)"
-  row "  ... default (v3) but LT_CUDA_ATTN=v2" "$(val "impl=ours-attnv2 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-attnv2 prec=bf16 batch=256" gpu_teacher_ms)"
-  row "  ... default but LT_CUDA_ATTN=v1" "$(val "impl=ours-attnv1 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-attnv1 prec=bf16 batch=256" gpu_teacher_ms)"
-  row "  ... default but LT_CUDA_ATTN_WARPS=4 (v3)" "$(val "impl=ours-attnw4 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-attnw4 prec=bf16 batch=256" gpu_teacher_ms)"
+  row "  ... default but LT_CUDA_ATTN_WARPS=4" "$(val "impl=ours-attnw4 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-attnw4 prec=bf16 batch=256" gpu_teacher_ms)"
   row "  ... default but LT_CUDA_AUTOTUNE=0" "$(val "impl=ours-noautotune prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-noautotune prec=bf16 batch=256" gpu_teacher_ms)"
-  row "  ... default but LT_CUDA_ROWOPS=v1" "$(val "impl=ours-rowopsv1 prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-rowopsv1 prec=bf16 batch=256" gpu_teacher_ms)"
-  row "ours bf16 B=256 LT_CUDA_LEGACY=1 (1st run's)" "$(val "impl=ours-legacy prec=bf16 batch=256" pipelined_views_per_s)" "$(val "impl=ours-legacy prec=bf16 batch=256" gpu_teacher_ms)"
   echo "  (ms/batch of the switch rows: GPU time only, events)"
   row "torch bf16 SDPA B=256 (median)" "$(val "impl=torch prec=bf16 batch=256" views_per_s)" "$(val "impl=torch prec=bf16 batch=256" median_ms)"
   o=$(val "impl=ours prec=bf16 batch=256" pipelined_views_per_s)
@@ -261,6 +264,14 @@ row() { # label views_per_s ms
   if [ -n "$o" ] && [ -n "$t" ]; then
     awk -v o="$o" -v t="$t" 'BEGIN { printf "  ours/torch at B=256: %.2fx   (goal: >= 10000 views/s and >= 1.5x torch: %s)\n", o / t, (o >= 10000 && o >= 1.5 * t) ? "MET" : "not met" }'
   fi
+  echo
+  echo "earlier kernels (dev/cuda/) vs production at the ViT-B/14 size, B=256 (${DEV_RC:-not run}):"
+  if grep -q "^RESULT kernel=" "$RES"; then
+    grep "^RESULT kernel=" "$RES" | sed 's/^RESULT /  /'
+  else
+    echo "  no result"
+  fi
+  grep -E "^FAIL " "$RES" | head -5 | sed 's/^/  /'
   echo
   echo "GPU time per op class, one forward of B=256 bf16 (CUDA events between the ops; vit_bench profile):"
   for lab in default; do

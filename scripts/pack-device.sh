@@ -10,7 +10,8 @@
 #   then run on the device with `carry: [".devpack"]`:  bash scripts/device-check.sh
 #
 # .devpack/tree/    bin/lt-*, build/tests/test_cuda_*, build/tests/tools/{vit_bench,dinov2_tool,
-#                   cache_tool}, build/plugins/ (same relative paths as here)
+#                   cache_tool}, build/dev/cuda/* (the earlier kernels' benchmarks), build/plugins/
+#                   (same relative paths as here)
 # .devpack/libs.tar.xz  every non-system library of `ldd` of those binaries, except glibc's own
 #                   (libc, libm, libpthread, libdl, librt, libresolv, ld-linux), libstdc++/libgcc_s (the
 #                   device's are newer) and CUDA's (the device has CUDA 13 and its driver)
@@ -31,7 +32,7 @@ fi
 
 bins=()
 for f in bin/lt-* build/tests/test_cuda_* build/tests/tools/vit_bench build/tests/tools/dinov2_tool \
-         build/tests/tools/cache_tool build/plugins/*.so; do
+         build/tests/tools/cache_tool build/dev/cuda/* build/plugins/*.so; do
   [ -f "$f" ] && [ "${f%.d}" = "$f" ] && [ "${f%.o}" = "$f" ] && bins+=("$f")
 done
 

@@ -8,8 +8,10 @@
 #      Skipped when lt-embed has no --precision option yet (no GPU path) or there is no GPU.
 #
 # LT_LIBPATH, if set, is prepended to LD_LIBRARY_PATH for lt's own binaries only (the carried
-# libraries of scripts/device-check.sh), never for Python. Exit 0 all ran passed or skipped,
-# 1 a failure. Prints "run-cuda: <name> PASS|FAIL|SKIP" lines for the summary.
+# libraries of scripts/device-check.sh), never for Python. Prints "run-cuda: <name> PASS|FAIL|SKIP"
+# lines for the summary. Exit 0: everything that ran passed (and something ran); 1: a failure;
+# 2: nothing was tested (every test binary skipped, i.e. no usable GPU), so that `make test-cuda`
+# on a machine without a GPU does not pass for a successful run.
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -26,6 +28,7 @@ run_bin() {
 fail=0
 any=0
 nogpu=0
+ran=0 # tests that ran (passed or failed), not skipped
 tests=(build/tests/test_cuda_ops) # the ops first, then the model
 for t in build/tests/test_cuda_*; do [ "$t" = build/tests/test_cuda_ops ] || tests+=("$t"); done
 for t in "${tests[@]}"; do
@@ -35,9 +38,9 @@ for t in "${tests[@]}"; do
   run_bin "$t"
   rc=$?
   case $rc in
-    0) echo "run-cuda: $(basename "$t") PASS" ;;
+    0) echo "run-cuda: $(basename "$t") PASS"; ran=$((ran + 1)) ;;
     77) echo "run-cuda: $(basename "$t") SKIP (no GPU)"; nogpu=1 ;;
-    *) echo "run-cuda: $(basename "$t") FAIL (exit $rc)"; fail=1 ;;
+    *) echo "run-cuda: $(basename "$t") FAIL (exit $rc)"; fail=1; ran=$((ran + 1)) ;;
   esac
 done
 [ $any = 1 ] || { echo "run-cuda: no build/tests/test_cuda_* binaries: run make first"; exit 1; }
@@ -82,11 +85,20 @@ e2e() {
     else
       echo "run-cuda: e2e-embed-$prec FAIL (nmse $nmse > $thr)"; rc=1
     fi
+    ran=$((ran + 1))
   done
   return $rc
 }
 
 e2e || fail=1
 
-[ $fail = 0 ] && echo "run-cuda: all CUDA tests passed (or skipped)" || echo "run-cuda: SOME CUDA TESTS FAILED"
-exit $fail
+if [ $fail != 0 ]; then
+  echo "run-cuda: SOME CUDA TESTS FAILED"
+  exit 1
+fi
+if [ $ran = 0 ]; then
+  echo "run-cuda: no GPU: nothing was tested (every CUDA test skipped); run this on a machine with a GPU"
+  exit 2
+fi
+echo "run-cuda: all CUDA tests that ran passed ($ran ran)"
+exit 0

@@ -14,8 +14,9 @@
  * Errors: every function returns 0, or -1 with lt_err naming the CUDA/cuBLASLt call and its
  * status (e.g. "cudaMalloc(1048576 bytes for activations): out of memory").
  *
- * Built from ops_cuda.cu when nvcc is present (CUDA=1); with CUDA=0, cuda_stub.c provides the same
- * symbols: lt_cuda_available() returns 0 and everything else fails with a clear message. */
+ * Built from ops_cuda_{common,gemm,rows,attention}.cu when nvcc is present (CUDA=1); with CUDA=0,
+ * cuda_stub.c provides the same symbols: lt_cuda_available() returns 0 and everything else fails
+ * with a clear message. */
 #ifndef LT_NN_OPS_CUDA_H
 #define LT_NN_OPS_CUDA_H
 
@@ -63,41 +64,28 @@ typedef struct lt_cuda_ctx lt_cuda_ctx;
 int lt_cuda_ctx_create(lt_cuda_ctx **out);
 void lt_cuda_ctx_free(lt_cuda_ctx *c);
 void *lt_cuda_ctx_stream(lt_cuda_ctx *c); /* the cudaStream_t */
-/* Implementation switches of a context (issue 6's tuning; each new path can be switched back to
- * the first measured one, so a device run can time old against new and fall back). Read from
- * the environment by lt_cuda_ctx_create:
+/* Implementation switches of a context (issue 6's tuning), read from the environment by
+ * lt_cuda_ctx_create:
  *   LT_CUDA_AUTOTUNE=N  cuBLASLt: ask the heuristic for N algorithms per GEMM plan and keep the
  *                       fastest, timed once on the first call (default 8; 0 or 1: the
- *                       heuristic's first choice, as before);
- *   LT_CUDA_ATTN=v1|v2|v3  bf16 attention: v3 (default) = FlashAttention-2 style: blocks of up
- *                       to 8 warps × 16 queries of one (image, head), Q fragments in registers,
- *                       K/V streamed in 64-key tiles through shared memory with cp.async double
- *                       buffering, the ragged last tile trimmed to 8/16-key granules; v2 = one
- *                       block per (image, head) with the whole K and V in shared memory (needs
- *                       288·ceil16(N) bytes: N <= ~800 on H100/H200, longer sequences use v1);
- *                       v1 = 64-query blocks streaming 64-key tiles (the first kernel);
- *   LT_CUDA_ATTN_WARPS=N  v3 only: at most N warps (16 queries each) per block, 1..8 (default 8).
- *                       The 16-query chunks of a sequence are balanced over ceil(chunks / N)
- *                       blocks (N = 257: 17 chunks → 3 blocks of 6 warps with the default, 5
- *                       blocks of 4 with N = 4: more warps per SM, more L2 reads of K/V);
- *   LT_CUDA_ROWOPS=v1|v2  LayerNorm, token assembly and views → patches: v2 (default) = 16-byte
- *                       vector loads and one block / warp per row (no 64-bit divisions per
- *                       element); v1 = the first element-wise kernels. Same results (LayerNorm:
- *                       summation order only);
- *   LT_CUDA_LEGACY=1    all of the above as first measured (autotune 0, attention v1, row ops
- *                       v1); the other variables still override one switch each;
+ *                       heuristic's first choice);
+ *   LT_CUDA_ATTN_WARPS=N  bf16 attention: at most N warps (16 queries each) per block, 1..8
+ *                       (default 8). The 16-query chunks of a sequence are balanced over
+ *                       ceil(chunks / N) blocks (N = 257: 17 chunks → 3 blocks of 6 warps with
+ *                       the default, 5 blocks of 4 with N = 4: more warps per SM, more L2 reads
+ *                       of K/V);
  *   LT_CUDA_TUNE_LOG=1  one stderr line per autotuned GEMM plan: heuristic's first vs best time.
+ * The earlier kernels that LT_CUDA_ATTN=v1|v2, LT_CUDA_ROWOPS=v1 and LT_CUDA_LEGACY=1 selected
+ * are benchmarked in dev/cuda/ now; setting one of those variables only gets a warning.
  * These functions exist only in CUDA builds (not in cuda_stub.c): callers guard them with
  * #ifdef LT_HAVE_CUDA. */
 #define LT_CUDA_AUTOTUNE_DEFAULT 8
 #define LT_CUDA_AUTOTUNE_MAX 32
 #define LT_CUDA_ATTN_WARPS_MAX 8
 typedef struct {
-    int autotune; /* GEMM algorithms timed per plan (0, 1: none timed) */
-    int attn;       /* 1, 2 or 3 */
-    int attn_warps; /* v3: most warps per block, 1..LT_CUDA_ATTN_WARPS_MAX */
-    int rowops;   /* 1 or 2 */
-    int tune_log; /* 1: print the autotuning results on stderr */
+    int autotune;   /* GEMM algorithms timed per plan (0, 1: none timed) */
+    int attn_warps; /* bf16 attention: most warps per block, 1..LT_CUDA_ATTN_WARPS_MAX */
+    int tune_log;   /* 1: print the autotuning results on stderr */
 } lt_cuda_switches;
 void lt_cuda_switches_from_env(lt_cuda_switches *s);
 void lt_cuda_ctx_get_switches(const lt_cuda_ctx *c, lt_cuda_switches *s);
@@ -163,7 +151,8 @@ int lt_cuda_swiglu(lt_cuda_ctx *c, void *out, const void *in, lt_cuda_dtype t, i
  * heads·64), both of type t, head dim 64 only, no scratch. One pass over the keys per block of
  * queries with an online softmax held in registers: no N×N matrix is ever stored. BF16: tensor
  * cores (mma.sync m16n8k16, fp32 accumulation, probabilities rounded to bf16 for the P·V product),
- * kernel v3, v2 or v1 by the context's switches (above); F32: CUDA-core fp32. */
+ * FlashAttention-2 style (kernel v3), blocks of up to LT_CUDA_ATTN_WARPS warps; F32: CUDA-core
+ * fp32. */
 int lt_cuda_attention(lt_cuda_ctx *c, void *out, const void *qkv, lt_cuda_dtype t, int B, int N,
                       int heads, int hd);
 

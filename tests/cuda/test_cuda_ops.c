@@ -526,7 +526,7 @@ static void test_tokens(int B, int G, int R, int D) {
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
-static void row_ops_and_inputs(const char *tag);
+static void row_ops_and_inputs(void);
 static void attention_cases(lt_cuda_dtype t);
 
 int main(void) {
@@ -558,47 +558,38 @@ int main(void) {
                 test_linear(pr, lin[s][0], lin[s][1], lin[s][2], v);
             }
     }
-    row_ops_and_inputs("");
+    row_ops_and_inputs();
 #ifdef LT_HAVE_CUDA
-    /* the first measured kernels (LT_CUDA_LEGACY=1: no GEMM autotuning, attention v1, row ops
-     * v1) on a context of their own, so that both paths stay tested whatever the defaults */
-    lt_cuda_ctx *ctx_new = ctx, *ctx_old = NULL;
-    if (lt_cuda_ctx_create(&ctx_old)) {
-        fail_msg("context", "legacy switches");
+    /* the GEMMs without autotuning (LT_CUDA_AUTOTUNE=0: the heuristic's first algorithm) on a
+     * context of their own, so that both plan paths stay tested whatever the defaults */
+    lt_cuda_ctx *ctx_new = ctx, *ctx_heur = NULL;
+    if (lt_cuda_ctx_create(&ctx_heur)) {
+        fail_msg("context", "autotune 0");
     } else {
         lt_cuda_switches sw;
-        lt_cuda_ctx_get_switches(ctx_old, &sw);
+        lt_cuda_ctx_get_switches(ctx_heur, &sw);
         sw.autotune = 0;
-        sw.attn = 1;
-        sw.rowops = 1;
-        lt_cuda_ctx_set_switches(ctx_old, &sw);
-        ctx = ctx_old;
-        printf("-- legacy kernels (autotune 0, attention v1, row ops v1)\n");
+        lt_cuda_ctx_set_switches(ctx_heur, &sw);
+        ctx = ctx_heur;
+        printf("-- products without autotuning (autotune 0)\n");
         test_linear(LT_PREC_BF16, 1028, 768, 2304, 0);
         test_linear(LT_PREC_BF16, 1028, 768, 2304, 3);
-        row_ops_and_inputs(" [v1]");
-        lt_cuda_ctx_free(ctx_old);
+        lt_cuda_ctx_free(ctx_heur);
         ctx = ctx_new;
     }
     {
-        /* the other bf16 attention kernels on the default context: v2 (K/V resident), and v3
-         * with blocks of at most 4 warps (LT_CUDA_ATTN_WARPS=4), whatever the defaults are */
+        /* the bf16 attention in blocks of at most 4 warps (LT_CUDA_ATTN_WARPS=4) on the default
+         * context, whatever the default is */
         lt_cuda_switches sw, sw0;
         lt_cuda_ctx_get_switches(ctx, &sw0);
         sw = sw0;
-        sw.attn = 2;
-        lt_cuda_ctx_set_switches(ctx, &sw);
-        printf("-- attention v2, bf16\n");
-        attention_cases(LT_CUDA_BF16);
-        sw.attn = 3;
         sw.attn_warps = 4;
         lt_cuda_ctx_set_switches(ctx, &sw);
-        printf("-- attention v3 with at most 4 warps per block, bf16\n");
+        printf("-- attention with at most 4 warps per block, bf16\n");
         attention_cases(LT_CUDA_BF16);
         lt_cuda_ctx_set_switches(ctx, &sw0);
-        printf("-- switches of the default context: autotune %d, attention v%d (v3: at most %d "
-               "warps per block), row ops v%d\n",
-               sw0.autotune, sw0.attn, sw0.attn_warps, sw0.rowops);
+        printf("-- switches of the default context: autotune %d, attention in blocks of at most "
+               "%d warps\n", sw0.autotune, sw0.attn_warps);
     }
 #endif
 
@@ -608,8 +599,7 @@ int main(void) {
 }
 
 /* The attention sizes: ViT-B/14's 257 tokens (and 261 with 4 registers), ragged and exact tile
- * ends (N = 1, 17, 64, 65, 128, 300), long sequences (N = 1000: longer than the shared memory of
- * attention v2 holds, v1 runs it there). */
+ * ends (N = 1, 17, 64, 65, 128, 300), long sequences (N = 700, 1000). */
 static void attention_cases(lt_cuda_dtype t) {
     static const int att[][3] = {{2, 257, 2}, {1, 1, 1},   {3, 65, 1}, {2, 261, 12}, {1, 700, 2},
                                  {4, 128, 3}, {1, 17, 2},  {1, 1000, 1}, {2, 64, 3}, {2, 300, 2}};
@@ -617,23 +607,25 @@ static void attention_cases(lt_cuda_dtype t) {
         test_attention(t, att[s][0], att[s][1], att[s][2]);
 }
 
-/* The attention, row-op and input tests (run once per set of kernel switches). */
-static void row_ops_and_inputs(const char *tag) {
+/* The attention, row-op and input tests. LayerNorm with C % 4 != 0 and the token assembly with
+ * D % 4 != 0 take the general kernels, the other sizes the vectorised ones. */
+static void row_ops_and_inputs(void) {
     for (int bt = 0; bt < 2; bt++) {
         const lt_cuda_dtype t = bt ? LT_CUDA_BF16 : LT_CUDA_F32;
-        printf("-- attention and row ops, %s activations%s\n", dtname(t), tag);
+        printf("-- attention and row ops, %s activations\n", dtname(t));
         attention_cases(t);
         test_layernorm(t, 257, 64, 0);
         test_layernorm(t, 1000, 768, 0);
         test_layernorm(t, 33, 1536, 0);
         test_layernorm(t, 5, 100, 0);
+        test_layernorm(t, 7, 99, 0); /* C % 4 != 0: the general kernel */
         if (t == LT_CUDA_F32) test_layernorm(t, 300, 768, 1);
         test_gelu(t, 100003);
         test_swiglu(t, 257, 192);
         test_layerscale(t, 257, 768, 1);
         test_layerscale(t, 31, 64, 0);
     }
-    printf("-- fp32 row ops and inputs%s\n", tag);
+    printf("-- fp32 row ops and inputs\n");
     test_l2norm(100, 768);
     test_l2norm(3, 64);
     test_cls_head(5, 257, 768);

@@ -8,14 +8,13 @@
  *       teacher-only throughput on random uint8 views (mixup on) in pinned memory: the median of
  *       synchronous forwards (upload + forward + download, wall clock), then the same batches
  *       pipelined through the two slots (steady state). Prints "RESULT key=value ..." lines.
- *       --label NAME prints impl=ours-NAME (a variant, e.g. run under LT_CUDA_LEGACY=1)
+ *       --label NAME prints impl=ours-NAME (a variant, e.g. run under LT_CUDA_AUTOTUNE=0)
  *   vit_bench profile WEIGHTS [--batch 256] [--size 224] [--prec bf16] [--reps 5] [--warmup 3]
  *                 [--label NAME] [--exact-gelu]
  *       GPU time per op class of one forward (CUDA events; lt_dinov2_gpu_profile_views), with
  *       each class's share, TFLOP/s and GB/s (least bytes it must move); "PROF" lines. The
- *       implementation switches (LT_CUDA_AUTOTUNE, LT_CUDA_ATTN, LT_CUDA_ATTN_WARPS,
- *       LT_CUDA_ROWOPS, LT_CUDA_LEGACY; nn/ops_cuda.h) are read from the environment as always;
- *       they are printed.
+ *       implementation switches (LT_CUDA_AUTOTUNE, LT_CUDA_ATTN_WARPS; nn/ops_cuda.h) are read
+ *       from the environment as always; they are printed.
  *   vit_bench check WEIGHTS IN.f32 OUT.f32 [--batch 4] [--size 224] [--prec bf16]
  *       random normalised input (B, S, S, 3) → IN.f32; GPU embeddings → OUT.f32 (raw float32);
  *       also runs the CPU forward and prints the GPU-vs-CPU NMSE (the PyTorch side reads both files)
@@ -281,13 +280,11 @@ static int profile(const char *weights, const opts *o) {
     if (!rc) rc = lt_dinov2_gpu_profile_views(g, a, b, lambda, MEAN, STD, B, S, S, o->reps, &p);
     if (rc) goto done;
     const double fl = lt_dinov2_flops_per_image(c, S, S) * B;
-    char attn_warps[32] = "";
-    if (sw.attn == 3) snprintf(attn_warps, sizeof attn_warps, " (<=%d warps)", sw.attn_warps);
-    printf("PROF [%s] %s B=%d %dx%d D=%d depth=%d; autotune=%d attn=v%d%s rowops=v%d%s; mean of "
+    printf("PROF [%s] %s B=%d %dx%d D=%d depth=%d; autotune=%d attn=v3 (<=%d warps)%s; mean of "
            "%d forwards: %.2f ms (%.0f views/s, %.1f TFLOP/s)\n",
-           label, lt_precision_name(o->prec), B, S, S, D, c->depth, sw.autotune, sw.attn,
-           attn_warps, sw.rowops, o->exact_gelu ? " exact-gelu" : "", p.reps, p.total_ms,
-           B * 1e3 / p.total_ms, fl / (p.total_ms * 1e9));
+           label, lt_precision_name(o->prec), B, S, S, D, c->depth, sw.autotune, sw.attn_warps,
+           o->exact_gelu ? " exact-gelu" : "", p.reps, p.total_ms, B * 1e3 / p.total_ms,
+           fl / (p.total_ms * 1e9));
     printf("PROF [%s]   %-24s %5s %9s %7s %9s %9s\n", label, "op class", "calls", "ms", "share",
            "TFLOP/s", "GB/s");
     for (int k = 0; k < LT_DINOV2_PROF_N; k++) {
