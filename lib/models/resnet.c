@@ -24,6 +24,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "nn/backend.h"
 #include "nn/cnn.h"
 
 #define BN_EPS 1e-5f
@@ -67,8 +68,10 @@ struct lt_resnet_net {
     rblock blocks[MAX_BLOCKS];
     int64_t max_act;     /* floats of the largest activation at max_B */
     float *g[4];         /* gradient buffers, (max_act) each */
-    void *ws;            /* conv scratch */
+    void *ws;            /* conv and batch-norm scratch, on the backend */
     size_t ws_bytes;
+    int max_bn_C;        /* widest batch norm (sizes its scratch) */
+    lt_backend *be;
     void *allocs[MAX_ALLOCS];
     int n_allocs;
     int n_bns;
@@ -79,6 +82,7 @@ struct lt_resnet_net {
 
 typedef struct {
     lt_resnet *m;
+    int plan_only;           /* describe the model (tensors, shapes, offsets) and stop */
     int64_t n_params, n_buffers;
     int64_t off[MAX_TENSORS]; /* offset of each tensor in params or buffers */
     int err;
@@ -100,6 +104,8 @@ static int add_tensor(builder *bd, const char *name, int ndim, const int64_t *sh
     for (int k = 0; k < ndim; k++) t->shape[k] = shape[k], t->numel *= shape[k];
     t->is_buffer = is_buffer;
     t->weight_decay = !is_buffer && ndim > 1;
+    t->mem = m->be ? m->be->mem : LT_MEM_HOST; /* where the backend keeps it */
+    t->dtype = is_i64 ? LT_DT_I64 : LT_DT_F32;
     if (is_i64) {
         bd->off[i] = m->n_bn++;
     } else if (is_buffer) {
@@ -139,7 +145,7 @@ static void *net_alloc(struct lt_resnet_net *n, size_t bytes, const char *what) 
         lt_err_set("resnet: too many allocations");
         return NULL;
     }
-    void *p = lt_calloc(1, bytes, what);
+    void *p = n->be->alloc(n->be, bytes, what);
     if (p) n->allocs[n->n_allocs++] = p;
     return p;
 }
@@ -158,11 +164,13 @@ static void resolve_bn(lt_resnet *m, rbn *b) {
 }
 
 static void track_ws(struct lt_resnet_net *n, const rconv *c) {
-    size_t s = lt_conv2d_ws_bytes(&c->d);
+    size_t s = n->be->conv2d_ws_bytes(n->be, &c->d);
     if (s > n->ws_bytes) n->ws_bytes = s;
 }
 
-lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W) {
+/* Builds the description (graph, tensor table with shapes and offsets, activation sizes); with
+ * plan_only it stops there, else it allocates everything on be and initialises the weights. */
+static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int W, int plan_only) {
     int depth;
     if (!strcmp(arch, "resnet18")) depth = 18;
     else if (!strcmp(arch, "resnet34")) depth = 34;
@@ -185,9 +193,12 @@ lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W) {
         return NULL;
     }
     m->net = n;
+    n->be = be;
+    m->be = be;
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     m->max_B = max_B, m->H = H, m->W = W;
     bd->m = m;
+    bd->plan_only = plan_only;
 
     /* ---- the graph, registered in state_dict order ---- */
     const int bottleneck = depth == 50;
@@ -261,9 +272,16 @@ lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W) {
     }
     m->C = inplanes;
     n->max_act = max_act * max_B;
-
-    /* ---- parameters, gradients, buffers ---- */
+    for (int i = 0; i < m->n_tensors; i++) /* BN vectors are the 1-D tensors */
+        if (m->tensors[i].ndim == 1 && m->tensors[i].shape[0] > n->max_bn_C)
+            n->max_bn_C = (int)m->tensors[i].shape[0];
     m->n_params = bd->n_params, m->n_buffers = bd->n_buffers;
+    if (bd->plan_only) { /* the description is complete: no storage */
+        free(bd);
+        return m;
+    }
+
+    /* ---- storage, on the backend: parameters, gradients, buffers ---- */
     m->params = net_alloc(n, sizeof(float) * m->n_params, "resnet parameters");
     m->grads = net_alloc(n, sizeof(float) * m->n_params, "resnet gradients");
     m->buffers = net_alloc(n, sizeof(float) * m->n_buffers, "resnet running statistics");
@@ -339,6 +357,8 @@ lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W) {
         if (!(n->g[k] = ALLOC_F(n->max_act, "resnet gradient buffers"))) goto fail;
     m->features = ALLOC_F(B * m->C, "resnet features");
     if (!m->features) goto fail;
+    size_t bn_ws = be->bn_ws_bytes(be, n->max_bn_C);
+    if (bn_ws > n->ws_bytes) n->ws_bytes = bn_ws; /* the ops run one at a time: one scratch */
     if (n->ws_bytes && !(n->ws = net_alloc(n, n->ws_bytes, "conv scratch"))) goto fail;
 #undef ALLOC_F
     free(bd);
@@ -354,10 +374,34 @@ fail:
     return NULL;
 }
 
+lt_resnet *lt_resnet_create(lt_backend *be, const char *arch, int max_B, int H, int W) {
+    if (!be) {
+        lt_err_set("resnet: no backend");
+        return NULL;
+    }
+    return build(be, arch, max_B, H, W, 0);
+}
+
+int lt_resnet_plan(const char *arch, int max_B, int H, int W, lt_resnet_sizes *out) {
+    memset(out, 0, sizeof *out);
+    lt_resnet *m = build(NULL, arch, max_B, H, W, 1);
+    if (!m) return -1;
+    const struct lt_resnet_net *n = m->net;
+    out->n_tensors = m->n_tensors;
+    out->n_params = m->n_params;
+    out->n_buffers = m->n_buffers;
+    out->n_bn = m->n_bn;
+    out->C = m->C;
+    out->max_activation = n->max_act;
+    out->max_bn_C = n->max_bn_C;
+    lt_resnet_free(m);
+    return 0;
+}
+
 void lt_resnet_free(lt_resnet *m) {
     if (!m) return;
     if (m->net) {
-        for (int i = 0; i < m->net->n_allocs; i++) free(m->net->allocs[i]);
+        for (int i = 0; i < m->net->n_allocs; i++) m->net->be->free(m->net->be, m->net->allocs[i]);
         free(m->net);
     }
     free(m->tensors);
@@ -413,42 +457,44 @@ void lt_resnet_zero_grad(lt_resnet *m) { memset(m->grads, 0, sizeof(float) * m->
 
 /* ---- forward ---- */
 
-static void conv_fwd(lt_resnet *m, const rconv *c, int B, float *y, const float *x) {
+static int conv_fwd(lt_resnet *m, const rconv *c, int B, float *y, const float *x) {
     lt_conv2d_dims d = c->d;
     d.B = B;
-    lt_conv2d_forward(&d, y, x, c->w, m->net->ws);
+    lt_backend *be = m->be;
+    return be->conv2d_forward(be, &d, y, x, c->w, m->net->ws);
 }
 
 /* y = act(bn(x) [+ res]) in the mode of the call */
-static int bn_fwd(rbn *b, int train, float *y, const float *x, const float *res, int64_t M,
-                  int relu) {
-    if (!train) {
-        lt_bn_forward_eval(y, x, res, b->g, b->b, b->rm, b->rv, (int)M, b->C, BN_EPS, relu);
-        return 0;
-    }
+static int bn_fwd(lt_resnet *m, rbn *b, int train, float *y, const float *x, const float *res,
+                  int64_t M, int relu) {
+    lt_backend *be = m->be;
+    if (!train)
+        return be->bn_forward_eval(be, y, x, res, b->g, b->b, b->rm, b->rv, (int)M, b->C, BN_EPS,
+                                   relu);
     (*b->nbt)++;
-    return lt_bn_forward_train(y, x, res, b->g, b->b, b->mean, b->invstd, b->rm, b->rv, (int)M,
-                               b->C, BN_EPS, BN_MOMENTUM, relu);
+    return be->bn_forward_train(be, y, x, res, b->g, b->b, b->mean, b->invstd, b->rm, b->rv,
+                                (int)M, b->C, BN_EPS, BN_MOMENTUM, relu, m->net->ws);
 }
 
 static int block_fwd(lt_resnet *m, rblock *bk, int B, int train) {
     const float *res = bk->x;
     if (bk->has_ds) {
-        conv_fwd(m, &bk->cd, B, bk->td, bk->x);
-        if (bn_fwd(&bk->bd, train, bk->sd, bk->td, NULL, (int64_t)B * bk->out_n / bk->bd.C, 0))
+        if (conv_fwd(m, &bk->cd, B, bk->td, bk->x) ||
+            bn_fwd(m, &bk->bd, train, bk->sd, bk->td, NULL, (int64_t)B * bk->out_n / bk->bd.C, 0))
             return -1;
         res = bk->sd;
     }
-    conv_fwd(m, &bk->c1, B, bk->t1, bk->x);
-    if (bn_fwd(&bk->b1, train, bk->a1, bk->t1, NULL, (int64_t)B * bk->mid1_n / bk->b1.C, 1))
+    if (conv_fwd(m, &bk->c1, B, bk->t1, bk->x) ||
+        bn_fwd(m, &bk->b1, train, bk->a1, bk->t1, NULL, (int64_t)B * bk->mid1_n / bk->b1.C, 1) ||
+        conv_fwd(m, &bk->c2, B, bk->t2, bk->a1))
         return -1;
-    conv_fwd(m, &bk->c2, B, bk->t2, bk->a1);
     if (!bk->bottleneck)
-        return bn_fwd(&bk->b2, train, bk->out, bk->t2, res, (int64_t)B * bk->out_n / bk->b2.C, 1);
-    if (bn_fwd(&bk->b2, train, bk->a2, bk->t2, NULL, (int64_t)B * bk->mid2_n / bk->b2.C, 1))
+        return bn_fwd(m, &bk->b2, train, bk->out, bk->t2, res, (int64_t)B * bk->out_n / bk->b2.C,
+                      1);
+    if (bn_fwd(m, &bk->b2, train, bk->a2, bk->t2, NULL, (int64_t)B * bk->mid2_n / bk->b2.C, 1) ||
+        conv_fwd(m, &bk->c3, B, bk->t3, bk->a2))
         return -1;
-    conv_fwd(m, &bk->c3, B, bk->t3, bk->a2);
-    return bn_fwd(&bk->b3, train, bk->out, bk->t3, res, (int64_t)B * bk->out_n / bk->b3.C, 1);
+    return bn_fwd(m, &bk->b3, train, bk->out, bk->t3, res, (int64_t)B * bk->out_n / bk->b3.C, 1);
 }
 
 int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
@@ -457,17 +503,20 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
         return lt_err_set("%s: batch %d outside 1..%d (the size it was built for)", m->arch, B,
                           m->max_B);
     m->last_B = 0;
-    memcpy(n->in, x, sizeof(float) * (size_t)B * m->H * m->W * 3);
-    conv_fwd(m, &n->conv1, B, n->t0, n->in);
+    lt_backend *be = m->be;
+    if (x != n->in && be->upload(be, n->in, x, sizeof(float) * (size_t)B * m->H * m->W * 3))
+        return -1;
     int64_t M0 = (int64_t)B * n->conv1.d.OH * n->conv1.d.OW;
-    if (bn_fwd(&n->bn1, train, n->a0, n->t0, NULL, M0, 1)) return lt_err_prefix("%s bn1", m->arch);
+    if (conv_fwd(m, &n->conv1, B, n->t0, n->in) || bn_fwd(m, &n->bn1, train, n->a0, n->t0, NULL, M0, 1))
+        return lt_err_prefix("%s stem", m->arch);
     lt_pool_dims pd = n->pool;
     pd.B = B;
-    lt_maxpool_forward(&pd, n->p0, n->argmax, n->a0);
+    if (be->maxpool_forward(be, &pd, n->p0, n->argmax, n->a0)) return -1;
     for (int i = 0; i < n->n_blocks; i++)
         if (block_fwd(m, &n->blocks[i], B, train)) return lt_err_prefix("%s block %d", m->arch, i);
     const rblock *lb = &n->blocks[n->n_blocks - 1];
-    lt_avgpool_forward(m->features, lb->out, B, (int)(lb->out_n / m->C), m->C);
+    if (be->avgpool_forward(be, m->features, lb->out, B, (int)(lb->out_n / m->C), m->C))
+        return -1;
     m->last_B = B;
     m->last_train = train;
     return 0;
@@ -475,44 +524,49 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
 
 /* ---- backward ---- */
 
-static void conv_bwd(lt_resnet *m, const rconv *c, int B, float *dx, const float *dy,
-                     const float *x, int accumulate, int accumulate_dx) {
+static int conv_bwd(lt_resnet *m, const rconv *c, int B, float *dx, const float *dy,
+                    const float *x, int accumulate, int accumulate_dx) {
     lt_conv2d_dims d = c->d;
     d.B = B;
-    lt_conv2d_backward(&d, dx, c->dw, dy, x, c->w, m->net->ws, accumulate, accumulate_dx);
+    lt_backend *be = m->be;
+    return be->conv2d_backward(be, &d, dx, c->dw, dy, x, c->w, m->net->ws, accumulate,
+                               accumulate_dx);
 }
 
-static void bn_bwd(const rbn *b, float *dx, const float *dy, const float *x, const float *y,
-                   int64_t M, int relu, int accumulate) {
-    lt_bn_backward(dx, b->dg, b->db, dy, x, y, b->g, b->mean, b->invstd, (int)M, b->C, relu,
-                   accumulate);
+static int bn_bwd(lt_resnet *m, const rbn *b, float *dx, const float *dy, const float *x,
+                  const float *y, int64_t M, int relu, int accumulate) {
+    lt_backend *be = m->be;
+    return be->bn_backward(be, dx, b->dg, b->db, dy, x, y, b->g, b->mean, b->invstd, (int)M, b->C,
+                           relu, accumulate, m->net->ws);
 }
 
 /* A: ∂out (B, out) on entry (masked in place); dX: ∂in written; C, D: scratch. */
-static void block_bwd(lt_resnet *m, const rblock *bk, int B, float *A, float *dX, float *C,
-                      float *D, int acc) {
+static int block_bwd(lt_resnet *m, const rblock *bk, int B, float *A, float *dX, float *C,
+                     float *D, int acc) {
     const int64_t Mo = (int64_t)B * bk->out_n, M1 = (int64_t)B * bk->mid1_n;
-    lt_relu_backward(A, A, bk->out, Mo); /* through the final ReLU: A = g */
+    lt_backend *be = m->be;
+    int r = be->relu_backward(be, A, A, bk->out, Mo); /* through the final ReLU: A = g */
     if (bk->bottleneck) {
         const int64_t M2 = (int64_t)B * bk->mid2_n;
-        bn_bwd(&bk->b3, C, A, bk->t3, NULL, Mo / bk->b3.C, 0, acc);
-        conv_bwd(m, &bk->c3, B, D, C, bk->a2, acc, 0);
-        bn_bwd(&bk->b2, D, D, bk->t2, bk->a2, M2 / bk->b2.C, 1, acc);
-        conv_bwd(m, &bk->c2, B, C, D, bk->a1, acc, 0);
-        bn_bwd(&bk->b1, C, C, bk->t1, bk->a1, M1 / bk->b1.C, 1, acc);
-        conv_bwd(m, &bk->c1, B, dX, C, bk->x, acc, 0);
+        r = r || bn_bwd(m, &bk->b3, C, A, bk->t3, NULL, Mo / bk->b3.C, 0, acc);
+        r = r || conv_bwd(m, &bk->c3, B, D, C, bk->a2, acc, 0);
+        r = r || bn_bwd(m, &bk->b2, D, D, bk->t2, bk->a2, M2 / bk->b2.C, 1, acc);
+        r = r || conv_bwd(m, &bk->c2, B, C, D, bk->a1, acc, 0);
+        r = r || bn_bwd(m, &bk->b1, C, C, bk->t1, bk->a1, M1 / bk->b1.C, 1, acc);
+        r = r || conv_bwd(m, &bk->c1, B, dX, C, bk->x, acc, 0);
     } else {
-        bn_bwd(&bk->b2, C, A, bk->t2, NULL, Mo / bk->b2.C, 0, acc);
-        conv_bwd(m, &bk->c2, B, D, C, bk->a1, acc, 0);
-        bn_bwd(&bk->b1, D, D, bk->t1, bk->a1, M1 / bk->b1.C, 1, acc);
-        conv_bwd(m, &bk->c1, B, dX, D, bk->x, acc, 0);
+        r = r || bn_bwd(m, &bk->b2, C, A, bk->t2, NULL, Mo / bk->b2.C, 0, acc);
+        r = r || conv_bwd(m, &bk->c2, B, D, C, bk->a1, acc, 0);
+        r = r || bn_bwd(m, &bk->b1, D, D, bk->t1, bk->a1, M1 / bk->b1.C, 1, acc);
+        r = r || conv_bwd(m, &bk->c1, B, dX, D, bk->x, acc, 0);
     }
     if (bk->has_ds) {
-        bn_bwd(&bk->bd, C, A, bk->td, NULL, Mo / bk->bd.C, 0, acc);
-        conv_bwd(m, &bk->cd, B, dX, C, bk->x, acc, 1);
+        r = r || bn_bwd(m, &bk->bd, C, A, bk->td, NULL, Mo / bk->bd.C, 0, acc);
+        r = r || conv_bwd(m, &bk->cd, B, dX, C, bk->x, acc, 1);
     } else {
-        lt_add(dX, dX, A, Mo);
+        r = r || be->add(be, dX, dX, A, Mo);
     }
+    return r ? -1 : 0;
 }
 
 int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accumulate) {
@@ -522,19 +576,22 @@ int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accu
     const int B = m->last_B;
     const rblock *lb = &n->blocks[n->n_blocks - 1];
     float *cur = n->g[0], *nxt = n->g[1];
-    lt_avgpool_backward(cur, dfeat, B, (int)(lb->out_n / m->C), m->C);
+    lt_backend *be = m->be;
+    if (be->avgpool_backward(be, cur, dfeat, B, (int)(lb->out_n / m->C), m->C)) return -1;
     for (int i = n->n_blocks - 1; i >= 0; i--) {
-        block_bwd(m, &n->blocks[i], B, cur, nxt, n->g[2], n->g[3], accumulate);
+        if (block_bwd(m, &n->blocks[i], B, cur, nxt, n->g[2], n->g[3], accumulate))
+            return lt_err_prefix("%s block %d backward", m->arch, i);
         float *t = cur;
         cur = nxt, nxt = t;
     }
     /* cur = ∂p0; maxpool → ∂a0 in nxt; bn1 (fused ReLU) in place; conv1 */
     lt_pool_dims pd = n->pool;
     pd.B = B;
-    lt_maxpool_backward(&pd, nxt, cur, n->argmax);
     int64_t M0 = (int64_t)B * n->conv1.d.OH * n->conv1.d.OW;
-    bn_bwd(&n->bn1, nxt, nxt, n->t0, n->a0, M0, 1, accumulate);
-    conv_bwd(m, &n->conv1, B, dinput, nxt, n->in, accumulate, 0);
+    if (be->maxpool_backward(be, &pd, nxt, cur, n->argmax) ||
+        bn_bwd(m, &n->bn1, nxt, nxt, n->t0, n->a0, M0, 1, accumulate) ||
+        conv_bwd(m, &n->conv1, B, dinput, nxt, n->in, accumulate, 0))
+        return lt_err_prefix("%s stem backward", m->arch);
     return 0;
 }
 

@@ -1,10 +1,13 @@
 /* resnet.h: the ResNet student backbones (resnet18, resnet34, resnet50) as torchvision builds
  * them, without the fc layer: images in, globally average-pooled features out.
  *
- * Why it exists: lt-train distils into these (DESIGN.md §1). They are fixed graphs with an
- * explicit forward and backward over buffers preallocated once for a maximum batch size and one
- * input size (the llm.c way); nothing is allocated in forward/backward. The ops come from
- * nn/cnn.h.
+ * Why it exists: lt-train distils into these (docs/architecture.md §1). They are fixed graphs
+ * with an explicit forward and backward over buffers preallocated once for a maximum batch size
+ * and one input size (the llm.c way); nothing is allocated in forward/backward. This file is the
+ * one place the forward and backward walk is written; every op and every allocation goes through
+ * a backend (nn/backend.h), so the same walk runs on the CPU or a GPU. The description (graph,
+ * tensor names, shapes, offsets) is computed apart from the storage: lt_resnet_plan gives it
+ * without allocating anything.
  *
  * Architecture (torchvision.models.resnet, v1.5): conv1 7×7/2 (pad 3) → bn1 → relu → maxpool
  * 3×3/2 (pad 1) → layer1..4 → global average pool. resnet18/34 use BasicBlock ([2,2,2,2] /
@@ -23,6 +26,8 @@
 
 #include <stdint.h>
 
+#include "nn/backend.h"
+
 typedef struct {
     char name[64];       /* torchvision state_dict key */
     int ndim;            /* 4 (conv weight), 1 (BN vectors) or 0 (num_batches_tracked) */
@@ -33,6 +38,9 @@ typedef struct {
     int64_t *data_i64;   /* num_batches_tracked only (one int64), else NULL */
     int is_buffer;       /* running_mean, running_var, num_batches_tracked */
     int weight_decay;    /* 1 for conv weights, 0 for every 1-D parameter (BN weight and bias) */
+    lt_mem mem;          /* where data/grad live: the backend's memory (host for the CPU) */
+    lt_dtype dtype;      /* of data: LT_DT_F32 (LT_DT_I64 for num_batches_tracked); checkpoints
+                            and exports always carry float32 in PyTorch's layout */
 } lt_resnet_tensor;
 
 struct lt_resnet_net; /* the layer graph and its activations (resnet.c) */
@@ -53,13 +61,29 @@ typedef struct {
     float *features;     /* (max_B, C): the output of the last forward */
     int last_B;          /* batch of the last forward (0 before any) */
     int last_train;      /* whether it ran in training mode */
+    lt_backend *be;      /* runs every op; owns every buffer above */
     struct lt_resnet_net *net;
 } lt_resnet;
 
-/* Builds the model for inputs (B <= max_B, H, W, 3) and allocates everything (weights, grads,
- * activations, scratch). arch: "resnet18", "resnet34" or "resnet50". Weights start as
- * lt_resnet_init_weights(m, 0) leaves them. NULL + lt_err_set on failure. */
-lt_resnet *lt_resnet_create(const char *arch, int max_B, int H, int W);
+/* The description of a model without storage (lt_resnet_plan). */
+typedef struct {
+    int n_tensors;
+    int64_t n_params, n_buffers; /* floats */
+    int n_bn;
+    int C;                       /* feature width */
+    int64_t max_activation;      /* floats of the largest activation at max_B */
+    int max_bn_C;                /* widest batch norm */
+} lt_resnet_sizes;
+
+/* Builds the model for inputs (B <= max_B, H, W, 3) and allocates everything on the backend
+ * (weights, grads, activations, scratch). arch: "resnet18", "resnet34" or "resnet50". Weights
+ * start as lt_resnet_init_weights(m, 0) leaves them. NULL + lt_err_set on failure. Tensor data
+ * is read and written directly by the checkpoint code, so the backend must keep it in host
+ * memory or the caller must move it (be->download / be->upload) around those calls. */
+lt_resnet *lt_resnet_create(lt_backend *be, const char *arch, int max_B, int H, int W);
+/* The description alone: tensor count, parameter and buffer floats, feature width, the largest
+ * activation; nothing is allocated but the description itself. -1 + lt_err on bad arguments. */
+int lt_resnet_plan(const char *arch, int max_B, int H, int W, lt_resnet_sizes *out);
 void lt_resnet_free(lt_resnet *m);
 
 /* torchvision's initialisation: convs kaiming_normal_(mode="fan_out", nonlinearity="relu"),

@@ -1,25 +1,28 @@
-/* cnn.h: the convolutional-network op set the ResNet student is written in, declared once for
- * every backend.
+/* cnn.h: the convolutional-network ops the ResNet student is written in: their contracts, and
+ * their CPU implementation.
  *
  * Why it exists: the student (lib/models/resnet.c) is a fixed graph with explicit forward and
- * backward passes over preallocated buffers (DESIGN.md §4, the llm.c way). These are its ops:
- * conv2d, batch norm (train and eval) with fused ReLU / residual add, ReLU, max pool, global
- * average pool, linear, each with its backward. The CPU implementation (cnn_cpu.c: C + OpenMP,
- * GEMMs through OpenBLAS, fp32) is the reference; a CUDA twin implements the same declarations
- * with device pointers of the same meaning and is tested op by op against it.
+ * backward passes over preallocated buffers (docs/architecture.md §4, the llm.c way). These are
+ * its ops: conv2d, batch norm (train and eval) with fused ReLU / residual add, ReLU, max pool,
+ * global average pool, linear, each with its backward. The model reaches them through a backend
+ * (nn/backend.h), whose entries have exactly these contracts; the functions declared here are the
+ * CPU backend's implementation (cnn_cpu.c: C + OpenMP, GEMMs through OpenBLAS, fp32), the
+ * reference a CUDA backend is tested against op by op.
  *
  * Conventions shared by every op:
  *  - Activations are NHWC, contiguous: a (B, H, W, C) tensor is also a (B·H·W, C) matrix.
  *  - Weights are stored in PyTorch's layout (conv (Cout, Cin, kh, kw), linear (N, K)), so
  *    checkpoints need no conversion.
- *  - No allocation inside an op: outputs, saved statistics and scratch ("ws") are passed in;
- *    each op that needs scratch has a *_ws_bytes() function giving its size.
+ *  - No allocation inside an op and no hidden buffers: outputs, saved statistics and scratch
+ *    ("ws") are passed in; each op that needs scratch has a *_ws_bytes() function giving its
+ *    size for a thread count, and the op is called with that same count (`threads`, the CPU
+ *    backend's); dims structs describe shapes only.
  *  - Parameter gradients (dw, dgamma, dbeta, db) are accumulated (+=) when `accumulate` is
  *    non-zero and overwritten when it is zero. Input gradients say per op.
  *  - Determinism: for a fixed lt_threads_set() count every op is bitwise reproducible run to
  *    run: static partitions, no float atomics, every reduction in a fixed order (the pooling and
  *    bias reductions are even independent of the thread count).
- *  - Ops that can fail (bad dimensions) return 0 / -1 with lt_err_set(); the rest return void. */
+ *  - Every op returns 0, or -1 with lt_err_set() (bad dimensions, missing scratch). */
 #ifndef LT_NN_CNN_H
 #define LT_NN_CNN_H
 
@@ -35,25 +38,25 @@ typedef struct {
     int Cout, kh, kw;   /* weight (Cout, Cin, kh, kw) */
     int stride, pad;    /* the same in both directions */
     int OH, OW;         /* output y (B, OH, OW, Cout) */
-    int threads;        /* thread count the scratch is sized for (lt_conv2d_dims_init: the
-                           lt_threads_set() count in effect); the ops use at most this many */
 } lt_conv2d_dims;
 
 int lt_conv2d_dims_init(lt_conv2d_dims *d, int B, int H, int W, int Cin, int Cout, int kh,
                         int kw, int stride, int pad);
-/* Scratch bytes lt_conv2d_forward / lt_conv2d_backward need for these dims (0 for a 1×1,
- * stride 1, pad 0 conv, which is a plain GEMM on the input). Depends on d->threads. */
-size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *d);
+/* Scratch bytes lt_conv2d_forward / lt_conv2d_backward need for these dims when run with
+ * `threads` threads (0 for a 1×1, stride 1, pad 0 conv, which is a plain GEMM on the input). A
+ * scratch sized for a batch B serves every smaller batch. */
+size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *d, int threads);
 
-/* y (B, OH, OW, Cout) = conv(x (B, H, W, Cin), w (Cout, Cin, kh, kw)). Zero padding. */
-void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const float *w,
-                       void *ws);
+/* y (B, OH, OW, Cout) = conv(x (B, H, W, Cin), w (Cout, Cin, kh, kw)). Zero padding. Uses at
+ * most `threads` threads; ws as sized by lt_conv2d_ws_bytes for that count. */
+int lt_conv2d_forward(const lt_conv2d_dims *d, int threads, float *y, const float *x,
+                      const float *w, void *ws);
 /* Given dy (B, OH, OW, Cout): dw (Cout, Cin, kh, kw) (+)= ∂L/∂w (accumulate flag), and when dx
  * is not NULL, dx (B, H, W, Cin) = ∂L/∂x, or dx += ∂L/∂x when accumulate_dx. x is the forward's
  * input. dw may be NULL (input gradient only). */
-void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const float *dy,
-                        const float *x, const float *w, void *ws, int accumulate,
-                        int accumulate_dx);
+int lt_conv2d_backward(const lt_conv2d_dims *d, int threads, float *dx, float *dw,
+                       const float *dy, const float *x, const float *w, void *ws, int accumulate,
+                       int accumulate_dx);
 
 /* ---- batch norm over the channels of an (M, C) matrix (M = B·H·W), PyTorch BatchNorm2d ---- */
 
@@ -64,32 +67,35 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
  * running_var are not NULL they are updated as PyTorch does:
  *   r_mean = (1 − momentum) · r_mean + momentum · mean
  *   r_var  = (1 − momentum) · r_var  + momentum · var · M / (M − 1)     (unbiased)
- * y may equal x or res. Statistics are accumulated in double. Fails (-1) when M < 2, as PyTorch
- * refuses to normalise a single value per channel. */
+ * y may equal x or res. Statistics are accumulated in double, in per-thread partial sums that
+ * live in ws (lt_bn_ws_bytes(C, threads) bytes) and are folded in thread order. Fails (-1) when
+ * M < 2, as PyTorch refuses to normalise a single value per channel. */
+size_t lt_bn_ws_bytes(int C, int threads);
 int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
                         const float *beta, float *mean, float *invstd, float *running_mean,
-                        float *running_var, int M, int C, float eps, float momentum, int relu);
+                        float *running_var, int M, int C, float eps, float momentum, int relu,
+                        int threads, void *ws);
 /* Eval mode: y = act(γ · (x − r_mean) / sqrt(r_var + eps) + β [+ res]). y may equal x. */
-void lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
-                        const float *beta, const float *running_mean, const float *running_var,
-                        int M, int C, float eps, int relu);
+int lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
+                       const float *beta, const float *running_mean, const float *running_var,
+                       int M, int C, float eps, int relu);
 /* Backward of lt_bn_forward_train. dy (M, C) is ∂L/∂y. When relu is non-zero, y (M, C) is the
  * forward output and dy is first masked by y > 0 (the fused ReLU); y is unused otherwise.
  * dx (M, C) = ∂L/∂x (written; dx may equal dy), dgamma, dbeta (C) (+)= per `accumulate`.
  * mean, invstd: as saved by the forward. (The residual's gradient is the masked dy itself; use
- * lt_relu_backward for it first and call this with relu = 0.) */
-void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                    const float *y, const float *gamma, const float *mean, const float *invstd,
-                    int M, int C, int relu, int accumulate);
+ * lt_relu_backward for it first and call this with relu = 0.) threads, ws: as for the forward. */
+int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                   const float *y, const float *gamma, const float *mean, const float *invstd,
+                   int M, int C, int relu, int accumulate, int threads, void *ws);
 
 /* ---- elementwise ---- */
 
 /* y (n) = max(x, 0); y may equal x. */
-void lt_relu_forward(float *y, const float *x, int64_t n);
+int lt_relu_forward(float *y, const float *x, int64_t n);
 /* dx (n) = dy · (y > 0), y the forward output; dx may equal dy. */
-void lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n);
+int lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n);
 /* y (n) = a + b; y may equal a or b. */
-void lt_add(float *y, const float *a, const float *b, int64_t n);
+int lt_add(float *y, const float *a, const float *b, int64_t n);
 
 /* ---- pooling ---- */
 
@@ -105,24 +111,24 @@ int lt_pool_dims_init(lt_pool_dims *d, int B, int H, int W, int C, int k, int st
 /* y (B, OH, OW, C) = max over each window; argmax (B, OH, OW, C) saves the winning input
  * position (iy·W + ix within its image; the first maximum in window order on ties, NaN wins, as
  * PyTorch). */
-void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x);
+int lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x);
 /* dx (B, H, W, C) = dy (B, OH, OW, C) routed to the argmax positions (written). */
-void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
+int lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
                          const int32_t *argmax);
 
 /* Global average pool: y (B, C) = mean over H·W of x (B, HW, C) (HW = H·W). */
-void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C);
+int lt_avgpool_forward(float *y, const float *x, int B, int HW, int C);
 /* dx (B, HW, C) = dy (B, C) / HW, broadcast (written). */
-void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C);
+int lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C);
 
 /* ---- linear (PyTorch nn.Linear, weight (N, K)) ---- */
 
 /* y (M, N) = x (M, K) · wᵀ + b; b (N) may be NULL. */
-void lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
+int lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
                        int N);
 /* dw (N, K) (+)= dyᵀ · x, db (N) (+)= column sums of dy (when b is used; NULL skips),
  * dx (M, K) = dy · w when dx is not NULL (written). */
-void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+int lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *w, int M, int K, int N, int accumulate);
 
 #endif

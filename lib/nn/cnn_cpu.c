@@ -51,20 +51,32 @@ int lt_conv2d_dims_init(lt_conv2d_dims *d, int B, int H, int W, int Cin, int Cou
     d->stride = stride, d->pad = pad;
     d->OH = (H + 2 * pad - kh) / stride + 1;
     d->OW = (W + 2 * pad - kw) / stride + 1;
-    d->threads = omp_get_max_threads();
     if (H + 2 * pad < kh || W + 2 * pad < kw || d->OH < 1 || d->OW < 1)
         return lt_err_set("conv2d: kernel %dx%d larger than the padded input %dx%d", kh, kw,
                           H + 2 * pad, W + 2 * pad);
     return 0;
 }
 
-static int conv_is_gemm(const lt_conv2d_dims *d) {
+/* A conv call as the CPU code runs it: its dims and the thread count its scratch is laid out for
+ * (the backend's, passed to every call; never stored in the public dims). */
+typedef struct {
+    int B, H, W, Cin, Cout, kh, kw, stride, pad, OH, OW;
+    int threads;
+} conv_plan;
+
+static conv_plan plan_of(const lt_conv2d_dims *d, int threads) {
+    return (conv_plan){.B = d->B, .H = d->H, .W = d->W, .Cin = d->Cin, .Cout = d->Cout,
+                       .kh = d->kh, .kw = d->kw, .stride = d->stride, .pad = d->pad,
+                       .OH = d->OH, .OW = d->OW, .threads = threads};
+}
+
+static int conv_is_gemm(const conv_plan *d) {
     return d->kh == 1 && d->kw == 1 && d->stride == 1 && d->pad == 0;
 }
-static int conv_needs_perm(const lt_conv2d_dims *d) { return d->kh * d->kw > 1 && d->Cin > 1; }
-static int64_t conv_K(const lt_conv2d_dims *d) { return (int64_t)d->Cin * d->kh * d->kw; }
+static int conv_needs_perm(const conv_plan *d) { return d->kh * d->kw > 1 && d->Cin > 1; }
+static int64_t conv_K(const conv_plan *d) { return (int64_t)d->Cin * d->kh * d->kw; }
 /* Images per im2col chunk. */
-static int conv_chunk(const lt_conv2d_dims *d) {
+static int conv_chunk(const conv_plan *d) {
     int64_t per = (int64_t)d->OH * d->OW * conv_K(d);
     int64_t n = LT_CONV_CHUNK_FLOATS / per;
     if (n < 1) n = 1;
@@ -77,25 +89,25 @@ static int conv_chunk(const lt_conv2d_dims *d) {
  * im2col rows stay within LT_CONV_TILE_FLOATS, so that they are still in the core's cache when the
  * GEMM reads them. */
 #define LT_CONV_TILE_FLOATS ((int64_t)1 << 17)
-static int conv_tile_rows(const lt_conv2d_dims *d) {
+static int conv_tile_rows(const conv_plan *d) {
     int64_t r = LT_CONV_TILE_FLOATS / conv_K(d);
     r = r < 256 ? 256 : r / 16 * 16;
     int64_t rows = (int64_t)d->B * d->OH * d->OW;
     return (int)(r < rows ? r : rows);
 }
-static int conv_threads(const lt_conv2d_dims *d) { return d->threads > 0 ? d->threads : 1; }
+static int conv_threads(const conv_plan *d) { return d->threads > 0 ? d->threads : 1; }
 
 /* The input gradient of a stride-1 conv is itself a stride-1 conv: of dy (B, OH, OW, Cout), with
  * the kernel flipped in space and its channel axes swapped, padded by k − 1 − pad (this needs
  * pad <= k − 1). Computing it that way is one im2col + GEMM of the forward's shape (inner
  * dimension kh·kw·Cout) instead of a GEMM with inner dimension Cout and a col2im gather. */
-static int conv_dx_by_conv(const lt_conv2d_dims *d) {
+static int conv_dx_by_conv(const conv_plan *d) {
     return !conv_is_gemm(d) && d->stride == 1 && d->pad <= d->kh - 1 && d->pad <= d->kw - 1 &&
            d->kh == d->kw;
 }
 /* The dims of that conv (dy -> dx). */
-static lt_conv2d_dims conv_dx_dims(const lt_conv2d_dims *d) {
-    lt_conv2d_dims t = {.B = d->B, .H = d->OH, .W = d->OW, .Cin = d->Cout, .Cout = d->Cin,
+static conv_plan conv_dx_dims(const conv_plan *d) {
+    conv_plan t = {.B = d->B, .H = d->OH, .W = d->OW, .Cin = d->Cout, .Cout = d->Cin,
                         .kh = d->kh, .kw = d->kw, .stride = 1, .pad = d->kh - 1 - d->pad,
                         .threads = d->threads};
     t.OH = d->H, t.OW = d->W;
@@ -111,7 +123,7 @@ typedef struct {
     float *wperm, *dwperm, *col, *dcol, *tiles, *dwacc;
 } conv_ws;
 
-static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
+static size_t conv_ws_layout(const conv_plan *d, void *ws, conv_ws *out) {
     int64_t K = conv_K(d), off = 0;
     float *base = ws;
     conv_ws l = {0};
@@ -123,7 +135,7 @@ static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
         int64_t rows = (int64_t)conv_chunk(d) * d->OH * d->OW, ncol = rows * K;
         int64_t ntile = (int64_t)conv_threads(d) * conv_tile_rows(d) * K;
         if (conv_dx_by_conv(d)) { /* the input-gradient conv uses col and tiles too */
-            lt_conv2d_dims t = conv_dx_dims(d);
+            conv_plan t = conv_dx_dims(d);
             int64_t c2 = (int64_t)conv_chunk(&t) * t.OH * t.OW * conv_K(&t);
             int64_t t2 = (int64_t)conv_threads(&t) * conv_tile_rows(&t) * conv_K(&t);
             if (c2 > ncol) ncol = c2;
@@ -138,10 +150,13 @@ static size_t conv_ws_layout(const lt_conv2d_dims *d, void *ws, conv_ws *out) {
     return (size_t)off * sizeof(float);
 }
 
-size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *d) { return conv_ws_layout(d, NULL, NULL); }
+size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *dims, int threads) {
+    conv_plan d = plan_of(dims, threads);
+    return conv_ws_layout(&d, NULL, NULL);
+}
 
 /* wp (Cout, kh, kw, Cin) = w (Cout, Cin, kh, kw) */
-static void perm_weight(const lt_conv2d_dims *d, float *wp, const float *w) {
+static void perm_weight(const conv_plan *d, float *wp, const float *w) {
     int Cin = d->Cin, kk = d->kh * d->kw;
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < d->Cout; co++) {
@@ -154,7 +169,7 @@ static void perm_weight(const lt_conv2d_dims *d, float *wp, const float *w) {
 
 /* wt (Cin, kh, kw, Cout) = w (Cout, Cin, kh, kw) flipped in space: the weight of the
  * input-gradient conv in the column order of im2col. */
-static void flip_weight(const lt_conv2d_dims *d, float *wt, const float *w) {
+static void flip_weight(const conv_plan *d, float *wt, const float *w) {
     const int Cin = d->Cin, Cout = d->Cout, kh = d->kh, kw = d->kw;
 #pragma omp parallel for schedule(static)
     for (int ci = 0; ci < Cin; ci++)
@@ -167,7 +182,7 @@ static void flip_weight(const lt_conv2d_dims *d, float *wt, const float *w) {
 }
 
 /* dw (Cout, Cin, kh, kw) (+)= dwp (Cout, kh, kw, Cin) */
-static void unperm_weight(const lt_conv2d_dims *d, float *dw, const float *dwp, int accumulate) {
+static void unperm_weight(const conv_plan *d, float *dw, const float *dwp, int accumulate) {
     int Cin = d->Cin, kk = d->kh * d->kw;
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < d->Cout; co++) {
@@ -185,7 +200,7 @@ static void unperm_weight(const lt_conv2d_dims *d, float *dw, const float *dwp, 
  * image-major, columns ordered (ky, kx, ci)) into col (r1 − r0, K). In NHWC the kw taps of one
  * kernel row are kw·Cin consecutive input floats, the same order as the kw·Cin columns of that
  * kernel row: one copy per kernel row, clipped at the image edges. Serial. */
-static void im2col_rows(const lt_conv2d_dims *d, float *col, const float *x, int64_t r0,
+static void im2col_rows(const conv_plan *d, float *col, const float *x, int64_t r0,
                         int64_t r1) {
     const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, kw = d->kw;
     const int64_t K = conv_K(d), run = (int64_t)kw * Cin, opix = (int64_t)OH * OW;
@@ -212,7 +227,7 @@ static void im2col_rows(const lt_conv2d_dims *d, float *col, const float *x, int
 }
 
 /* col (nb·OH·OW, K) = the im2col matrix of images x (nb, H, W, Cin), in parallel. */
-static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) {
+static void im2col(const conv_plan *d, float *col, const float *x, int nb) {
     const int64_t rows = (int64_t)nb * d->OH * d->OW, K = conv_K(d), blk = 64;
 #pragma omp parallel for schedule(static)
     for (int64_t r0 = 0; r0 < rows; r0 += blk)
@@ -220,7 +235,7 @@ static void im2col(const lt_conv2d_dims *d, float *col, const float *x, int nb) 
 }
 
 /* dx (nb, H, W, Cin) (+)= the sum, for each input pixel, of the dcol taps that read it. */
-static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb,
+static void col2im(const conv_plan *d, float *dx, const float *dcol, int nb,
                    int accumulate) {
     const int H = d->H, W = d->W, Cin = d->Cin, OH = d->OH, OW = d->OW, s = d->stride;
     const int64_t K = conv_K(d);
@@ -259,7 +274,7 @@ static void col2im(const lt_conv2d_dims *d, float *dx, const float *dcol, int nb
  * its own slot of `tiles` and multiplies them at once (a single-threaded GEMM) while they are in
  * its cache. Otherwise (the small late layers, where a tile would be most of the batch) the
  * im2col matrix of a chunk of images goes through `col` and one GEMM split across the threads. */
-static void conv_im2col_gemm(const lt_conv2d_dims *d, float *y, const float *x, const float *wm,
+static void conv_im2col_gemm(const conv_plan *d, float *y, const float *x, const float *wm,
                              float *tiles, float *col, float beta) {
     const int Cout = d->Cout;
     const int64_t K = conv_K(d), rows = (int64_t)d->B * d->OH * d->OW;
@@ -297,7 +312,7 @@ static void conv_im2col_gemm(const lt_conv2d_dims *d, float *y, const float *x, 
  * tiles it owns into its own (Cout, K) slot of dwacc, then every element is summed over the
  * threads in thread order (deterministic for a fixed thread count). Returns 0 when there are too
  * few tiles to share (the caller then goes chunk by chunk). */
-static int conv_dw_tiled(const lt_conv2d_dims *d, float *dwm, const float *dy, const float *x,
+static int conv_dw_tiled(const conv_plan *d, float *dwm, const float *dy, const float *x,
                          float *tiles, float *dwacc, int accumulate) {
     const int Cout = d->Cout;
     const int64_t K = conv_K(d), rows = (int64_t)d->B * d->OH * d->OW, n = (int64_t)Cout * K;
@@ -331,8 +346,8 @@ static int conv_dw_tiled(const lt_conv2d_dims *d, float *dwm, const float *dy, c
     return 1;
 }
 
-void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const float *w,
-                       void *ws) {
+static void conv_forward(const conv_plan *d, float *y, const float *x, const float *w,
+                         void *ws) {
     const int Cout = d->Cout;
     const int64_t K = conv_K(d);
     if (conv_is_gemm(d)) {
@@ -351,9 +366,9 @@ void lt_conv2d_forward(const lt_conv2d_dims *d, float *y, const float *x, const 
     conv_im2col_gemm(d, y, x, wm, l.tiles, l.col, 0.0f);
 }
 
-void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const float *dy,
-                        const float *x, const float *w, void *ws, int accumulate,
-                        int accumulate_dx) {
+static void conv_backward(const conv_plan *d, float *dx, float *dw, const float *dy,
+                          const float *x, const float *w, void *ws, int accumulate,
+                          int accumulate_dx) {
     const int Cout = d->Cout;
     const int64_t K = conv_K(d);
     if (conv_is_gemm(d)) {
@@ -400,10 +415,38 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
     }
     if (dw && dwm != dw) unperm_weight(d, dw, l.dwperm, accumulate);
     if (dx && by_conv) {
-        lt_conv2d_dims t = conv_dx_dims(d);
+        conv_plan t = conv_dx_dims(d);
         flip_weight(d, l.wperm, w);
         conv_im2col_gemm(&t, dx, dy, l.wperm, l.tiles, l.col, accumulate_dx ? 1.0f : 0.0f);
     }
+}
+
+static int check_threads(int threads, const char *op) {
+    if (threads < 1) return lt_err_set("%s: thread count %d (the backend's, >= 1)", op, threads);
+    return 0;
+}
+
+int lt_conv2d_forward(const lt_conv2d_dims *dims, int threads, float *y, const float *x,
+                      const float *w, void *ws) {
+    if (check_threads(threads, "conv2d") != 0) return -1;
+    conv_plan d = plan_of(dims, threads);
+    if (!ws && lt_conv2d_ws_bytes(dims, threads) > 0)
+        return lt_err_set("conv2d: no scratch given (%zu bytes needed)",
+                          lt_conv2d_ws_bytes(dims, threads));
+    conv_forward(&d, y, x, w, ws);
+    return 0;
+}
+
+int lt_conv2d_backward(const lt_conv2d_dims *dims, int threads, float *dx, float *dw,
+                       const float *dy, const float *x, const float *w, void *ws, int accumulate,
+                       int accumulate_dx) {
+    if (check_threads(threads, "conv2d backward") != 0) return -1;
+    conv_plan d = plan_of(dims, threads);
+    if (!ws && lt_conv2d_ws_bytes(dims, threads) > 0)
+        return lt_err_set("conv2d backward: no scratch given (%zu bytes needed)",
+                          lt_conv2d_ws_bytes(dims, threads));
+    conv_backward(&d, dx, dw, dy, x, w, ws, accumulate, accumulate_dx);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -414,21 +457,13 @@ void lt_conv2d_backward(const lt_conv2d_dims *d, float *dx, float *dw, const flo
  * accumulates per-channel sums for all C channels at once, in float over BN_ROWS rows and then in
  * double; the threads' partial sums are folded in thread order, so the result is reproducible
  * for a fixed thread count. (Walking the matrix channel block by channel block instead reads
- * every cache line C/16 times over and was 5-8x slower at C = 64.) The partial sums live in a
- * per-thread buffer that grows once to the largest (threads, 2, C) seen. */
+ * every cache line C/16 times over and was 5-8x slower at C = 64.) The partial sums live in the
+ * caller's scratch, (threads, 2, C) doubles (lt_bn_ws_bytes). */
 #define BN_ROWS 32
 #define LT_INLINE static inline __attribute__((always_inline))
 
-static double *bn_partials(int nt, int C) {
-    static _Thread_local double *buf;
-    static _Thread_local size_t cap;
-    size_t need = (size_t)nt * 2 * (size_t)C;
-    if (need > cap) {
-        double *p = realloc(buf, need * sizeof(double));
-        if (!p) return NULL;
-        buf = p, cap = need;
-    }
-    return buf;
+size_t lt_bn_ws_bytes(int C, int threads) {
+    return (size_t)(threads > 0 ? threads : 1) * 2 * (size_t)(C > 0 ? C : 0) * sizeof(double);
 }
 
 /* Rows [r0, r1) of thread t out of nt (contiguous, static). */
@@ -485,15 +520,17 @@ static void bn_apply_any(float *y, const float *x, const float *res, int64_t r0,
 
 int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
                         const float *beta, float *mean, float *invstd, float *running_mean,
-                        float *running_var, int M, int C, float eps, float momentum, int relu) {
+                        float *running_var, int M, int C, float eps, float momentum, int relu,
+                        int threads, void *ws) {
     if (M < 2)
         return lt_err_set("batch norm: expected more than 1 value per channel in training "
                           "(got %d)",
                           M);
-    int nt = omp_get_max_threads();
+    if (check_threads(threads, "batch norm") != 0) return -1;
+    if (!ws) return lt_err_set("batch norm: no scratch given");
+    int nt = threads;
     if (nt > M) nt = M;
-    double *part = bn_partials(nt, C);
-    if (!part) return lt_err_set("batch norm: out of memory (%d channels)", C);
+    double *part = ws;
     float k[C], sc[C], sh[C], mf[C];
     for (int c = 0; c < C; c++) k[c] = x[c];
 #pragma omp parallel num_threads(nt)
@@ -530,9 +567,9 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
     return 0;
 }
 
-void lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
-                        const float *beta, const float *running_mean, const float *running_var,
-                        int M, int C, float eps, int relu) {
+int lt_bn_forward_eval(float *y, const float *x, const float *res, const float *gamma,
+                       const float *beta, const float *running_mean, const float *running_var,
+                       int M, int C, float eps, int relu) {
     float sc[C], sh[C], mf[C];
     for (int c = 0; c < C; c++) {
         double is = 1.0 / sqrt((double)running_var[c] + (double)eps);
@@ -548,6 +585,7 @@ void lt_bn_forward_eval(float *y, const float *x, const float *res, const float 
         bn_rows(M, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
         bn_apply_any(y, x, res, r0, r1, C, mf, sc, sh, relu);
     }
+    return 0;
 }
 
 /* g = dy masked by y > 0 when relu; sg = Σ g, sgx = Σ g · (x − m) over rows [r0, r1) */
@@ -588,17 +626,14 @@ LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const f
     }
 }
 
-void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                    const float *y, const float *gamma, const float *mean, const float *invstd,
-                    int M, int C, int relu, int accumulate) {
-    int nt = omp_get_max_threads();
+int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                   const float *y, const float *gamma, const float *mean, const float *invstd,
+                   int M, int C, int relu, int accumulate, int threads, void *ws) {
+    if (check_threads(threads, "batch norm backward") != 0) return -1;
+    if (!ws) return lt_err_set("batch norm backward: no scratch given");
+    int nt = threads;
     if (nt > M) nt = M;
-    double *part = bn_partials(nt, C);
-    if (!part) { /* cannot happen after a forward of the same C; keep the gradient defined */
-        nt = 1;
-        part = bn_partials(1, C);
-        if (!part) return;
-    }
+    double *part = ws;
     float mu[C], a[C], bsub[C], k[C];
     for (int c = 0; c < C; c++) mu[c] = mean[c];
 #pragma omp parallel num_threads(nt)
@@ -627,24 +662,28 @@ void lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, con
         if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, bsub, k, 1);
         else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, bsub, k, 0);
     }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* elementwise                                                                                 */
 
-void lt_relu_forward(float *y, const float *x, int64_t n) {
+int lt_relu_forward(float *y, const float *x, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return 0;
 }
 
-void lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n) {
+int lt_relu_backward(float *dx, const float *dy, const float *y, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    return 0;
 }
 
-void lt_add(float *y, const float *a, const float *b, int64_t n) {
+int lt_add(float *y, const float *a, const float *b, int64_t n) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -666,7 +705,7 @@ int lt_pool_dims_init(lt_pool_dims *d, int B, int H, int W, int C, int k, int st
 
 /* Output pixels in parallel over (image, output row); the channels of a pixel are contiguous.
  * The first window tap inside the image initialises the maximum, the others are compared. */
-void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x) {
+int lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const float *x) {
     const int H = d->H, W = d->W, C = d->C, OH = d->OH, OW = d->OW;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < d->B; b++)
@@ -703,11 +742,12 @@ void lt_maxpool_forward(const lt_pool_dims *d, float *y, int32_t *argmax, const 
                 }
             }
         }
+    return 0;
 }
 
 /* Parallel over images: each image's gradient is zeroed, then every output gradient is added at
  * its argmax, in output order (deterministic, contiguous rows). */
-void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
+int lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
                          const int32_t *argmax) {
     const int C = d->C;
     const int64_t in_img = (int64_t)d->H * d->W, out_img = (int64_t)d->OH * d->OW;
@@ -720,9 +760,10 @@ void lt_maxpool_backward(const lt_pool_dims *d, float *dx, const float *dy,
         for (int64_t p = 0; p < out_img; p++)
             for (int c = 0; c < C; c++) dxb[(int64_t)ab[p * C + c] * C + c] += dyb[p * C + c];
     }
+    return 0;
 }
 
-void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {
+int lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {
     const int nblk = (C + CBLK - 1) / CBLK;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -735,9 +776,10 @@ void lt_avgpool_forward(float *y, const float *x, int B, int HW, int C) {
                 for (int c = 0; c < nc; c++) s[c] += xb[p * C + c];
             for (int c = 0; c < nc; c++) y[(int64_t)b * C + c0 + c] = (float)(s[c] / HW);
         }
+    return 0;
 }
 
-void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
+int lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
     const float inv = 1.0f / (float)HW;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
@@ -747,12 +789,13 @@ void lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
             #pragma omp simd
             for (int c = 0; c < C; c++) dxp[c] = dyb[c] * inv;
         }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* linear                                                                                      */
 
-void lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
+int lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
                        int N) {
     lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
     if (b) {
@@ -760,9 +803,10 @@ void lt_linear_forward(float *y, const float *x, const float *w, const float *b,
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) y[(int64_t)i * N + j] += b[j];
     }
+    return 0;
 }
 
-void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+int lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                         const float *w, int M, int K, int N, int accumulate) {
     if (dw)
         lt_op_gemm(1, 0, N, K, M, 1.0f, dy, N, x, K,
@@ -782,4 +826,5 @@ void lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
     if (dx)
         lt_op_gemm(0, 0, M, K, N, 1.0f, dy, N, w, K, 0.0f,
                     dx, K);
+    return 0;
 }

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "models/resnet.h"
-#include "train/method.h"
+#include "nn/kd.h"
 #include "train/optim.h"
 
 typedef struct {

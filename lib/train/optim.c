@@ -1,7 +1,8 @@
-/* optim.c: the CPU reference of optim.h: LARS / AdamW / SGD updates over preallocated state,
- * global-norm clipping, the warmup + cosine schedule and the default learning rates. The update
- * formulas are in optim.h's top comment; each loop below computes them in float32 in the same
- * order as the PyTorch code they mirror, with norms and scalars in double. */
+/* optim.c: LARS / AdamW / SGD over preallocated state, global-norm clipping, the warmup + cosine
+ * schedule and the default learning rates (optim.h has the formulas). This is the one place the
+ * update rules are written: the scalars (trust ratios, bias corrections, the clipping coefficient)
+ * are computed here in double; the elementwise work runs on the backend (nn/backend.h, whose CPU
+ * kernels are nn/optim_cpu.c), in float32 in the order of the PyTorch code it mirrors. */
 #include "train/optim.h"
 
 #include <math.h>
@@ -10,36 +11,7 @@
 #include <strings.h>
 
 #include "core/error.h"
-
-/* Elementwise loops go parallel only when the tensor is big enough to pay for the threads. */
-#define PAR_MIN 32768
-/* Norm reductions: fixed chunks, so the summation order does not depend on the thread count. */
-#define SUMSQ_CHUNK 65536
-#define SUMSQ_GROUP 256
-
-static double sumsq_chunk(const float *x, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return s;
-}
-
-double lt_sumsq(const float *x, int64_t n) {
-    if (n <= SUMSQ_CHUNK) return sumsq_chunk(x, n);
-    int64_t nchunks = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
-    double total = 0.0;
-    for (int64_t c0 = 0; c0 < nchunks; c0 += SUMSQ_GROUP) {
-        int nc = (int)(nchunks - c0 < SUMSQ_GROUP ? nchunks - c0 : SUMSQ_GROUP);
-        double part[SUMSQ_GROUP];
-#pragma omp parallel for schedule(static)
-        for (int c = 0; c < nc; c++) {
-            int64_t a = (c0 + c) * SUMSQ_CHUNK;
-            int64_t len = n - a < SUMSQ_CHUNK ? n - a : SUMSQ_CHUNK;
-            part[c] = sumsq_chunk(x + a, len);
-        }
-        for (int c = 0; c < nc; c++) total += part[c];
-    }
-    return total;
-}
+#include "nn/backend.h"
 
 /* ---- configuration ---- */
 
@@ -93,8 +65,10 @@ const char *lt_opt_kind_name(lt_opt_kind kind) {
 
 /* ---- life cycle ---- */
 
-int lt_optim_init(lt_optim *o, const lt_optim_config *cfg, const lt_param *params, int nparams) {
+int lt_optim_init(lt_optim *o, lt_backend *be, const lt_optim_config *cfg, const lt_param *params,
+                  int nparams) {
     memset(o, 0, sizeof *o);
+    o->be = be;
     if (cfg->kind != LT_OPT_LARS && cfg->kind != LT_OPT_ADAMW && cfg->kind != LT_OPT_SGD)
         return lt_err_set("optimizer: unknown kind %d", (int)cfg->kind);
     if (!(cfg->momentum >= 0.0) || !(cfg->weight_decay >= 0.0) || !(cfg->eps >= 0.0) ||
@@ -124,11 +98,11 @@ int lt_optim_init(lt_optim *o, const lt_optim_config *cfg, const lt_param *param
                               params[i].name ? params[i].name : "?", (long long)params[i].n);
         }
         size_t n = p->n > 0 ? (size_t)p->n : 1;
-        if (need_m && !(p->m = lt_calloc(n, sizeof(float), "optimizer state"))) {
+        if (need_m && !(p->m = be->alloc(be, n * sizeof(float), "optimizer state"))) {
             lt_optim_free(o);
             return -1;
         }
-        if (need_v && !(p->v = lt_calloc(n, sizeof(float), "optimizer state"))) {
+        if (need_v && !(p->v = be->alloc(be, n * sizeof(float), "optimizer state"))) {
             lt_optim_free(o);
             return -1;
         }
@@ -139,8 +113,8 @@ int lt_optim_init(lt_optim *o, const lt_optim_config *cfg, const lt_param *param
 void lt_optim_free(lt_optim *o) {
     if (o->params)
         for (int i = 0; i < o->nparams; i++) {
-            free(o->params[i].m);
-            free(o->params[i].v);
+            o->be->free(o->be, o->params[i].m);
+            o->be->free(o->be, o->params[i].v);
         }
     free(o->params);
     memset(o, 0, sizeof *o);
@@ -148,82 +122,45 @@ void lt_optim_free(lt_optim *o) {
 
 /* ---- updates ---- */
 
-/* buf = first ? d : μ·buf + d; then p −= lr·buf. d is computed per element by the caller's
- * scale/decay: d = scale·(g + wd·p). With μ = 0 (buf NULL): p −= lr·d. */
-static void momentum_update(float *w, const float *g, float *buf, int64_t n, float scale, float wd,
-                            float mu, float lr, int first) {
-    if (!buf) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            w[i] = w[i] - lr * d;
-        }
-    } else if (first) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            buf[i] = d;
-            w[i] = w[i] - lr * d;
-        }
-    } else {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            float b = buf[i] * mu + d;
-            buf[i] = b;
-            w[i] = w[i] - lr * b;
-        }
-    }
-}
-
-static void lars_step(lt_optim *o, lt_param *p, double lr) {
+/* LARS: the trust ratio η‖p‖ / (‖g‖ + wd‖p‖ + eps) of a decayed tensor, then momentum. */
+static int lars_step(lt_optim *o, lt_param *p, double lr) {
     const lt_optim_config *c = &o->cfg;
+    lt_backend *be = o->be;
     double wd = p->weight_decay ? c->weight_decay : 0.0;
     float scale = 1.0f, fwd = 0.0f;
     if (wd != 0.0) {
-        double pn = sqrt(lt_sumsq(p->w, p->n));
-        double gn = sqrt(lt_sumsq(p->g, p->n));
+        double pss, gss;
+        if (be->sumsq(be, p->w, p->n, &pss) != 0 || be->sumsq(be, p->g, p->n, &gss) != 0)
+            return -1;
+        double pn = sqrt(pss), gn = sqrt(gss);
         if (pn != 0.0 && gn != 0.0) {
             scale = (float)(c->trust_coef * pn / (gn + pn * wd + c->eps));
             fwd = (float)wd;
         }
     }
-    momentum_update(p->w, p->g, p->m, p->n, scale, fwd, (float)c->momentum, (float)lr,
-                    o->step == 0);
+    return be->momentum_update(be, p->w, p->g, p->m, p->n, scale, fwd, (float)c->momentum,
+                               (float)lr, o->step == 0);
 }
 
-static void sgd_step(lt_optim *o, lt_param *p, double lr) {
+static int sgd_step(lt_optim *o, lt_param *p, double lr) {
     float wd = p->weight_decay ? (float)o->cfg.weight_decay : 0.0f;
-    momentum_update(p->w, p->g, p->m, p->n, 1.0f, wd, (float)o->cfg.momentum, (float)lr,
-                    o->step == 0);
+    return o->be->momentum_update(o->be, p->w, p->g, p->m, p->n, 1.0f, wd,
+                                  (float)o->cfg.momentum, (float)lr, o->step == 0);
 }
 
-static void adamw_step(lt_optim *o, lt_param *p, double lr) {
+/* AdamW: the bias corrections of step t = step + 1, then the elementwise update. */
+static int adamw_step(lt_optim *o, lt_param *p, double lr) {
     const lt_optim_config *c = &o->cfg;
     double wd = p->weight_decay ? c->weight_decay : 0.0;
     double t = (double)(o->step + 1);
     double bc1 = 1.0 - pow(c->beta1, t);
     double bc2 = 1.0 - pow(c->beta2, t);
-    float decay = (float)(1.0 - lr * wd);
-    float b1 = (float)c->beta1, b2 = (float)c->beta2;
-    float omb1 = (float)(1.0 - c->beta1), omb2 = (float)(1.0 - c->beta2);
-    float step_size = (float)(lr / bc1);
-    float bc2_sqrt = (float)sqrt(bc2);
-    float eps = (float)c->eps;
-    float *w = p->w, *m = p->m, *v = p->v;
-    const float *g = p->g;
-    int64_t n = p->n;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float wi = wd != 0.0 ? w[i] * decay : w[i];
-        float gi = g[i];
-        float mi = m[i] * b1 + gi * omb1;
-        float vi = v[i] * b2 + gi * gi * omb2;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        w[i] = wi - step_size * (mi / denom);
-    }
+    lt_adamw_scalars k = {.decay_on = wd != 0.0, .decay = (float)(1.0 - lr * wd),
+                          .b1 = (float)c->beta1, .b2 = (float)c->beta2,
+                          .omb1 = (float)(1.0 - c->beta1), .omb2 = (float)(1.0 - c->beta2),
+                          .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
+                          .eps = (float)c->eps};
+    return o->be->adamw_update(o->be, p->w, p->g, p->m, p->v, p->n, &k);
 }
 
 int lt_optim_step(lt_optim *o, double lr) {
@@ -231,32 +168,31 @@ int lt_optim_step(lt_optim *o, double lr) {
     for (int i = 0; i < o->nparams; i++) {
         lt_param *p = &o->params[i];
         if (p->n == 0) continue;
-        switch (o->cfg.kind) {
-        case LT_OPT_LARS: lars_step(o, p, lr); break;
-        case LT_OPT_SGD: sgd_step(o, p, lr); break;
-        case LT_OPT_ADAMW: adamw_step(o, p, lr); break;
-        }
+        int r = o->cfg.kind == LT_OPT_LARS  ? lars_step(o, p, lr)
+                : o->cfg.kind == LT_OPT_SGD ? sgd_step(o, p, lr)
+                                            : adamw_step(o, p, lr);
+        if (r != 0) return -1;
     }
     o->step++;
     return 0;
 }
 
-double lt_clip_grad_norm(lt_param *params, int nparams, double max_norm) {
+int lt_clip_grad_norm(lt_optim *o, double max_norm, double *norm) {
+    lt_backend *be = o->be;
     double ss = 0.0;
-    for (int i = 0; i < nparams; i++) ss += lt_sumsq(params[i].g, params[i].n);
-    double total = sqrt(ss);
-    if (max_norm <= 0.0 || !isfinite(total)) return total;
-    double coef = max_norm / (total + 1e-6);
-    if (coef < 1.0) {
-        float fc = (float)coef;
-        for (int i = 0; i < nparams; i++) {
-            float *g = params[i].g;
-            int64_t n = params[i].n;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-            for (int64_t j = 0; j < n; j++) g[j] *= fc;
-        }
+    for (int i = 0; i < o->nparams; i++) {
+        double s;
+        if (be->sumsq(be, o->params[i].g, o->params[i].n, &s) != 0) return -1;
+        ss += s;
     }
-    return total;
+    double total = sqrt(ss);
+    *norm = total;
+    if (max_norm <= 0.0 || !isfinite(total)) return 0;
+    double coef = max_norm / (total + 1e-6);
+    if (coef < 1.0)
+        for (int i = 0; i < o->nparams; i++)
+            if (be->scale(be, o->params[i].g, o->params[i].n, (float)coef) != 0) return -1;
+    return 0;
 }
 
 /* ---- schedule ---- */

@@ -1,4 +1,4 @@
-/* optim.h: the optimisation of DESIGN.md §1: LARS (the default), AdamW and SGD over two parameter
+/* optim.h: the optimisation of docs/architecture.md §1: LARS (the default), AdamW and SGD over two parameter
  * groups, global-norm gradient clipping, the warmup + cosine learning-rate schedule and the
  * default learning rates.
  *
@@ -45,6 +45,9 @@
 
 #include <stdint.h>
 
+#include "nn/backend.h"
+#include "nn/optim_kernels.h"
+
 typedef enum { LT_OPT_LARS = 0, LT_OPT_ADAMW = 1, LT_OPT_SGD = 2 } lt_opt_kind;
 
 typedef struct {
@@ -69,13 +72,14 @@ typedef struct {
 
 typedef struct {
     lt_optim_config cfg;
+    lt_backend *be;   /* where the parameters, gradients and state live and the updates run */
     int nparams;
     lt_param *params; /* (nparams), a copy of the caller's list plus the state pointers */
     int64_t step;     /* updates taken so far; 0 means the momentum buffers are not yet set.
                          Save and restore it with the m/v buffers to resume exactly. */
 } lt_optim;
 
-/* The defaults of DESIGN.md §1:
+/* The defaults of docs/architecture.md §1:
  *   LARS:  momentum 0.9, weight decay 1e-6, trust coefficient 0.001, eps 1e-8
  *   AdamW: betas 0.9 / 0.999, eps 1e-8, weight decay 0
  *   SGD:   momentum 0.9, weight decay 1e-6 (LARS's values, so `--optimizer sgd` is LARS without
@@ -84,7 +88,7 @@ lt_optim_config lt_optim_defaults(lt_opt_kind kind);
 
 /* Default base learning rate for a batch size B:
  *   LARS 1.8·sqrt(B/1536) (LightlyTrain's 1.8 at its reference batch 1536, square-root scaling);
- *   AdamW 5e-4 (not scaled, as DESIGN.md states it);
+ *   AdamW 5e-4 (not scaled, as docs/architecture.md §1 states it);
  *   SGD the same rule as LARS, 1.8·sqrt(B/1536) (our choice; it is also the lr LARS applies to
  *   its no-trust-ratio group). */
 double lt_default_lr(lt_opt_kind kind, int64_t batch_size);
@@ -93,23 +97,22 @@ double lt_default_lr(lt_opt_kind kind, int64_t batch_size);
 int lt_opt_kind_parse(const char *s, lt_opt_kind *kind);
 const char *lt_opt_kind_name(lt_opt_kind kind);
 
-/* Copies the parameter list (w, g, n, weight_decay, name; m/v ignored) and allocates zeroed state.
- * Returns 0, or -1 with lt_err_set (bad config, n < 0, out of memory). */
-int lt_optim_init(lt_optim *o, const lt_optim_config *cfg, const lt_param *params, int nparams);
+/* Copies the parameter list (w, g, n, weight_decay, name; m/v ignored; w and g in be's memory)
+ * and allocates zeroed state on be. Returns 0, or -1 with lt_err_set (bad config, n < 0, out of
+ * memory). */
+int lt_optim_init(lt_optim *o, lt_backend *be, const lt_optim_config *cfg, const lt_param *params,
+                  int nparams);
 void lt_optim_free(lt_optim *o);
 
 /* One update of every parameter from its gradient with learning rate lr (already multiplied by the
  * schedule). Increments o->step. Returns 0, or -1 if lr is not finite / negative. */
 int lt_optim_step(lt_optim *o, double lr);
 
-/* Global-norm clipping over the gradients of params (see the top comment). max_norm <= 0 turns
- * clipping off (the norm is still computed). Returns the total norm before clipping. A non-finite
- * total leaves the gradients untouched (torch would turn them all into NaN); the caller should
- * treat it like a non-finite loss and stop. */
-double lt_clip_grad_norm(lt_param *params, int nparams, double max_norm);
-
-/* Sum of squares of x (n) in double over fixed chunks, deterministic for any thread count. */
-double lt_sumsq(const float *x, int64_t n);
+/* Global-norm clipping over the gradients of o's parameters (see the top comment). max_norm <= 0
+ * turns clipping off (the norm is still computed). *norm receives the total norm before
+ * clipping. A non-finite total leaves the gradients untouched (torch would turn them all into
+ * NaN); the caller should treat it like a non-finite loss and stop. Returns 0 or -1 (backend). */
+int lt_clip_grad_norm(lt_optim *o, double max_norm, double *norm);
 
 /* ---- The learning-rate schedule (a multiplier of the base lr, set per optimizer step) ---- */
 

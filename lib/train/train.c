@@ -35,16 +35,18 @@
 #include "core/version.h"
 #include "data/cache.h"
 #include "models/resnet.h"
-#include "nn/cnn.h"
+#include "nn/backend.h"
+#include "nn/kd.h"
 #include "train/cache_identity.h"
 #include "train/checkpoint.h"
 #include "train/loader.h"
-#include "train/method.h"
+#include "train/step.h"
 
 void lt_train_defaults(lt_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->out_dir = "out";
     o->student = "resnet18";
+    o->device = "auto";
     o->epochs = 100;
     o->batch_size = 0; /* min(128, a power of two <= N) */
     o->optimizer = LT_OPT_LARS;
@@ -187,122 +189,19 @@ static void logf_(run_files *f, const char *fmt, ...) {
     }
 }
 
-/* ---- the model state ---- */
+/* ---- the student (lib/train/step.c) ---- */
 
-typedef struct {
-    lt_resnet *model;
-    int B, C, D;
-    float *head_w, *head_b, *dhead_w, *dhead_b; /* (D,C), (D) and their grads */
-    float *z, *znorm, *s, *ds, *dz, *dfeat;     /* (B,D), (B), (B,D), (B,D), (B,D), (B,C) */
-    float *probs;                               /* (2, B, Q) */
-    lt_queue queue;
-    lt_optim optim;
-    lt_param *params;
-    int nparams;
-} trainer;
-
-static void trainer_free(trainer *t) {
-    lt_resnet_free(t->model);
-    free(t->head_w);
-    free(t->head_b);
-    free(t->dhead_w);
-    free(t->dhead_b);
-    free(t->z);
-    free(t->znorm);
-    free(t->s);
-    free(t->ds);
-    free(t->dz);
-    free(t->dfeat);
-    free(t->probs);
-    free(t->params);
-    lt_queue_free(&t->queue);
-    lt_optim_free(&t->optim);
-}
-
-/* Head init: weight ~ trunc_normal(std 0.02) (torch's default bounds ±2 are absolute, so at this
- * std it is a plain normal, redrawn beyond ±2), bias 0. Drawn from the RNG keyed (seed, "HEAD"). */
-static void init_head(trainer *t, uint64_t seed) {
-    lt_rng r;
-    lt_rng_init(&r, seed, 0x48454144u, 0, 0);
-    for (int64_t i = 0; i < (int64_t)t->D * t->C; i++) {
-        double v;
-        do {
-            double u1 = lt_rng_uniform(&r), u2 = lt_rng_uniform(&r);
-            v = 0.02 * sqrt(-2.0 * log(1.0 - u1)) * cos(2 * M_PI * u2);
-        } while (fabs(v) > 2.0);
-        t->head_w[i] = (float)v;
-    }
-    memset(t->head_b, 0, (size_t)t->D * sizeof(float));
-}
-
-static int trainer_init(trainer *t, const lt_train_opts *o, int size, int D, int Q) {
-    memset(t, 0, sizeof *t);
-    t->B = o->batch_size;
-    t->D = D;
-    t->model = lt_resnet_create(o->student, o->batch_size, size, size);
-    if (!t->model) return -1;
-    lt_resnet_init_weights(t->model, o->seed);
-    t->C = t->model->C;
-    int B = t->B, C = t->C;
-    t->head_w = lt_malloc((size_t)D * C * sizeof(float), "head");
-    t->head_b = lt_malloc((size_t)D * sizeof(float), "head");
-    t->dhead_w = lt_malloc((size_t)D * C * sizeof(float), "head grad");
-    t->dhead_b = lt_malloc((size_t)D * sizeof(float), "head grad");
-    t->z = lt_malloc((size_t)B * D * sizeof(float), "projections");
-    t->znorm = lt_malloc((size_t)B * sizeof(float), "norms");
-    t->s = lt_malloc((size_t)B * D * sizeof(float), "student embeddings");
-    t->ds = lt_malloc((size_t)B * D * sizeof(float), "gradients");
-    t->dz = lt_malloc((size_t)B * D * sizeof(float), "gradients");
-    t->dfeat = lt_malloc((size_t)B * C * sizeof(float), "gradients");
-    t->probs = lt_malloc((size_t)2 * B * Q * sizeof(float), "loss probabilities");
-    if (!t->head_w || !t->head_b || !t->dhead_w || !t->dhead_b || !t->z || !t->znorm || !t->s ||
-        !t->ds || !t->dz || !t->dfeat || !t->probs)
-        return -1;
-    init_head(t, o->seed);
-    if (lt_queue_init(&t->queue, Q, D) != 0) return -1;
-    /* parameters: every trainable backbone tensor, then the head */
-    t->params = lt_calloc((size_t)t->model->n_tensors + 2, sizeof *t->params, "parameter list");
-    if (!t->params) return -1;
-    for (int i = 0; i < t->model->n_tensors; i++) {
-        lt_resnet_tensor *x = &t->model->tensors[i];
-        if (x->is_buffer) continue;
-        t->params[t->nparams++] = (lt_param){.name = x->name, .w = x->data, .g = x->grad,
-                                             .n = x->numel, .weight_decay = x->weight_decay};
-    }
-    t->params[t->nparams++] = (lt_param){.name = "head.weight", .w = t->head_w, .g = t->dhead_w,
-                                         .n = (int64_t)D * C, .weight_decay = 1};
-    t->params[t->nparams++] = (lt_param){.name = "head.bias", .w = t->head_b, .g = t->dhead_b,
-                                         .n = D, .weight_decay = 0};
+static int student_init(lt_student *st, lt_backend *be, const lt_train_opts *o, int size, int D,
+                        int Q) {
     lt_optim_config cfg = lt_optim_defaults(o->optimizer);
     if (o->momentum >= 0) cfg.momentum = o->momentum;
     if (o->weight_decay >= 0) cfg.weight_decay = o->weight_decay;
-    return lt_optim_init(&t->optim, &cfg, t->params, t->nparams);
+    return lt_student_init(st, be, o->student, o->batch_size, size, D, Q, o->seed, &cfg);
 }
 
-static lt_train_state state_of(trainer *t) {
+static lt_train_state state_of(lt_student *t) {
     return (lt_train_state){.model = t->model, .head_w = t->head_w, .head_b = t->head_b,
                             .D = t->D, .optim = &t->optim, .queue = &t->queue};
-}
-
-/* One step on batch b; returns the loss (NaN/inf propagate) and the gradient norm. */
-static int train_step(trainer *t, const lt_batch *b, double tau, double clip, double lr,
-                      double *loss, double *gnorm) {
-    const int B = b->B, C = t->C, D = t->D, Q = t->queue.Q;
-    if (lt_resnet_forward(t->model, b->x, B, 1) != 0) return -1;
-    lt_linear_forward(t->z, t->model->features, t->head_w, t->head_b, B, C, D);
-    lt_l2norm_forward(t->s, t->znorm, t->z, B, D);
-    if (lt_queue_push(&t->queue, b->t, B) != 0) return -1;
-    if (lt_kd_loss_forward(loss, b->t, t->s, t->queue.data, B, Q, D, (float)tau, t->probs) != 0)
-        return -1;
-    if (!isfinite(*loss)) return 0;
-    lt_kd_loss_backward(t->ds, t->probs, t->queue.data, B, Q, D, (float)tau);
-    lt_l2norm_backward(t->dz, t->ds, t->s, t->znorm, B, D);
-    lt_linear_backward(t->dfeat, t->dhead_w, t->dhead_b, t->dz, t->model->features, t->head_w, B,
-                       C, D, 0);
-    if (lt_resnet_backward(t->model, t->dfeat, NULL, 0) != 0) return -1;
-    *gnorm = lt_clip_grad_norm(t->optim.params, t->optim.nparams, clip);
-    if (!isfinite(*gnorm)) return 0;
-    return lt_optim_step(&t->optim, lr);
 }
 
 /* ---- arguments that a resumed run must share ---- */
@@ -541,8 +440,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int threads = lt_threads_set(o->threads);
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
-    trainer tr;
+    lt_student tr;
     memset(&tr, 0, sizeof tr);
+    lt_backend *be = NULL;
     run_files f;
     char *saved_args = NULL;
     int rc = LT_EXIT_ERROR;
@@ -602,7 +502,8 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
 
     int resume = 0;
     if (inspect_out(o, &f, &resume) != 0) goto done;
-    if (trainer_init(&tr, o, m->image_size, m->embed_dim, Q) != 0) goto done;
+    if (!(be = lt_backend_open(o->device, threads))) goto done;
+    if (student_init(&tr, be, o, m->image_size, m->embed_dim, Q) != 0) goto done;
     lt_train_state st = state_of(&tr);
     char args[2048];
     args_json(o, m, N, Q, base_lr, identity, args, sizeof args);
@@ -672,7 +573,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         if (!b) goto done;
         double lr = base_lr * lt_sched_multiplier(step, total, W);
         double ts = lt_now();
-        if (train_step(&tr, b, o->temperature, o->clip_grad, lr, &loss, &gnorm) != 0) goto done;
+        if (lt_student_step(&tr, b->x, b->t, b->B, o->temperature, o->clip_grad, lr, &loss,
+                            &gnorm) != 0)
+            goto done;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             char cause[1024], kept[1024];
             nonfinite_cause(o, cache, b, !resume && o->init_path && step == first, cause,
@@ -752,7 +655,8 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     rc = rep->interrupted ? LT_EXIT_INTERRUPTED : LT_EXIT_OK;
 done:
     lt_loader_free(loader);
-    trainer_free(&tr);
+    lt_student_free(&tr);
+    if (be) be->destroy(be);
     lt_cache_close(cache);
     files_free(&f);
     free(saved_args);

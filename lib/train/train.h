@@ -1,7 +1,7 @@
 /* train.h: the lt-train pipeline: cache -> loader -> ResNet student + projection head -> L2 norm
  * -> queue + KL loss -> clipping -> LARS/AdamW/SGD with the warmup-cosine schedule, with
  * checkpoints, resume, metrics and the torchvision-named export. The tool (tools/train) only
- * parses arguments; all work is here. DESIGN.md §1 is the method, §3 the output names. */
+ * parses arguments; all work is here. docs/architecture.md §1 is the method, §3 the outputs. */
 #ifndef LT_TRAIN_H
 #define LT_TRAIN_H
 
@@ -15,6 +15,7 @@ typedef struct {
     const char *cache_path;
     const char *out_dir;        /* "out" */
     const char *student;        /* "resnet18", "resnet34", "resnet50" */
+    const char *device;         /* "auto" or "cpu": the backend (nn/backend.h) */
     const char *init_path;      /* --init: torchvision-named weights, or NULL */
     double epochs;              /* 100 */
     int64_t steps;              /* --steps: stop after this global step (0 = run the schedule) */

@@ -29,7 +29,9 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "train/method.h"
+#include "core/threads.h"
+#include "nn/backend.h"
+#include "nn/kd.h"
 #include "train/optim.h"
 
 static int usage(void) {
@@ -201,8 +203,10 @@ static int cmd_optim(int argc, char **argv) {
         ps[i].g = g + off;
         off += ps[i].n;
     }
+    lt_backend *be = lt_backend_cpu(lt_threads_get());
+    if (!be) return fail();
     lt_optim o;
-    if (lt_optim_init(&o, &cfg, ps, np)) return fail();
+    if (lt_optim_init(&o, be, &cfg, ps, np)) return fail();
     FILE *f = create(argv[15]);
     if (!f) return fail();
     int rc = 0;
@@ -210,7 +214,7 @@ static int cmd_optim(int argc, char **argv) {
         if (resume_at > 0 && k == resume_at) {
             /* What a checkpoint round trip does: a fresh optimizer, state and step restored. */
             lt_optim o2;
-            if (lt_optim_init(&o2, &cfg, ps, np)) return fail();
+            if (lt_optim_init(&o2, be, &cfg, ps, np)) return fail();
             for (int i = 0; i < np; i++) {
                 if (o.params[i].m) memcpy(o2.params[i].m, o.params[i].m, ps[i].n * 4);
                 if (o.params[i].v) memcpy(o2.params[i].v, o.params[i].v, ps[i].n * 4);
@@ -220,8 +224,8 @@ static int cmd_optim(int argc, char **argv) {
             o = o2;
         }
         memcpy(g, in + (size_t)total * (k + 1), (size_t)total * 4);
-        double norm = lt_clip_grad_norm(o.params, o.nparams, maxnorm);
-        if (lt_optim_step(&o, lrs[k])) rc = -1;
+        double norm = 0;
+        if (lt_clip_grad_norm(&o, maxnorm, &norm) || lt_optim_step(&o, lrs[k])) rc = -1;
         else rc = put(f, &norm, 8) || put(f, w, (size_t)total * 4);
     }
     float *zeros = calloc((size_t)total + 1, 4);
@@ -233,6 +237,7 @@ static int cmd_optim(int argc, char **argv) {
     fclose(f);
     printf("%lld\n", (long long)o.step);
     lt_optim_free(&o);
+    be->destroy(be);
     free(in), free(w), free(g), free(zeros);
     return rc ? fail() : 0;
 }

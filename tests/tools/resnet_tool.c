@@ -32,6 +32,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "nn/backend.h"
 #include "models/resnet.h"
 #include "nn/cnn.h"
 
@@ -77,6 +78,9 @@ static void wr(const char *name, const float *b, int64_t n) {
     }
 }
 
+/* Every op and the model run through the CPU backend (nn/backend.h), as lt-train runs them. */
+static lt_backend *be;
+
 static float *zalloc(int64_t n) {
     float *b = calloc((size_t)(n ? n : 1), sizeof(float));
     if (!b) die("calloc");
@@ -92,11 +96,12 @@ static int cmd_conv(char **a) {
             ny = (int64_t)d.B * d.OH * d.OW * d.Cout;
     float *x = rd("x", nx), *w = rd("w", nw), *dy = rd("dy", ny);
     float *y = zalloc(ny), *dx = zalloc(nx), *dw = zalloc(nw);
-    void *ws = malloc(lt_conv2d_ws_bytes(&d) + 1);
-    lt_conv2d_forward(&d, y, x, w, ws);
-    lt_conv2d_backward(&d, dx, dw, dy, x, w, ws, 0, 0);
+    void *ws = malloc(be->conv2d_ws_bytes(be, &d) + 1);
+    if (be->conv2d_forward(be, &d, y, x, w, ws) ||
+        be->conv2d_backward(be, &d, dx, dw, dy, x, w, ws, 0, 0))
+        die("conv");
     wr("y", y, ny), wr("dx", dx, nx), wr("dw", dw, nw);
-    lt_conv2d_backward(&d, dx, dw, dy, x, w, ws, 1, 1);
+    if (be->conv2d_backward(be, &d, dx, dw, dy, x, w, ws, 1, 1)) die("conv");
     wr("dx2", dx, nx), wr("dw2", dw, nw);
     return 0;
 }
@@ -108,21 +113,24 @@ static int cmd_bn(char **a) {
           *rv = rd("rv", C), *dy = rd("dy", n), *res = has_res ? rd("res", n) : NULL;
     float *y = zalloc(n), *mean = zalloc(C), *invstd = zalloc(C), *dx = zalloc(n),
           *dg = zalloc(C), *db = zalloc(C), *ye = zalloc(n);
-    if (lt_bn_forward_train(y, x, res, g, b, mean, invstd, rm, rv, M, C, 1e-5f, 0.1f, relu))
+    void *ws = malloc(be->bn_ws_bytes(be, C));
+    if (be->bn_forward_train(be, y, x, res, g, b, mean, invstd, rm, rv, M, C, 1e-5f, 0.1f, relu,
+                             ws))
         die("bn");
     wr("y", y, n), wr("rm", rm, C), wr("rv", rv, C);
     if (has_res) {
         /* the block's way: mask once, the masked gradient is also the residual's */
         float *gm = zalloc(n);
-        if (relu) lt_relu_backward(gm, dy, y, n);
-        else memcpy(gm, dy, sizeof(float) * n);
+        if (relu && be->relu_backward(be, gm, dy, y, n)) die("relu");
+        if (!relu) memcpy(gm, dy, sizeof(float) * n);
         wr("dres", gm, n);
-        lt_bn_backward(dx, dg, db, gm, x, NULL, g, mean, invstd, M, C, 0, 0);
-    } else {
-        lt_bn_backward(dx, dg, db, dy, x, y, g, mean, invstd, M, C, relu, 0);
+        if (be->bn_backward(be, dx, dg, db, gm, x, NULL, g, mean, invstd, M, C, 0, 0, ws))
+            die("bn backward");
+    } else if (be->bn_backward(be, dx, dg, db, dy, x, y, g, mean, invstd, M, C, relu, 0, ws)) {
+        die("bn backward");
     }
     wr("dx", dx, n), wr("dgamma", dg, C), wr("dbeta", db, C);
-    lt_bn_forward_eval(ye, x, res, g, b, rm, rv, M, C, 1e-5f, relu);
+    if (be->bn_forward_eval(be, ye, x, res, g, b, rm, rv, M, C, 1e-5f, relu)) die("bn eval");
     wr("yeval", ye, n);
     return 0;
 }
@@ -135,8 +143,8 @@ static int cmd_maxpool(char **a) {
     int64_t nx = (int64_t)d.B * d.H * d.W * d.C, ny = (int64_t)d.B * d.OH * d.OW * d.C;
     float *x = rd("x", nx), *dy = rd("dy", ny), *y = zalloc(ny), *dx = zalloc(nx);
     int32_t *am = malloc(sizeof(int32_t) * ny);
-    lt_maxpool_forward(&d, y, am, x);
-    lt_maxpool_backward(&d, dx, dy, am);
+    if (be->maxpool_forward(be, &d, y, am, x) || be->maxpool_backward(be, &d, dx, dy, am))
+        die("maxpool");
     wr("y", y, ny), wr("dx", dx, nx);
     return 0;
 }
@@ -145,8 +153,8 @@ static int cmd_avgpool(char **a) {
     int B = atoi(a[0]), HW = atoi(a[1]), C = atoi(a[2]);
     int64_t nx = (int64_t)B * HW * C, ny = (int64_t)B * C;
     float *x = rd("x", nx), *dy = rd("dy", ny), *y = zalloc(ny), *dx = zalloc(nx);
-    lt_avgpool_forward(y, x, B, HW, C);
-    lt_avgpool_backward(dx, dy, B, HW, C);
+    if (be->avgpool_forward(be, y, x, B, HW, C) || be->avgpool_backward(be, dx, dy, B, HW, C))
+        die("avgpool");
     wr("y", y, ny), wr("dx", dx, nx);
     return 0;
 }
@@ -157,8 +165,9 @@ static int cmd_linear(char **a) {
           *dy = rd("dy", (int64_t)M * N);
     float *y = zalloc((int64_t)M * N), *dx = zalloc((int64_t)M * K), *dw = zalloc((int64_t)N * K),
           *db = zalloc(N);
-    lt_linear_forward(y, x, w, b, M, K, N);
-    lt_linear_backward(dx, dw, db, dy, x, w, M, K, N, 0);
+    if (be->linear_forward(be, y, x, w, b, M, K, N) ||
+        be->linear_backward(be, dx, dw, db, dy, x, w, M, K, N, 0))
+        die("linear");
     wr("y", y, (int64_t)M * N), wr("dx", dx, (int64_t)M * K), wr("dw", dw, (int64_t)N * K);
     wr("db", db, N);
     return 0;
@@ -167,8 +176,7 @@ static int cmd_linear(char **a) {
 static int cmd_relu(char **a) {
     int64_t n = atoll(a[0]);
     float *x = rd("x", n), *dy = rd("dy", n), *y = zalloc(n), *dx = zalloc(n);
-    lt_relu_forward(y, x, n);
-    lt_relu_backward(dx, dy, y, n);
+    if (lt_relu_forward(y, x, n) || be->relu_backward(be, dx, dy, y, n)) die("relu");
     wr("y", y, n), wr("dx", dx, n);
     return 0;
 }
@@ -229,7 +237,7 @@ static void dump_decisions(const lt_resnet *m) {
 static int cmd_model(char **a) {
     const char *arch = a[0];
     int B = atoi(a[1]), H = atoi(a[2]), W = atoi(a[3]);
-    lt_resnet *m = lt_resnet_create(arch, B, H, W);
+    lt_resnet *m = lt_resnet_create(be, arch, B, H, W);
     if (!m) die("create");
     if (!strcmp(a[4], "load")) {
         float *b = rd("load", all_numel(m)), *p = b;
@@ -273,7 +281,7 @@ static double now(void) {
 
 static int cmd_bench(char **a) {
     int B = atoi(a[1]), H = atoi(a[2]), W = atoi(a[3]), steps = atoi(a[4]);
-    lt_resnet *m = lt_resnet_create(a[0], B, H, W);
+    lt_resnet *m = lt_resnet_create(be, a[0], B, H, W);
     if (!m) die("create");
     float *x = zalloc((int64_t)B * H * W * 3), *df = zalloc((int64_t)B * m->C);
     for (int64_t i = 0; i < (int64_t)B * H * W * 3; i++) x[i] = (float)((i * 7919) % 255) / 255;
@@ -296,9 +304,10 @@ static int cmd_bench(char **a) {
 
 int main(int argc, char **argv) {
     const char *th = getenv("LT_THREADS");
-    lt_threads_set(th ? atoi(th) : 2);
+    be = lt_backend_cpu(lt_threads_set(th ? atoi(th) : 2));
+    if (!be) die("backend");
     if (argc >= 3 && !strcmp(argv[1], "manifest")) {
-        lt_resnet *m = lt_resnet_create(argv[2], 1, 64, 64);
+        lt_resnet *m = lt_resnet_create(be, argv[2], 1, 64, 64);
         if (!m) die("create");
         print_manifest(stdout, m);
         lt_resnet_free(m);

@@ -139,7 +139,10 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_CKPT:
         return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
     case OPT_DEVICE:
-        if (!strcmp(arg, "auto") || !strcmp(arg, "cpu")) return 0;
+        if (!strcmp(arg, "auto") || !strcmp(arg, "cpu")) {
+            o->device = arg;
+            return 0;
+        }
         if (!strcmp(arg, "cuda"))
             return lt_err_set("--device cuda: this build of lt-train has no CUDA student yet; use "
                               "--device cpu");

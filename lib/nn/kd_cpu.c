@@ -1,20 +1,21 @@
-/* method.c: the CPU reference of the distillation method after the projection head (method.h):
+/* kd_cpu.c: the CPU reference of the distillation method after the projection head (kd.h):
  * L2 normalisation forward/backward, the teacher-embedding queue, the KL loss and its gradient.
  * GEMMs go through lt_op_gemm (OpenBLAS, split over OpenMP threads); row loops are OpenMP with
  * static schedules, and every
  * reduction runs in double in a fixed order, so results do not depend on the run. */
-#include "train/method.h"
+#include "nn/kd.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "image/render.h"
 #include "nn/ops.h"
 
 /* ---- L2 normalisation ---- */
 
-void lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D) {
+int lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         const float *xr = x + (int64_t)b * D;
@@ -26,9 +27,10 @@ void lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D) {
         float den = n > LT_L2NORM_EPS ? n : LT_L2NORM_EPS;
         for (int d = 0; d < D; d++) yr[d] = xr[d] / den;
     }
+    return 0;
 }
 
-void lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
+int lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
                         int D) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
@@ -47,6 +49,7 @@ void lt_l2norm_backward(float *dx, const float *dy, const float *y, const float 
             for (int d = 0; d < D; d++) dxr[d] = dyr[d] / LT_L2NORM_EPS;
         }
     }
+    return 0;
 }
 
 /* ---- The queue ---- */
@@ -67,17 +70,21 @@ void lt_queue_free(lt_queue *q) {
     q->Q = q->D = 0;
 }
 
-int lt_queue_push(lt_queue *q, const float *x, int B) {
-    if (!q->data) return lt_err_set("queue: push into an uninitialised queue");
+int lt_queue_push_rows(float *queue, int Q, int D, const float *x, int B) {
+    if (!queue) return lt_err_set("queue: push into an uninitialised queue");
     if (B <= 0) return lt_err_set("queue: push of %d rows", B);
-    size_t D = (size_t)q->D;
-    if (B >= q->Q) {
-        memcpy(q->data, x, (size_t)q->Q * D * sizeof(float));
+    size_t d = (size_t)D;
+    if (B >= Q) {
+        memcpy(queue, x, (size_t)Q * d * sizeof(float));
     } else {
-        memmove(q->data + (size_t)B * D, q->data, (size_t)(q->Q - B) * D * sizeof(float));
-        memcpy(q->data, x, (size_t)B * D * sizeof(float));
+        memmove(queue + (size_t)B * d, queue, (size_t)(Q - B) * d * sizeof(float));
+        memcpy(queue, x, (size_t)B * d * sizeof(float));
     }
     return 0;
+}
+
+int lt_queue_push(lt_queue *q, const float *x, int B) {
+    return lt_queue_push_rows(q->data, q->Q, q->D, x, B);
 }
 
 int lt_queue_size_auto(int64_t N) {
@@ -151,11 +158,25 @@ int lt_kd_loss_forward(double *loss, const float *t, const float *s, const float
     return 0;
 }
 
-void lt_kd_loss_backward(float *ds, const float *probs, const float *queue, int B, int Qn, int D,
+int lt_kd_loss_backward(float *ds, const float *probs, const float *queue, int B, int Qn, int D,
                          float tau) {
     const float *g = probs + (int64_t)B * Qn; /* p_s − p_t (B, Qn) */
     /* ds (B, D) = g (B, Qn) · queue (Qn, D) / (τ B) */
     float alpha = (float)(1.0 / ((double)tau * B));
     lt_op_gemm(0, 0, B, D, Qn, alpha, g, Qn, queue, D, 0.0f,
                 ds, D);
+    return 0;
+}
+
+/* ---- The input ---- */
+
+int lt_mix_normalize_batch(float *x, const uint8_t *a, const uint8_t *b, const float *lambda,
+                           int B, int HW, const float mean[3], const float std[3]) {
+    if (B < 0 || HW < 0) return lt_err_set("mix/normalise: bad sizes B=%d HW=%d", B, HW);
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < B; i++) {
+        size_t o = (size_t)i * (size_t)HW * 3;
+        lt_mix_normalize(a + o, b ? b + o : NULL, b ? lambda[i] : 1.0f, mean, std, HW, x + o);
+    }
+    return 0;
 }

@@ -1,4 +1,4 @@
-/* method.h: the distillation method of DESIGN.md §1 from the projection head's output on: L2
+/* kd.h: the distillation method of docs/architecture.md §1 from the projection head's output on: L2
  * normalisation, the queue of teacher embeddings (the "pseudo classifier"), and the KL loss with
  * its exact gradient.
  *
@@ -21,8 +21,8 @@
  * All matrices are row-major float32. Results are bitwise reproducible for a fixed thread count
  * (GEMMs via cblas_sgemm, row loops with static OpenMP schedules, per-row sums in double in a
  * fixed order, the batch sum in a fixed order). */
-#ifndef LT_TRAIN_METHOD_H
-#define LT_TRAIN_METHOD_H
+#ifndef LT_NN_KD_H
+#define LT_NN_KD_H
 
 #include <stdint.h>
 
@@ -30,15 +30,23 @@
 
 #define LT_L2NORM_EPS 1e-12f
 
+/* ---- The input: uint8 views and λ to the network's input ---- */
+
+/* x (B, HW, 3) = normalise(λ_i · a/255 + (1 − λ_i) · b/255) per sample i, channel c:
+ * (v − mean[c]) / std[c]; a, b (B, HW, 3) uint8, b NULL = no partner (λ ignored), lambda (B).
+ * The arithmetic of lt_mix_normalize (image/render.h), sample by sample. */
+int lt_mix_normalize_batch(float *x, const uint8_t *a, const uint8_t *b, const float *lambda,
+                           int B, int HW, const float mean[3], const float std[3]);
+
 /* y (B,D) = x / max(‖x_row‖₂, 1e-12). norm (B) receives ‖x_row‖₂ (unclamped, accumulated in
  * double) for the backward. y may equal x (in place). */
-void lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D);
+int lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D);
 
 /* Backward of lt_l2norm_forward. dy (B,D) = dL/dy; y (B,D) and norm (B) from the forward.
  * dx (B,D) = (dy − y·⟨y,dy⟩) / n   where n = ‖x‖ ≥ eps (the norm is differentiated through),
  *          = dy / eps               where ‖x‖ < eps (the clamp is constant; as torch's clamp_min).
  * dx may equal dy. */
-void lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
+int lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
                         int D);
 
 /* ---- The queue of teacher embeddings ---- */
@@ -58,8 +66,10 @@ void lt_queue_free(lt_queue *q);
  *   B >= Q: the queue becomes x's first Q rows (all old entries are dropped).
  * Returns 0, or -1 (B <= 0, or the queue is not initialised). */
 int lt_queue_push(lt_queue *q, const float *x, int B);
+/* The same push on a bare (Q, D) array (what a backend's queue_push entry does). */
+int lt_queue_push_rows(float *queue, int Q, int D, const float *x, int B);
 
-/* `--queue-size auto`: Q for a dataset of N images, the first row of DESIGN.md §1's table whose
+/* `--queue-size auto`: Q for a dataset of N images, the first row of docs/architecture.md §1's table whose
  * bound N is strictly below (N < bound), as LightlyTrain's bucket lookup does:
  *   N < 50 → 16,  N < 100 → 32,  N < 250 → 64,  N < 500 → 128,  N < 1000 → 256,
  *   N < 2000 → 512,  N < 4000 → 1024,  N < 10000 → 2048,  N < 20000 → 4096,  else 8192.
@@ -88,7 +98,7 @@ int lt_kd_loss_forward(double *loss, const float *t, const float *s, const float
                        int Qn, int D, float tau, float *probs);
 
 /* dL/ds (B, D) = (p_s − p_t) · queue / (τ · B), one GEMM from the probs the forward left. */
-void lt_kd_loss_backward(float *ds, const float *probs, const float *queue, int B, int Qn, int D,
+int lt_kd_loss_backward(float *ds, const float *probs, const float *queue, int B, int Qn, int D,
                          float tau);
 
 #endif

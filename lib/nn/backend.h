@@ -1,0 +1,114 @@
+/* backend.h: the seam between what lt-train computes and where it runs.
+ *
+ * Why it exists: the ResNet walk (lib/models/resnet.c), the training step (lib/train/step.c: head,
+ * normalisation, queue, KL loss and their backward) and the optimizer (lib/train/optim.c: LARS
+ * trust ratios, AdamW bias corrections, clipping) are written once. Everything they need from the
+ * hardware goes through one struct of function pointers, in the style of ggml's backend
+ * interface: memory, the CNN ops, the method's ops, the optimizer's elementwise updates and the
+ * input's mix + normalise. The CPU backend (backend_cpu.c) is the fp32 reference; a CUDA backend
+ * fills the same struct with device pointers of the same meaning (and may keep weights in a
+ * layout of its own, converting at upload/download) and is tested entry by entry against it.
+ *
+ * Contracts: every entry's meaning, shapes and rounding rules are those of the CPU function it
+ * names in the comment (nn/cnn.h, nn/kd.h, nn/optim_kernels.h); pointers are in the backend's
+ * memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1 with lt_err_set.
+ * Scratch ("ws") is passed in, sized by the backend's *_ws_bytes entries; no entry allocates. */
+#ifndef LT_NN_BACKEND_H
+#define LT_NN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data/safetensors.h"
+#include "nn/cnn.h"
+#include "nn/optim_kernels.h"
+
+/* Where a buffer lives; what its elements are is the project's lt_dtype (data/safetensors.h). */
+typedef enum { LT_MEM_HOST = 0, LT_MEM_DEVICE = 1 } lt_mem;
+
+/* A buffer as the layers above the backend see it. */
+typedef struct {
+    void *data;
+    int64_t numel;
+    lt_dtype dtype;
+    lt_mem mem;
+} lt_tensor;
+
+typedef struct lt_backend lt_backend;
+struct lt_backend {
+    const char *name;   /* "cpu" */
+    lt_mem mem;         /* where its buffers live */
+    int threads;        /* CPU: the thread count every op and scratch size assumes */
+    void *impl;         /* the backend's own state */
+    void (*destroy)(lt_backend *be);
+
+    /* ---- memory: zeroed allocations in the backend's memory; copies from and to the host ---- */
+    void *(*alloc)(lt_backend *be, size_t bytes, const char *what);
+    void (*free)(lt_backend *be, void *p);
+    int (*upload)(lt_backend *be, void *dst, const void *host_src, size_t bytes);
+    int (*download)(lt_backend *be, void *host_dst, const void *src, size_t bytes);
+
+    /* ---- CNN ops (nn/cnn.h) ---- */
+    size_t (*conv2d_ws_bytes)(lt_backend *be, const lt_conv2d_dims *d);
+    int (*conv2d_forward)(lt_backend *be, const lt_conv2d_dims *d, float *y, const float *x,
+                          const float *w, void *ws);
+    int (*conv2d_backward)(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
+                           const float *dy, const float *x, const float *w, void *ws,
+                           int accumulate, int accumulate_dx);
+    size_t (*bn_ws_bytes)(lt_backend *be, int C);
+    int (*bn_forward_train)(lt_backend *be, float *y, const float *x, const float *res,
+                            const float *gamma, const float *beta, float *mean, float *invstd,
+                            float *running_mean, float *running_var, int M, int C, float eps,
+                            float momentum, int relu, void *ws);
+    int (*bn_forward_eval)(lt_backend *be, float *y, const float *x, const float *res,
+                           const float *gamma, const float *beta, const float *running_mean,
+                           const float *running_var, int M, int C, float eps, int relu);
+    int (*bn_backward)(lt_backend *be, float *dx, float *dgamma, float *dbeta, const float *dy,
+                       const float *x, const float *y, const float *gamma, const float *mean,
+                       const float *invstd, int M, int C, int relu, int accumulate, void *ws);
+    int (*relu_backward)(lt_backend *be, float *dx, const float *dy, const float *y, int64_t n);
+    int (*add)(lt_backend *be, float *y, const float *a, const float *b, int64_t n);
+    int (*maxpool_forward)(lt_backend *be, const lt_pool_dims *d, float *y, int32_t *argmax,
+                           const float *x);
+    int (*maxpool_backward)(lt_backend *be, const lt_pool_dims *d, float *dx, const float *dy,
+                            const int32_t *argmax);
+    int (*avgpool_forward)(lt_backend *be, float *y, const float *x, int B, int HW, int C);
+    int (*avgpool_backward)(lt_backend *be, float *dx, const float *dy, int B, int HW, int C);
+    int (*linear_forward)(lt_backend *be, float *y, const float *x, const float *w,
+                          const float *b, int M, int K, int N);
+    int (*linear_backward)(lt_backend *be, float *dx, float *dw, float *db, const float *dy,
+                           const float *x, const float *w, int M, int K, int N, int accumulate);
+
+    /* ---- the input (nn/kd.h lt_mix_normalize): uint8 views + λ -> the normalised batch ---- */
+    int (*mix_normalize)(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
+                         const float *lambda, int B, int HW, const float mean[3],
+                         const float std[3]);
+
+    /* ---- the method (nn/kd.h) ---- */
+    int (*l2norm_forward)(lt_backend *be, float *y, float *norm, const float *x, int B, int D);
+    int (*l2norm_backward)(lt_backend *be, float *dx, const float *dy, const float *y,
+                           const float *norm, int B, int D);
+    int (*queue_push)(lt_backend *be, float *queue, int Q, int D, const float *x, int B);
+    /* loss: host double */
+    int (*kd_loss_forward)(lt_backend *be, double *loss, const float *t, const float *s,
+                           const float *queue, int B, int Qn, int D, float tau, float *probs);
+    int (*kd_loss_backward)(lt_backend *be, float *ds, const float *probs, const float *queue,
+                            int B, int Qn, int D, float tau);
+
+    /* ---- the optimizer's elementwise work (nn/optim_kernels.h) ---- */
+    int (*sumsq)(lt_backend *be, const float *x, int64_t n, double *host_out);
+    int (*scale)(lt_backend *be, float *x, int64_t n, float s);
+    int (*momentum_update)(lt_backend *be, float *w, const float *g, float *buf, int64_t n,
+                           float scale, float wd, float mu, float lr, int first);
+    int (*adamw_update)(lt_backend *be, float *w, const float *g, float *m, float *v, int64_t n,
+                        const lt_adamw_scalars *k);
+};
+
+/* The CPU backend with `threads` threads (>= 1: the lt_threads_set() count). NULL + lt_err on
+ * failure. Free it with be->destroy(be). */
+lt_backend *lt_backend_cpu(int threads);
+/* The backend for a --device name: "cpu" (or "auto") gives the CPU backend; "cuda" is refused
+ * with a message until a CUDA backend of the student exists. */
+lt_backend *lt_backend_open(const char *device, int threads);
+
+#endif

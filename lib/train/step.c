@@ -1,0 +1,129 @@
+/* step.c: the student and its training step (see step.h). */
+#include "train/step.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+/* Head weight ~ trunc_normal(std 0.02) (torch's default bounds ±2 are absolute, so at this std
+ * it is a plain normal, redrawn beyond ±2), drawn on the host from the RNG keyed (seed, "HEAD"). */
+static void draw_head(float *w, int64_t n, uint64_t seed) {
+    lt_rng r;
+    lt_rng_init(&r, seed, 0x48454144u, 0, 0);
+    for (int64_t i = 0; i < n; i++) {
+        double v;
+        do {
+            double u1 = lt_rng_uniform(&r), u2 = lt_rng_uniform(&r);
+            v = 0.02 * sqrt(-2.0 * log(1.0 - u1)) * cos(2 * M_PI * u2);
+        } while (fabs(v) > 2.0);
+        w[i] = (float)v;
+    }
+}
+
+void lt_student_free(lt_student *st) {
+    lt_backend *be = st->be;
+    lt_optim_free(&st->optim);
+    lt_resnet_free(st->model);
+    if (be) {
+        float *bufs[] = {st->head_w, st->head_b, st->dhead_w, st->dhead_b, st->z, st->znorm,
+                         st->s, st->ds, st->dz, st->dfeat, st->probs, st->x, st->t,
+                         st->queue.data};
+        for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->free(be, bufs[k]);
+    }
+    free(st->params);
+    memset(st, 0, sizeof *st);
+}
+
+int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int size, int D,
+                    int Q, uint64_t seed, const lt_optim_config *cfg) {
+    memset(st, 0, sizeof *st);
+    st->be = be;
+    st->B = B;
+    st->D = D;
+    if (Q < 1 || D < 1) return lt_err_set("student: queue %d x %d", Q, D);
+    st->model = lt_resnet_create(be, arch, B, size, size);
+    if (!st->model) return -1;
+    lt_resnet_init_weights(st->model, seed);
+    const int C = st->C = st->model->C;
+#define BUF(n, what) ((float *)be->alloc(be, (size_t)(n) * sizeof(float), what))
+    st->head_w = BUF((int64_t)D * C, "head");
+    st->head_b = BUF(D, "head");
+    st->dhead_w = BUF((int64_t)D * C, "head grad");
+    st->dhead_b = BUF(D, "head grad");
+    st->z = BUF((int64_t)B * D, "projections");
+    st->znorm = BUF(B, "norms");
+    st->s = BUF((int64_t)B * D, "student embeddings");
+    st->ds = BUF((int64_t)B * D, "gradients");
+    st->dz = BUF((int64_t)B * D, "gradients");
+    st->dfeat = BUF((int64_t)B * C, "gradients");
+    st->probs = BUF((int64_t)2 * B * Q, "loss probabilities");
+    st->queue.data = BUF((int64_t)Q * D, "the teacher-embedding queue");
+    if (be->mem != LT_MEM_HOST) {
+        st->x = BUF((int64_t)B * size * size * 3, "input batch");
+        st->t = BUF((int64_t)B * D, "teacher rows");
+        if (!st->x || !st->t) return -1;
+    }
+#undef BUF
+    if (!st->head_w || !st->head_b || !st->dhead_w || !st->dhead_b || !st->z || !st->znorm ||
+        !st->s || !st->ds || !st->dz || !st->dfeat || !st->probs || !st->queue.data)
+        return -1;
+    st->queue.Q = Q;
+    st->queue.D = D;
+    float *w = lt_malloc((size_t)D * C * sizeof(float), "head");
+    if (!w) return -1;
+    draw_head(w, (int64_t)D * C, seed);
+    int r = be->upload(be, st->head_w, w, (size_t)D * C * sizeof(float)); /* bias: zeroed */
+    free(w);
+    if (r != 0) return -1;
+    st->params = lt_calloc((size_t)st->model->n_tensors + 2, sizeof *st->params,
+                           "parameter list");
+    if (!st->params) return -1;
+    for (int i = 0; i < st->model->n_tensors; i++) {
+        lt_resnet_tensor *x = &st->model->tensors[i];
+        if (x->is_buffer) continue;
+        st->params[st->nparams++] = (lt_param){.name = x->name, .w = x->data, .g = x->grad,
+                                               .n = x->numel, .weight_decay = x->weight_decay};
+    }
+    st->params[st->nparams++] = (lt_param){.name = "head.weight", .w = st->head_w,
+                                           .g = st->dhead_w, .n = (int64_t)D * C,
+                                           .weight_decay = 1};
+    st->params[st->nparams++] = (lt_param){.name = "head.bias", .w = st->head_b,
+                                           .g = st->dhead_b, .n = D, .weight_decay = 0};
+    return lt_optim_init(&st->optim, be, cfg, st->params, st->nparams);
+}
+
+int lt_student_step(lt_student *st, const float *x, const float *t, int B, double tau,
+                    double clip, double lr, double *loss, double *gnorm) {
+    lt_backend *be = st->be;
+    const int C = st->C, D = st->D, Q = st->queue.Q;
+    const float ftau = (float)tau;
+    *loss = *gnorm = 0;
+    if (B < 1 || B > st->B) return lt_err_set("student: batch %d outside 1..%d", B, st->B);
+    if (be->mem != LT_MEM_HOST) { /* the batch goes up once; the walk reads it from there */
+        const lt_resnet *m = st->model;
+        if (be->upload(be, st->x, x, (size_t)B * m->H * m->W * 3 * sizeof(float)) ||
+            be->upload(be, st->t, t, (size_t)B * D * sizeof(float)))
+            return -1;
+        x = st->x, t = st->t;
+    }
+    float *f = st->model->features;
+    if (lt_resnet_forward(st->model, x, B, 1) ||
+        be->linear_forward(be, st->z, f, st->head_w, st->head_b, B, C, D) ||
+        be->l2norm_forward(be, st->s, st->znorm, st->z, B, D) ||
+        be->queue_push(be, st->queue.data, Q, D, t, B) ||
+        be->kd_loss_forward(be, loss, t, st->s, st->queue.data, B, Q, D, ftau, st->probs))
+        return -1;
+    if (!isfinite(*loss)) return 0;
+    if (be->kd_loss_backward(be, st->ds, st->probs, st->queue.data, B, Q, D, ftau) ||
+        be->l2norm_backward(be, st->dz, st->ds, st->s, st->znorm, B, D) ||
+        be->linear_backward(be, st->dfeat, st->dhead_w, st->dhead_b, st->dz, f, st->head_w, B, C,
+                            D, 0) ||
+        lt_resnet_backward(st->model, st->dfeat, NULL, 0) ||
+        lt_clip_grad_norm(&st->optim, clip, gnorm))
+        return -1;
+    if (!isfinite(*gnorm)) return 0;
+    return lt_optim_step(&st->optim, lr);
+}

@@ -1,0 +1,55 @@
+/* step.h: the student being trained (ResNet + projection head + queue + optimizer state, all on
+ * one backend) and its training step.
+ *
+ * Why it exists: this is the one place lt-train's step is written. Everything it computes goes
+ * through the backend (nn/backend.h), so the same step runs on the CPU backend and on any other
+ * backend that fills the same interface. One step, for a batch of B views:
+ *
+ *   x (B,H,W,3), t (B,D)                       input views and teacher rows
+ *   f (B,C)   = resnet(x)                      training-mode BN
+ *   z (B,D)   = f · head_wᵀ + head_b
+ *   s (B,D)   = z / ‖z‖
+ *   queue     <- push t (front)                before the loss, as LightlyTrain does
+ *   loss      = KL(softmax(t·Qᵀ/τ) ‖ softmax(s·Qᵀ/τ)), batch mean
+ *   backward  : ds -> dz -> (dhead, df) -> resnet grads
+ *   clip (global norm), optimizer update with the step's learning rate */
+#ifndef LT_TRAIN_STEP_H
+#define LT_TRAIN_STEP_H
+
+#include <stdint.h>
+
+#include "models/resnet.h"
+#include "nn/backend.h"
+#include "nn/kd.h"
+#include "train/optim.h"
+
+typedef struct {
+    lt_backend *be;
+    lt_resnet *model;
+    int B, C, D;
+    float *head_w, *head_b, *dhead_w, *dhead_b; /* (D,C), (D) and their grads */
+    float *z, *znorm, *s, *ds, *dz, *dfeat;     /* (B,D), (B), (B,D), (B,D), (B,D), (B,C) */
+    float *probs;                               /* (2, B, Q) */
+    float *x, *t;                               /* (B,H,W,3), (B,D) the batch on the backend */
+    lt_queue queue;                             /* (Q, D) on the backend */
+    lt_optim optim;
+    lt_param *params;                           /* every trainable tensor, then the head */
+    int nparams;
+} lt_student;
+
+/* Builds arch for batches of up to B square views of `size` pixels, the head C -> D, a zero queue
+ * of Q rows and the optimizer of cfg, on be. Backbone weights from seed (lt_resnet_init_weights),
+ * head weight ~ N(0, 0.02²) redrawn beyond ±2 from the RNG keyed (seed, "HEAD"), bias 0. */
+int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int size, int D,
+                    int Q, uint64_t seed, const lt_optim_config *cfg);
+void lt_student_free(lt_student *st);
+
+/* One training step on x (B, size, size, 3) normalised views and t (B, D) teacher rows (both in
+ * host memory) with learning rate lr (already scheduled), temperature tau and clipping max norm
+ * clip. *loss and *gnorm get the loss and the gradient norm before clipping; when either is not
+ * finite the step stops there (no update) and returns 0: the caller decides. -1 + lt_err on a
+ * backend failure. */
+int lt_student_step(lt_student *st, const float *x, const float *t, int B, double tau,
+                    double clip, double lr, double *loss, double *gnorm);
+
+#endif
