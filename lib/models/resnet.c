@@ -522,6 +522,8 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
     return 0;
 }
 
+float *lt_resnet_input(lt_resnet *m) { return m->net->in; }
+
 /* ---- backward ---- */
 
 static int conv_bwd(lt_resnet *m, const rconv *c, int B, float *dx, const float *dy,

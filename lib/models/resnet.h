@@ -99,8 +99,13 @@ int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t num
 
 /* Forward of x (B, H, W, 3) NHWC. train: BN with batch statistics, running stats updated,
  * counters incremented, everything the backward needs kept; otherwise BN with the running stats.
- * The features (B, C) land in m->features. x is copied, so it need not outlive the call. */
+ * The features (B, C) land in m->features. x (host memory, or lt_resnet_input(m)) is copied into
+ * the model, so it need not outlive the call. */
 int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train);
+
+/* The model's own input buffer (max_B, H, W, 3), in the backend's memory: a caller that fills it
+ * (e.g. with the backend's mix_normalize) and passes it as x saves the copy. */
+float *lt_resnet_input(lt_resnet *m);
 
 /* Backward of the last (training-mode) forward: given dfeat (B, C) = ∂L/∂features, writes the
  * gradient of every parameter into m->grads (added to what is there when accumulate), and

@@ -71,7 +71,6 @@ int64_t lt_epoch_sample(const uint32_t *perm, int64_t pos, uint64_t seed, int64_
 typedef struct {
     uint32_t *perm;      /* (N) permutation of perm_epoch */
     int64_t perm_epoch;  /* -1: none yet */
-    uint8_t *va, *vb;    /* (size, size, 3) rendered views */
 } worker_scratch;
 
 static int render_one(lt_loader *l, int64_t img, const lt_recipe *r, uint8_t *out) {
@@ -105,7 +104,6 @@ static int teacher_row(lt_loader *l, int64_t s, float *t) {
 }
 
 static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *b) {
-    const lt_cache_meta *m = lt_cache_meta_of(l->o.cache);
     int64_t epoch = step / l->steps_per_epoch;
     int64_t pos0 = (step % l->steps_per_epoch) * l->o.batch_size;
     if (l->o.shuffle && ws->perm_epoch != epoch) {
@@ -114,16 +112,18 @@ static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *
     }
     b->step = step;
     b->epoch = epoch;
-    const int64_t px = (int64_t)l->size * l->size;
+    const size_t view = (size_t)l->size * l->size * 3;
     for (int i = 0; i < b->B; i++) {
         int64_t s = lt_epoch_sample(ws->perm, pos0 + i, l->o.seed, epoch, l->N, l->V, l->o.shuffle);
         const lt_sample *sm = &l->samples[s];
         b->sample[i] = s;
-        if (render_one(l, sm->image[0], &sm->r[0], ws->va) != 0) return -1;
+        uint8_t *va = b->a + (size_t)i * view, *vb = b->b + (size_t)i * view;
+        if (render_one(l, sm->image[0], &sm->r[0], va) != 0) return -1;
         int mixed = sm->image[1] >= 0;
-        if (mixed && render_one(l, sm->image[1], &sm->r[1], ws->vb) != 0) return -1;
-        lt_mix_normalize(ws->va, mixed ? ws->vb : NULL, mixed ? sm->lambda : 1.0f,
-                         m->transform.mean, m->transform.std, px, b->x + i * px * 3);
+        if (mixed && render_one(l, sm->image[1], &sm->r[1], vb) != 0) return -1;
+        /* no partner: λ = 1 weighs the (zero) partner by exactly 0, the same value as no mix */
+        if (!mixed) memset(vb, 0, view);
+        b->lambda[i] = mixed ? sm->lambda : 1.0f;
         if (teacher_row(l, s, b->t + (int64_t)i * l->D) != 0) return -1;
     }
     return 0;
@@ -133,11 +133,8 @@ static void *worker_main(void *arg) {
     lt_loader *l = arg;
     worker_scratch ws = {0};
     ws.perm_epoch = -1;
-    size_t view = (size_t)l->size * l->size * 3;
     ws.perm = l->o.shuffle ? malloc((size_t)l->N * sizeof *ws.perm) : NULL;
-    ws.va = malloc(view);
-    ws.vb = malloc(view);
-    int oom = !ws.va || !ws.vb || (l->o.shuffle && !ws.perm);
+    int oom = l->o.shuffle && !ws.perm;
     pthread_mutex_lock(&l->mu);
     if (oom && !l->failed) {
         l->failed = 1;
@@ -165,8 +162,6 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_unlock(&l->mu);
     free(ws.perm);
-    free(ws.va);
-    free(ws.vb);
     return NULL;
 }
 
@@ -256,10 +251,12 @@ int lt_loader_start(const lt_loader_opts *o, lt_loader **out) {
         b->B = o->batch_size;
         b->size = l->size;
         b->D = l->D;
-        b->x = lt_malloc(xn * sizeof(float), "batch input");
+        b->a = lt_malloc(xn, "batch views");
+        b->b = lt_malloc(xn, "batch partner views");
+        b->lambda = lt_malloc((size_t)o->batch_size * sizeof(float), "batch mixup weights");
         b->t = lt_malloc((size_t)o->batch_size * l->D * sizeof(float), "batch teacher");
         b->sample = lt_malloc((size_t)o->batch_size * sizeof(int64_t), "batch samples");
-        if (!b->x || !b->t || !b->sample) {
+        if (!b->a || !b->b || !b->lambda || !b->t || !b->sample) {
             lt_loader_free(l);
             return -1;
         }
@@ -320,7 +317,9 @@ void lt_loader_free(lt_loader *l) {
     free(l->threads);
     if (l->slots)
         for (int k = 0; k < l->K; k++) {
-            free(l->slots[k].b.x);
+            free(l->slots[k].b.a);
+            free(l->slots[k].b.b);
+            free(l->slots[k].b.lambda);
             free(l->slots[k].b.t);
             free(l->slots[k].b.sample);
         }

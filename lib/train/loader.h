@@ -1,6 +1,8 @@
 /* loader.h: lt-train's sample loader: the epoch order, and worker threads that decode the stored
- * images, render each sample's primary and partner views with the same function lt-embed used
- * (image/render.h), mix with the stored lambda and normalise, ahead of the compute.
+ * images and render each sample's primary and partner views with the same function lt-embed used
+ * (image/render.h), ahead of the compute. The batch carries the uint8 views and the stored λ;
+ * mixing and normalising are the backend's mix_normalize (nn/backend.h), so a GPU backend copies
+ * bytes, not floats, and does that work on the device.
  *
  * Epoch order (documented in README.md): epoch e visits the N images in a permutation drawn from
  * the RNG keyed (seed, e, "EPOC"); image i is shown with view (e + o_i) mod V, where the offset
@@ -33,7 +35,9 @@ typedef struct {
 typedef struct {
     int64_t step, epoch;
     int B, size, D;
-    float *x;        /* (B, size, size, 3) normalised, mixed student input */
+    uint8_t *a, *b;  /* (B, size, size, 3) primary and partner views as rendered (a sample
+                        without a partner: b's row is zero and its λ is 1) */
+    float *lambda;   /* (B) mixup weight of a */
     float *t;        /* (B, D) teacher embeddings, L2-normalised again after the float16 decode */
     int64_t *sample; /* (B) cache sample index of each row */
 } lt_batch;

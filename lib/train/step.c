@@ -28,9 +28,9 @@ void lt_student_free(lt_student *st) {
     lt_optim_free(&st->optim);
     lt_resnet_free(st->model);
     if (be) {
-        float *bufs[] = {st->head_w, st->head_b, st->dhead_w, st->dhead_b, st->z, st->znorm,
-                         st->s, st->ds, st->dz, st->dfeat, st->probs, st->x, st->t,
-                         st->queue.data};
+        void *bufs[] = {st->head_w, st->head_b, st->dhead_w, st->dhead_b, st->z, st->znorm,
+                        st->s, st->ds, st->dz, st->dfeat, st->probs, st->t,
+                        st->queue.data, st->a, st->b, st->lambda};
         for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->free(be, bufs[k]);
     }
     free(st->params);
@@ -38,9 +38,12 @@ void lt_student_free(lt_student *st) {
 }
 
 int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int size, int D,
-                    int Q, uint64_t seed, const lt_optim_config *cfg) {
+                    int Q, uint64_t seed, const lt_optim_config *cfg, const float mean[3],
+                    const float std[3]) {
     memset(st, 0, sizeof *st);
     st->be = be;
+    memcpy(st->mean, mean, sizeof st->mean);
+    memcpy(st->std, std, sizeof st->std);
     st->B = B;
     st->D = D;
     if (Q < 1 || D < 1) return lt_err_set("student: queue %d x %d", Q, D);
@@ -61,10 +64,14 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
     st->dfeat = BUF((int64_t)B * C, "gradients");
     st->probs = BUF((int64_t)2 * B * Q, "loss probabilities");
     st->queue.data = BUF((int64_t)Q * D, "the teacher-embedding queue");
+    st->x = lt_resnet_input(st->model); /* mixed straight into the model's input */
     if (be->mem != LT_MEM_HOST) {
-        st->x = BUF((int64_t)B * size * size * 3, "input batch");
+        size_t views = (size_t)B * size * size * 3;
+        st->a = be->alloc(be, views, "input views");
+        st->b = be->alloc(be, views, "input partner views");
+        st->lambda = BUF(B, "mixup weights");
         st->t = BUF((int64_t)B * D, "teacher rows");
-        if (!st->x || !st->t) return -1;
+        if (!st->a || !st->b || !st->lambda || !st->t) return -1;
     }
 #undef BUF
     if (!st->head_w || !st->head_b || !st->dhead_w || !st->dhead_b || !st->z || !st->znorm ||
@@ -95,22 +102,27 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
     return lt_optim_init(&st->optim, be, cfg, st->params, st->nparams);
 }
 
-int lt_student_step(lt_student *st, const float *x, const float *t, int B, double tau,
-                    double clip, double lr, double *loss, double *gnorm) {
+int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
+                    const float *t, int B, double tau, double clip, double lr, double *loss,
+                    double *gnorm) {
     lt_backend *be = st->be;
     const int C = st->C, D = st->D, Q = st->queue.Q;
     const float ftau = (float)tau;
+    const lt_resnet *m = st->model;
+    const int HW = m->H * m->W;
     *loss = *gnorm = 0;
     if (B < 1 || B > st->B) return lt_err_set("student: batch %d outside 1..%d", B, st->B);
-    if (be->mem != LT_MEM_HOST) { /* the batch goes up once; the walk reads it from there */
-        const lt_resnet *m = st->model;
-        if (be->upload(be, st->x, x, (size_t)B * m->H * m->W * 3 * sizeof(float)) ||
+    if (be->mem != LT_MEM_HOST) { /* bytes, not floats, go up; the walk reads them from there */
+        size_t views = (size_t)B * HW * 3;
+        if (be->upload(be, st->a, a, views) || be->upload(be, st->b, b, views) ||
+            be->upload(be, st->lambda, lambda, (size_t)B * sizeof(float)) ||
             be->upload(be, st->t, t, (size_t)B * D * sizeof(float)))
             return -1;
-        x = st->x, t = st->t;
+        a = st->a, b = st->b, lambda = st->lambda, t = st->t;
     }
     float *f = st->model->features;
-    if (lt_resnet_forward(st->model, x, B, 1) ||
+    if (be->mix_normalize(be, st->x, a, b, lambda, B, HW, st->mean, st->std) ||
+        lt_resnet_forward(st->model, st->x, B, 1) ||
         be->linear_forward(be, st->z, f, st->head_w, st->head_b, B, C, D) ||
         be->l2norm_forward(be, st->s, st->znorm, st->z, B, D) ||
         be->queue_push(be, st->queue.data, Q, D, t, B) ||

@@ -5,7 +5,8 @@
  * through the backend (nn/backend.h), so the same step runs on the CPU backend and on any other
  * backend that fills the same interface. One step, for a batch of B views:
  *
- *   x (B,H,W,3), t (B,D)                       input views and teacher rows
+ *   a, b (B,H,W,3) uint8, λ (B), t (B,D)      rendered views, mixup weights, teacher rows
+ *   x (B,H,W,3) = normalise(λ·a/255 + (1−λ)·b/255)   the backend's mix_normalize
  *   f (B,C)   = resnet(x)                      training-mode BN
  *   z (B,D)   = f · head_wᵀ + head_b
  *   s (B,D)   = z / ‖z‖
@@ -30,7 +31,11 @@ typedef struct {
     float *head_w, *head_b, *dhead_w, *dhead_b; /* (D,C), (D) and their grads */
     float *z, *znorm, *s, *ds, *dz, *dfeat;     /* (B,D), (B), (B,D), (B,D), (B,D), (B,C) */
     float *probs;                               /* (2, B, Q) */
-    float *x, *t;                               /* (B,H,W,3), (B,D) the batch on the backend */
+    float *x;                                   /* (B,H,W,3) the mixed, normalised input: the
+                                                   model's own input buffer */
+    uint8_t *a, *b;                             /* (B,H,W,3) views on a device backend */
+    float *lambda, *t;                          /* (B), (B,D) on a device backend */
+    float mean[3], std[3];                      /* the cache's normalisation */
     lt_queue queue;                             /* (Q, D) on the backend */
     lt_optim optim;
     lt_param *params;                           /* every trainable tensor, then the head */
@@ -38,18 +43,21 @@ typedef struct {
 } lt_student;
 
 /* Builds arch for batches of up to B square views of `size` pixels, the head C -> D, a zero queue
- * of Q rows and the optimizer of cfg, on be. Backbone weights from seed (lt_resnet_init_weights),
- * head weight ~ N(0, 0.02²) redrawn beyond ±2 from the RNG keyed (seed, "HEAD"), bias 0. */
+ * of Q rows and the optimizer of cfg, on be; views are normalised with mean, std (3). Backbone
+ * weights from seed (lt_resnet_init_weights), head weight ~ N(0, 0.02²) redrawn beyond ±2 from
+ * the RNG keyed (seed, "HEAD"), bias 0. */
 int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int size, int D,
-                    int Q, uint64_t seed, const lt_optim_config *cfg);
+                    int Q, uint64_t seed, const lt_optim_config *cfg, const float mean[3],
+                    const float std[3]);
 void lt_student_free(lt_student *st);
 
-/* One training step on x (B, size, size, 3) normalised views and t (B, D) teacher rows (both in
- * host memory) with learning rate lr (already scheduled), temperature tau and clipping max norm
- * clip. *loss and *gnorm get the loss and the gradient norm before clipping; when either is not
+/* One training step on the views a, b (B, size, size, 3) uint8 with mixup weights lambda (B) (a
+ * sample without a partner: λ = 1) and the teacher rows t (B, D), all in host memory, with
+ * learning rate lr (already scheduled), temperature tau and clipping max norm clip. *loss and *gnorm get the loss and the gradient norm before clipping; when either is not
  * finite the step stops there (no update) and returns 0: the caller decides. -1 + lt_err on a
  * backend failure. */
-int lt_student_step(lt_student *st, const float *x, const float *t, int B, double tau,
-                    double clip, double lr, double *loss, double *gnorm);
+int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
+                    const float *t, int B, double tau, double clip, double lr, double *loss,
+                    double *gnorm);
 
 #endif

@@ -191,12 +191,13 @@ static void logf_(run_files *f, const char *fmt, ...) {
 
 /* ---- the student (lib/train/step.c) ---- */
 
-static int student_init(lt_student *st, lt_backend *be, const lt_train_opts *o, int size, int D,
-                        int Q) {
+static int student_init(lt_student *st, lt_backend *be, const lt_train_opts *o,
+                        const lt_cache_meta *m, int Q) {
     lt_optim_config cfg = lt_optim_defaults(o->optimizer);
     if (o->momentum >= 0) cfg.momentum = o->momentum;
     if (o->weight_decay >= 0) cfg.weight_decay = o->weight_decay;
-    return lt_student_init(st, be, o->student, o->batch_size, size, D, Q, o->seed, &cfg);
+    return lt_student_init(st, be, o->student, o->batch_size, m->image_size, m->embed_dim, Q,
+                           o->seed, &cfg, m->transform.mean, m->transform.std);
 }
 
 static lt_train_state state_of(lt_student *t) {
@@ -420,7 +421,8 @@ static int verify_cache(lt_cache *cache, const lt_train_opts *o) {
     int64_t checked = 0;
     if (lt_cache_verify_images(cache, o->verify, o->seed, &checked) != 0) return -1;
     int64_t N = lt_cache_n_images(cache);
-    lt_info("verified the stored bytes of %lld of %lld image%s against their SHA-256 (%.1f s)",
+    lt_info("verified the stored bytes of %lld of %lld image%s against their SHA-256, and the "
+            "recipes and teacher embeddings of their views against their checksums (%.1f s)",
             (long long)checked, (long long)N, plural((double)N), lt_now() - t0);
     return 0;
 }
@@ -503,7 +505,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int resume = 0;
     if (inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open(o->device, threads))) goto done;
-    if (student_init(&tr, be, o, m->image_size, m->embed_dim, Q) != 0) goto done;
+    if (student_init(&tr, be, o, m, Q) != 0) goto done;
     lt_train_state st = state_of(&tr);
     char args[2048];
     args_json(o, m, N, Q, base_lr, identity, args, sizeof args);
@@ -573,8 +575,8 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         if (!b) goto done;
         double lr = base_lr * lt_sched_multiplier(step, total, W);
         double ts = lt_now();
-        if (lt_student_step(&tr, b->x, b->t, b->B, o->temperature, o->clip_grad, lr, &loss,
-                            &gnorm) != 0)
+        if (lt_student_step(&tr, b->a, b->b, b->lambda, b->t, b->B, o->temperature, o->clip_grad,
+                            lr, &loss, &gnorm) != 0)
             goto done;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             char cause[1024], kept[1024];

@@ -27,22 +27,26 @@ int main(int argc, char **argv) {
     lt_backend *be = lt_backend_cpu(lt_threads_set(argc == 7 ? atoi(argv[6]) : 0));
     lt_student st;
     lt_optim_config cfg = lt_optim_defaults(LT_OPT_LARS);
-    if (!be || B <= 0 || R <= 0 || lt_student_init(&st, be, argv[1], B, S, D, Q, 0, &cfg) != 0) {
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    if (!be || B <= 0 || R <= 0 ||
+        lt_student_init(&st, be, argv[1], B, S, D, Q, 0, &cfg, mean, std) != 0) {
         fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
         return 1;
     }
-    float *x = malloc((size_t)B * S * S * 3 * sizeof(float)), *t = malloc((size_t)B * D * 4);
-    float *tn = malloc((size_t)B * 4);
+    size_t views = (size_t)B * S * S * 3;
+    uint8_t *a = malloc(views), *b = malloc(views);
+    float *lambda = malloc((size_t)B * 4), *t = malloc((size_t)B * D * 4), *tn = malloc((size_t)B * 4);
     lt_rng r;
     lt_rng_init(&r, 1, 2, 3, 4);
-    for (int64_t i = 0; i < (int64_t)B * S * S * 3; i++) x[i] = (float)(lt_rng_uniform(&r) * 4 - 2);
+    for (size_t i = 0; i < views; i++) a[i] = (uint8_t)lt_rng_below(&r, 256), b[i] = (uint8_t)i;
+    for (int i = 0; i < B; i++) lambda[i] = (float)lt_rng_uniform(&r);
     for (int64_t i = 0; i < (int64_t)B * D; i++) t[i] = (float)(lt_rng_uniform(&r) - 0.5);
     lt_l2norm_forward(t, tn, t, B, D);
     for (int k = 0; k < Q / B + 1; k++) lt_queue_push(&st.queue, t, B); /* a full queue */
     printf("{\"batch\": %d, \"times\": [", B);
     for (int it = 0; it <= R; it++) {
         double t0 = lt_now(), loss, gnorm;
-        if (lt_student_step(&st, x, t, B, 0.07, 1.0, 0.1, &loss, &gnorm) != 0) {
+        if (lt_student_step(&st, a, b, lambda, t, B, 0.07, 1.0, 0.1, &loss, &gnorm) != 0) {
             fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
             return 1;
         }
