@@ -578,6 +578,6 @@ int lt_dinov2_forward(lt_dinov2 *m, const float *x, int B, int H, int W, float *
     for (int b = 0; b < B; b++)
         memcpy(out + (int64_t)b * D, m->x + (int64_t)b * T * D, (size_t)D * sizeof(float));
     lt_op_layernorm(out, out, m->norm_w, m->norm_b, B, D, LN_EPS);
-    lt_op_l2norm(out, B, D, 1e-12f);
+    lt_op_l2norm(out, NULL, out, B, D);
     return 0;
 }

@@ -10,8 +10,8 @@
  * layout of its own, converting at upload/download) and is tested entry by entry against it.
  *
  * Contracts: every entry's meaning, shapes and rounding rules are those of the CPU function it
- * names in the comment (nn/cnn.h, nn/kd.h, nn/optim_kernels.h); pointers are in the backend's
- * memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1 with lt_err_set.
+ * names (nn/cnn.h; nn/ops.h for linear and L2 norm; nn/kd.h; nn/optim_kernels.h); pointers are
+ * in the backend's memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1 with lt_err_set.
  * Scratch ("ws") is passed in, sized by the backend's *_ws_bytes entries; no entry allocates. */
 #ifndef LT_NN_BACKEND_H
 #define LT_NN_BACKEND_H
@@ -48,7 +48,7 @@ struct lt_backend {
     int (*upload)(lt_backend *be, void *dst, const void *host_src, size_t bytes);
     int (*download)(lt_backend *be, void *host_dst, const void *src, size_t bytes);
 
-    /* ---- CNN ops (nn/cnn.h) ---- */
+    /* ---- CNN ops (nn/cnn.h; linear: lt_op_linear, nn/ops.h) ---- */
     size_t (*conv2d_ws_bytes)(lt_backend *be, const lt_conv2d_dims *d);
     int (*conv2d_forward)(lt_backend *be, const lt_conv2d_dims *d, float *y, const float *x,
                           const float *w, void *ws);
@@ -84,7 +84,7 @@ struct lt_backend {
                          const float *lambda, int B, int HW, const float mean[3],
                          const float std[3]);
 
-    /* ---- the method (nn/kd.h) ---- */
+    /* ---- the method (L2 norm: lt_op_l2norm, nn/ops.h; queue and loss: nn/kd.h) ---- */
     int (*l2norm_forward)(lt_backend *be, float *y, float *norm, const float *x, int B, int D);
     int (*l2norm_backward)(lt_backend *be, float *dx, const float *dy, const float *y,
                            const float *norm, int B, int D);

@@ -1,5 +1,5 @@
 /* backend_cpu.c: the CPU backend (nn/backend.h): host memory, and every entry the fp32 reference
- * function it names (nn/cnn.h, nn/kd.h, nn/optim_kernels.h), run with the backend's thread
+ * function it names (nn/cnn.h, nn/ops.h, nn/kd.h, nn/optim_kernels.h), run with the backend's thread
  * count. It adds nothing of its own: a model run through it computes exactly what those functions
  * compute. */
 #include "nn/backend.h"
@@ -88,12 +88,12 @@ static int cpu_avgpool_bwd(lt_backend *be, float *dx, const float *dy, int B, in
 static int cpu_linear_fwd(lt_backend *be, float *y, const float *x, const float *w,
                           const float *b, int M, int K, int N) {
     (void)be;
-    return lt_linear_forward(y, x, w, b, M, K, N);
+    return lt_op_linear(y, x, w, b, M, K, N);
 }
 static int cpu_linear_bwd(lt_backend *be, float *dx, float *dw, float *db, const float *dy,
                           const float *x, const float *w, int M, int K, int N, int acc) {
     (void)be;
-    return lt_linear_backward(dx, dw, db, dy, x, w, M, K, N, acc);
+    return lt_op_linear_backward(dx, dw, db, dy, x, w, M, K, N, acc);
 }
 static int cpu_mix(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
                    const float *lambda, int B, int HW, const float mean[3], const float std[3]) {
@@ -102,12 +102,12 @@ static int cpu_mix(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
 }
 static int cpu_l2_fwd(lt_backend *be, float *y, float *norm, const float *x, int B, int D) {
     (void)be;
-    return lt_l2norm_forward(y, norm, x, B, D);
+    return lt_op_l2norm(y, norm, x, B, D);
 }
 static int cpu_l2_bwd(lt_backend *be, float *dx, const float *dy, const float *y,
                       const float *norm, int B, int D) {
     (void)be;
-    return lt_l2norm_backward(dx, dy, y, norm, B, D);
+    return lt_op_l2norm_backward(dx, dy, y, norm, B, D);
 }
 static int cpu_queue_push(lt_backend *be, float *queue, int Q, int D, const float *x, int B) {
     (void)be;

@@ -121,14 +121,4 @@ int lt_avgpool_forward(float *y, const float *x, int B, int HW, int C);
 /* dx (B, HW, C) = dy (B, C) / HW, broadcast (written). */
 int lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C);
 
-/* ---- linear (PyTorch nn.Linear, weight (N, K)) ---- */
-
-/* y (M, N) = x (M, K) · wᵀ + b; b (N) may be NULL. */
-int lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
-                       int N);
-/* dw (N, K) (+)= dyᵀ · x, db (N) (+)= column sums of dy (when b is used; NULL skips),
- * dx (M, K) = dy · w when dx is not NULL (written). */
-int lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, int M, int K, int N, int accumulate);
-
 #endif

@@ -792,39 +792,3 @@ int lt_avgpool_backward(float *dx, const float *dy, int B, int HW, int C) {
     return 0;
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* linear                                                                                      */
-
-int lt_linear_forward(float *y, const float *x, const float *w, const float *b, int M, int K,
-                       int N) {
-    lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-    if (b) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) y[(int64_t)i * N + j] += b[j];
-    }
-    return 0;
-}
-
-int lt_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
-                        const float *w, int M, int K, int N, int accumulate) {
-    if (dw)
-        lt_op_gemm(1, 0, N, K, M, 1.0f, dy, N, x, K,
-                    accumulate ? 1.0f : 0.0f, dw, K);
-    if (db) {
-        const int nblk = (N + CBLK - 1) / CBLK;
-#pragma omp parallel for schedule(static)
-        for (int blk = 0; blk < nblk; blk++) {
-            const int c0 = blk * CBLK, nc = N - c0 < CBLK ? N - c0 : CBLK;
-            double s[CBLK] = {0};
-            for (int64_t i = 0; i < M; i++)
-                for (int c = 0; c < nc; c++) s[c] += dy[i * N + c0 + c];
-            for (int c = 0; c < nc; c++)
-                db[c0 + c] = (float)(accumulate ? db[c0 + c] + s[c] : s[c]);
-        }
-    }
-    if (dx)
-        lt_op_gemm(0, 0, M, K, N, 1.0f, dy, N, w, K, 0.0f,
-                    dx, K);
-    return 0;
-}

@@ -10,13 +10,13 @@
  *
  * One training step, with t_raw the teacher embeddings (from the cache) and h the head output:
  *
- *   lt_l2norm_forward(t, tn, t_raw, B, D)        (optional: cached embeddings are normalised
+ *   lt_op_l2norm(t, tn, t_raw, B, D)        (optional: cached embeddings are normalised
  *                                                 already, up to float16 rounding)
- *   lt_l2norm_forward(s, sn, h, B, D)
+ *   lt_op_l2norm(s, sn, h, B, D)
  *   lt_queue_push(&queue, t, B)                  push BEFORE the loss, as LightlyTrain does
  *   lt_kd_loss_forward(&loss, t, s, queue.data, B, queue.Q, D, tau, probs)
  *   lt_kd_loss_backward(ds, probs, queue.data, B, queue.Q, D, tau)
- *   lt_l2norm_backward(dh, ds, s, sn, B, D)      → into the head's backward
+ *   lt_op_l2norm_backward(dh, ds, s, sn, B, D)      → into the head's backward
  *
  * All matrices are row-major float32. Results are bitwise reproducible for a fixed thread count
  * (GEMMs via cblas_sgemm, row loops with static OpenMP schedules, per-row sums in double in a
@@ -26,9 +26,7 @@
 
 #include <stdint.h>
 
-/* ---- L2 normalisation (torch.nn.functional.normalize(x, p=2, dim=-1), eps 1e-12) ---- */
-
-#define LT_L2NORM_EPS 1e-12f
+#include "nn/ops.h" /* lt_op_l2norm, the L2 normalisation of the method */
 
 /* ---- The input: uint8 views and λ to the network's input ---- */
 
@@ -37,17 +35,6 @@
  * The arithmetic of lt_mix_normalize (image/render.h), sample by sample. */
 int lt_mix_normalize_batch(float *x, const uint8_t *a, const uint8_t *b, const float *lambda,
                            int B, int HW, const float mean[3], const float std[3]);
-
-/* y (B,D) = x / max(‖x_row‖₂, 1e-12). norm (B) receives ‖x_row‖₂ (unclamped, accumulated in
- * double) for the backward. y may equal x (in place). */
-int lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D);
-
-/* Backward of lt_l2norm_forward. dy (B,D) = dL/dy; y (B,D) and norm (B) from the forward.
- * dx (B,D) = (dy − y·⟨y,dy⟩) / n   where n = ‖x‖ ≥ eps (the norm is differentiated through),
- *          = dy / eps               where ‖x‖ < eps (the clamp is constant; as torch's clamp_min).
- * dx may equal dy. */
-int lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
-                        int D);
 
 /* ---- The queue of teacher embeddings ---- */
 

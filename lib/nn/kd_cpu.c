@@ -13,45 +13,6 @@
 #include "image/render.h"
 #include "nn/ops.h"
 
-/* ---- L2 normalisation ---- */
-
-int lt_l2norm_forward(float *y, float *norm, const float *x, int B, int D) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        const float *xr = x + (int64_t)b * D;
-        float *yr = y + (int64_t)b * D;
-        double ss = 0.0;
-        for (int d = 0; d < D; d++) ss += (double)xr[d] * xr[d];
-        float n = (float)sqrt(ss);
-        norm[b] = n;
-        float den = n > LT_L2NORM_EPS ? n : LT_L2NORM_EPS;
-        for (int d = 0; d < D; d++) yr[d] = xr[d] / den;
-    }
-    return 0;
-}
-
-int lt_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
-                        int D) {
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < B; b++) {
-        const float *dyr = dy + (int64_t)b * D;
-        const float *yr = y + (int64_t)b * D;
-        float *dxr = dx + (int64_t)b * D;
-        float n = norm[b];
-        if (n >= LT_L2NORM_EPS) {
-            /* y = x/n: dx = (dy − y⟨y,dy⟩)/n. */
-            double dot = 0.0;
-            for (int d = 0; d < D; d++) dot += (double)yr[d] * dyr[d];
-            float fdot = (float)dot;
-            for (int d = 0; d < D; d++) dxr[d] = (dyr[d] - yr[d] * fdot) / n;
-        } else {
-            /* Clamped: the denominator is the constant eps. */
-            for (int d = 0; d < D; d++) dxr[d] = dyr[d] / LT_L2NORM_EPS;
-        }
-    }
-    return 0;
-}
-
 /* ---- The queue ---- */
 
 int lt_queue_init(lt_queue *q, int Q, int D) {

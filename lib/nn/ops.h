@@ -27,10 +27,15 @@ void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
 int lt_op_blas_single_enter(void);
 void lt_op_blas_single_leave(int saved);
 
-/* PyTorch nn.Linear: out (M,N) = in (M,K) · wᵀ + bias, w (N,K) in PyTorch layout, bias (N) or
- * NULL. */
-void lt_op_linear(float *out, const float *in, const float *w, const float *bias, int M, int K,
-                  int N);
+/* PyTorch nn.Linear, the one linear layer of lt (the teacher's and the student's head), weight
+ * (N, K) in PyTorch's layout:
+ *   forward:  y (M, N) = x (M, K) · wᵀ, then + b (N) when b is not NULL (two roundings: the GEMM's,
+ *             then the bias add)
+ *   backward: dw (N, K) (+)= dyᵀ · x (accumulate flag), db (N) (+)= column sums of dy in double
+ *             (NULL skips), dx (M, K) = dy · w when dx is not NULL (written). */
+int lt_op_linear(float *y, const float *x, const float *w, const float *b, int M, int K, int N);
+int lt_op_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, int M, int K, int N, int accumulate);
 
 /* LayerNorm over the last dim: out (M,C) = (in − mean) / sqrt(var + eps) · w + b (biased var).
  * out may equal in. w, b (C). Row statistics are accumulated in double. */
@@ -59,8 +64,18 @@ int64_t lt_op_attention_scratch(int N);
 /* x (M,C) += gamma (C) ⊙ y (M,C): LayerScale then residual add. gamma NULL means ones. */
 void lt_op_layerscale_add(float *x, const float *y, const float *gamma, int M, int C);
 
-/* Each row of x (M,C) divided by max(‖row‖₂, eps), as F.normalize. In place. */
-void lt_op_l2norm(float *x, int M, int C, float eps);
+/* L2 normalisation, torch.nn.functional.normalize(x, p=2, dim=-1, eps=1e-12), the one of lt (the
+ * teacher's output and the student's projection):
+ *   y (M,C) = x / max(‖x_row‖₂, 1e-12), dividing by the norm rounded to float; norm (M), unless
+ *   NULL, receives ‖x_row‖₂ (unclamped, accumulated in double) for the backward. y may equal x.
+ * Backward: dy (M,C) = dL/dy; y and norm from the forward;
+ *   dx = (dy − y·⟨y,dy⟩) / n   where n = ‖x‖ ≥ eps (the norm is differentiated through),
+ *      = dy / eps               where ‖x‖ < eps (the clamp is constant; as torch's clamp_min).
+ *   dx may equal dy. */
+#define LT_L2NORM_EPS 1e-12f
+int lt_op_l2norm(float *y, float *norm, const float *x, int M, int C);
+int lt_op_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int M,
+                          int C);
 
 /* im2col for a non-overlapping patch conv (kernel = stride = p): x (B, H, W, C) NHWC →
  * out (B·gh·gw, C·p·p), gh = H/p, gw = W/p (extra pixels ignored); columns ordered (c, ky, kx) so

@@ -80,17 +80,6 @@ void lt_op_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
     blas_leave(saved);
 }
 
-void lt_op_linear(float *out, const float *in, const float *w, const float *bias, int M, int K,
-                  int N) {
-    if (M <= 0) return;
-    if (bias) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < M; i++) memcpy(out + (int64_t)i * N, bias, (size_t)N * sizeof(float));
-    }
-    /* out (M,N) = in (M,K) · w(N,K)ᵀ (+ out holding the bias) */
-    lt_op_gemm(0, 1, M, N, K, 1.0f, in, K, w, K, bias ? 1.0f : 0.0f, out, N);
-}
-
 void lt_op_layernorm(float *out, const float *in, const float *w, const float *b, int M, int C,
                      float eps) {
 #pragma omp parallel for schedule(static)
@@ -203,18 +192,6 @@ void lt_op_layerscale_add(float *x, const float *y, const float *gamma, int M, i
     }
 }
 
-void lt_op_l2norm(float *x, int M, int C, float eps) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < M; i++) {
-        float *r = x + (int64_t)i * C;
-        double s = 0.0;
-        for (int c = 0; c < C; c++) s += (double)r[c] * r[c];
-        double n = sqrt(s);
-        float inv = (float)(1.0 / (n > eps ? n : eps));
-        for (int c = 0; c < C; c++) r[c] *= inv;
-    }
-}
-
 void lt_op_patchify(float *out, const float *x, int B, int H, int W, int C, int p) {
     const int gh = H / p, gw = W / p, K = C * p * p;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -279,4 +256,84 @@ void lt_op_bicubic(float *out, const float *in, int ih, int iw, int oh, int ow, 
             }
         }
     }
+}
+
+/* Channels per block of the bias-gradient reduction (one 64-byte cache line of floats). */
+#define CBLK 16
+
+/* ------------------------------------------------------------------------------------------ */
+/* linear                                                                                      */
+
+int lt_op_linear(float *y, const float *x, const float *w, const float *b, int M, int K,
+                       int N) {
+    lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) y[(int64_t)i * N + j] += b[j];
+    }
+    return 0;
+}
+
+int lt_op_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, int M, int K, int N, int accumulate) {
+    if (dw)
+        lt_op_gemm(1, 0, N, K, M, 1.0f, dy, N, x, K,
+                    accumulate ? 1.0f : 0.0f, dw, K);
+    if (db) {
+        const int nblk = (N + CBLK - 1) / CBLK;
+#pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < nblk; blk++) {
+            const int c0 = blk * CBLK, nc = N - c0 < CBLK ? N - c0 : CBLK;
+            double s[CBLK] = {0};
+            for (int64_t i = 0; i < M; i++)
+                for (int c = 0; c < nc; c++) s[c] += dy[i * N + c0 + c];
+            for (int c = 0; c < nc; c++)
+                db[c0 + c] = (float)(accumulate ? db[c0 + c] + s[c] : s[c]);
+        }
+    }
+    if (dx)
+        lt_op_gemm(0, 0, M, K, N, 1.0f, dy, N, w, K, 0.0f,
+                    dx, K);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* L2 normalisation                                                                            */
+
+int lt_op_l2norm(float *y, float *norm, const float *x, int B, int D) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *xr = x + (int64_t)b * D;
+        float *yr = y + (int64_t)b * D;
+        double ss = 0.0;
+        for (int d = 0; d < D; d++) ss += (double)xr[d] * xr[d];
+        float n = (float)sqrt(ss);
+        if (norm) norm[b] = n;
+        float den = n > LT_L2NORM_EPS ? n : LT_L2NORM_EPS;
+        for (int d = 0; d < D; d++) yr[d] = xr[d] / den;
+    }
+    return 0;
+}
+
+int lt_op_l2norm_backward(float *dx, const float *dy, const float *y, const float *norm, int B,
+                        int D) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *dyr = dy + (int64_t)b * D;
+        const float *yr = y + (int64_t)b * D;
+        float *dxr = dx + (int64_t)b * D;
+        float n = norm[b];
+        if (n >= LT_L2NORM_EPS) {
+            /* y = x/n: dx = (dy − y⟨y,dy⟩)/n. */
+            double dot = 0.0;
+            for (int d = 0; d < D; d++) dot += (double)yr[d] * dyr[d];
+            float fdot = (float)dot;
+            for (int d = 0; d < D; d++) dxr[d] = (dyr[d] - yr[d] * fdot) / n;
+        } else {
+            /* Clamped: the denominator is the constant eps. */
+            for (int d = 0; d < D; d++) dxr[d] = dyr[d] / LT_L2NORM_EPS;
+        }
+    }
+    return 0;
 }

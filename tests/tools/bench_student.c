@@ -41,7 +41,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < views; i++) a[i] = (uint8_t)lt_rng_below(&r, 256), b[i] = (uint8_t)i;
     for (int i = 0; i < B; i++) lambda[i] = (float)lt_rng_uniform(&r);
     for (int64_t i = 0; i < (int64_t)B * D; i++) t[i] = (float)(lt_rng_uniform(&r) - 0.5);
-    lt_l2norm_forward(t, tn, t, B, D);
+    lt_op_l2norm(t, tn, t, B, D);
     for (int k = 0; k < Q / B + 1; k++) lt_queue_push(&st.queue, t, B); /* a full queue */
     printf("{\"batch\": %d, \"times\": [", B);
     for (int it = 0; it <= R; it++) {

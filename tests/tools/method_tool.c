@@ -99,15 +99,15 @@ static int cmd_loss(int argc, char **argv) {
     for (int k = 0; k < steps && rc == 0; k++) {
         const float *traw = in + (size_t)k * 2 * bd, *sraw = traw + bd;
         double loss;
-        lt_l2norm_forward(t, tn, traw, B, D);
-        lt_l2norm_forward(s, sn, sraw, B, D);
+        lt_op_l2norm(t, tn, traw, B, D);
+        lt_op_l2norm(s, sn, sraw, B, D);
         if (lt_queue_push(&q, t, B) ||
             lt_kd_loss_forward(&loss, t, s, q.data, B, Q, D, tau, probs)) {
             rc = -1;
             break;
         }
         lt_kd_loss_backward(ds, probs, q.data, B, Q, D, tau);
-        lt_l2norm_backward(dx, ds, s, sn, B, D);
+        lt_op_l2norm_backward(dx, ds, s, sn, B, D);
         rc = put(f, &loss, 8) || put(f, t, bd * 4) || put(f, s, bd * 4) ||
              put(f, q.data, (size_t)Q * D * 4) || put(f, ds, bd * 4) || put(f, dx, bd * 4);
     }
@@ -145,8 +145,8 @@ static int cmd_l2(int argc, char **argv) {
     float *in = read_floats(argv[4], &n);
     if (!in) return fail();
     float *y = malloc(bd * 4), *dx = malloc(bd * 4), *nrm = malloc(B * 4);
-    lt_l2norm_forward(y, nrm, in, B, D);
-    lt_l2norm_backward(dx, in + bd, y, nrm, B, D);
+    lt_op_l2norm(y, nrm, in, B, D);
+    lt_op_l2norm_backward(dx, in + bd, y, nrm, B, D);
     FILE *f = create(argv[5]);
     if (!f) return fail();
     int rc = put(f, y, bd * 4) || put(f, dx, bd * 4);
