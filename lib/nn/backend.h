@@ -11,8 +11,9 @@
  *
  * Contracts: every entry's meaning, shapes and rounding rules are those of the CPU function it
  * names (nn/cnn.h; nn/ops.h for linear and L2 norm; nn/kd.h; nn/optim_kernels.h); pointers are
- * in the backend's memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1 with lt_err_set.
- * Scratch ("ws") is passed in, sized by the backend's *_ws_bytes entries; no entry allocates. */
+ * in the backend's memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1
+ * with lt_err_set. Scratch ("ws") is passed in, sized by the backend's *_ws_bytes entries; no
+ * entry allocates. */
 #ifndef LT_NN_BACKEND_H
 #define LT_NN_BACKEND_H
 
