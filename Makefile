@@ -41,7 +41,7 @@ ifeq ($(SAN),fuzz)
   LDFLAGS += $(SANFLAGS)
 endif
 
-# Rendering must give identical bytes on every machine: no FMA contraction there (DESIGN.md §4).
+# Rendering must give identical bytes on every machine: no FMA contraction there (docs/architecture.md §4).
 $(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
 
 # ---- CUDA backend (built when nvcc is present unless CUDA=0) ----

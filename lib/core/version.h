@@ -4,7 +4,7 @@
 
 #define LT_VERSION "0.1.0"
 
-/* Exit codes shared by the tools (DESIGN.md §3). */
+/* Exit codes shared by the tools (docs/architecture.md §3). */
 enum { LT_EXIT_OK = 0, LT_EXIT_ERROR = 1, LT_EXIT_USAGE = 2, LT_EXIT_INTERRUPTED = 130 };
 
 #endif

@@ -1,6 +1,7 @@
 /* recipe.c: drawing view recipes (the random part of the view transform) from the counter-based
  * RNG, mirroring torchvision's RandomResizedCrop / RandomHorizontalFlip / RandomApply(ColorJitter)
- * / RandomGrayscale / GaussianBlur semantics (DESIGN.md §1). Rendering a recipe is render.c's job.
+ * / RandomGrayscale / GaussianBlur semantics (docs/architecture.md §1). Rendering a recipe is
+ * render.c's job.
  *
  * Streams: every sample s = image * V + view owns three Philox streams keyed (seed, image, view, c):
  *   c = 0  the primary view's recipe (lt_recipe_draw(..., stream 0) with the image's own size)

@@ -3,7 +3,7 @@
  * A recipe is drawn from the counter-based RNG keyed by (seed, image, view, stream), so it never
  * depends on thread count, batch size or order. lt-embed stores every recipe in the cache; lt-train
  * reads them back and re-renders the exact same pixels (render.h). The transform parameters are
- * those of DESIGN.md §1 (LightlyTrain's distillation defaults) and can be overridden. */
+ * those of docs/architecture.md §1 (LightlyTrain's distillation defaults) and can be overridden. */
 #ifndef LT_RECIPE_H
 #define LT_RECIPE_H
 

@@ -1,8 +1,8 @@
 /* render.c: the deterministic view renderer, (decoded image, recipe) -> (size, size, 3) uint8.
  *
  * Both tools call this on the same stored bytes, and a CUDA twin must give the same bytes
- * (DESIGN.md §4). So: integer fixed point for resampling, grayscale and blur; where float is used
- * (colour jitter, the coefficient tables), only IEEE +, -, *, / in a fixed order (this file is
+ * (docs/architecture.md §4). So: integer fixed point for resampling, grayscale and blur; where
+ * float is used (colour jitter, the coefficient tables), only IEEE +, -, *, / in a fixed order (this file is
  * compiled with -ffp-contract=off), exact floor/frexp/ldexp, and lt_det_exp instead of libm's exp.
  *
  * The steps and the reference each one reproduces (tests/py/test_render.py checks them):

@@ -4,7 +4,7 @@
  * when shrinking, as torchvision's antialias=True), horizontal flip, colour jitter in the recipe's
  * order, grayscale, Gaussian blur. Integer fixed-point arithmetic where possible; any float code
  * is compiled without FMA contraction and uses no libm transcendental, so a CUDA twin can match
- * it bit for bit (DESIGN.md §4). Output depends only on (image, recipe, size). */
+ * it bit for bit (docs/architecture.md §4). Output depends only on (image, recipe, size). */
 #ifndef LT_RENDER_H
 #define LT_RENDER_H
 

@@ -1,7 +1,8 @@
 /* ops.h: the compute ops the models are written in, declared once for every backend.
  *
- * Why it exists: DESIGN.md §4 wants one op API with a CPU implementation (ops_cpu.c: C + OpenMP,
- * GEMMs through OpenBLAS, fp32, the reference) and a CUDA twin tested op by op against it. So
+ * Why it exists: lt keeps one op API (docs/architecture.md §4) with a CPU implementation
+ * (ops_cpu.c: C + OpenMP, GEMMs through OpenBLAS, fp32, the reference) and a CUDA twin tested op
+ * by op against it. So
  * every op here takes plain float pointers and sizes, no tensor objects, no allocation inside
  * (callers pass preallocated outputs and scratch), and no hidden state; a CUDA implementation takes
  * device pointers with the same meaning. All matrices are row-major, contiguous unless a leading

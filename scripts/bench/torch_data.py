@@ -3,7 +3,7 @@ torchvision transforms in a torch DataLoader) on the same JPEG files lt-embed ca
 size and the same mixup. One mixed sample = two images opened and decoded, two views transformed,
 one mix, as in our loader. Nothing trains behind it.
 
-Transforms (DESIGN.md §1): RandomResizedCrop(224, scale=(0.14, 1)), RandomHorizontalFlip,
+Transforms (docs/architecture.md §1): RandomResizedCrop(224, scale=(0.14, 1)), RandomHorizontalFlip,
 RandomApply([ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8), RandomGrayscale(0.2), GaussianBlur with
 kernel 3 and sigma in (1e-6, 0.1) (torchvision refuses sigma 0; at these sigmas the kernel is ~ an
 identity, as ours), ToTensor, Normalize(ImageNet); then x = lam * a + (1 - lam) * b, lam ~ U(0, 1).

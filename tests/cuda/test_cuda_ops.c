@@ -1,8 +1,8 @@
 /* test_cuda_ops.c: every op of nn/ops_cuda.h against its CPU twin of nn/ops.h (the reference), on
  * fresh random inputs, per precision, with a declared tolerance (ggml test-backend-ops style).
  *
- * Why it exists: the CUDA backend can only be trusted op by op against the CPU (DESIGN.md §4),
- * and CI has no GPU: `make test-cuda` runs this on a GPU machine (tests/run-cuda.sh).
+ * Why it exists: the CUDA backend can only be trusted op by op against the CPU
+ * (docs/architecture.md §4), and CI has no GPU: `make test-cuda` runs this on a GPU machine (tests/run-cuda.sh).
  *
  * Error measure: NMSE = Σ(gpu − cpu)² / Σ cpu², over all outputs; any NaN/Inf fails. The GPU
  * output is poisoned with NaN before each op, so an element the op forgot to write fails too.

@@ -1,7 +1,7 @@
 """lib/train/optim against PyTorch: AdamW and SGD against torch.optim over several steps, LARS against
 tests/reference/optim_ref.py (lightly's LARS rule written from its definition) and its no-weight-
 decay group against torch.optim.SGD, gradient clipping against torch.nn.utils.clip_grad_norm_, the
-schedule against a transcription of DESIGN.md §1, the default learning rates, and a state round
+schedule against a transcription of docs/architecture.md §1, the default learning rates, and a state round
 trip (what a checkpoint does) giving bit-identical results."""
 import math
 

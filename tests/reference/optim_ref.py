@@ -1,4 +1,4 @@
-"""optim_ref.py: PyTorch references for lib/train/optim, written from the definitions (DESIGN.md §1
+"""optim_ref.py: PyTorch references for lib/train/optim, written from the definitions (docs/architecture.md §1
 and lightly.utils.lars.LARS, which LightlyTrain's distillation uses), not from our C code.
 
 - lars_step(): one LARS update of a list of tensors in float64/float32 torch, the rule of
@@ -9,7 +9,7 @@ and lightly.utils.lars.LARS, which LightlyTrain's distillation uses), not from o
       buf = d (first step) or momentum * buf + d
       p = p - lr * buf
   Parameters of the no-weight-decay group are passed with wd = 0: plain momentum SGD.
-- schedule(): the warmup + cosine multiplier, transcribed from DESIGN.md §1.
+- schedule(): the warmup + cosine multiplier, transcribed from docs/architecture.md §1.
 """
 import math
 
@@ -44,7 +44,7 @@ def warmup_steps(steps_per_epoch, epochs, warmup_epochs=None):
 
 
 def schedule(k, T, W):
-    """The lr multiplier of step k of T with W warmup steps (DESIGN.md §1)."""
+    """The lr multiplier of step k of T with W warmup steps (docs/architecture.md §1)."""
     if k < W:
         return (k + 1) / W
     j = k - W
