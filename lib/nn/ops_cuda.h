@@ -1,8 +1,8 @@
 /* ops_cuda.h: the CUDA twin of nn/ops.h: the ops the DINOv2 ViT needs, on device pointers.
  *
  * Why it exists: lt keeps one op API (docs/architecture.md §4) with a CPU reference
- * (ops_cpu.c) and a CUDA backend tested op by op against it (tests/cuda/test_cuda_ops.c). The ops here take the same
- * arguments as their ops.h namesakes, plus:
+ * (ops_cpu.c) and a CUDA backend tested op by op against it (tests/cuda/test_cuda_ops.c). The ops
+ * here take the same arguments as their ops.h namesakes, plus:
  *   - a context (lt_cuda_ctx: the CUDA stream, the cuBLASLt handle and its workspace); every op is
  *     enqueued on that stream and returns at once (asynchronous), so errors raised by a kernel
  *     while it runs surface at the next lt_cuda_sync();
