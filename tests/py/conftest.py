@@ -1,9 +1,61 @@
-"""Shared fixtures of the Python tests: where the built binaries are, and how to run them."""
+"""Shared fixtures of the Python tests: where the built binaries are, how to run them, and the
+seed of every random input.
+
+Random inputs are fresh on every run, and every run can be replayed: the session seed comes from
+LT_TEST_SEED (a random one when it is unset), is printed in pytest's header and under every
+failing test, and every unseeded generator (np.random.default_rng(), np.random.*, random.*,
+torch's default generator) is drawn from (that seed, the test's id). So
+`LT_TEST_SEED=N python3 -m pytest tests/py -k NAME` feeds a failing test the same inputs again,
+alone or in the whole suite. Generators given an explicit seed are left as they are."""
+import itertools
 import os
+import random
+import secrets
 import subprocess
 import sys
+import zlib
 
+import numpy as np
 import pytest
+
+SEED = int(os.environ.get("LT_TEST_SEED") or secrets.randbits(32))
+_default_rng = np.random.default_rng
+_stream = {"key": zlib.crc32(b"collection"), "n": itertools.count()}
+
+
+def _seeded_default_rng(seed=None):
+    """np.random.default_rng with the unseeded case drawn from (SEED, test, call number)."""
+    if seed is None:
+        seed = np.random.SeedSequence([SEED, _stream["key"], next(_stream["n"])])
+    return _default_rng(seed)
+
+
+np.random.default_rng = _seeded_default_rng
+
+
+def pytest_report_header(config):
+    return f"random inputs: LT_TEST_SEED={SEED} (set it to replay them)"
+
+
+@pytest.fixture(autouse=True)
+def _replayable_inputs(request):
+    key = zlib.crc32(request.node.nodeid.encode())
+    _stream["key"], _stream["n"] = key, itertools.count()
+    seed32 = (SEED ^ key) & 0xFFFFFFFF
+    np.random.seed(seed32)
+    random.seed(seed32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed32)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        rep.sections.append(("random inputs", f"replay with LT_TEST_SEED={SEED} "
+                                              f"python3 -m pytest '{item.nodeid}'"))
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "build")
