@@ -30,8 +30,8 @@ void lt_op_blas_single_leave(int saved);
 
 /* PyTorch nn.Linear, the one linear layer of lt (the teacher's and the student's head), weight
  * (N, K) in PyTorch's layout:
- *   forward:  y (M, N) = x (M, K) · wᵀ, then + b (N) when b is not NULL (two roundings: the GEMM's,
- *             then the bias add)
+ *   forward:  y (M, N) = x (M, K) · wᵀ + b (N): y is set to the bias (when b is not NULL) and the
+ *             GEMM accumulates onto it (beta 1), saving a pass over y
  *   backward: dw (N, K) (+)= dyᵀ · x (accumulate flag), db (N) (+)= column sums of dy in double
  *             (NULL skips), dx (M, K) = dy · w when dx is not NULL (written). */
 int lt_op_linear(float *y, const float *x, const float *w, const float *b, int M, int K, int N);

@@ -264,14 +264,14 @@ void lt_op_bicubic(float *out, const float *in, int ih, int iw, int oh, int ow, 
 /* ------------------------------------------------------------------------------------------ */
 /* linear                                                                                      */
 
-int lt_op_linear(float *y, const float *x, const float *w, const float *b, int M, int K,
-                       int N) {
-    lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+int lt_op_linear(float *y, const float *x, const float *w, const float *b, int M, int K, int N) {
+    if (M <= 0) return 0;
+    /* the bias first, then the GEMM adds onto it (beta 1): no second pass over y */
     if (b) {
 #pragma omp parallel for schedule(static)
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) y[(int64_t)i * N + j] += b[j];
+        for (int i = 0; i < M; i++) memcpy(y + (int64_t)i * N, b, (size_t)N * sizeof(float));
     }
+    lt_op_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
     return 0;
 }
 
