@@ -7,6 +7,8 @@
 #   make dev-cuda   the earlier CUDA kernels of dev/cuda/, each with a check and a benchmark
 #                   against the production kernel (built by `make` too when CUDA is on)
 #   make demo       install, build, run lt-embed (then lt-train) on a generated sample set
+#   make install    the tools, the HDF5 filter plugin, the docs and man pages under PREFIX
+#                   (/usr/local; DESTDIR for staging); make uninstall removes them again
 #   make bench      throughput against PyTorch on this machine
 #   make asan       the unit tests, both tools and the fuzz-regression replays built with
 #                   ASan+UBSan into build-asan/ (CPU only); `make test` builds and runs them
@@ -78,7 +80,7 @@ FUZZ_BUILD  := build-fuzz
 FUZZ_SECONDS ?= 60
 
 .PHONY: all deps deps-test test test-cuda dev-cuda bench bench-quick demo fuzz clean check-deps \
-        asan asan-targets fuzz-targets
+        asan asan-targets fuzz-targets man install uninstall
 all: check-deps $(TOOLS) $(PLUGIN) $(TESTS) $(CUDA_TESTS) $(TEST_TOOLS) $(DEV_CUDA)
 
 check-deps:
@@ -175,6 +177,39 @@ bench-quick: all
 demo: deps
 	$(MAKE) all
 	bash scripts/demo.sh
+
+# ---- installation: $(DESTDIR)$(PREFIX)/{bin, lib/hdf5/plugins, share/doc/lt, share/man/man1} ----
+PREFIX  ?= /usr/local
+I_BIN    = $(DESTDIR)$(PREFIX)/bin
+I_PLUGIN = $(DESTDIR)$(PREFIX)/lib/hdf5/plugins
+I_DOC    = $(DESTDIR)$(PREFIX)/share/doc/lt
+I_MAN    = $(DESTDIR)$(PREFIX)/share/man/man1
+MANPAGES := $(patsubst $(BINDIR)/%,$(BUILD)/man/%.1,$(TOOLS))
+
+# Man pages from each tool's own --help (help2man) plus man/<tool>.h2m, so they cannot disagree.
+$(BUILD)/man/%.1: $(BINDIR)/% man/%.h2m
+	@command -v help2man >/dev/null || { echo "make: the man pages need help2man: run scripts/install-deps.sh"; exit 1; }
+	@mkdir -p $(dir $@)
+	help2man -N --no-discard-stderr --include=man/$*.h2m -o $@ ./$<
+man: $(MANPAGES)
+
+install: all man
+	install -d $(I_BIN) $(I_PLUGIN) $(I_DOC)/docs $(I_DOC)/formats $(I_MAN)
+	install -m 755 $(TOOLS) $(I_BIN)/
+	install -m 755 $(PLUGIN) $(I_PLUGIN)/
+	install -m 644 README.md $(I_DOC)/
+	install -m 644 $(wildcard docs/*.md) $(I_DOC)/docs/
+	install -m 644 $(wildcard formats/*.md) $(I_DOC)/formats/
+	install -m 644 $(MANPAGES) $(I_MAN)/
+	@echo "lt: installed under $(DESTDIR)$(PREFIX); programs that read caches (h5py, h5dump) find"
+	@echo "    lt's filter with: export HDF5_PLUGIN_PATH=$(PREFIX)/lib/hdf5/plugins"
+
+# Removes exactly what install wrote (folders shared with other software stay).
+uninstall:
+	rm -f $(addprefix $(I_BIN)/,$(notdir $(TOOLS))) $(I_PLUGIN)/$(notdir $(PLUGIN))
+	rm -f $(addprefix $(I_MAN)/,$(notdir $(MANPAGES)))
+	rm -rf $(I_DOC)
+	-rmdir $(I_PLUGIN) $(DESTDIR)$(PREFIX)/lib/hdf5 2>/dev/null || true
 
 clean:
 	rm -rf $(BUILD) bin $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,6 +1,7 @@
 /* h5zstd.h: the Zstandard HDF5 filter (registered id 32015, cd_values[0] = compression level),
  * our own implementation over libzstd. lt registers it in-process; the same code is built as an
- * HDF5 plugin (build/plugins/libh5zstd.so) so stock h5py/h5dump read caches with HDF5_PLUGIN_PATH.
+ * HDF5 plugin (build/plugins/libh5zstd.so, installed in PREFIX/lib/hdf5/plugins) so stock
+ * h5py/h5dump read caches with HDF5_PLUGIN_PATH.
  * Chunks are plain zstd frames with the content size recorded, as other 32015 implementations
  * (hdf5plugin) write and expect. */
 #ifndef LT_H5ZSTD_H

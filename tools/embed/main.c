@@ -1,11 +1,13 @@
 /* lt-embed: command line of the embedding tool. Parses and validates the options, runs the
  * pipeline of lib/embed, prints the closing summary. All logic lives in lib/. */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/cli.h"
 #include "core/error.h"
@@ -230,6 +232,49 @@ static char *continue_hint(void) {
     return buf;
 }
 
+/* The folder of lt's HDF5 filter plugin next to this program: <prefix>/lib/hdf5/plugins when
+ * installed, build/plugins in a checkout. Found from the executable's own path, so nothing about
+ * where lt was built or installed is compiled in. 0 and dir set when it exists. */
+static int plugin_dir(char *dir, size_t n) {
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return -1;
+    exe[len] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0; /* the bin folder */
+    const char *rel[] = {"../lib/hdf5/plugins", "../build/plugins"};
+    for (int k = 0; k < 2; k++) {
+        char cand[4200], real[4096];
+        snprintf(cand, sizeof cand, "%s/%s/libh5zstd.so", exe, rel[k]);
+        if (access(cand, R_OK) != 0) continue;
+        snprintf(cand, sizeof cand, "%s/%s", exe, rel[k]);
+        if (!realpath(cand, real)) continue;
+        snprintf(dir, n, "%s", real);
+        return 0;
+    }
+    return -1;
+}
+
+/* Other programs (h5py, h5dump) read the cache's embeddings only with lt's filter plugin: say
+ * which HDF5_PLUGIN_PATH to export, unless it already names that folder. */
+static void plugin_hint(const char *cache) {
+    char dir[4096];
+    if (plugin_dir(dir, sizeof dir) != 0) return;
+    const char *env = getenv("HDF5_PLUGIN_PATH");
+    if (env) {
+        char *copy = strdup(env), *save = NULL, real[4096];
+        int found = 0;
+        for (char *p = copy ? strtok_r(copy, ":", &save) : NULL; p && !found;
+             p = strtok_r(NULL, ":", &save))
+            found = realpath(p, real) && !strcmp(real, dir);
+        free(copy);
+        if (found) return;
+    }
+    lt_info("other programs (h5py, h5dump) read %s with lt's filter plugin: export "
+            "HDF5_PLUGIN_PATH=%s", cache, dir);
+}
+
 static void human_bytes(double b, char *buf, size_t n) {
     const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int i = 0;
@@ -361,5 +406,6 @@ int main(int argc, char **argv) {
     lt_info("time: decode %.1f s, render %.1f s, %steacher %.1f s (%.1f views/s), write %.1f s; "
             "teacher on %s", r.t_decode, r.t_render, copy, r.t_teacher,
             r.t_teacher > 0 ? embedded / r.t_teacher : 0.0, r.t_write, r.device);
+    plugin_hint(o.cache_path);
     return LT_EXIT_OK;
 }
