@@ -171,22 +171,37 @@ static int truncate_metrics(const char *path, int64_t step) {
     return rc;
 }
 
-static void logf_(run_files *f, const char *fmt, ...) LT_PRINTF(2, 3);
-static void logf_(run_files *f, const char *fmt, ...) {
+/* A line to stderr (info, or a warning) and, whatever the verbosity, to train.log. */
+static void vlog_(run_files *f, int warn, const char *fmt, va_list ap) {
     char buf[8192];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    lt_info("%s", buf);
+    if (warn) lt_warn("%s", buf);
+    else lt_info("%s", buf);
     if (f->log_f) {
         time_t now = time(NULL);
         char ts[32];
         strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
         char esc[4 * sizeof buf];
-        fprintf(f->log_f, "%s %s\n", ts, lt_str_escape(buf, esc, sizeof esc));
+        fprintf(f->log_f, "%s %s%s\n", ts, warn ? "warning: " : "",
+                lt_str_escape(buf, esc, sizeof esc));
         fflush(f->log_f);
     }
+}
+
+static void logf_(run_files *f, const char *fmt, ...) LT_PRINTF(2, 3);
+static void logf_(run_files *f, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_(f, 0, fmt, ap);
+    va_end(ap);
+}
+
+static void warnf_(run_files *f, const char *fmt, ...) LT_PRINTF(2, 3);
+static void warnf_(run_files *f, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vlog_(f, 1, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- the student (lib/train/step.c) ---- */
@@ -214,11 +229,13 @@ static void args_json(const lt_train_opts *o, const lt_cache_meta *m, int64_t N,
              "\"lr\": %.17g, \"momentum\": %.17g, \"weight_decay\": %.17g, \"warmup_epochs\": %.17g, "
              "\"clip_grad\": %.17g, \"temperature\": %.17g, \"queue_size\": %d, \"seed\": %llu, "
              "\"shuffle\": %d, \"cache_images\": %lld, \"cache_views\": %d, \"cache_seed\": %llu, "
-             "\"teacher_sha256\": \"%s\", \"cache_identity\": \"%s\", \"version\": \"%s\"}",
+             "\"teacher_sha256\": \"%s\", \"cache_identity\": \"%s\", \"epochs_per_view\": %.17g, "
+             "\"version\": \"%s\"}",
              o->student, o->epochs, o->batch_size, lt_opt_kind_name(o->optimizer), lr, o->momentum,
              o->weight_decay, o->warmup_epochs, o->clip_grad, o->temperature, Q,
              (unsigned long long)o->seed, o->shuffle, (long long)N, m->views_per_image,
-             (unsigned long long)m->seed, m->teacher.sha256, identity, LT_VERSION);
+             (unsigned long long)m->seed, m->teacher.sha256, identity,
+             o->epochs / m->views_per_image, LT_VERSION);
 }
 
 /* Compares the saved arguments with this run's, field by field; names the first difference. */
@@ -549,6 +566,18 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
           lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum,
           tr.optim.cfg.weight_decay, o->clip_grad);
     logf_(&f, "  loss       queue %d, temperature %g", Q, o->temperature);
+    const double epv = o->epochs / m->views_per_image; /* times each cached view is shown */
+    logf_(&f, "  views      %d per image: each view is shown %.3g time%s (epochs per view, E/V)",
+          m->views_per_image, epv, plural(epv));
+    if (epv > LT_EPOCHS_PER_VIEW_MAX) {
+        int want = (int)ceil(o->epochs / LT_EPOCHS_PER_VIEW_MAX);
+        warnf_(&f, "%g epochs over %d view%s per image show each cached teacher target %.3g "
+               "times (E/V > %g): the student starts to fit fixed targets and loses part of what "
+               "distillation gives. %d views per image bring E/V to %g or less; add them without "
+               "recomputing anything: lt-embed --append --views %d DATA_DIR %s",
+               o->epochs, m->views_per_image, plural(m->views_per_image), epv,
+               LT_EPOCHS_PER_VIEW_MAX, want, LT_EPOCHS_PER_VIEW_MAX, want, o->cache_path);
+    }
     logf_(&f, "  run        seed %llu, %d thread%s, checkpoint every %lld step%s%s",
           (unsigned long long)o->seed, threads, plural(threads), (long long)ckpt_every,
           plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
@@ -650,9 +679,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         else
             snprintf(steps, sizeof steps, "steps %lld..%lld", (long long)first + 1,
                      (long long)step);
-        logf_(&f, "done: %s of %lld, final loss %.5f, %.1f img/s (waited %.1f s for data); "
-              "student written to %s", steps, (long long)total, loss, rep->img_per_s,
-              rep->data_wait_s, f.student);
+        logf_(&f, "done: %s of %lld, final loss %.5f, %.1f img/s (waited %.1f s for data), "
+              "%.3g epochs per view; student written to %s", steps, (long long)total, loss,
+              rep->img_per_s, rep->data_wait_s, o->epochs / m->views_per_image, f.student);
     }
     rc = rep->interrupted ? LT_EXIT_INTERRUPTED : LT_EXIT_OK;
 done:

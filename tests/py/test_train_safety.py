@@ -369,3 +369,36 @@ def test_progress_and_summary_count_right(cache, tmp_path):
     r = run([lt_train(), cache, "--out", str(tmp_path / "o1"), *COMMON])
     assert "1 epochs" not in r.stderr and "1 epoch x" in r.stderr, r.stderr
     assert "1 threads" not in r.stderr, r.stderr
+
+
+# ---- epochs per view: a warning when each cached view is shown too often ----
+
+@pytest.mark.parametrize("epochs,warns", [(30, True), (21, True), (20, False), (4, False)])
+def test_epochs_per_view_warning(cache, tmp_path, epochs, warns):
+    """The cache has 2 views per image: E/V above 10 (E > 20) warns once on stderr, naming the
+    views that bring it to 10 or less and the --append command; train.log has it even with -q;
+    the checkpoint's args record E/V."""
+    out = tmp_path / "out"
+    r = run([lt_train(), cache, "--out", out, "--batch-size", "4", "--threads", "1", "--epochs",
+             str(epochs), "--steps", "1"], timeout=300)
+    lines = [l for l in r.stderr.splitlines() if "E/V >" in l]
+    assert len(lines) == (1 if warns else 0), r.stderr
+    if warns:
+        want = -(-epochs // 10)  # ceil(E / 10)
+        assert lines[0].startswith("lt-train: warning: "), lines
+        assert f"lt-embed --append --views {want} DATA_DIR {cache}" in lines[0], lines
+        assert epochs / want <= 10 < epochs / (want - 1)  # the fewest views that suffice
+    assert f"{epochs / 2:.3g} times (epochs per view, E/V)" in r.stderr, r.stderr
+    # -q: nothing on stderr, the note still in train.log
+    out_q = tmp_path / "outq"
+    r = run([lt_train(), cache, "--out", out_q, "--batch-size", "4", "--threads", "1", "--epochs",
+             str(epochs), "--steps", "1", "-q"], timeout=300)
+    assert r.stderr == "", r.stderr
+    log = (out_q / "train.log").read_text()
+    assert ("warning: " in log and "E/V >" in log) == warns, log
+    ck = out_q / "checkpoints" / "last.safetensors"
+    with open(ck, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        meta = json.loads(f.read(n))["__metadata__"]
+    args = json.loads([v for v in meta.values() if "epochs_per_view" in v][0])
+    assert args["epochs_per_view"] == epochs / 2
