@@ -8,9 +8,11 @@
 
 #include "core/log.h"
 #include "core/threads.h"
+#include "nn/blas_select.h"
 #include "nn/ops.h"
 
 int main(int argc, char **argv) {
+    lt_blas_ensure(argv); /* the kernels lt-embed and lt-train would use */
     if (argc != 3 && !(argc == 5 && !strcmp(argv[3], "--threads"))) {
         fprintf(stderr, "usage: bench_gemm N REPEATS [--threads T]\n");
         return 2;
@@ -22,7 +24,11 @@ int main(int argc, char **argv) {
           *c = malloc((size_t)n * n * sizeof *c);
     for (size_t i = 0; i < (size_t)n * n; i++) a[i] = b[i] = (float)(i % 17) * 0.01f;
     lt_op_gemm(0, 1, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    printf("{\"n\": %d, \"gflops\": [", n);
+    char blas[512];
+    lt_blas_describe(blas, sizeof blas);
+    for (char *q = blas; *q; q++)
+        if (*q == '"' || *q == '\\') *q = '\'';
+    printf("{\"n\": %d, \"blas\": \"%s\", \"gflops\": [", n, blas);
     for (int i = 0; i < r; i++) {
         double t0 = lt_now();
         lt_op_gemm(0, 1, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);

@@ -14,11 +14,13 @@
 #include "nn/backend.h"
 #include "nn/kd.h"
 #include "train/step.h"
+#include "nn/blas_select.h"
 
 #define D 768
 #define Q 8192
 
 int main(int argc, char **argv) {
+    lt_blas_ensure(argv); /* the kernels lt-embed and lt-train use */
     if (argc != 5 && !(argc == 7 && !strcmp(argv[5], "--threads"))) {
         fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N]\n");
         return 2;

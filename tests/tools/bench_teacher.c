@@ -13,8 +13,10 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "models/dinov2.h"
+#include "nn/blas_select.h"
 
 int main(int argc, char **argv) {
+    lt_blas_ensure(argv); /* the kernels lt-embed and lt-train use */
     if (argc != 5 && !(argc == 7 && !strcmp(argv[5], "--threads"))) {
         fprintf(stderr, "usage: bench_teacher WEIGHTS BATCH SIZE REPEATS [--threads N]\n");
         return 2;

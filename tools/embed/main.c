@@ -17,6 +17,7 @@
 #include "core/version.h"
 #include "data/cache_check.h"
 #include "embed/embed.h"
+#include "nn/blas_select.h"
 #include "nn/ops_cuda.h"
 
 static void usage(FILE *f) {
@@ -289,6 +290,7 @@ int main(int argc, char **argv) {
     if (o.teacher_path && !*o.teacher_path) o.teacher_path = NULL;
     o.teacher_from_env = o.teacher_path != NULL;
     int verbosity = 1, c;
+    lt_blas_ensure(argv); /* the GEMM kernels this CPU can run (may restart the program) */
     lt_log_init("lt-embed", 1);
     g_argc = argc;
     g_argv = malloc((size_t)(argc + 1) * sizeof *g_argv);
@@ -320,6 +322,11 @@ int main(int argc, char **argv) {
         if (c == OPT_OVERWRITE) g_overwrites[g_n_overwrites++] = argv[optind - 1];
     }
     lt_log_init("lt-embed", verbosity);
+    if (lt_log_verbosity() >= 2) {
+        char blas[512];
+        lt_blas_describe(blas, sizeof blas);
+        lt_debug("BLAS: %s", blas);
+    }
     if (argc - optind != 2) {
         lt_error("expected DATA_DIR and CACHE, got %d argument%s (try 'lt-embed --help')",
                  argc - optind, argc - optind == 1 ? "" : "s");

@@ -17,6 +17,7 @@
 #include "core/signals.h"
 #include "core/version.h"
 #include "data/cache_check.h"
+#include "nn/blas_select.h"
 #include "train/train.h"
 
 static void usage(FILE *f) {
@@ -184,6 +185,7 @@ int main(int argc, char **argv) {
     lt_train_opts o;
     lt_train_defaults(&o);
     int verbosity = 1, c;
+    lt_blas_ensure(argv); /* the GEMM kernels this CPU can run (may restart the program) */
     lt_log_init("lt-train", 1);
     /* The command that continues an interrupted run: argv in its original order (getopt_long
      * permutes argv) without the --overwrite words, which getopt_long points us to. */
@@ -216,6 +218,11 @@ int main(int argc, char **argv) {
         }
     }
     lt_log_init("lt-train", verbosity);
+    if (lt_log_verbosity() >= 2) {
+        char blas[512];
+        lt_blas_describe(blas, sizeof blas);
+        lt_debug("BLAS: %s", blas);
+    }
     if (argc - optind != 1) {
         lt_error("expected one CACHE argument, got %d (try 'lt-train --help')", argc - optind);
         return LT_EXIT_USAGE;
