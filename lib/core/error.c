@@ -58,7 +58,8 @@ char *lt_str_escape(const char *s, char *out, size_t cap) {
         unsigned char c = (unsigned char)*s;
         char esc[5];
         int n;
-        if (c == '\n') n = snprintf(esc, sizeof esc, "\\n");
+        if (c == '\\') n = snprintf(esc, sizeof esc, "\\\\");
+        else if (c == '\n') n = snprintf(esc, sizeof esc, "\\n");
         else if (c == '\r') n = snprintf(esc, sizeof esc, "\\r");
         else if (c == '\t') n = snprintf(esc, sizeof esc, "\\t");
         else if (c < 0x20 || c == 0x7f) n = snprintf(esc, sizeof esc, "\\x%02x", c);

@@ -26,7 +26,8 @@ void lt_err_clear(void);
  * from a damaged file in a message that must stay one line of valid text. Returns s. */
 char *lt_str_printable(char *s);
 /* Copies s to out (cap bytes, always NUL-terminated, cut if longer) with every control byte
- * (below 0x20, and 0x7f) written as a C escape: \n, \r, \t, \xNN. A file name holding an ANSI
+ * (below 0x20, and 0x7f) and every backslash written as a C escape: \n, \r, \t, \xNN, \\. A
+ * file name holding an ANSI
  * escape or a newline then prints as one harmless line. Returns out. */
 char *lt_str_escape(const char *s, char *out, size_t cap);
 

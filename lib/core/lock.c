@@ -64,6 +64,17 @@ static int try_take(const char *path, const char *what, int *fd_out) {
         close(fd);
         return 0;
     }
+    /* A file of that name that is not an lt lock (a PID and a tool name) is the user's: left as
+     * it is. */
+    char was[128];
+    read_holder(fd, was, sizeof was);
+    char *rest = NULL;
+    long old_pid = strtol(was, &rest, 10);
+    if (was[0] && (old_pid <= 0 || !rest || strncmp(rest, " lt", 3) != 0)) {
+        close(fd);
+        return lt_err_set("%s exists and is not an lt lock file; lt leaves it as it is: move it "
+                          "away to run on %s", path, what);
+    }
     char line[128];
     int n = snprintf(line, sizeof line, "%ld %s\n", (long)getpid(), lt_log_prog());
     if (ftruncate(fd, 0) < 0 || pwrite(fd, line, (size_t)n, 0) != n) {

@@ -1747,6 +1747,11 @@ static int verify_rows(lt_cache *c, int64_t first, int64_t count) {
     return r;
 }
 
+int lt_cache_verify_rows(lt_cache *c, int64_t first, int64_t count) {
+    if (check_range(c, "samples", first, count, c->n_samples) < 0) return -1;
+    return count > 0 ? verify_rows(c, first, count) : 0;
+}
+
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked) {
     *checked = 0;
     if (c->n_images < 1 || fraction <= 0) return 0;

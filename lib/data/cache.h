@@ -105,6 +105,9 @@ int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out
  * and the CRC-32 of the recipes and embedding rows of all their views with /checksums.
  * -1 + lt_err naming the first damaged image or sample. *checked: images verified. */
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked);
+/* Checks the recipes and embedding rows of samples [first, first + count) against /checksums;
+ * -1 + lt_err naming the first damaged sample. (lt-embed --append checks every row it copies.) */
+int lt_cache_verify_rows(lt_cache *c, int64_t first, int64_t count);
 /* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256 (read from the
  * file on demand); out->bytes = NULL, out->n_bytes = stored byte count. */
 int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out);

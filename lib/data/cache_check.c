@@ -15,6 +15,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +286,7 @@ static int check_isolated(const char *path, double timeout_s, int identity) {
     /* Nothing pending is copied into the child (which leaves with _exit() and never flushes). */
     fflush(stdout);
     fflush(stderr);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -294,6 +296,11 @@ static int check_isolated(const char *path, double timeout_s, int identity) {
     }
     if (pid == 0) {
         close(fds[0]);
+        /* The child shares the parent's open files, the tool's output lock among them: it must
+         * not outlive the parent (kill -9 of the tool while libhdf5 loops here would otherwise
+         * keep the lock held by an orphan). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) _exit(9); /* the parent died before prctl */
         child_main(path, fds[1], identity); /* never returns */
         _exit(0);
     }

@@ -263,6 +263,12 @@ int lt_embed_open_base(embed_run *R) {
     R->N0 = lt_cache_n_images(R->base);
     R->V0 = lt_cache_meta_of(R->base)->views_per_image;
     if (check_base_settings(R) != 0) return -1;
+    /* Every stored row is copied into the grown cache, which gets fresh checksums: a damaged row
+     * must be caught now, or it would pass every later --verify. */
+    double t0 = lt_now();
+    if (lt_cache_verify_rows(R->base, 0, R->N0 * R->V0) != 0) return -1;
+    lt_debug("checked the %lld stored recipes and embeddings of %s (%.1f s)",
+             (long long)(R->N0 * R->V0), R->o->cache_path, lt_now() - t0);
     struct stat st;
     if (stat(R->o->cache_path, &st) != 0)
         return lt_err_set("%s: cannot stat: %s", R->o->cache_path, strerror(errno));

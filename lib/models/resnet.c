@@ -104,7 +104,7 @@ static int add_tensor(builder *bd, const char *name, int ndim, const int64_t *sh
     for (int k = 0; k < ndim; k++) t->shape[k] = shape[k], t->numel *= shape[k];
     t->is_buffer = is_buffer;
     t->weight_decay = !is_buffer && ndim > 1;
-    t->mem = m->be ? m->be->mem : LT_MEM_HOST; /* where the backend keeps it */
+    t->mem = is_i64 || !m->be ? LT_MEM_HOST : m->be->mem; /* counters stay on the host */
     t->dtype = is_i64 ? LT_DT_I64 : LT_DT_F32;
     if (is_i64) {
         bd->off[i] = m->n_bn++;
@@ -285,7 +285,8 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
     m->params = net_alloc(n, sizeof(float) * m->n_params, "resnet parameters");
     m->grads = net_alloc(n, sizeof(float) * m->n_params, "resnet gradients");
     m->buffers = net_alloc(n, sizeof(float) * m->n_buffers, "resnet running statistics");
-    m->nbt = net_alloc(n, sizeof(int64_t) * m->n_bn, "resnet counters");
+    m->nbt = lt_calloc((size_t)m->n_bn, sizeof(int64_t), "resnet counters"); /* host: the walk
+                                                                               counts steps */
     if (!m->params || !m->grads || !m->buffers || !m->nbt) goto fail;
     for (int i = 0; i < m->n_tensors; i++) {
         lt_resnet_tensor *t = &m->tensors[i];
@@ -404,6 +405,7 @@ void lt_resnet_free(lt_resnet *m) {
         for (int i = 0; i < m->net->n_allocs; i++) m->net->be->free(m->net->be, m->net->allocs[i]);
         free(m->net);
     }
+    free(m->nbt);
     free(m->tensors);
     free(m);
 }
@@ -453,7 +455,6 @@ int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t num
     return 0;
 }
 
-void lt_resnet_zero_grad(lt_resnet *m) { memset(m->grads, 0, sizeof(float) * m->n_params); }
 
 /* ---- forward ---- */
 

@@ -57,7 +57,8 @@ typedef struct {
     int64_t n_buffers;
     float *buffers;      /* running means and variances */
     int n_bn;
-    int64_t *nbt;        /* (n_bn) num_batches_tracked of each BN */
+    int64_t *nbt;        /* (n_bn) num_batches_tracked of each BN, in host memory on every
+                            backend (the walk counts the steps itself) */
     float *features;     /* (max_B, C): the output of the last forward */
     int last_B;          /* batch of the last forward (0 before any) */
     int last_train;      /* whether it ran in training mode */
@@ -112,7 +113,6 @@ float *lt_resnet_input(lt_resnet *m);
  * ∂L/∂x (B, H, W, 3) into dinput unless it is NULL. */
 int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accumulate);
 
-void lt_resnet_zero_grad(lt_resnet *m);
 
 /* Introspection for tests and debugging: the i-th ReLU output of the last forward, in the order
  * torchvision applies its ReLUs (the stem's, then per block after bn1, [after bn2,] after the

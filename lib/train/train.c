@@ -31,6 +31,7 @@
 #include "core/fileio.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "core/sha256.h"
 #include "core/threads.h"
 #include "core/version.h"
 #include "data/cache.h"
@@ -223,19 +224,19 @@ static lt_train_state state_of(lt_student *t) {
 /* ---- arguments that a resumed run must share ---- */
 
 static void args_json(const lt_train_opts *o, const lt_cache_meta *m, int64_t N, int Q, double lr,
-                      const char *identity, char *buf, size_t n) {
+                      const char *identity, const char *init, char *buf, size_t n) {
     snprintf(buf, n,
              "{\"student\": \"%s\", \"epochs\": %.17g, \"batch_size\": %d, \"optimizer\": \"%s\", "
              "\"lr\": %.17g, \"momentum\": %.17g, \"weight_decay\": %.17g, \"warmup_epochs\": %.17g, "
              "\"clip_grad\": %.17g, \"temperature\": %.17g, \"queue_size\": %d, \"seed\": %llu, "
              "\"shuffle\": %d, \"cache_images\": %lld, \"cache_views\": %d, \"cache_seed\": %llu, "
              "\"teacher_sha256\": \"%s\", \"cache_identity\": \"%s\", \"epochs_per_view\": %.17g, "
-             "\"version\": \"%s\"}",
+             "\"init\": \"%s\", \"version\": \"%s\"}",
              o->student, o->epochs, o->batch_size, lt_opt_kind_name(o->optimizer), lr, o->momentum,
              o->weight_decay, o->warmup_epochs, o->clip_grad, o->temperature, Q,
              (unsigned long long)o->seed, o->shuffle, (long long)N, m->views_per_image,
              (unsigned long long)m->seed, m->teacher.sha256, identity,
-             o->epochs / m->views_per_image, LT_VERSION);
+             o->epochs / m->views_per_image, init, LT_VERSION);
 }
 
 /* Compares the saved arguments with this run's, field by field; names the first difference. */
@@ -349,8 +350,9 @@ static int check_own_file(const char *path, int (*ours)(const char *, int)) {
     size_t cap = 0;
     long long k = 0;
     int rc = 0;
-    while (rc == 0 && getline(&line, &cap, in) > 0)
-        if (!ours(line, ++k == 1))
+    ssize_t len;
+    while (rc == 0 && (len = getline(&line, &cap, in)) > 0)
+        if (line[len - 1] == '\n' && !ours(line, ++k == 1)) /* a torn last line is ours too */
             rc = lt_err_set("%s was not written by lt-train (line %lld is not one of its lines); "
                             "a run in this folder would replace it: move it away, choose another "
                             "--out, or pass --overwrite to replace it", path, k);
@@ -525,7 +527,17 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     if (student_init(&tr, be, o, m, Q) != 0) goto done;
     lt_train_state st = state_of(&tr);
     char args[2048];
-    args_json(o, m, N, Q, base_lr, identity, args, sizeof args);
+    /* --init is part of the run: a rerun continues only with the same weights file (by content) */
+    char init[80] = "none";
+    if (o->init_path) {
+        char sha[65];
+        if (lt_sha256_file(o->init_path, sha) != 0) {
+            lt_err_prefix("--init");
+            goto done;
+        }
+        snprintf(init, sizeof init, "sha256:%s", sha);
+    }
+    args_json(o, m, N, Q, base_lr, identity, init, args, sizeof args);
 
     int64_t step = 0, epoch = 0;
     if (resume) {
@@ -619,9 +631,10 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                          "earlier run in %s is left as it was", o->out_dir);
             else
                 snprintf(kept, sizeof kept, "no checkpoint was written");
-            lt_err_set("the loss became %s at step %lld (gradient norm %g); stopped: %s. Likely "
-                       "cause: %s", isfinite(loss) ? "finite but the gradients did not" :
-                       "non-finite", (long long)step + 1, gnorm, kept, cause);
+            lt_err_set("%s at step %lld (loss %g, gradient norm %g); stopped: %s. Likely "
+                       "cause: %s", isfinite(loss) ? "the gradient norm became non-finite"
+                                                   : "the loss became non-finite",
+                       (long long)step + 1, loss, gnorm, kept, cause);
             goto done;
         }
         lt_loader_release(loader, b);

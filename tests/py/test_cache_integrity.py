@@ -87,3 +87,26 @@ def test_verify_finds_damaged_rows(cache, tmp_path, how):
         assert f"sample {bad} " in r.stderr and f"its stored {what} does not match" in r.stderr, \
             r.stderr
     assert not (tmp_path / "o" / "student.safetensors").exists()
+
+
+def test_append_refuses_a_damaged_cache(tmp_path_factory):
+    """--append copies every stored row into the grown cache, which gets fresh checksums: a row
+    that no longer matches its checksum is refused there, or later --verify runs would pass."""
+    d = tmp_path_factory.mktemp("appenddamaged")
+    c, _ = tiny_cache(d, n_images=6, views=2, size=28, dim=64)
+    with h5py.File(c, "r+") as f:
+        e = f["embeddings"]
+        row = e[5]
+        row[0] = -row[0] if row[0] != 0 else 0.5
+        e[5] = row
+    before = open(c, "rb").read()
+    from train_fixtures import noise_images
+    noise_images(os.path.join(d, "more"), 2, seed=7)
+    for name in os.listdir(os.path.join(d, "more")):
+        shutil.copy(os.path.join(d, "more", name), os.path.join(d, "imgs", "new_" + name))
+    from embed_fixtures import lt_embed
+    r = run([lt_embed(), "--teacher", os.path.join(d, "teacher.safetensors"), "--append",
+             os.path.join(d, "imgs"), c], check=False, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert "sample 5 " in r.stderr and "damaged" in r.stderr, r.stderr
+    assert open(c, "rb").read() == before

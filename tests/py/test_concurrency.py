@@ -236,3 +236,35 @@ def test_control_bytes_in_file_names_are_escaped(small, tmp_path):
     assert "\x1b" not in log and "c\\x1b[2J\\n.h5" in log, log
     r = run([lt_train(), tmp_path / "no\x1bsuch.h5", "--out", out], check=False)
     assert r.returncode == 1 and "\x1b" not in r.stderr and "no\\x1bsuch.h5" in r.stderr, r.stderr
+
+
+def test_a_killed_run_does_not_leave_its_lock_to_an_orphan(small, tmp_path):
+    """The cache check runs in a child process that shares the tool's open files, the lock among
+    them: when the tool is killed, the child must die too, or the lock stays held forever."""
+    cache = small[3]
+    out = tmp_path / "out"
+    p = subprocess.Popen([lt_train(), cache, "--out", out, *TRAIN],
+                         env=dict(os.environ, LT_CACHE_CHECK_SELFTEST="hang"),
+                         stderr=subprocess.PIPE, text=True)
+    wait_for(str(out / "lt-train.lock"), p)
+    time.sleep(0.3)  # the check's child is running (and hangs on purpose)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + 20
+    while True:
+        r = run([lt_train(), cache, "--out", out, *TRAIN, "--steps", "1"], check=False,
+                timeout=300)
+        if r.returncode == 0 or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_foreign_file_named_like_the_lock_is_left_alone(small, tmp_path):
+    cache = small[3]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lt-train.lock").write_text("my notes\n")
+    r = run([lt_train(), cache, "--out", out, *TRAIN], check=False, timeout=60)
+    assert r.returncode == 1 and "is not an lt lock file" in r.stderr, r.stderr
+    assert (out / "lt-train.lock").read_text() == "my notes\n"

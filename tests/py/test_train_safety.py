@@ -402,3 +402,41 @@ def test_epochs_per_view_warning(cache, tmp_path, epochs, warns):
         meta = json.loads(f.read(n))["__metadata__"]
     args = json.loads([v for v in meta.values() if "epochs_per_view" in v][0])
     assert args["epochs_per_view"] == epochs / 2
+
+
+def test_rerun_with_another_init_file_is_refused(cache, tmp_path):
+    """--init is part of the run: the same command continues, another (or a missing) init file
+    is refused like any changed setting instead of being ignored."""
+    ckpt = tmp_path / "first" / "checkpoints" / "last.safetensors"
+    run([lt_train(), cache, "--out", tmp_path / "first", *COMMON, "-q"])
+    other = tmp_path / "other.safetensors"
+    shutil.copy(ckpt, other)
+    args = [lt_train(), cache, "--out", tmp_path / "out", "--batch-size", "4", "--epochs", "2",
+            "--threads", "1", "--init", ckpt]
+    r = run(args + ["--steps", "1"], check=False)
+    assert r.returncode == 0, r.stderr
+    r = run(args, check=False)  # the same command continues
+    assert r.returncode == 0 and "resuming" in r.stderr, r.stderr
+    with open(other, "r+b") as f:  # same shape, other values
+        f.seek(-4, 2)
+        f.write(b"\x00\x00\x80\x3f")
+    r = run(args[:-1] + [other], check=False)
+    assert r.returncode == 1 and '"init"' in r.stderr, r.stderr
+    r = run(args[:-1] + [tmp_path / "missing.safetensors"], check=False)
+    assert r.returncode == 1 and "--init" in r.stderr and "missing.safetensors" in r.stderr, \
+        r.stderr
+
+
+def test_a_torn_last_line_is_still_lt_trains_own(cache, tmp_path):
+    """A power cut or a full disk can leave half a line at the end of train.log / metrics.jsonl:
+    the next run continues instead of calling the file foreign."""
+    out = tmp_path / "out"
+    args = [lt_train(), cache, "--out", out, "--batch-size", "4", "--epochs", "1", "--threads",
+            "1", "--checkpoint-every", "1"]
+    run(args + ["--steps", "1", "-q"])
+    with open(out / "train.log", "a") as f:
+        f.write("2026-01-01T00:00:00Z epoch 1 do")
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 2, "epo')
+    r = run(args, check=False)
+    assert r.returncode == 0, r.stderr

@@ -161,7 +161,11 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
 static const char *g_created_out;
 
 static void remove_created_out(void) {
-    if (g_created_out) rmdir(g_created_out); /* fails, harmlessly, unless empty */
+    if (!g_created_out) return;
+    char *ck = lt_path_join(g_created_out, "checkpoints");
+    if (ck) rmdir(ck); /* each fails, harmlessly, unless empty */
+    free(ck);
+    rmdir(g_created_out);
 }
 
 /* Creates OUT if needed and locks it for this process (OUT/lt-train.lock, removed at exit). A run
