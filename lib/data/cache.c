@@ -1747,6 +1747,21 @@ static int verify_rows(lt_cache *c, int64_t first, int64_t count) {
     return r;
 }
 
+int64_t lt_cache_image_bytes_total(const lt_cache *c) { return (int64_t)c->offset[c->n_images]; }
+
+int lt_cache_storage(lt_cache *c, int64_t *images, int64_t *samples, int64_t *embeddings) {
+    pthread_mutex_lock(&h5_lock);
+    *images = (int64_t)H5Dget_storage_size(c->bytes);
+    int64_t sm = (int64_t)H5Dget_storage_size(c->crc_sam);
+    for (int k = 0; k < S_COUNT; k++) sm += (int64_t)H5Dget_storage_size(c->sam[k]);
+    *samples = sm;
+    *embeddings = (int64_t)H5Dget_storage_size(c->emb) +
+                  (c->crc_emb >= 0 ? (int64_t)H5Dget_storage_size(c->crc_emb) : 0);
+    H5Eclear2(H5E_DEFAULT);
+    pthread_mutex_unlock(&h5_lock);
+    return 0;
+}
+
 int lt_cache_verify_rows(lt_cache *c, int64_t first, int64_t count) {
     if (check_range(c, "samples", first, count, c->n_samples) < 0) return -1;
     return count > 0 ? verify_rows(c, first, count) : 0;

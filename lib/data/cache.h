@@ -105,6 +105,11 @@ int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out
  * and the CRC-32 of the recipes and embedding rows of all their views with /checksums.
  * -1 + lt_err naming the first damaged image or sample. *checked: images verified. */
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked);
+/* Bytes the file spends on the image bytes, on the recipes (with their checksums) and on the
+ * embeddings (compressed, with their checksums). */
+int lt_cache_storage(lt_cache *c, int64_t *images, int64_t *samples, int64_t *embeddings);
+/* The images' stored bytes, all together (their files' sizes). */
+int64_t lt_cache_image_bytes_total(const lt_cache *c);
 /* Checks the recipes and embedding rows of samples [first, first + count) against /checksums;
  * -1 + lt_err naming the first damaged sample. (lt-embed --append checks every row it copies.) */
 int lt_cache_verify_rows(lt_cache *c, int64_t first, int64_t count);
