@@ -26,10 +26,12 @@ MSG
 fi
 set -x
 bin/lt-embed --teacher "$teacher" --views $views --overwrite demo/images demo/cache.h5
+bin/lt-inspect demo/cache.h5 --sheet demo/sheet.png --samples 8
 { set +x; } 2>/dev/null
 if [ -x bin/lt-train ]; then
   set -x
   bin/lt-train demo/cache.h5 --student resnet18 --out demo/out --epochs 2 --batch-size 16 --overwrite
   { set +x; } 2>/dev/null
 fi
-echo "demo: done; the cache is demo/cache.h5 (h5dump needs HDF5_PLUGIN_PATH=$PWD/build/plugins)"
+echo "demo: done; the cache is demo/cache.h5 (h5dump needs HDF5_PLUGIN_PATH=$PWD/build/plugins),"
+echo "      its first 8 samples as the teacher saw them in demo/sheet.png"
