@@ -11,6 +11,7 @@ import itertools
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import zlib
@@ -95,3 +96,29 @@ def cache_text(f, name):
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path
+
+
+def as_nobody(args):
+    """args run as user nobody when we are root (root reads and writes everything, so permission
+    tests need another user); skips the test where that is not possible."""
+    if os.geteuid() != 0:
+        return list(args)
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv")
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + list(args)
+
+
+def mounted_tmpfs(mnt, options, why):
+    """Mounts a tmpfs with these options on the folder mnt for a fixture (yields mnt, unmounts
+    after); skips the test where mounting is not possible (not root). why: what it simulates."""
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip(f"{why} is a tmpfs ({options}), which needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PLUGIN_DIR, ROOT, cache_text, run
+from conftest import PLUGIN_DIR, ROOT, as_nobody, cache_text, mounted_tmpfs, run
 from embed_fixtures import lt_embed, rand_img, tiny_teacher
 from train_fixtures import lt_train
 
@@ -241,14 +241,6 @@ def test_non_utf8_file_name(teacher, tmp_path):
     assert sorted(raw) == [b"caf\xe9.png", b"ok.png"], raw
 
 
-def _as_nobody(args):
-    if os.geteuid() != 0:
-        return args
-    if not shutil.which("setpriv"):
-        pytest.skip("running as root without setpriv")
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args
-
-
 def test_unreadable_file_is_skipped(teacher):
     """Permission denied on one image: one warning naming it, the rest kept (run as nobody,
     since root reads everything)."""
@@ -268,7 +260,7 @@ def test_unreadable_file_is_skipped(teacher):
         shutil.copy(teacher, t)
         os.chmod(t, 0o644)
         cache = os.path.join(base, "c.h5")
-        r = subprocess.run(_as_nobody([lt_embed(), "--teacher", t, *EMBED_FAST, data, cache]),
+        r = subprocess.run(as_nobody([lt_embed(), "--teacher", t, *EMBED_FAST, data, cache]),
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0 and "ermission denied" in r.stderr and "secret" not in r.stderr:
             pytest.skip("nobody cannot run lt-embed from this checkout")
@@ -740,18 +732,7 @@ def test_cache_is_a_folder(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a full disk is simulated with a 2 MB tmpfs, which needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path / "full", "size=2m", "a full disk")
 
 
 def test_full_disk_during_embed(teacher, small_tmpfs, tmp_path):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import run
+from conftest import as_nobody, run
 from embed_fixtures import lt_embed, tiny_teacher
 from train_fixtures import lt_train, noise_images, tiny_cache
 
@@ -173,11 +173,8 @@ def test_train_on_a_folder_lt_train_cannot_write(small, tmp_path):
         os.chmod(base, 0o755)
         shutil.copy(small[3], os.path.join(base, "c.h5"))
         os.chmod(os.path.join(base, "c.h5"), 0o644)
-        args = [lt_train(), os.path.join(base, "c.h5"), "--out", os.path.join(base, "out"), *TRAIN]
-        if os.geteuid() == 0:
-            if not shutil.which("setpriv"):
-                pytest.skip("running as root without setpriv")
-            args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args
+        args = as_nobody([lt_train(), os.path.join(base, "c.h5"), "--out",
+                          os.path.join(base, "out"), *TRAIN])
         r = run(args, check=False, timeout=60)
         assert r.returncode == 1, r.stderr
         assert "cannot create" in r.stderr and "Permission denied" in r.stderr, r.stderr

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run, tool
+from conftest import as_nobody, run, tool
 
 SIZES = [(1, 1), (1, 7), (7, 1), (333, 217)]  # (w, h)
 
@@ -504,11 +504,7 @@ def test_scan_unreadable_subdir_warns(tmp):
         for d, _, _ in os.walk(root):
             os.chmod(d, 0o755)
         os.chmod(os.path.join(root, "locked"), 0o000)
-        args = [decode_tool(), "--scan", root]
-        if os.geteuid() == 0:
-            if not shutil.which("setpriv"):
-                pytest.skip("running as root without setpriv")
-            args = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + args
+        args = as_nobody([decode_tool(), "--scan", root])
         r = subprocess.run(args, capture_output=True, timeout=60)
         if r.returncode != 0 and b"ermission denied" in r.stderr and b"locked" not in r.stderr:
             pytest.skip("nobody cannot run the tool from this checkout")

@@ -11,14 +11,12 @@ import shlex
 import shutil
 import signal
 import struct
-import subprocess
-import time
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import PLUGIN_DIR, run
+from conftest import PLUGIN_DIR, mounted_tmpfs, run
 from embed_fixtures import lt_embed, tiny_teacher
 from test_embed_resume import (KILL_ARGS, assert_same, emb_log_rows, killed, make_images,  # noqa: F401
                                read_all, restore, start_and_wait)
@@ -236,18 +234,7 @@ def test_dump_views_inside_data_dir_is_refused(base, tmp_path):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("a read-only folder for root is a read-only tmpfs, which needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m", "a read-only folder for root")
 
 
 def test_read_only_location_is_named_as_such(base, read_only_dir):
