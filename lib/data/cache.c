@@ -333,16 +333,20 @@ struct lt_cache_writer {
     int samples_set, failed;
 };
 
-static void writer_close_handles(lt_cache_writer *w) {
+/* Closes every handle, the file last. Returns H5Fclose's status: HDF5 writes much of the file
+ * only then (a full disk shows here), so a failure's description is noted for h5_fail. */
+static herr_t writer_close_handles(lt_cache_writer *w) {
     for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
     close_dset(&w->emb);
     close_group(&w->g_images);
     close_group(&w->g_skipped);
     close_group(&w->g_samples);
     close_type(&w->half);
-    if (w->file >= 0) H5Fclose(w->file);
+    herr_t e = w->file >= 0 ? H5Fclose(w->file) : 0;
     w->file = -1;
+    if (e < 0) h5_note();
     H5Eclear2(H5E_DEFAULT);
+    return e;
 }
 
 static void writer_free(lt_cache_writer *w, int remove_partial) {
@@ -900,6 +904,14 @@ static void dir_of(const char *path, char *buf, size_t cap) {
     else snprintf(buf, cap, "%.*s", (int)(slash - path), path);
 }
 
+/* Closes the file (checked) and syncs it to disk. */
+static int close_file_synced(lt_cache_writer *w) {
+    if (writer_close_handles(w) < 0) return h5_fail(w->partial, "cannot close the cache file");
+    if (fsync_path(w->partial, 0) < 0)
+        return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
+    return 0;
+}
+
 static int finish_locked(lt_cache_writer *w) {
     if (w->failed) return lt_err_set("%s: an earlier write failed; nothing was saved", w->partial);
     if (!w->samples_set)
@@ -916,17 +928,7 @@ static int finish_locked(lt_cache_writer *w) {
     /* Last of all: the mark that readers require (an unfinished file never has it). */
     if (attr_i32(w->file, "complete", 1) < 0)
         return h5_fail(w->partial, "cannot write the attribute 'complete'");
-    for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
-    close_dset(&w->emb);
-    close_group(&w->g_images);
-    close_group(&w->g_skipped);
-    close_group(&w->g_samples);
-    close_type(&w->half);
-    herr_t e = H5Fclose(w->file);
-    w->file = -1;
-    if (e < 0) return h5_fail(w->partial, "cannot close the cache file");
-    if (fsync_path(w->partial, 0) < 0)
-        return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
+    if (close_file_synced(w) < 0) return -1;
     if (rename(w->partial, w->path) < 0)
         return lt_err_set("%s: cannot rename to %s: %s", w->partial, w->path, strerror(errno));
     char dir[4096];
@@ -951,21 +953,7 @@ static int close_synced(lt_cache_writer *w) {
         return lt_err_set("%s: closed before the samples were written", w->partial);
     for (int k = 0; k < A_COUNT; k++)
         if (app_flush(&w->app[k]) < 0) return h5_fail(w->partial, "cannot write /images");
-    /* HDF5 writes much of the file only now: a full disk shows here, not at the writes above */
-    if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
-        return h5_fail(w->partial, "cannot write the cache file");
-    for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
-    close_dset(&w->emb);
-    close_group(&w->g_images);
-    close_group(&w->g_skipped);
-    close_group(&w->g_samples);
-    close_type(&w->half);
-    herr_t e = H5Fclose(w->file);
-    w->file = -1;
-    if (e < 0) return h5_fail(w->partial, "cannot close the cache file");
-    if (fsync_path(w->partial, 0) < 0)
-        return lt_err_set("%s: cannot sync to disk: %s", w->partial, strerror(errno));
-    return 0;
+    return close_file_synced(w);
 }
 
 int lt_cache_writer_close_partial(lt_cache_writer *w) {
