@@ -40,6 +40,13 @@ double lt_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+void lt_human_bytes(double b, char *buf, size_t n) {
+    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int i = 0;
+    while (b >= 1024 && i < 4) b /= 1024, i++;
+    snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
 static void clear_bar(void) {
     if (g_active && g_active->drawn) {
         fputs("\r\033[K", stderr);

@@ -19,6 +19,8 @@ void lt_info(const char *fmt, ...) LT_PRINTF(1, 2);   /* "prog: ..." unless -q *
 void lt_debug(const char *fmt, ...) LT_PRINTF(1, 2);  /* only with -v */
 
 double lt_now(void); /* monotonic seconds */
+/* A byte count for people: "812 B", "4.2 MiB", up to TiB. */
+void lt_human_bytes(double bytes, char *buf, size_t n);
 
 typedef struct {
     const char *what;   /* unit, e.g. "images" */

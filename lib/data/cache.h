@@ -105,6 +105,9 @@ int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out
  * and the CRC-32 of the recipes and embedding rows of all their views with /checksums.
  * -1 + lt_err naming the first damaged image or sample. *checked: images verified. */
 int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t *checked);
+/* Renders image img's stored bytes with recipe r into out (size, size, 3): the view lt-embed
+ * rendered for the teacher, bit for bit (cache_view.c). */
+int lt_cache_render_view(lt_cache *c, int64_t img, const lt_recipe *r, int size, uint8_t *out);
 /* Bytes the file spends on the image bytes, on the recipes (with their checksums) and on the
  * embeddings (compressed, with their checksums). */
 int lt_cache_storage(lt_cache *c, int64_t *images, int64_t *samples, int64_t *embeddings);

@@ -16,8 +16,6 @@
 #include "core/half.h"
 #include "core/log.h"
 #include "core/rng.h"
-#include "image/decode.h"
-#include "image/render.h"
 
 #define TAG_EPOCH 0x45504F43u /* "EPOC" */
 #define TAG_VOFF 0x564F4646u  /* "VOFF" */
@@ -73,20 +71,6 @@ typedef struct {
     int64_t perm_epoch;  /* -1: none yet */
 } worker_scratch;
 
-static int render_one(lt_loader *l, int64_t img, const lt_recipe *r, uint8_t *out) {
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    if (lt_cache_image_bytes(l->o.cache, img, &bytes, &n) != 0) return -1;
-    lt_image im;
-    int rc = lt_image_decode(bytes, n, lt_cache_meta_of(l->o.cache)->max_pixels, &im);
-    free(bytes);
-    if (rc != 0) return lt_err_prefix("stored image %lld (%s)", (long long)img,
-                                      lt_cache_image_path(l->o.cache, img));
-    rc = lt_render(&im, r, l->size, out);
-    lt_image_free(&im);
-    return rc;
-}
-
 static int teacher_row(lt_loader *l, int64_t s, float *t) {
     const int D = l->D;
     if (l->emb16)
@@ -118,9 +102,11 @@ static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *
         const lt_sample *sm = &l->samples[s];
         b->sample[i] = s;
         uint8_t *va = b->a + (size_t)i * view, *vb = b->b + (size_t)i * view;
-        if (render_one(l, sm->image[0], &sm->r[0], va) != 0) return -1;
+        lt_cache *c = l->o.cache;
+        if (lt_cache_render_view(c, sm->image[0], &sm->r[0], l->size, va) != 0) return -1;
         int mixed = sm->image[1] >= 0;
-        if (mixed && render_one(l, sm->image[1], &sm->r[1], vb) != 0) return -1;
+        if (mixed && lt_cache_render_view(c, sm->image[1], &sm->r[1], l->size, vb) != 0)
+            return -1;
         /* no partner: λ = 1 weighs the (zero) partner by exactly 0, the same value as no mix */
         if (!mixed) memset(vb, 0, view);
         b->lambda[i] = mixed ? sm->lambda : 1.0f;

@@ -276,13 +276,6 @@ static void plugin_hint(const char *cache) {
             "HDF5_PLUGIN_PATH=%s", cache, dir);
 }
 
-static void human_bytes(double b, char *buf, size_t n) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    int i = 0;
-    while (b >= 1024 && i < 4) b /= 1024, i++;
-    snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
-
 int main(int argc, char **argv) {
     lt_embed_opts o;
     lt_embed_defaults(&o);
@@ -401,7 +394,7 @@ int main(int argc, char **argv) {
     }
     int64_t embedded = r.views_done - r.views_resumed;
     char sz[32];
-    human_bytes((double)r.cache_bytes, sz, sizeof sz);
+    lt_human_bytes((double)r.cache_bytes, sz, sizeof sz);
     lt_info("done: %lld images (%lld skipped), %lld views (%lld embedded by this run), %d-dim "
             "embeddings at %d bytes each before compression; %s written to %s in %.1f s (scan "
             "%.1f s, teacher %.1f s, %.1f views/s)",

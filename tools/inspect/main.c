@@ -17,7 +17,6 @@
 #include "data/cache.h"
 #include "data/cache_check.h"
 #include "image/decode.h"
-#include "image/render.h"
 
 static void usage(FILE *f) {
     fputs(
@@ -51,14 +50,6 @@ static const struct option long_opts[] = {
     {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
 
-static void human(int64_t b, char *buf, size_t n) {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = (double)b;
-    int i = 0;
-    while (v >= 1024 && i < 4) v /= 1024, i++;
-    snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", v, u[i]);
-}
-
 static void print_summary(lt_cache *c, const char *path, int verbosity) {
     const lt_cache_meta *m = lt_cache_meta_of(c);
     const lt_teacher_desc *t = &m->teacher;
@@ -67,8 +58,9 @@ static void print_summary(lt_cache *c, const char *path, int verbosity) {
     int64_t bi, bs, be;
     lt_cache_storage(c, &bi, &bs, &be);
     char hi[32], hs[32], he[32], hd[32];
-    human(bi, hi, sizeof hi), human(bs, hs, sizeof hs), human(be, he, sizeof he);
-    human(lt_cache_image_bytes_total(c), hd, sizeof hd);
+    lt_human_bytes((double)bi, hi, sizeof hi), lt_human_bytes((double)bs, hs, sizeof hs);
+    lt_human_bytes((double)be, he, sizeof he);
+    lt_human_bytes((double)lt_cache_image_bytes_total(c), hd, sizeof hd);
     printf("cache       %s (lt-cache version %d, written by lt-embed %s)\n", path,
            LT_CACHE_VERSION, m->tool_version);
     printf("images      %lld: %s of image files, stored verbatim (%s in the cache)\n",
@@ -101,21 +93,6 @@ static void print_summary(lt_cache *c, const char *path, int verbosity) {
     if (show < K) printf("            ... (-v lists all %lld)\n", (long long)K);
 }
 
-/* Renders image img of the cache with recipe r into out (size, size, 3). */
-static int render(lt_cache *c, int64_t img, const lt_recipe *r, int size, uint8_t *out) {
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    if (lt_cache_image_bytes(c, img, &bytes, &n) != 0) return -1;
-    lt_image im;
-    int rc = lt_image_decode(bytes, n, lt_cache_meta_of(c)->max_pixels, &im);
-    free(bytes);
-    if (rc != 0) return lt_err_prefix("stored image %lld (%s)", (long long)img,
-                                      lt_cache_image_path(c, img));
-    rc = lt_render(&im, r, size, out);
-    lt_image_free(&im);
-    return rc;
-}
-
 /* The sheet: rows of [primary | partner | mix], each size x size, on a (rows·size, 3·size) RGB
  * image. Without a partner the partner tile is black and the mix is the primary view. */
 static int write_sheet(lt_cache *c, const char *path, int64_t first, int count, int quiet) {
@@ -131,8 +108,9 @@ static int write_sheet(lt_cache *c, const char *path, int64_t first, int count, 
     int rc = !sheet || !a || !b || !sm ? -1 : lt_cache_samples(c, first, count, sm);
     for (int i = 0; rc == 0 && i < count; i++) {
         int mixed = sm[i].image[1] >= 0;
-        rc = render(c, sm[i].image[0], &sm[i].r[0], size, a);
-        if (rc == 0 && mixed) rc = render(c, sm[i].image[1], &sm[i].r[1], size, b);
+        rc = lt_cache_render_view(c, sm[i].image[0], &sm[i].r[0], size, a);
+        if (rc == 0 && mixed)
+            rc = lt_cache_render_view(c, sm[i].image[1], &sm[i].r[1], size, b);
         if (rc != 0) break;
         if (!mixed) memset(b, 0, view);
         float lam = mixed ? sm[i].lambda : 1.0f;

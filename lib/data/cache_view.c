@@ -1,0 +1,23 @@
+/* cache_view.c: one view rendered from a cache, as lt-train's loader and lt-inspect need it: the
+ * stored bytes of an image, decoded under the cache's pixel limit, rendered with a stored recipe
+ * by the same function lt-embed used (see cache.h). */
+#include <stdlib.h>
+
+#include "core/error.h"
+#include "data/cache.h"
+#include "image/decode.h"
+#include "image/render.h"
+
+int lt_cache_render_view(lt_cache *c, int64_t img, const lt_recipe *r, int size, uint8_t *out) {
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (lt_cache_image_bytes(c, img, &bytes, &n) != 0) return -1;
+    lt_image im;
+    int rc = lt_image_decode(bytes, n, lt_cache_meta_of(c)->max_pixels, &im);
+    free(bytes);
+    if (rc != 0)
+        return lt_err_prefix("stored image %lld (%s)", (long long)img, lt_cache_image_path(c, img));
+    rc = lt_render(&im, r, size, out);
+    lt_image_free(&im);
+    return rc;
+}
