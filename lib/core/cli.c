@@ -1,6 +1,7 @@
 /* cli.c: validated number parsing for the command lines (see cli.h). */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -81,4 +82,63 @@ int lt_parse_floats(const char *opt, const char *s, int n, double lo, double hi,
         p = comma ? comma + 1 : p;
     }
     return 0;
+}
+
+/* ---- the command that continues a run ---- */
+
+/* argc entries, then the terminating NULL; dropped entries become this marker, not NULL, so the
+ * end stays where it is. */
+static char dropped_mark[] = "";
+
+char **lt_argv_copy(int argc, char **argv) {
+    char **copy = lt_calloc((size_t)argc + 1, sizeof *copy, "command line");
+    if (copy) memcpy(copy, argv, (size_t)argc * sizeof *argv);
+    return copy;
+}
+
+void lt_argv_drop(char **copy, const char *word) {
+    for (; *copy; copy++)
+        if (*copy == word) *copy = dropped_mark;
+}
+
+int lt_argv_dropped(char *const *copy) {
+    int n = 0;
+    for (; *copy; copy++) n += *copy == dropped_mark;
+    return n;
+}
+
+/* Whether word can be given to the shell as it is. */
+static int shell_plain(const char *w) {
+    if (!*w) return 0;
+    for (; *w; w++)
+        if (!isalnum((unsigned char)*w) && !strchr("_-./:=@%+,", *w)) return 0;
+    return 1;
+}
+
+void lt_shell_join(char *const *argv, char *buf, size_t n) {
+    size_t k = 0;
+    if (n == 0) return;
+    buf[0] = 0;
+    int words = 0;
+    for (int i = 0; argv[i] && k + 1 < n; i++) {
+        const char *w = argv[i];
+        if (w == dropped_mark) continue;
+        if (words++) buf[k++] = ' ';
+        if (shell_plain(w)) {
+            for (; *w && k + 1 < n; w++) buf[k++] = *w;
+        } else { /* '...' with each ' written as '\'' */
+            if (k + 1 < n) buf[k++] = '\'';
+            for (; *w && k + 4 < n; w++) {
+                if (*w == '\'') {
+                    memcpy(buf + k, "'\\''", 4);
+                    k += 4;
+                } else {
+                    buf[k++] = *w;
+                }
+            }
+            if (k + 1 < n) buf[k++] = '\'';
+        }
+        buf[k < n ? k : n - 1] = 0;
+    }
+    buf[k < n ? k : n - 1] = 0;
 }

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cli.h"
 #include "core/error.h"
 #include "core/fileio.h"
 #include "core/log.h"
@@ -290,40 +291,6 @@ static void print_progress(int tty, int64_t step, int64_t total, int64_t spe, do
 }
 
 static const char *plural(double n) { return n == 1 ? "" : "s"; }
-
-/* Whether word can be given to the shell as it is. */
-static int shell_plain(const char *w) {
-    if (!*w) return 0;
-    for (; *w; w++)
-        if (!isalnum((unsigned char)*w) && !strchr("_-./:=@%+,", *w)) return 0;
-    return 1;
-}
-
-void lt_shell_join(char *const *argv, char *buf, size_t n) {
-    size_t k = 0;
-    if (n == 0) return;
-    buf[0] = 0;
-    for (int i = 0; argv[i] && k + 1 < n; i++) {
-        const char *w = argv[i];
-        if (i) buf[k++] = ' ';
-        if (shell_plain(w)) {
-            for (; *w && k + 1 < n; w++) buf[k++] = *w;
-        } else { /* '...' with each ' written as '\'' */
-            if (k + 1 < n) buf[k++] = '\'';
-            for (; *w && k + 4 < n; w++) {
-                if (*w == '\'') {
-                    memcpy(buf + k, "'\\''", 4);
-                    k += 4;
-                } else {
-                    buf[k++] = *w;
-                }
-            }
-            if (k + 1 < n) buf[k++] = '\'';
-        }
-        buf[k < n ? k : n - 1] = 0;
-    }
-    buf[k < n ? k : n - 1] = 0;
-}
 
 /* ---- the run ---- */
 

@@ -63,7 +63,5 @@ int lt_train_run(const lt_train_opts *o, lt_train_report *rep);
 /* How to continue an interrupted run, for its message: "rerun the same command to continue", or
  * with --overwrite "... continue with: CMD", CMD from continue_argv. */
 void lt_train_continue_hint(const lt_train_opts *o, char *buf, size_t n);
-/* argv as one shell command line (words quoted where the shell needs it) in buf (truncated to n). */
-void lt_shell_join(char *const *argv, char *buf, size_t n);
 
 #endif

@@ -193,43 +193,17 @@ static int check_ranges(const lt_embed_opts *o) {
     return 0;
 }
 
-/* Writes s to f quoted for a POSIX shell when it needs it. */
-static void shell_quote(FILE *f, const char *s) {
-    int plain = *s != 0;
-    for (const char *p = s; *p; p++)
-        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-", *p))
-            plain = 0;
-    if (plain) {
-        fputs(s, f);
-        return;
-    }
-    fputc('\'', f);
-    for (const char *p = s; *p; p++)
-        if (*p == '\'') fputs("'\\''", f);
-        else fputc(*p, f);
-    fputc('\'', f);
-}
-
-/* The command line as given (getopt_long permutes argv) and its --overwrite arguments. */
-static int g_argc, g_n_overwrites;
-static char **g_argv, **g_overwrites;
+/* The command line as given, its --overwrite words dropped (lt_argv_copy). */
+static char **g_again;
 
 /* "rerun the same command to continue", or, when the command had --overwrite (which would
  * discard the work kept), the command without it, shell-quoted. malloc'd. */
 static char *continue_hint(void) {
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = g_n_overwrites ? open_memstream(&buf, &len) : NULL;
-    if (!f) return strdup("rerun the same command to continue");
-    fputs("to continue, rerun without --overwrite", f);
-    for (int i = 0; i < g_argc; i++) {
-        int skip = 0;
-        for (int k = 0; k < g_n_overwrites; k++) skip |= g_argv[i] == g_overwrites[k];
-        if (skip) continue;
-        fputs(i ? " " : ": ", f);
-        shell_quote(f, g_argv[i]);
-    }
-    fclose(f);
+    if (!g_again || !lt_argv_dropped(g_again)) return strdup("rerun the same command to continue");
+    char cmd[8192], *buf = malloc(sizeof cmd + 64);
+    if (!buf) return NULL;
+    lt_shell_join(g_again, cmd, sizeof cmd);
+    snprintf(buf, sizeof cmd + 64, "to continue, rerun without --overwrite: %s", cmd);
     return buf;
 }
 
@@ -285,14 +259,10 @@ int main(int argc, char **argv) {
     int verbosity = 1, c;
     lt_blas_ensure(argv); /* the GEMM kernels this CPU can run (may restart the program) */
     lt_log_init("lt-embed", 1);
-    g_argc = argc;
-    g_argv = malloc((size_t)(argc + 1) * sizeof *g_argv);
-    g_overwrites = malloc((size_t)(argc + 1) * sizeof *g_overwrites);
-    if (!g_argv || !g_overwrites) {
-        lt_error("out of memory");
+    if (!(g_again = lt_argv_copy(argc, argv))) {
+        lt_error("%s", lt_err_msg());
         return LT_EXIT_ERROR;
     }
-    memcpy(g_argv, argv, (size_t)argc * sizeof *g_argv);
     while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
@@ -312,7 +282,7 @@ int main(int argc, char **argv) {
         }
         o.given |= given_bit(c);
         if (c == OPT_TEACHER) o.teacher_from_env = 0;
-        if (c == OPT_OVERWRITE) g_overwrites[g_n_overwrites++] = argv[optind - 1];
+        if (c == OPT_OVERWRITE) lt_argv_drop(g_again, argv[optind - 1]);
     }
     lt_log_init("lt-embed", verbosity);
     if (lt_log_verbosity() >= 2) {

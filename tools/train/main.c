@@ -194,16 +194,12 @@ int main(int argc, char **argv) {
     /* The command that continues an interrupted run: argv in its original order (getopt_long
      * permutes argv) without the --overwrite words, which getopt_long points us to. */
     static char **again; /* static: still reachable on the early returns */
-    again = calloc((size_t)argc + 1, sizeof *again);
-    if (!again) {
-        lt_error("out of memory");
+    if (!(again = lt_argv_copy(argc, argv))) {
+        lt_error("%s", lt_err_msg());
         return LT_EXIT_ERROR;
     }
-    memcpy(again, argv, (size_t)argc * sizeof *argv);
     while ((c = getopt_long(argc, argv, "qvhV", long_opts, NULL)) != -1) {
-        if (c == OPT_OVERWRITE)
-            for (int i = 0; i < argc; i++)
-                if (again[i] == argv[optind - 1]) again[i] = NULL;
+        if (c == OPT_OVERWRITE) lt_argv_drop(again, argv[optind - 1]);
         if (c == 'h') {
             usage(stdout);
             return LT_EXIT_OK;
@@ -252,10 +248,6 @@ int main(int argc, char **argv) {
         return LT_EXIT_ERROR;
     }
     o.stop = lt_stop_on_signals();
-    int k = 0;
-    for (int i = 0; i < argc; i++)
-        if (again[i]) again[k++] = again[i];
-    again[k] = NULL;
     o.continue_argv = again;
 
     lt_train_report r;
