@@ -71,7 +71,6 @@ struct lt_resnet_net {
     void *ws;            /* conv and batch-norm scratch, on the backend */
     size_t ws_bytes;
     int max_bn_C;        /* widest batch norm (sizes its scratch) */
-    lt_backend *be;
     void *allocs[MAX_ALLOCS];
     int n_allocs;
     int n_bns;
@@ -140,12 +139,13 @@ static void make_bn(builder *bd, rbn *b, const char *name, int C) {
     }
 }
 
-static void *net_alloc(struct lt_resnet_net *n, size_t bytes, const char *what) {
+static void *net_alloc(lt_resnet *m, size_t bytes, const char *what) {
+    struct lt_resnet_net *n = m->net;
     if (n->n_allocs >= MAX_ALLOCS) {
         lt_err_set("resnet: too many allocations");
         return NULL;
     }
-    void *p = n->be->alloc(n->be, bytes, what);
+    void *p = m->be->alloc(m->be, bytes, what);
     if (p) n->allocs[n->n_allocs++] = p;
     return p;
 }
@@ -163,8 +163,9 @@ static void resolve_bn(lt_resnet *m, rbn *b) {
     b->nbt = t[4].data_i64;
 }
 
-static void track_ws(struct lt_resnet_net *n, const rconv *c) {
-    size_t s = n->be->conv2d_ws_bytes(n->be, &c->d);
+static void track_ws(lt_resnet *m, const rconv *c) {
+    struct lt_resnet_net *n = m->net;
+    size_t s = m->be->conv2d_ws_bytes(m->be, &c->d);
     if (s > n->ws_bytes) n->ws_bytes = s;
 }
 
@@ -193,7 +194,6 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
         return NULL;
     }
     m->net = n;
-    n->be = be;
     m->be = be;
     snprintf(m->arch, sizeof m->arch, "%s", arch);
     m->max_B = max_B, m->H = H, m->W = W;
@@ -282,9 +282,9 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
     }
 
     /* ---- storage, on the backend: parameters, gradients, buffers ---- */
-    m->params = net_alloc(n, sizeof(float) * m->n_params, "resnet parameters");
-    m->grads = net_alloc(n, sizeof(float) * m->n_params, "resnet gradients");
-    m->buffers = net_alloc(n, sizeof(float) * m->n_buffers, "resnet running statistics");
+    m->params = net_alloc(m, sizeof(float) * m->n_params, "resnet parameters");
+    m->grads = net_alloc(m, sizeof(float) * m->n_params, "resnet gradients");
+    m->buffers = net_alloc(m, sizeof(float) * m->n_buffers, "resnet running statistics");
     m->nbt = lt_calloc((size_t)m->n_bn, sizeof(int64_t), "resnet counters"); /* host: the walk
                                                                                counts steps */
     if (!m->params || !m->grads || !m->buffers || !m->nbt) goto fail;
@@ -297,7 +297,7 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
 
     /* ---- resolve pointers, activations, scratch ---- */
     const int64_t B = max_B;
-#define ALLOC_F(n_floats, what) ((float *)net_alloc(n, sizeof(float) * (size_t)(n_floats), what))
+#define ALLOC_F(n_floats, what) ((float *)net_alloc(m, sizeof(float) * (size_t)(n_floats), what))
 #define SAVE_BN(bnp)                                                                  \
     do {                                                                              \
         resolve_bn(m, (bnp));                                                         \
@@ -307,31 +307,31 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
         n->bns[n->n_bns++] = (bnp);                                                   \
     } while (0)
     resolve_conv(m, &n->conv1);
-    track_ws(n, &n->conv1);
+    track_ws(m, &n->conv1);
     SAVE_BN(&n->bn1);
     int64_t stem_n = (int64_t)n->conv1.d.OH * n->conv1.d.OW * 64;
     n->in = ALLOC_F(B * H * W * 3, "resnet input");
     n->t0 = ALLOC_F(B * stem_n, "resnet activations");
     n->a0 = ALLOC_F(B * stem_n, "resnet activations");
     n->p0 = ALLOC_F(B * n->pool.OH * n->pool.OW * 64, "resnet activations");
-    n->argmax = net_alloc(n, sizeof(int32_t) * B * n->pool.OH * n->pool.OW * 64, "max pool");
+    n->argmax = net_alloc(m, sizeof(int32_t) * B * n->pool.OH * n->pool.OW * 64, "max pool");
     if (!n->in || !n->t0 || !n->a0 || !n->p0 || !n->argmax) goto fail;
     const float *prev = n->p0;
     for (int i = 0; i < n->n_blocks; i++) {
         rblock *bk = &n->blocks[i];
         bk->x = prev;
         resolve_conv(m, &bk->c1);
-        track_ws(n, &bk->c1);
+        track_ws(m, &bk->c1);
         SAVE_BN(&bk->b1);
         resolve_conv(m, &bk->c2);
-        track_ws(n, &bk->c2);
+        track_ws(m, &bk->c2);
         SAVE_BN(&bk->b2);
         bk->t1 = ALLOC_F(B * bk->mid1_n, "resnet activations");
         bk->a1 = ALLOC_F(B * bk->mid1_n, "resnet activations");
         if (!bk->t1 || !bk->a1) goto fail;
         if (bk->bottleneck) {
             resolve_conv(m, &bk->c3);
-        track_ws(n, &bk->c3);
+        track_ws(m, &bk->c3);
         SAVE_BN(&bk->b3);
             bk->t2 = ALLOC_F(B * bk->mid2_n, "resnet activations");
             bk->a2 = ALLOC_F(B * bk->mid2_n, "resnet activations");
@@ -343,7 +343,7 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
         }
         if (bk->has_ds) {
             resolve_conv(m, &bk->cd);
-        track_ws(n, &bk->cd);
+        track_ws(m, &bk->cd);
         SAVE_BN(&bk->bd);
             bk->td = ALLOC_F(B * bk->out_n, "resnet activations");
             bk->sd = ALLOC_F(B * bk->out_n, "resnet activations");
@@ -360,7 +360,7 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
     if (!m->features) goto fail;
     size_t bn_ws = be->bn_ws_bytes(be, n->max_bn_C);
     if (bn_ws > n->ws_bytes) n->ws_bytes = bn_ws; /* the ops run one at a time: one scratch */
-    if (n->ws_bytes && !(n->ws = net_alloc(n, n->ws_bytes, "conv scratch"))) goto fail;
+    if (n->ws_bytes && !(n->ws = net_alloc(m, n->ws_bytes, "conv scratch"))) goto fail;
 #undef ALLOC_F
     free(bd);
     lt_resnet_init_weights(m, 0);
@@ -402,7 +402,7 @@ int lt_resnet_plan(const char *arch, int max_B, int H, int W, lt_resnet_sizes *o
 void lt_resnet_free(lt_resnet *m) {
     if (!m) return;
     if (m->net) {
-        for (int i = 0; i < m->net->n_allocs; i++) m->net->be->free(m->net->be, m->net->allocs[i]);
+        for (int i = 0; i < m->net->n_allocs; i++) m->be->free(m->be, m->net->allocs[i]);
         free(m->net);
     }
     free(m->nbt);
