@@ -21,6 +21,59 @@ extern "C" {
 #include "nn/ops.h"
 }
 
+/* The online-softmax step of the earlier kernels (v1 and v2), over one 8-column tile of scores
+ * s (8 column pairs x 4: rows g, g + 8) whose keys start at k0 (lane t of its quad): scale to
+ * log2 units and mask keys >= N, row maxima over the 4 lanes of a row, rescale the running sums
+ * l and outputs o to the new maxima m, and P = 2^(S − m) packed as bf16 A fragments pf (keys
+ * 16kk..16kk+15 = S tiles 2kk (a0, a1), 2kk+1 (a2, a3)). Every tile holds a key < N, so the new
+ * maxima are finite. (The production kernel v3 has its own, online_softmax_tile.) */
+static __device__ __forceinline__ void old_online_softmax(float (&s)[8][4], int k0, int t, int N,
+                                                          float scale_log2, float &m0, float &m1,
+                                                          float &l0, float &l1,
+                                                          float (&o)[8][4],
+                                                          uint32_t (&pf)[4][4]) {
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const bool in = k0 + 8 * j + 2 * t + e < N;
+            s[j][e] = in ? s[j][e] * scale_log2 : -INFINITY;
+            s[j][2 + e] = in ? s[j][2 + e] * scale_log2 : -INFINITY;
+            mx0 = fmaxf(mx0, s[j][e]);
+            mx1 = fmaxf(mx1, s[j][2 + e]);
+        }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float c0 = exp2f(m0 - n0), c1 = exp2f(m1 - n1); /* 0 on the first tile */
+    m0 = n0;
+    m1 = n1;
+    l0 *= c0;
+    l1 *= c1;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        o[j][0] *= c0;
+        o[j][1] *= c0;
+        o[j][2] *= c1;
+        o[j][3] *= c1;
+    }
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int j = 2 * kk + half;
+            const float p0 = exp2f(s[j][0] - m0), p1 = exp2f(s[j][1] - m0);
+            const float p2 = exp2f(s[j][2] - m1), p3 = exp2f(s[j][3] - m1);
+            l0 += p0 + p1;
+            l1 += p2 + p3;
+            pf[kk][2 * half] = pack_bf16x2(p0, p1);     /* row g */
+            pf[kk][2 * half + 1] = pack_bf16x2(p2, p3); /* row g + 8 */
+        }
+}
+
 /* Enqueues the old kernel on c's stream: 0, 1 when it cannot take this size (reason printed), or
  * -1 + lt_err. */
 typedef int (*attn_launch_fn)(lt_cuda_ctx *c, bf16 *out, const bf16 *qkv, int B, int N, int heads);

@@ -84,50 +84,8 @@ __global__ void __launch_bounds__(128) attn_bf16_kernel(bf16 *out, const bf16 *q
                 mma_16816(s[j], qf[kk], ld_u32(kp), ld_u32(kp + 8));
             }
         }
-        /* scale to log2 units, mask keys >= N, row maxima over the 4 lanes of a row */
-        float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const bool in = k0 + 8 * j + 2 * t + e < N;
-                s[j][e] = in ? s[j][e] * scale_log2 : -INFINITY;
-                s[j][2 + e] = in ? s[j][2 + e] * scale_log2 : -INFINITY;
-                mx0 = fmaxf(mx0, s[j][e]);
-                mx1 = fmaxf(mx1, s[j][2 + e]);
-            }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* every tile holds key k0 < N, so the new maxima are finite */
-        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        const float c0 = exp2f(m0 - n0), c1 = exp2f(m1 - n1); /* 0 on the first tile */
-        m0 = n0;
-        m1 = n1;
-        l0 *= c0;
-        l1 *= c1;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            o[j][0] *= c0;
-            o[j][1] *= c0;
-            o[j][2] *= c1;
-            o[j][3] *= c1;
-        }
-        /* P = 2^(S − m) as A fragments: keys 16kk..16kk+15 = S tiles 2kk (a0, a1), 2kk+1 (a2, a3) */
         uint32_t pf[4][4];
-#pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-            for (int half = 0; half < 2; half++) {
-                const int j = 2 * kk + half;
-                const float p0 = exp2f(s[j][0] - m0), p1 = exp2f(s[j][1] - m0);
-                const float p2 = exp2f(s[j][2] - m1), p3 = exp2f(s[j][3] - m1);
-                l0 += p0 + p1;
-                l1 += p2 + p3;
-                pf[kk][2 * half] = pack_bf16x2(p0, p1);     /* row g */
-                pf[kk][2 * half + 1] = pack_bf16x2(p2, p3); /* row g + 8 */
-            }
+        old_online_softmax(s, k0, t, N, scale_log2, m0, m1, l0, l1, o, pf);
         /* O += P V: B[k = key][n = dim] = Vt[dim][key] */
 #pragma unroll
         for (int jd = 0; jd < 8; jd++)
