@@ -1626,6 +1626,18 @@ int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out) {
     return r;
 }
 
+int lt_cache_image_sha256s(lt_cache *c, int64_t first, int64_t count, char *out) {
+    if (check_range(c, "image", first, count, c->n_images) < 0) return -1;
+    pthread_mutex_lock(&h5_lock);
+    hid_t st = fixed_str_type(SHA_LEN, H5T_CSET_ASCII);
+    int r = st >= 0 && rows_io(c->sha, st, first, count, out, 0) >= 0
+                ? 0
+                : h5_fail(c->path, "cannot read /images/sha256");
+    if (st >= 0) H5Tclose(st);
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
 int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out) {
     if (check_range(c, "samples", first, count, c->n_samples) < 0) return -1;
     sample_cols cols;

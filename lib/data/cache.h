@@ -94,6 +94,9 @@ const char *lt_cache_image_path(const lt_cache *c, int64_t i);
 void lt_cache_image_size(const lt_cache *c, int64_t i, int32_t *w, int32_t *h);
 /* Reads image i's stored bytes into a malloc'd buffer. */
 int lt_cache_image_bytes(lt_cache *c, int64_t i, uint8_t **bytes, size_t *n);
+/* The hex SHA-256 of images [first, first + count), 64 characters each back to back (no NULs),
+ * into out (count · 64 bytes): one read, not one per image. */
+int lt_cache_image_sha256s(lt_cache *c, int64_t first, int64_t count, char *out);
 /* Reads samples [first, first + count). */
 int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out);
 /* Reads embeddings rows [first, first + count) as float32 (count, D). */

@@ -41,14 +41,18 @@ int lt_cache_identity(lt_cache *c, const char *name, char hex[65]) {
     lt_sha256_init(&h);
     put_u64(&h, (uint64_t)N);
     put_u64(&h, (uint64_t)S);
-    for (int64_t i = 0; i < N; i++) {
-        lt_cache_image rec;
-        if (lt_cache_image_record(c, i, &rec) != 0) return -1;
-        lt_sha256_update(&h, rec.sha256, 64);
+    char *sha = lt_malloc((size_t)(N < block ? N : block) * 64 + 1, "image hashes");
+    if (!sha) return -1;
+    int rc = 0;
+    for (int64_t i0 = 0; i0 < N && rc == 0; i0 += block) { /* the hashes, in blocks */
+        int64_t n = N - i0 < block ? N - i0 : block;
+        if ((rc = lt_cache_image_sha256s(c, i0, n, sha)) == 0)
+            lt_sha256_update(&h, sha, (size_t)n * 64);
     }
+    free(sha);
+    if (rc != 0) return -1;
     lt_sample *s = lt_malloc((size_t)(S < block ? S : block) * sizeof *s + 1, "sample recipes");
     if (!s) return -1;
-    int rc = 0;
     for (int64_t s0 = 0; s0 < S && rc == 0; s0 += block) {
         int64_t n = S - s0 < block ? S - s0 : block;
         if ((rc = lt_cache_samples(c, s0, n, s)) != 0) break;
