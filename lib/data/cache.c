@@ -25,7 +25,6 @@
 #include <zlib.h>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "core/rng.h"
 #include "core/sha256.h"
 #include "data/h5zstd.h"
@@ -161,6 +160,34 @@ static herr_t rows_io(hid_t d, hid_t mtype, int64_t first, int64_t count, void *
     }
     H5Sclose(fs);
     return r;
+}
+
+/* Reads or writes the stored embedding rows [first, first + count) (lt_emb_row_bytes(t, D)
+ * each, data/emb_type.h) of /embeddings (emb) and, for int8, /embedding_scales (scales): an
+ * int8 row is its D values in /embeddings and its scale in /embedding_scales. half: the
+ * float16 type. */
+static herr_t emb_io(hid_t emb, hid_t scales, hid_t half, lt_emb_type t, int D, int64_t first,
+                     int64_t count, void *rows, int write) {
+    if (t == LT_EMB_F32) return rows_io(emb, H5T_NATIVE_FLOAT, first, count, rows, write);
+    if (t == LT_EMB_F16) return rows_io(emb, half, first, count, rows, write);
+    if (count == 0) return 0;
+    size_t d = (size_t)D, rb = d + 4;
+    uint8_t *q = malloc((size_t)count * d), *row = rows;
+    float *sc = malloc((size_t)count * sizeof *sc);
+    herr_t r = q && sc ? 0 : -1;
+    for (int64_t i = 0; r == 0 && write && i < count; i++) {
+        memcpy(q + (size_t)i * d, row + (size_t)i * rb, d);
+        memcpy(sc + i, row + (size_t)i * rb + d, 4); /* little-endian float32, as in memory */
+    }
+    if (r == 0) r = rows_io(emb, H5T_NATIVE_INT8, first, count, q, write);
+    if (r >= 0) r = rows_io(scales, H5T_NATIVE_FLOAT, first, count, sc, write);
+    for (int64_t i = 0; r >= 0 && !write && i < count; i++) {
+        memcpy(row + (size_t)i * rb, q + (size_t)i * d, d);
+        memcpy(row + (size_t)i * rb + d, sc + i, 4);
+    }
+    free(q);
+    free(sc);
+    return r < 0 ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -323,7 +350,7 @@ static const int sample_kind[S_COUNT] = {K_I32, K_F32, K_I32, K_U8, K_U8, K_U8, 
 struct lt_cache_writer {
     char *path, *partial;
     lt_cache_meta meta;
-    hid_t file, g_images, g_skipped, g_samples, emb, half;
+    hid_t file, g_images, g_skipped, g_samples, emb, scales, half;
     appender app[A_COUNT];
     uint64_t path_end, sk_path_end, sk_reason_end; /* lengths of the text columns */
     int64_t n_images, n_bytes, n_samples;
@@ -338,6 +365,7 @@ struct lt_cache_writer {
 static herr_t writer_close_handles(lt_cache_writer *w) {
     for (int k = 0; k < A_COUNT; k++) app_close(&w->app[k]);
     close_dset(&w->emb);
+    close_dset(&w->scales);
     close_group(&w->g_images);
     close_group(&w->g_skipped);
     close_group(&w->g_samples);
@@ -419,7 +447,7 @@ static herr_t write_root_attrs(hid_t f, const lt_cache_meta *m) {
     r |= attr_i32(f, "views_per_image", m->views_per_image);
     r |= attr_put(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 0, &seed);
     r |= attr_i32(f, "mixup", m->mixup ? 1 : 0);
-    r |= attr_str(f, "embedding_dtype", m->emb_f32 ? "float32" : "float16", H5T_CSET_ASCII);
+    r |= attr_str(f, "embedding_dtype", lt_emb_type_name(m->emb_type), H5T_CSET_ASCII);
     r |= attr_i64(f, "max_pixels", m->max_pixels);
     r |= attr_str(f, "tool_version", m->tool_version, H5T_CSET_ASCII);
     r |= attr_str(f, "created", created, H5T_CSET_ASCII);
@@ -480,7 +508,7 @@ int lt_cache_writer_create(const char *path, const lt_cache_meta *meta, lt_cache
     lt_cache_writer *w = lt_calloc(1, sizeof *w, "cache writer");
     int r = -1;
     if (!w) goto done;
-    w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->half = -1;
+    w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->scales = w->half = -1;
     for (int k = 0; k < A_COUNT; k++) w->app[k].dset = w->app[k].mtype = -1;
     w->meta = *meta;
     if (w->meta.zstd_level == 0) w->meta.zstd_level = 3;
@@ -710,16 +738,31 @@ static int write_samples(lt_cache_writer *w, const hid_t *d, hid_t crc, const lt
     return r;
 }
 
-/* /embeddings (S, D): chunked by rows, shuffle + zstd, fill 0. */
+/* /embedding_scales (S) float32 of an int8 cache: contiguous, unfiltered, fill 0. */
+static int create_scales(lt_cache_writer *w) {
+    hsize_t dims[1] = {(hsize_t)w->n_samples};
+    float zero = 0;
+    hid_t sp = H5Screate_simple(1, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (sp >= 0 && dcpl >= 0 && H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &zero) >= 0)
+        w->scales = H5Dcreate2(w->file, "embedding_scales", H5T_IEEE_F32LE, sp, H5P_DEFAULT,
+                               dcpl, H5P_DEFAULT);
+    if (w->scales < 0) h5_note();
+    if (sp >= 0) H5Sclose(sp);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return w->scales < 0 ? h5_fail(w->partial, "cannot create /embedding_scales") : 0;
+}
+
+/* /embeddings (S, D): chunked by rows, shuffle + zstd, fill 0 (and /embedding_scales). */
 static int create_embeddings(lt_cache_writer *w) {
     int d = w->meta.embed_dim;
-    size_t es = w->meta.emb_f32 ? 4 : 2;
+    lt_emb_type et = w->meta.emb_type;
+    size_t es = et == LT_EMB_F32 ? 4 : et == LT_EMB_F16 ? 2 : 1;
     int64_t rows = (int64_t)(EMB_CHUNK_BYTES / ((size_t)d * es));
     if (rows < 1) rows = 1;
     if (rows > w->n_samples) rows = w->n_samples;
     hsize_t dims[2] = {(hsize_t)w->n_samples, (hsize_t)d}, chunk[2] = {(hsize_t)rows, (hsize_t)d};
     unsigned cd[1] = {(unsigned)w->meta.zstd_level};
-    hid_t type = w->meta.emb_f32 ? H5T_IEEE_F32LE : w->half;
+    hid_t type = et == LT_EMB_F32 ? H5T_IEEE_F32LE : et == LT_EMB_F16 ? w->half : H5T_STD_I8LE;
     uint8_t zero[4] = {0};
     hid_t sp = H5Screate_simple(2, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
@@ -734,6 +777,7 @@ static int create_embeddings(lt_cache_writer *w) {
     if (dcpl >= 0) H5Pclose(dcpl);
     if (dapl >= 0) H5Pclose(dapl);
     if (w->emb < 0) return h5_fail(w->partial, "cannot create /embeddings");
+    if (et == LT_EMB_I8 && create_scales(w) < 0) return -1;
     w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
     w->emb_crc = lt_malloc((size_t)w->n_samples * sizeof *w->emb_crc, "embedding checksums");
     return w->written && w->emb_crc ? 0 : -1;
@@ -804,30 +848,39 @@ static int claim_rows(lt_cache_writer *w, int64_t first, int64_t count) {
     return mark_rows(w, first, count);
 }
 
+/* Writes stored rows [first, first + count) after claiming them, recording their CRC-32. */
+static int put_raw_locked(lt_cache_writer *w, int64_t first, int64_t count, const void *rows) {
+    if (claim_rows(w, first, count) < 0) return -1;
+    int d = w->meta.embed_dim;
+    size_t row = lt_emb_row_bytes(w->meta.emb_type, d);
+    for (int64_t i = 0; i < count; i++)
+        w->emb_crc[first + i] = crc_of((const uint8_t *)rows + (size_t)i * row, row);
+    if (emb_io(w->emb, w->scales, w->half, w->meta.emb_type, d, first, count, (void *)rows, 1) < 0)
+        return h5_fail(w->partial, "cannot write /embeddings");
+    return 0;
+}
+
 static int put_embeddings_locked(lt_cache_writer *w, int64_t first, int64_t count,
                                  const float *emb) {
-    if (claim_rows(w, first, count) < 0) return -1;
-    size_t d = (size_t)w->meta.embed_dim;
-    if (w->meta.emb_f32) {
-        for (int64_t i = 0; i < count; i++)
-            w->emb_crc[first + i] = crc_of(emb + (size_t)i * d, d * 4);
-        if (rows_io(w->emb, H5T_NATIVE_FLOAT, first, count, (void *)emb, 1) < 0)
-            return h5_fail(w->partial, "cannot write /embeddings");
-        return 0;
-    }
+    int d = w->meta.embed_dim;
+    size_t row = lt_emb_row_bytes(w->meta.emb_type, d);
     int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
-    uint16_t *h = lt_malloc((size_t)block * d * 2, "float16 embeddings");
-    if (!h) return -1;
+    uint8_t *buf = lt_malloc((size_t)block * row, "stored embeddings");
+    if (!buf) return -1;
     int r = 0;
     for (int64_t r0 = 0; r == 0 && r0 < count; r0 += block) {
         int64_t n = count - r0 < block ? count - r0 : block;
-        const float *src = emb + (size_t)r0 * d;
-        for (size_t k = 0; k < (size_t)n * d; k++) h[k] = lt_f32_to_f16(src[k]);
-        for (int64_t i = 0; i < n; i++) w->emb_crc[first + r0 + i] = crc_of(h + (size_t)i * d, d * 2);
-        if (rows_io(w->emb, w->half, first + r0, n, h, 1) < 0)
-            r = h5_fail(w->partial, "cannot write /embeddings");
+        for (int64_t i = 0; r == 0 && i < n; i++) {
+            float bad;
+            if (lt_emb_encode_row(w->meta.emb_type, emb + (size_t)(r0 + i) * d, d,
+                                  buf + (size_t)i * row, &bad) < 0)
+                r = lt_err_set("%s: embedding row %lld holds %g, which %s cannot store",
+                               w->partial, (long long)(first + r0 + i), bad,
+                               lt_emb_type_name(w->meta.emb_type));
+        }
+        if (r == 0) r = put_raw_locked(w, first + r0, n, buf);
     }
-    free(h);
+    free(buf);
     return r;
 }
 
@@ -843,13 +896,7 @@ int lt_cache_writer_put_embeddings(lt_cache_writer *w, int64_t first, int64_t co
 int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_t count,
                                        const void *rows) {
     pthread_mutex_lock(&h5_lock);
-    int r = claim_rows(w, first, count);
-    size_t row = (size_t)w->meta.embed_dim * (w->meta.emb_f32 ? 4 : 2);
-    for (int64_t i = 0; r == 0 && i < count; i++)
-        w->emb_crc[first + i] = crc_of((const uint8_t *)rows + (size_t)i * row, row);
-    if (r == 0 && rows_io(w->emb, w->meta.emb_f32 ? H5T_NATIVE_FLOAT : w->half, first, count,
-                          (void *)rows, 1) < 0)
-        r = h5_fail(w->partial, "cannot write /embeddings");
+    int r = put_raw_locked(w, first, count, rows);
     if (r < 0) w->failed = 1;
     pthread_mutex_unlock(&h5_lock);
     return r;
@@ -972,11 +1019,14 @@ static int reopen_locked(lt_cache_writer *w) {
         H5Pset_chunk_cache(dapl, 12421, EMB_CACHE_BYTES, 1.0) >= 0) {
         w->file = H5Fopen(w->partial, H5F_ACC_RDWR, fapl);
         if (w->file >= 0) w->emb = H5Dopen2(w->file, "embeddings", dapl);
+        if (w->emb >= 0 && w->meta.emb_type == LT_EMB_I8)
+            w->scales = H5Dopen2(w->file, "embedding_scales", H5P_DEFAULT);
     }
     if (w->emb < 0) h5_note();
     if (fapl >= 0) H5Pclose(fapl);
     if (dapl >= 0) H5Pclose(dapl);
-    if (w->emb < 0) return h5_fail(w->partial, "cannot reopen /embeddings for writing");
+    if (w->emb < 0 || (w->meta.emb_type == LT_EMB_I8 && w->scales < 0))
+        return h5_fail(w->partial, "cannot reopen /embeddings for writing");
     w->half = half_type();
     if (w->half < 0) return h5_fail(w->partial, "cannot define the float16 type");
     w->written = lt_calloc((size_t)(w->n_samples + 7) / 8, 1, "embedding row bitmap");
@@ -1001,7 +1051,7 @@ int lt_cache_writer_reopen(const char *path, lt_cache_writer **out) {
     lt_cache_writer *w = lt_calloc(1, sizeof *w, "cache writer");
     int r = -1;
     if (w) {
-        w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->half = -1;
+        w->file = w->g_images = w->g_skipped = w->g_samples = w->emb = w->scales = w->half = -1;
         for (int k = 0; k < A_COUNT; k++) w->app[k].dset = w->app[k].mtype = -1;
         w->meta = *lt_cache_meta_of(c);
         w->n_images = lt_cache_n_images(c);
@@ -1046,7 +1096,7 @@ struct lt_cache {
     int64_t file_size;
     lt_cache_meta meta;
     int64_t n_images, n_samples, n_bytes, n_skipped;
-    hid_t file, bytes, emb, sha, size, mtime, half;
+    hid_t file, bytes, emb, scales, sha, size, mtime, half;
     hid_t sam[S_COUNT];
     hid_t crc_sam, crc_emb;          /* (S) /checksums/samples, /checksums/embeddings */
     int partial_ok;                  /* lt_cache_open_partial: 'complete' is not required */
@@ -1060,6 +1110,7 @@ static void reader_free(lt_cache *c) {
     if (!c) return;
     close_dset(&c->bytes);
     close_dset(&c->emb);
+    close_dset(&c->scales);
     close_dset(&c->sha);
     close_dset(&c->size);
     close_dset(&c->mtime);
@@ -1231,10 +1282,10 @@ static int read_meta(lt_cache *c) {
         attr_str_get(c, "teacher_file", t->file, sizeof t->file) < 0 ||
         attr_str_get(c, "teacher_sha256", t->sha256, sizeof t->sha256) < 0)
         return -1;
-    if (strcmp(dtype, "float16") && strcmp(dtype, "float32"))
-        return BAD(c, "embedding_dtype is '%s', expected float16 or float32",
+    if (lt_emb_type_parse(dtype, &m->emb_type) < 0 ||
+        strcmp(dtype, lt_emb_type_name(m->emb_type)) != 0) /* the long names only */
+        return BAD(c, "embedding_dtype is '%s', expected float16, float32 or int8",
                    lt_str_printable(dtype));
-    m->emb_f32 = dtype[5] == '3';
     int64_t expect_samples;
     if (m->image_size < 1 || m->image_size > IMAGE_SIZE_MAX || m->embed_dim > EMBED_DIM_MAX ||
         m->views_per_image > VIEWS_MAX)
@@ -1480,12 +1531,16 @@ static int open_samples(lt_cache *c) {
     return 0;
 }
 
-/* /embeddings (S, D) float16 or float32 as embedding_dtype says; records the zstd level. */
+/* /embeddings (S, D) float16, float32 or int8 as embedding_dtype says (and for int8
+ * /embedding_scales (S) float32); records the zstd level. */
 static int open_embeddings(lt_cache *c) {
-    int f32 = c->meta.emb_f32;
-    dset_spec sp = {"embeddings", H5T_FLOAT, f32 ? 4 : 2, -1, 2,
+    lt_emb_type et = c->meta.emb_type;
+    dset_spec sp = {"embeddings", et == LT_EMB_I8 ? H5T_INTEGER : H5T_FLOAT,
+                    et == LT_EMB_F32 ? 4 : et == LT_EMB_F16 ? 2 : 1, 1, 2,
                     {(hsize_t)c->n_samples, (hsize_t)c->meta.embed_dim}};
+    dset_spec ss = {"embedding_scales", H5T_FLOAT, 4, -1, 1, {(hsize_t)c->n_samples}};
     if (check_only(c, &sp, &c->emb) < 0) return -1;
+    if (et == LT_EMB_I8 && check_only(c, &ss, &c->scales) < 0) return -1;
     /* Reopen with a chunk cache holding many chunks, for batches that straddle chunks. */
     hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (dapl >= 0 && H5Pset_chunk_cache(dapl, 12421, EMB_CACHE_BYTES, 0.75) >= 0) {
@@ -1538,7 +1593,7 @@ static int open_cache(const char *path, int partial_ok, lt_cache **out) {
     int r = -1;
     lt_cache *c = lt_calloc(1, sizeof *c, "cache reader");
     if (c) {
-        c->file = c->bytes = c->emb = c->sha = c->size = c->mtime = c->half = -1;
+        c->file = c->bytes = c->emb = c->scales = c->sha = c->size = c->mtime = c->half = -1;
         c->crc_sam = c->crc_emb = -1;
         c->partial_ok = partial_ok;
         for (int k = 0; k < S_COUNT; k++) c->sam[k] = -1;
@@ -1661,7 +1716,8 @@ int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out
     if (check_range(c, "embedding rows", first, count, c->n_samples) < 0) return -1;
     pthread_mutex_lock(&h5_lock);
     int r = 0;
-    if (rows_io(c->emb, c->meta.emb_f32 ? H5T_NATIVE_FLOAT : c->half, first, count, out, 0) < 0)
+    if (emb_io(c->emb, c->scales, c->half, c->meta.emb_type, c->meta.embed_dim, first, count, out,
+               0) < 0)
         r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
     pthread_mutex_unlock(&h5_lock);
     return r;
@@ -1705,7 +1761,7 @@ static int damaged_row(const lt_cache *c, int64_t s, const char *what, const cha
 /* Checks rows [first, first + n) of /samples and /embeddings against /checksums (n <= block). */
 static int verify_rows_block(lt_cache *c, int64_t first, int64_t n, sample_cols *cols,
                              uint32_t *sums, uint8_t *emb) {
-    size_t row = (size_t)c->meta.embed_dim * (c->meta.emb_f32 ? 4 : 2);
+    size_t row = lt_emb_row_bytes(c->meta.emb_type, c->meta.embed_dim);
     int r = 0;
     pthread_mutex_lock(&h5_lock);
     for (int k = 0; r == 0 && k < S_COUNT; k++)
@@ -1716,8 +1772,8 @@ static int verify_rows_block(lt_cache *c, int64_t first, int64_t n, sample_cols 
     for (int64_t i = 0; r == 0 && i < n; i++)
         if (sample_crc(cols, i) != sums[i])
             r = damaged_row(c, first + i, "recipe", "/checksums/samples");
-    if (r == 0 && rows_io(c->emb, c->meta.emb_f32 ? H5T_NATIVE_FLOAT : c->half, first, n, emb,
-                          0) < 0)
+    if (r == 0 && emb_io(c->emb, c->scales, c->half, c->meta.emb_type, c->meta.embed_dim, first, n,
+                         emb, 0) < 0)
         r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
     if (r == 0 && rows_io(c->crc_emb, H5T_NATIVE_UINT32, first, n, sums, 0) < 0)
         r = h5_fail(c->path, "cannot read /checksums/embeddings");
@@ -1732,7 +1788,7 @@ static int verify_rows_block(lt_cache *c, int64_t first, int64_t n, sample_cols 
 static int verify_rows(lt_cache *c, int64_t first, int64_t count) {
     if (c->crc_emb < 0) return lt_err_set("%s: no /checksums/embeddings to verify", c->path);
     int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
-    size_t row = (size_t)c->meta.embed_dim * (c->meta.emb_f32 ? 4 : 2);
+    size_t row = lt_emb_row_bytes(c->meta.emb_type, c->meta.embed_dim);
     sample_cols cols;
     uint32_t *sums = malloc((size_t)block * sizeof *sums);
     uint8_t *emb = malloc((size_t)block * row);
@@ -1756,6 +1812,7 @@ int lt_cache_storage(lt_cache *c, int64_t *images, int64_t *samples, int64_t *em
     for (int k = 0; k < S_COUNT; k++) sm += (int64_t)H5Dget_storage_size(c->sam[k]);
     *samples = sm;
     *embeddings = (int64_t)H5Dget_storage_size(c->emb) +
+                  (c->scales >= 0 ? (int64_t)H5Dget_storage_size(c->scales) : 0) +
                   (c->crc_emb >= 0 ? (int64_t)H5Dget_storage_size(c->crc_emb) : 0);
     H5Eclear2(H5E_DEFAULT);
     pthread_mutex_unlock(&h5_lock);
@@ -1801,25 +1858,19 @@ int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t 
 
 int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out) {
     if (check_range(c, "embedding rows", first, count, c->n_samples) < 0) return -1;
-    size_t d = (size_t)c->meta.embed_dim;
-    int r = 0;
+    int d = c->meta.embed_dim;
+    size_t row = lt_emb_row_bytes(c->meta.emb_type, d);
+    int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
+    uint8_t *buf = lt_malloc((size_t)block * row, "stored embeddings");
+    int r = buf ? 0 : -1;
     pthread_mutex_lock(&h5_lock);
-    if (c->meta.emb_f32) {
-        if (rows_io(c->emb, H5T_NATIVE_FLOAT, first, count, out, 0) < 0)
+    for (int64_t r0 = 0; r == 0 && r0 < count; r0 += block) {
+        int64_t n = count - r0 < block ? count - r0 : block;
+        if (emb_io(c->emb, c->scales, c->half, c->meta.emb_type, d, first + r0, n, buf, 0) < 0)
             r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
-    } else {
-        int64_t block = count < EMB_BLOCK ? count : EMB_BLOCK;
-        uint16_t *h = lt_malloc((size_t)block * d * 2, "float16 embeddings");
-        if (!h) r = -1;
-        for (int64_t r0 = 0; r == 0 && r0 < count; r0 += block) {
-            int64_t n = count - r0 < block ? count - r0 : block;
-            if (rows_io(c->emb, c->half, first + r0, n, h, 0) < 0)
-                r = h5_fail(c->path, "cannot read /embeddings (damaged chunk?)");
-            float *dst = out + (size_t)r0 * d;
-            for (size_t k = 0; r == 0 && k < (size_t)n * d; k++) dst[k] = lt_f16_to_f32(h[k]);
-        }
-        free(h);
+        else lt_emb_decode_rows(c->meta.emb_type, buf, n, d, out + (size_t)r0 * d);
     }
     pthread_mutex_unlock(&h5_lock);
+    free(buf);
     return r;
 }

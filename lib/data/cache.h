@@ -4,14 +4,15 @@
  * CACHE.partial and renames it to CACHE only in lt_cache_writer_finish(), so a failed or
  * interrupted run never leaves something that looks like a complete cache (lt-embed's resumable
  * protocol, close_partial + reopen, keeps the partial between runs). Embeddings are stored
- * float16 (default) or float32, chunked, with HDF5's shuffle filter then Zstandard (filter id 32015,
- * see h5zstd.h). */
+ * float16 (default), float32 or int8 with a scale per row (data/emb_type.h), chunked, with
+ * HDF5's shuffle filter then Zstandard (filter id 32015, see h5zstd.h). */
 #ifndef LT_CACHE_H
 #define LT_CACHE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/emb_type.h"
 #include "image/recipe.h"
 
 #define LT_CACHE_FORMAT "lt-cache"
@@ -29,7 +30,7 @@ typedef struct {
     int views_per_image;
     uint64_t seed;
     int mixup;
-    int emb_f32;            /* 1: embeddings stored float32; 0: float16 */
+    lt_emb_type emb_type;   /* how /embeddings stores its rows (data/emb_type.h) */
     int zstd_level;         /* cd_values[0] of the zstd filter */
     int64_t max_pixels;     /* decode limit used */
     lt_transform transform;
@@ -73,7 +74,7 @@ void lt_cache_writer_abort(lt_cache_writer *w);
  * removed. reopen opens that path.partial again to write /embeddings, then finish. */
 int lt_cache_writer_close_partial(lt_cache_writer *w);
 int lt_cache_writer_reopen(const char *path, lt_cache_writer **out);
-/* Like put_embeddings, from rows already in the stored type (float16 bits or float32). */
+/* Like put_embeddings, from rows already in the stored type (lt_emb_row_bytes each). */
 int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_t count,
                                        const void *rows);
 
@@ -101,7 +102,7 @@ int lt_cache_image_sha256s(lt_cache *c, int64_t first, int64_t count, char *out)
 int lt_cache_samples(lt_cache *c, int64_t first, int64_t count, lt_sample *out);
 /* Reads embeddings rows [first, first + count) as float32 (count, D). */
 int lt_cache_embeddings(lt_cache *c, int64_t first, int64_t count, float *out);
-/* Reads embeddings rows [first, first + count) in the stored type (count, D) of 2 or 4 bytes. */
+/* Reads embeddings rows [first, first + count) in the stored type (lt_emb_row_bytes each). */
 int lt_cache_embeddings_raw(lt_cache *c, int64_t first, int64_t count, void *out);
 /* lt-train --verify: recomputes the SHA-256 of the stored bytes of max(1, ceil(fraction * N))
  * images drawn with seed (all of them for fraction 1) and compares each with /images/sha256,

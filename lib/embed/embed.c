@@ -32,7 +32,6 @@
 #include "core/log.h"
 #include "core/sha256.h"
 #include "core/threads.h"
-#include "core/half.h"
 #include "core/version.h"
 #include "data/cache_check.h"
 #include "embed/internal.h"
@@ -257,7 +256,7 @@ typedef struct {
     uint8_t *va, *vb;   /* (count_max, size, size, 3) rendered primary / partner views */
     float *x;           /* (count_max, size, size, 3) teacher input */
     float *emb;         /* (count_max, D) */
-    uint16_t *half;     /* (count_max, D) the embeddings as stored float16 */
+    uint8_t *stored;    /* (count_max) rows of the embeddings in the stored type */
     float *lambda;      /* (count_max) */
     lt_sample *smp;     /* (count_max) the batch's recipes */
     int64_t *sidx;      /* (count_max) their sample indices */
@@ -270,7 +269,7 @@ static void batch_free(batch_buffers *b) {
     free(b->vb);
     free(b->x);
     free(b->emb);
-    free(b->half);
+    free(b->stored);
     free(b->lambda);
     free(b->smp);
     free(b->sidx);
@@ -278,7 +277,7 @@ static void batch_free(batch_buffers *b) {
     free(b->slot_of);
 }
 
-static int batch_alloc(batch_buffers *b, int count_max, int size, int D) {
+static int batch_alloc(batch_buffers *b, int count_max, int size, int D, size_t row_bytes) {
     memset(b, 0, sizeof *b);
     size_t px = (size_t)size * size * 3;
     b->size = size;
@@ -288,13 +287,13 @@ static int batch_alloc(batch_buffers *b, int count_max, int size, int D) {
     b->vb = lt_malloc(count_max * px, "rendered views");
     b->x = lt_malloc(count_max * px * sizeof(float), "teacher input");
     b->emb = lt_malloc((size_t)count_max * D * sizeof(float), "embeddings");
-    b->half = lt_malloc((size_t)count_max * D * sizeof(uint16_t), "embeddings");
+    b->stored = lt_malloc((size_t)count_max * row_bytes, "embeddings");
     b->lambda = lt_malloc((size_t)count_max * sizeof(float), "mixup weights");
     b->smp = lt_malloc((size_t)count_max * sizeof *b->smp, "batch recipes");
     b->sidx = lt_malloc((size_t)count_max * sizeof *b->sidx, "batch recipes");
     b->slots = lt_calloc((size_t)count_max * 2, sizeof *b->slots, "decoded images");
     b->slot_of = lt_malloc((size_t)count_max * 2 * sizeof(int), "decoded images");
-    if (!b->va || !b->vb || !b->x || !b->emb || !b->half || !b->lambda || !b->smp || !b->sidx ||
+    if (!b->va || !b->vb || !b->x || !b->emb || !b->stored || !b->lambda || !b->smp || !b->sidx ||
         !b->slots || !b->slot_of) {
         batch_free(b);
         return -1;
@@ -362,18 +361,6 @@ static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, u
     return rc;
 }
 
-/* Row j of a batch of count rows of D floats: 1 if every value is finite and fits the stored
- * type; else 0 with *value set to the first one that does not. */
-static int row_storable(const float *row, int D, int f32, float *value) {
-    for (int d = 0; d < D; d++) {
-        int ok = isfinite(row[d]) && (f32 || (lt_f32_to_f16(row[d]) & 0x7c00) != 0x7c00);
-        if (!ok) {
-            *value = row[d];
-            return 0;
-        }
-    }
-    return 1;
-}
 
 /* Names sample s (its image and view) in bad_row's message. */
 static void describe_sample(const embed_run *R, int64_t s, char *buf, size_t n) {
@@ -399,15 +386,12 @@ static int bad_row(const embed_run *R, int64_t k, float value) {
 static int emit_rows(embed_run *R, batch_buffers *b, int64_t k, int count, const float *emb) {
     int good = 0;
     float value = 0;
-    while (good < count && row_storable(emb + (size_t)good * b->D, b->D, R->o->emb_f32, &value))
-        good++;
+    size_t rb = lt_emb_row_bytes(R->o->emb_type, b->D);
     double t0 = lt_now();
-    const void *rows = emb;
-    if (!R->o->emb_f32) {
-        for (size_t j = 0; j < (size_t)good * b->D; j++) b->half[j] = lt_f32_to_f16(emb[j]);
-        rows = b->half;
-    }
-    int rc = lt_emblog_put(R->log, k, rows, good);
+    while (good < count && lt_emb_encode_row(R->o->emb_type, emb + (size_t)good * b->D, b->D,
+                                             b->stored + (size_t)good * rb, &value) == 0)
+        good++;
+    int rc = lt_emblog_put(R->log, k, b->stored, good);
     R->rep->t_write += lt_now() - t0;
     if (rc == 0 && good < count) rc = bad_row(R, k + good, value);
     return rc;
@@ -426,7 +410,9 @@ static int64_t next_batch(const embed_run *R, int64_t from) {
 static int pass2_cpu(embed_run *R, int64_t done0, int64_t W) {
     const int size = R->o->transform.image_size, B = R->B;
     batch_buffers b;
-    if (batch_alloc(&b, B, size, R->cfg->embed_dim) != 0) return -1;
+    if (batch_alloc(&b, B, size, R->cfg->embed_dim,
+                    lt_emb_row_bytes(R->o->emb_type, R->cfg->embed_dim)) != 0)
+        return -1;
     lt_progress pr;
     lt_progress_start(&pr, "views", W - done0);
     int rc = 0;
@@ -456,7 +442,9 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     uint8_t *va[2] = {0}, *vb[2] = {0};
     int64_t slot_first[2] = {-1, -1};
     int slot_count[2] = {0, 0};
-    if (batch_alloc(&b, B, size, R->cfg->embed_dim) != 0) return -1;
+    if (batch_alloc(&b, B, size, R->cfg->embed_dim,
+                    lt_emb_row_bytes(R->o->emb_type, R->cfg->embed_dim)) != 0)
+        return -1;
     int rc = lt_dinov2_gpu_create(R->teacher, (lt_precision)o->precision, B, size, size, &g);
     for (int k = 0; k < 2 && rc == 0; k++) {
         rc = lt_cuda_host_alloc((void **)&va[k], view, "pinned views");
@@ -711,7 +699,7 @@ static int reuse_partial(embed_run *R) {
 /* Creates the log for the partial just built, or checks the one of the interrupted run. */
 static int start_log(embed_run *R) {
     int64_t W = work_total(R);
-    int rb = R->cfg->embed_dim * (R->o->emb_f32 ? 4 : 2);
+    int rb = (int)lt_emb_row_bytes(R->o->emb_type, R->cfg->embed_dim);
     if (R->log) {
         if (lt_emblog_total(R->log) != W || lt_emblog_row_bytes(R->log) != rb)
             return lt_err_set("%s holds %lld rows of %d bytes, this run needs %lld of %d; pass "
@@ -860,7 +848,7 @@ static void fill_meta(const lt_embed_opts *o, const lt_dinov2_config *cfg, const
     m->views_per_image = o->views;
     m->seed = o->seed;
     m->mixup = o->mixup;
-    m->emb_f32 = o->emb_f32;
+    m->emb_type = o->emb_type;
     m->zstd_level = o->zstd_level ? o->zstd_level : 3;
     m->max_pixels = o->max_pixels;
     m->transform = o->transform;
@@ -1000,7 +988,7 @@ static int run_all(embed_run *R, double t0) {
     R->rep->samples = R->S;
     R->rep->views = o->views;
     R->rep->embed_dim = R->cfg->embed_dim;
-    R->rep->bytes_per_embedding = R->cfg->embed_dim * (o->emb_f32 ? 4 : 2);
+    R->rep->bytes_per_embedding = (int)lt_emb_row_bytes(o->emb_type, R->cfg->embed_dim);
     return assemble(R);
 }
 

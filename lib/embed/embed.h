@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "data/emb_type.h"
 #include "image/recipe.h"
 
 typedef enum { LT_DEVICE_AUTO = 0, LT_DEVICE_CPU = 1, LT_DEVICE_CUDA = 2 } lt_device;
@@ -37,7 +38,7 @@ typedef struct {
     int batch_size;              /* samples per teacher batch; 0: 32 on the CPU, 256 on a GPU */
     int threads;                 /* 0: all cores */
     int mixup;
-    int emb_f32;                 /* store float32 embeddings instead of float16 */
+    lt_emb_type emb_type;        /* stored embedding type (default float16) */
     int zstd_level;
     int overwrite;               /* replace an existing complete cache; discard a .partial */
     int append;                  /* add new images / views to the existing CACHE */

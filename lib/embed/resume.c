@@ -55,7 +55,7 @@ char *lt_embed_settings_text(const lt_cache_meta *m, const char *listing, const 
     add(&t, "views=%d\nimage-size=%d\nseed=%llu\n", m->views_per_image, m->image_size,
         (unsigned long long)m->seed);
     add(&t, "mixup=%s\ndtype=%s\n", m->mixup ? "on" : "off (--no-mixup)",
-        m->emb_f32 ? "f32" : "f16");
+        lt_emb_type_short(m->emb_type));
     add(&t, "max-pixels=%lld\nzstd-level=%d\n", (long long)m->max_pixels, m->zstd_level);
     add(&t, "crop-scale=%.9g,%.9g\ncrop-ratio=%.9g,%.9g\n", x->crop_scale[0], x->crop_scale[1],
         x->crop_ratio[0], x->crop_ratio[1]);
@@ -244,7 +244,7 @@ int lt_embed_base_defaults(embed_run *R) {
     if (!(g & LT_GIVEN_IMAGE_SIZE)) t->image_size = m->image_size;
     if (!(g & LT_GIVEN_SEED)) o->seed = m->seed;
     if (!(g & LT_GIVEN_MIXUP)) o->mixup = m->mixup;
-    if (!(g & LT_GIVEN_DTYPE)) o->emb_f32 = m->emb_f32;
+    if (!(g & LT_GIVEN_DTYPE)) o->emb_type = m->emb_type;
     if (!(g & LT_GIVEN_ZSTD)) o->zstd_level = m->zstd_level;
     if (!(g & LT_GIVEN_MAX_PIXELS)) o->max_pixels = m->max_pixels;
     if (!(g & LT_GIVEN_CROP_SCALE)) memcpy(t->crop_scale, x->crop_scale, sizeof t->crop_scale);

@@ -13,7 +13,6 @@
 #include <string.h>
 
 #include "core/error.h"
-#include "core/half.h"
 #include "core/log.h"
 #include "core/rng.h"
 
@@ -32,8 +31,9 @@ struct lt_loader {
     int64_t N, S, steps_per_epoch;
     int V, size, D;
     lt_sample *samples;      /* (S) every recipe, read once */
-    uint16_t *emb16;         /* (S, D) resident float16 embeddings, or NULL */
-    float *emb32;            /* (S, D) resident float32 embeddings, or NULL */
+    uint8_t *emb_rows;       /* (S) resident stored embedding rows (emb_row bytes each), or NULL */
+    lt_emb_type emb_type;
+    size_t emb_row;
     int K;
     slot *slots;
     pthread_t *threads;
@@ -73,10 +73,8 @@ typedef struct {
 
 static int teacher_row(lt_loader *l, int64_t s, float *t) {
     const int D = l->D;
-    if (l->emb16)
-        for (int d = 0; d < D; d++) t[d] = lt_f16_to_f32(l->emb16[s * D + d]);
-    else if (l->emb32)
-        memcpy(t, l->emb32 + s * D, (size_t)D * sizeof *t);
+    if (l->emb_rows)
+        lt_emb_decode_rows(l->emb_type, l->emb_rows + (size_t)s * l->emb_row, 1, D, t);
     else if (lt_cache_embeddings(l->o.cache, s, 1, t) != 0)
         return -1;
     /* stored rows are L2-normalised before rounding; normalise again after the decode */
@@ -155,27 +153,28 @@ static void *worker_main(void *arg) {
 
 static int load_embeddings(lt_loader *l) {
     const lt_cache_meta *m = lt_cache_meta_of(l->o.cache);
-    int64_t elem = m->emb_f32 ? 4 : 2;
-    if (l->S * l->D * elem > l->o.max_resident_bytes) {
+    l->emb_type = m->emb_type;
+    l->emb_row = lt_emb_row_bytes(m->emb_type, (int)l->D);
+    if (l->S * (int64_t)l->emb_row > l->o.max_resident_bytes) {
         lt_debug("embeddings (%lld MiB) are read from the cache per sample",
-                 (long long)(l->S * l->D * elem >> 20));
+                 (long long)(l->S * (int64_t)l->emb_row >> 20));
         return 0;
     }
     const int64_t chunk = 4096;
     float *tmp = lt_malloc((size_t)chunk * l->D * sizeof(float), "embedding staging");
-    if (!tmp) return -1;
-    if (m->emb_f32) l->emb32 = lt_malloc((size_t)(l->S * l->D) * sizeof(float), "embeddings");
-    else l->emb16 = lt_malloc((size_t)(l->S * l->D) * sizeof(uint16_t), "embeddings");
-    if (!l->emb32 && !l->emb16) {
+    l->emb_rows = lt_malloc((size_t)l->S * l->emb_row, "embeddings");
+    if (!tmp || !l->emb_rows) {
         free(tmp);
         return -1;
     }
     for (int64_t s = 0; s < l->S; s += chunk) {
         int64_t n = l->S - s < chunk ? l->S - s : chunk;
-        if (lt_cache_embeddings(l->o.cache, s, n, tmp) != 0) {
+        uint8_t *rows = l->emb_rows + (size_t)s * l->emb_row;
+        if (lt_cache_embeddings_raw(l->o.cache, s, n, rows) != 0) {
             free(tmp);
             return -1;
         }
+        lt_emb_decode_rows(l->emb_type, rows, n, (int)l->D, tmp);
         for (int64_t k = 0; k < n * l->D; k++)
             if (!isfinite(tmp[k])) {
                 int64_t bad = s + k / l->D;
@@ -187,9 +186,6 @@ static int load_embeddings(lt_loader *l) {
                                   lt_cache_image_path(l->o.cache, bad / l->V),
                                   (long long)(bad % l->V));
             }
-        if (l->emb32) memcpy(l->emb32 + s * l->D, tmp, (size_t)(n * l->D) * sizeof(float));
-        else
-            for (int64_t k = 0; k < n * l->D; k++) l->emb16[s * l->D + k] = lt_f32_to_f16(tmp[k]);
     }
     free(tmp);
     return 0;
@@ -311,8 +307,7 @@ void lt_loader_free(lt_loader *l) {
         }
     free(l->slots);
     free(l->samples);
-    free(l->emb16);
-    free(l->emb32);
+    free(l->emb_rows);
     pthread_mutex_destroy(&l->mu);
     pthread_cond_destroy(&l->cv);
     free(l);

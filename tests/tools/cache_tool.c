@@ -1,11 +1,14 @@
 /* cache_tool.c: writes and checks caches for tests/py/test_cache.py, which reads them with stock
  * h5py / h5dump to prove the file is standard HDF5 with a working 32015 plugin.
  *
- *   cache_tool write CACHE N V D f16|f32 SEED [LEVEL]
+ *   cache_tool write CACHE N V D f16|f32|i8 SEED [LEVEL]
  *       random images, recipes and embeddings; also writes CACHE.emb.f32, the embeddings as raw
  *       little-endian float32 (S, D), and prints one line per image: "<sha256> <size> <path>"
  *   cache_tool check CACHE
- *       opens CACHE with lt's reader: prints "ok <N> <S> <D> <dtype>" or the error (exit 1) */
+ *       opens CACHE with lt's reader: prints "ok <N> <S> <D> <dtype>" or the error (exit 1)
+ *   cache_tool emb CACHE OUT
+ *       writes every embedding as lt's reader decodes it (lt_cache_embeddings) to OUT, raw
+ *       little-endian float32 (S, D) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +18,14 @@
 #include "core/sha256.h"
 #include "data/cache.h"
 
-static void fill_meta(lt_cache_meta *m, int v, int d, int f32, uint64_t seed, int level) {
+static void fill_meta(lt_cache_meta *m, int v, int d, lt_emb_type et, uint64_t seed, int level) {
     memset(m, 0, sizeof *m);
     m->embed_dim = d;
     m->image_size = 224;
     m->views_per_image = v;
     m->seed = seed;
     m->mixup = 1;
-    m->emb_f32 = f32;
+    m->emb_type = et;
     m->zstd_level = level;
     m->max_pixels = 50000000;
     lt_transform *t = &m->transform;
@@ -85,12 +88,14 @@ static int write_raw(const char *cache, const float *emb, size_t n) {
 }
 
 static int cmd_write(int argc, char **argv) {
-    if (argc < 8) return lt_err_set("usage: cache_tool write CACHE N V D f16|f32 SEED [LEVEL]");
+    if (argc < 8) return lt_err_set("usage: cache_tool write CACHE N V D f16|f32|i8 SEED [LEVEL]");
     const char *cache = argv[2];
-    int n = atoi(argv[3]), v = atoi(argv[4]), d = atoi(argv[5]), f32 = !strcmp(argv[6], "f32");
+    int n = atoi(argv[3]), v = atoi(argv[4]), d = atoi(argv[5]);
+    lt_emb_type et;
+    if (lt_emb_type_parse(argv[6], &et) != 0) return lt_err_set("%s: not f16, f32 or i8", argv[6]);
     uint64_t seed = strtoull(argv[7], NULL, 10);
     lt_cache_meta meta;
-    fill_meta(&meta, v, d, f32, seed, argc > 8 ? atoi(argv[8]) : 0);
+    fill_meta(&meta, v, d, et, seed, argc > 8 ? atoi(argv[8]) : 0);
     lt_rng r;
     lt_rng_init(&r, seed, 0, 0, 0);
     int64_t s = (int64_t)n * v;
@@ -121,16 +126,34 @@ static int cmd_check(const char *cache) {
     if (lt_cache_open(cache, &c) < 0) return -1;
     const lt_cache_meta *m = lt_cache_meta_of(c);
     printf("ok %lld %lld %d %s\n", (long long)lt_cache_n_images(c),
-           (long long)lt_cache_n_samples(c), m->embed_dim, m->emb_f32 ? "float32" : "float16");
+           (long long)lt_cache_n_samples(c), m->embed_dim, lt_emb_type_name(m->emb_type));
     lt_cache_close(c);
     return 0;
+}
+
+static int cmd_emb(const char *cache, const char *out) {
+    lt_cache *c;
+    if (lt_cache_open(cache, &c) < 0) return -1;
+    int64_t n = lt_cache_n_samples(c) * lt_cache_meta_of(c)->embed_dim;
+    float *e = malloc((size_t)n * sizeof *e);
+    int rc = e ? lt_cache_embeddings(c, 0, lt_cache_n_samples(c), e) : -1;
+    if (rc == 0) {
+        FILE *f = fopen(out, "wb");
+        size_t put = f ? fwrite(e, sizeof *e, (size_t)n, f) : 0;
+        if (!f || fclose(f) != 0 || put != (size_t)n) rc = lt_err_set("%s: write failed", out);
+    }
+    free(e);
+    lt_cache_close(c);
+    return rc;
 }
 
 int main(int argc, char **argv) {
     int rc = -1;
     if (argc >= 3 && !strcmp(argv[1], "write")) rc = cmd_write(argc, argv);
     else if (argc == 3 && !strcmp(argv[1], "check")) rc = cmd_check(argv[2]);
-    else lt_err_set("usage: cache_tool write CACHE N V D f16|f32 SEED [LEVEL] | check CACHE");
+    else if (argc == 4 && !strcmp(argv[1], "emb")) rc = cmd_emb(argv[2], argv[3]);
+    else lt_err_set("usage: cache_tool write CACHE N V D f16|f32|i8 SEED [LEVEL] | check CACHE | "
+                    "emb CACHE OUT");
     if (rc < 0) {
         fprintf(stderr, "cache_tool: error: %s\n", lt_err_msg());
         return 1;

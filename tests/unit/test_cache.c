@@ -52,7 +52,7 @@ static void make_meta(lt_cache_meta *m, const dataset *ds) {
     m->views_per_image = ds->v;
     m->seed = 0xfedcba9876543210ull;
     m->mixup = 1;
-    m->emb_f32 = ds->f32;
+    m->emb_type = ds->f32 ? LT_EMB_F32 : LT_EMB_F16;
     m->zstd_level = 5;
     m->max_pixels = 123456789;
     lt_transform *t = &m->transform;
@@ -187,7 +187,7 @@ static void check_meta(const lt_cache *c, const dataset *ds) {
     make_meta(&want, ds);
     const lt_cache_meta *m = lt_cache_meta_of(c);
     CHECK(m->embed_dim == ds->d && m->views_per_image == ds->v && m->image_size == 224);
-    CHECK(m->seed == want.seed && m->mixup == 1 && m->emb_f32 == ds->f32);
+    CHECK(m->seed == want.seed && m->mixup == 1 && m->emb_type == (ds->f32 ? LT_EMB_F32 : LT_EMB_F16));
     CHECK(m->zstd_level == 5 && m->max_pixels == 123456789);
     CHECK(strcmp(m->tool_version, want.tool_version) == 0);
     CHECK(memcmp(&m->teacher, &want.teacher, sizeof want.teacher) == 0);

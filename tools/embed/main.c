@@ -43,7 +43,8 @@ static void usage(FILE *f) {
         "  --threads N           CPU threads, 0 = all cores (default 0)\n"
         "  --dump-views DIR      also write each rendered view as DIR/<sample>_a.png (primary)\n"
         "                        and _b.png (mixup partner)\n"
-        "  --dtype f16|f32       stored embedding type (default f16)\n"
+        "  --dtype f16|f32|i8    stored embedding type (default f16); i8: int8 with a scale\n"
+        "                        per row, half the bytes of f16 (formats/cache.md)\n"
         "  --zstd-level N        Zstandard level of the embeddings, 1..19 (default 3)\n"
         "  --max-pixels N        skip images with more pixels than this (default 268435456)\n"
         "  --overwrite           replace an existing CACHE (only an lt cache or an empty file);\n"
@@ -136,9 +137,8 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
     case OPT_DUMP: o->dump_views_dir = arg; return 0;
     case OPT_DTYPE:
-        if (!strcmp(arg, "f16") || !strcmp(arg, "float16")) o->emb_f32 = 0;
-        else if (!strcmp(arg, "f32") || !strcmp(arg, "float32")) o->emb_f32 = 1;
-        else return lt_err_set("--dtype: expected f16 or f32, got '%s'", arg);
+        if (lt_emb_type_parse(arg, &o->emb_type) != 0)
+            return lt_err_set("--dtype: expected f16, f32 or i8, got '%s'", arg);
         return 0;
     case OPT_ZSTD: return lt_parse_int("zstd-level", arg, 1, 19, &o->zstd_level);
     case OPT_MAXPIX: return lt_parse_i64("max-pixels", arg, 1, INT64_C(1) << 40, &o->max_pixels);

@@ -69,7 +69,7 @@ static void print_summary(lt_cache *c, const char *path, int verbosity) {
            m->views_per_image, (long long)S, m->image_size, m->mixup ? "on" : "off",
            (unsigned long long)m->seed);
     printf("embeddings  %d x %s, zstd level %d: %s (%.1f bytes per view)\n", m->embed_dim,
-           m->emb_f32 ? "float32" : "float16", m->zstd_level, he,
+           lt_emb_type_name(m->emb_type), m->zstd_level, he,
            S > 0 ? (double)be / (double)S : 0.0);
     printf("recipes     %s\n", hs);
     printf("teacher     %s (sha256 %.16s...): dim %d, depth %d, heads %d, patch %d, registers "
