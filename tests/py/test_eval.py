@@ -436,3 +436,19 @@ def test_usage_errors(tmp, args, want):
     data = labelled_folder(tmp / "data", n_train=1, n_val=1)
     r = run([LT_EVAL, *args, data], check=False)
     assert r.returncode == 2 and want in r.stderr, r.stderr
+
+
+def test_lt_train_outputs_load(tmp):
+    """lt-train's student.safetensors and its checkpoint (head, optimizer state and queue
+    ignored) load as the same student: identical reports."""
+    from train_fixtures import lt_train, tiny_cache
+    cache, _ = tiny_cache(tmp, n_images=8, views=1, size=64)
+    run([lt_train(), cache, "--out", tmp / "out", "--steps", 1, "--batch-size", 4, "-q"])
+    data = labelled_folder(tmp / "data", n_train=3, n_val=2)
+    reports = []
+    for w in ("student.safetensors", "checkpoints/last.safetensors"):
+        run([LT_EVAL, "--weights", tmp / "out" / w, "--image-size", 32, "-q", "--json",
+             tmp / "r.json", data])
+        m = json.loads((tmp / "r.json").read_text())["models"][0]
+        reports.append((m["knn_top1"], m["linear_top1"], m["linear_weight_decay"]))
+    assert reports[0] == reports[1]
