@@ -49,15 +49,17 @@ static double triangle(double x) {
     return x < 1.0 ? 1.0 - x : 0.0;
 }
 
-/* PIL precompute_coeffs + normalize_coeffs_8bpc for in_size -> out_size over the box [0, in_size). */
-static int table_init(resample_table *t, int in_size, int out_size) {
+/* PIL precompute_coeffs + normalize_coeffs_8bpc for in_size -> out_size over the box [0, in_size),
+ * for the n outputs out0..out0+n-1 only (entry i of the table is output out0 + i; each entry
+ * depends on its output index alone, so a part of the table equals that part of the whole). */
+static int table_init(resample_table *t, int in_size, int out_size, int out0, int n_out) {
     double scale = (double)in_size / (double)out_size;
     double filterscale = scale < 1.0 ? 1.0 : scale;
     double support = 1.0 * filterscale; /* bilinear support 1, stretched when shrinking */
     t->ksize = (int)ceil(support) * 2 + 1;
-    t->first = lt_malloc((size_t)out_size * sizeof(int), "resize table");
-    t->count = lt_malloc((size_t)out_size * sizeof(int), "resize table");
-    t->coef = lt_malloc((size_t)out_size * (size_t)t->ksize * sizeof(int32_t), "resize table");
+    t->first = lt_malloc((size_t)n_out * sizeof(int), "resize table");
+    t->count = lt_malloc((size_t)n_out * sizeof(int), "resize table");
+    t->coef = lt_malloc((size_t)n_out * (size_t)t->ksize * sizeof(int32_t), "resize table");
     double *w = lt_malloc((size_t)t->ksize * sizeof(double), "resize table");
     if (!t->first || !t->count || !t->coef || !w) {
         free(w);
@@ -65,7 +67,8 @@ static int table_init(resample_table *t, int in_size, int out_size) {
         return -1;
     }
     double ss = 1.0 / filterscale;
-    for (int xx = 0; xx < out_size; xx++) {
+    for (int i = 0; i < n_out; i++) {
+        const int xx = out0 + i;
         double center = ((double)xx + 0.5) * scale;
         int xmin = (int)(center - support + 0.5);
         int xmax = (int)(center + support + 0.5);
@@ -77,14 +80,14 @@ static int table_init(resample_table *t, int in_size, int out_size) {
             w[x] = triangle(((double)(x + xmin) - center + 0.5) * ss);
             ww += w[x];
         }
-        int32_t *k = t->coef + (size_t)xx * (size_t)t->ksize;
+        int32_t *k = t->coef + (size_t)i * (size_t)t->ksize;
         for (int x = 0; x < t->ksize; x++) {
             double v = x < n && ww != 0.0 ? w[x] / ww : 0.0;
             k[x] = v < 0 ? (int32_t)(-0.5 + v * (double)(1 << RS_BITS))
                          : (int32_t)(0.5 + v * (double)(1 << RS_BITS));
         }
-        t->first[xx] = xmin;
-        t->count[xx] = n;
+        t->first[i] = xmin;
+        t->count[i] = n;
     }
     free(w);
     return 0;
@@ -150,22 +153,33 @@ static void resample_vertical(const uint8_t *in, int w, const resample_table *t,
     }
 }
 
-/* Crops (x, y, w, h) from src and resizes it to (out_h, out_w): out (out_h, out_w, 3). */
+/* Crops (x, y, w, h) from src, resizes it to (out_h, out_w) and keeps the window win (x, y, w, h
+ * of the resized image): out (win h, win w, 3). Only the source rows the window's output rows
+ * read are resampled horizontally (as PIL does for its box), so a window costs what it shows. */
 static int crop_resize(const lt_image *src, const int32_t crop[4], int out_w, int out_h,
-                       uint8_t *out) {
+                       const int32_t win[4], uint8_t *out) {
     int cx = crop[0], cy = crop[1], cw = crop[2], ch = crop[3];
+    int wx = win[0], wy = win[1], ww = win[2], wh = win[3];
     resample_table th = {0}, tv = {0};
-    uint8_t *tmp = lt_malloc((size_t)ch * out_w * 3, "resize scratch");
-    int32_t *acc = lt_malloc((size_t)out_w * 3 * sizeof(int32_t), "resize scratch");
+    uint8_t *tmp = NULL;
+    int32_t *acc = lt_malloc((size_t)ww * 3 * sizeof(int32_t), "resize scratch");
     int rc = -1;
-    if (tmp && acc && table_init(&th, cw, out_w) == 0) {
-        if (table_init(&tv, ch, out_h) == 0) {
-            size_t stride = (size_t)src->w * 3;
-            const uint8_t *origin = src->rgb + (size_t)cy * stride + (size_t)cx * 3;
-            resample_horizontal(origin, stride, ch, &th, out_w, tmp);
-            resample_vertical(tmp, out_w, &tv, out_h, acc, out);
+    if (acc && table_init(&th, cw, out_w, wx, ww) == 0) {
+        if (table_init(&tv, ch, out_h, wy, wh) == 0) {
+            int y0 = tv.first[0], y1 = tv.first[0]; /* source rows [y0, y1) of the crop used */
+            for (int i = 0; i < wh; i++) {
+                if (tv.first[i] < y0) y0 = tv.first[i];
+                if (tv.first[i] + tv.count[i] > y1) y1 = tv.first[i] + tv.count[i];
+            }
+            for (int i = 0; i < wh; i++) tv.first[i] -= y0;
+            if ((tmp = lt_malloc((size_t)(y1 - y0) * ww * 3 + 1, "resize scratch")) != NULL) {
+                size_t stride = (size_t)src->w * 3;
+                const uint8_t *origin = src->rgb + (size_t)(cy + y0) * stride + (size_t)cx * 3;
+                resample_horizontal(origin, stride, y1 - y0, &th, ww, tmp);
+                resample_vertical(tmp, ww, &tv, wh, acc, out);
+                rc = 0;
+            }
             table_free(&tv);
-            rc = 0;
         }
         table_free(&th);
     }
@@ -420,16 +434,29 @@ static int gaussian_blur(uint8_t *px, int w, int h, float sigma_f) {
 
 /* ---- the pipeline ---- */
 
-int lt_render(const lt_image *src, const lt_recipe *r, int size, uint8_t *out) {
+int lt_resize(const lt_image *src, const int32_t box[4], int out_w, int out_h,
+              const int32_t win[4], uint8_t *out) {
     if (!src || !src->rgb || src->w < 1 || src->h < 1)
         return lt_err_set("render: empty source image");
-    if (size < 1) return lt_err_set("render: output size %d must be >= 1", size);
-    const int32_t *c = r->crop;
+    if (out_w < 1 || out_h < 1)
+        return lt_err_set("render: output size %dx%d must be at least 1x1", out_w, out_h);
+    const int32_t *c = box;
     if (c[2] < 1 || c[3] < 1 || c[0] < 0 || c[1] < 0 || c[0] > src->w - c[2] ||
         c[1] > src->h - c[3])
         return lt_err_set("render: crop (x %d, y %d, w %d, h %d) is not inside the %dx%d image",
                           c[0], c[1], c[2], c[3], src->w, src->h);
-    if (crop_resize(src, c, size, size, out) < 0) return -1;
+    const int32_t all[4] = {0, 0, out_w, out_h};
+    if (!win) win = all;
+    if (win[2] < 1 || win[3] < 1 || win[0] < 0 || win[1] < 0 || win[0] > out_w - win[2] ||
+        win[1] > out_h - win[3])
+        return lt_err_set("render: window (x %d, y %d, w %d, h %d) is not inside the %dx%d "
+                          "output", win[0], win[1], win[2], win[3], out_w, out_h);
+    return crop_resize(src, c, out_w, out_h, win, out);
+}
+
+int lt_render(const lt_image *src, const lt_recipe *r, int size, uint8_t *out) {
+    if (size < 1) return lt_err_set("render: output size %d must be >= 1", size);
+    if (lt_resize(src, r->crop, size, size, NULL, out) < 0) return -1;
     int64_t n = (int64_t)size * size;
     if (r->flip) flip_horizontal(out, size, size);
     if (r->jitter) color_jitter(out, n, r);

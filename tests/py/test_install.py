@@ -14,7 +14,7 @@ from conftest import PLUGIN_DIR, ROOT, run
 from embed_fixtures import tiny_teacher
 from train_fixtures import noise_images
 
-TOOLS = ["lt-embed", "lt-train", "lt-inspect"]
+TOOLS = ["lt-embed", "lt-train", "lt-inspect", "lt-eval"]
 
 
 def clean_env(**extra):
