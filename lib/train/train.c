@@ -170,9 +170,9 @@ static int replace_earlier_run(run_files *f) {
         if (!(f->events_f = fopen(f->events, "ab")))
             return lt_err_set("%s: cannot write: %s", f->events, strerror(errno));
     }
-    for (int i = 0; i < f->n_events_old; i++)
-        if (strcmp(f->events_old[i], f->events) != 0 && unlink(f->events_old[i]) != 0 &&
-            errno != ENOENT)
+    for (int i = 0; i < f->n_events_old; i++) /* all but the one just written under its name */
+        if (!(f->events_f && !strcmp(f->events_old[i], f->events)) &&
+            unlink(f->events_old[i]) != 0 && errno != ENOENT)
             return lt_err_set("%s: cannot remove the earlier run's file: %s", f->events_old[i],
                               strerror(errno));
     return files_open(f);

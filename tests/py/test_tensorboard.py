@@ -237,3 +237,14 @@ def test_an_empty_event_file_left_by_a_kill_is_lt_trains_own(cache, tmp_path):
     run([lt_train(), cache, "--out", out, *COMMON])
     recs = records(os.path.join(out, name))
     assert len(recs) == 1 + 4  # a version record again, then the steps after the checkpoint
+
+
+def test_no_tensorboard_still_replaces_the_earlier_event_file(cache, tmp_path):
+    """Without events of its own, a run that replaces an earlier one removes that run's event file
+    at its first checkpoint: it would describe another run."""
+    out = tmp_path / "out"
+    run([lt_train(), cache, "--out", out, "--steps", "2", *COMMON])
+    assert [n for n in os.listdir(out) if "tfevents" in n]
+    run([lt_train(), cache, "--out", out, "--overwrite", "--no-tensorboard", *COMMON])
+    assert len(metrics(str(out))) == 6
+    assert not [n for n in os.listdir(out) if "tfevents" in n]
