@@ -7,7 +7,7 @@ set -euo pipefail
 build_pkgs=(build-essential pkg-config libhdf5-dev libturbojpeg0-dev libjpeg62-turbo-dev
             libzstd-dev libopenblas-dev libpng-dev zlib1g-dev hdf5-tools help2man)
 test_pkgs=(python3 python3-torch python3-torchvision python3-h5py python3-pil python3-numpy
-           python3-venv python3-pytest man-db)
+           python3-venv python3-pytest python3-matplotlib man-db)
 
 fuzz_pkgs=(clang libclang-rt-dev libomp-dev)
 
@@ -15,8 +15,9 @@ want=("${build_pkgs[@]}")
 [ "${1:-}" = "--test" ] && want+=("${test_pkgs[@]}")
 [ "${1:-}" = "--fuzz" ] && want+=("${fuzz_pkgs[@]}")
 
-# Interop tests use the libraries users have: PyPI's h5py + hdf5plugin and safetensors, in a venv
-# over Debian's python3 (whose torch/torchvision stay the reference).
+# Interop tests use the libraries users have: PyPI's h5py + hdf5plugin and safetensors, and
+# tensorboard to read lt-train's event files, in a venv over Debian's python3 (whose numpy and
+# torch/torchvision stay the reference). A venv made before tensorboard was needed gets it too.
 make_venv() {
   local root venv
   root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +27,11 @@ make_venv() {
     /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --ignore-installed \
       h5py hdf5plugin safetensors >&2
+  fi
+  # without --ignore-installed: Debian's numpy meets tensorboard's requirement and stays
+  if ! "$venv/bin/python" -c "import tensorboard" 2>/dev/null; then
+    echo "install-deps: adding PyPI tensorboard to $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check tensorboard >&2
   fi
 }
 

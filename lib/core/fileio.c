@@ -63,13 +63,13 @@ int lt_write_all(int fd, const void *data, size_t n) {
     return 0;
 }
 
-int lt_atomic_open(lt_atomic_file *f, const char *path) {
-    size_t len = strlen(path) + 32;
+int lt_atomic_open_named(lt_atomic_file *f, const char *path, const char *tmp_base) {
+    size_t len = strlen(tmp_base) + 32;
     f->path = path;
     f->fd = -1;
     f->tmp = lt_malloc(len, "path");
     if (!f->tmp) return -1;
-    snprintf(f->tmp, len, "%s.tmp.%d", path, (int)getpid());
+    snprintf(f->tmp, len, "%s.tmp.%d", tmp_base, (int)getpid());
     f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (f->fd < 0) {
         lt_err_set("%s: cannot create: %s", f->tmp, strerror(errno));
@@ -78,6 +78,10 @@ int lt_atomic_open(lt_atomic_file *f, const char *path) {
         return -1;
     }
     return 0;
+}
+
+int lt_atomic_open(lt_atomic_file *f, const char *path) {
+    return lt_atomic_open_named(f, path, path);
 }
 
 void lt_atomic_discard(lt_atomic_file *f) {

@@ -20,6 +20,10 @@ typedef struct {
     const char *path;
 } lt_atomic_file;
 int lt_atomic_open(lt_atomic_file *f, const char *path);
+/* lt_atomic_open with the temporary named tmp_base.tmp.<pid> instead of path.tmp.<pid>: for a file
+ * whose readers take every name of a pattern (TensorBoard reads any name holding "tfevents"),
+ * which a temporary must not match. */
+int lt_atomic_open_named(lt_atomic_file *f, const char *path, const char *tmp_base);
 int lt_atomic_commit(lt_atomic_file *f);
 void lt_atomic_discard(lt_atomic_file *f);
 /* Writes all n bytes (retrying short writes and EINTR); -1 with errno set on failure. */

@@ -33,6 +33,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/sha256.h"
+#include "core/tfevents.h"
 #include "core/threads.h"
 #include "core/version.h"
 #include "data/cache.h"
@@ -59,20 +60,35 @@ void lt_train_defaults(lt_train_opts *o) {
     o->clip_grad = 1.0;
     o->temperature = 0.07;
     o->shuffle = 1;
+    o->tensorboard = 1;
 }
+
+static const char *plural(double n) { return n == 1 ? "" : "s"; }
 
 /* ---- the run's files ---- */
 
 typedef struct {
     char *dir, *ckpt_dir, *ckpt, *student, *metrics, *log;
     FILE *metrics_f, *log_f;
+    /* TensorBoard: this run's event file (OUT/events.out.tfevents.<seconds>.<host>, or the one a
+     * resumed run continues), the base name of its temporaries (OUT/events: a temporary must not
+     * hold "tfevents", or TensorBoard would read it), the event files OUT held at the start
+     * (sorted), and the stream of scalars (NULL with --no-tensorboard) */
+    char *events, *events_tmp;
+    char **events_old;
+    int n_events_old;
+    FILE *events_f;
     /* pending: OUT holds an earlier run that this one replaces at its first checkpoint; until then
-     * the metrics and log lines go to memory (mem_*) and the earlier files stay as they are */
+     * the metrics and log lines and the events go to memory (mem_*) and the earlier files stay as
+     * they are */
     int pending;
-    char *mem_metrics, *mem_log;
-    size_t mem_metrics_n, mem_log_n;
+    char *mem_metrics, *mem_log, *mem_events;
+    size_t mem_metrics_n, mem_log_n, mem_events_n;
     int64_t ckpt_step; /* step of this run's checkpoint in OUT (resumed from or written), or -1 */
 } run_files;
+
+/* The program named in the first record of lt-train's event files (lib/core/tfevents.h). */
+#define EVENTS_WRITER "lt-train"
 
 static int files_init(run_files *f, const char *out) {
     memset(f, 0, sizeof *f);
@@ -83,7 +99,8 @@ static int files_init(run_files *f, const char *out) {
     f->student = lt_path_join(out, "student.safetensors");
     f->metrics = lt_path_join(out, "metrics.jsonl");
     f->log = lt_path_join(out, "train.log");
-    if (!f->dir || !f->ckpt || !f->student || !f->metrics || !f->log)
+    f->events_tmp = lt_path_join(out, "events");
+    if (!f->dir || !f->ckpt || !f->student || !f->metrics || !f->log || !f->events_tmp)
         return lt_err_set("out of memory");
     return 0;
 }
@@ -91,8 +108,14 @@ static int files_init(run_files *f, const char *out) {
 static void files_free(run_files *f) {
     if (f->metrics_f) fclose(f->metrics_f);
     if (f->log_f) fclose(f->log_f);
+    if (f->events_f) fclose(f->events_f); /* the events of the steps since the last checkpoint */
     free(f->mem_metrics);
     free(f->mem_log);
+    free(f->mem_events);
+    for (int i = 0; i < f->n_events_old; i++) free(f->events_old[i]);
+    free(f->events_old);
+    free(f->events);
+    free(f->events_tmp);
     free(f->dir);
     free(f->ckpt_dir);
     free(f->ckpt);
@@ -133,12 +156,139 @@ static int replace_earlier_run(run_files *f) {
     if (lt_write_file_atomic(f->metrics, f->mem_metrics, f->mem_metrics_n) != 0 ||
         lt_write_file_atomic(f->log, f->mem_log, f->mem_log_n) != 0)
         return -1;
+    if (f->events_f) { /* this run's events so far, then the earlier run's event files go */
+        fclose(f->events_f);
+        f->events_f = NULL;
+        lt_atomic_file af;
+        if (lt_atomic_open_named(&af, f->events, f->events_tmp) != 0) return -1;
+        if (lt_write_all(af.fd, f->mem_events, f->mem_events_n) != 0) {
+            lt_err_set("%s: write failed: %s", af.tmp, strerror(errno));
+            lt_atomic_discard(&af);
+            return -1;
+        }
+        if (lt_atomic_commit(&af) != 0) return -1;
+        if (!(f->events_f = fopen(f->events, "ab")))
+            return lt_err_set("%s: cannot write: %s", f->events, strerror(errno));
+    }
+    for (int i = 0; i < f->n_events_old; i++) /* all but the one just written under its name */
+        if (!(f->events_f && !strcmp(f->events_old[i], f->events)) &&
+            unlink(f->events_old[i]) != 0 && errno != ENOENT)
+            return lt_err_set("%s: cannot remove the earlier run's file: %s", f->events_old[i],
+                              strerror(errno));
     return files_open(f);
 }
 
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
+}
+
+/* ---- TensorBoard event files (docs/architecture.md §3) ---- */
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Lists the files of OUT that TensorBoard reads as event files (a name holding "tfevents"),
+ * sorted by name: the earlier runs' ones, which this run continues, replaces or refuses. */
+static int find_event_files(run_files *f) {
+    DIR *d = opendir(f->dir);
+    if (!d) return errno == ENOENT ? 0 : lt_err_set("%s: cannot read: %s", f->dir, strerror(errno));
+    struct dirent *e;
+    int cap = 0, rc = 0;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (!strstr(e->d_name, "tfevents")) continue;
+        char *p = lt_path_join(f->dir, e->d_name);
+        struct stat st;
+        if (!p || stat(p, &st) != 0 || !S_ISREG(st.st_mode)) {
+            free(p);
+            continue;
+        }
+        if (f->n_events_old == cap) {
+            char **g = realloc(f->events_old, (size_t)(cap = 2 * cap + 4) * sizeof *g);
+            if (!g) {
+                free(p);
+                rc = lt_err_set("out of memory");
+                break;
+            }
+            f->events_old = g;
+        }
+        f->events_old[f->n_events_old++] = p;
+    }
+    closedir(d);
+    if (f->n_events_old > 1) qsort(f->events_old, (size_t)f->n_events_old, sizeof(char *), by_name);
+    return rc;
+}
+
+/* -1 naming an event file of OUT that lt-train did not write (an empty one, which a kill can
+ * leave before the first record reaches the disk, is taken as its own: nothing in it is lost). */
+static int check_own_event_files(const run_files *f) {
+    for (int i = 0; i < f->n_events_old; i++) {
+        struct stat st;
+        if (stat(f->events_old[i], &st) == 0 && st.st_size == 0) continue;
+        int ours = lt_tfevents_written_by(f->events_old[i], EVENTS_WRITER);
+        if (ours < 0) return -1;
+        if (!ours)
+            return lt_err_set("%s is a TensorBoard event file that lt-train did not write; a run "
+                              "in this folder would replace it: move it away, choose another "
+                              "--out, or pass --overwrite to replace it", f->events_old[i]);
+    }
+    return 0;
+}
+
+/* This run's event file: the last one of OUT when a resumed run continues, else a new name as
+ * TensorBoard's own writers give it, events.out.tfevents.<unix seconds>.<host>. */
+static int choose_event_file(run_files *f, int resume) {
+    if (resume && f->n_events_old > 0) {
+        f->events = strdup(f->events_old[f->n_events_old - 1]);
+        return f->events ? 0 : lt_err_set("out of memory");
+    }
+    char host[256] = "localhost", name[320];
+    if (gethostname(host, sizeof host) != 0 || !host[0]) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    for (char *c = host; *c; c++)
+        if (*c == '/') *c = '_';
+    snprintf(name, sizeof name, "events.out.tfevents.%lld.%s", (long long)time(NULL), host);
+    f->events = lt_path_join(f->dir, name);
+    return f->events ? 0 : -1;
+}
+
+/* A resumed run keeps the events of the steps up to its checkpoint, as it does the metrics
+ * lines: the steps after it are run again and must not show twice. */
+static int truncate_events(const run_files *f, int64_t step) {
+    for (int i = 0; i < f->n_events_old; i++) {
+        int64_t dropped, tail;
+        if (lt_tfevents_keep_until(f->events_old[i], step, f->events_tmp, &dropped, &tail) != 0)
+            return -1;
+        if (dropped || tail)
+            lt_debug("%s: dropped the events of %lld step%s after the checkpoint's step %lld%s",
+                     f->events_old[i], (long long)dropped, plural((double)dropped),
+                     (long long)step, tail ? " and the torn record a killed write left" : "");
+    }
+    return 0;
+}
+
+/* Opens this run's event stream: memory while pending, else the file for appending, begun with
+ * the version record (flushed at once) when it is new or empty. */
+static int events_open(run_files *f) {
+    struct stat st;
+    int fresh = f->pending || stat(f->events, &st) != 0 || st.st_size == 0;
+    f->events_f = f->pending ? open_memstream(&f->mem_events, &f->mem_events_n)
+                             : fopen(f->events, "ab");
+    if (!f->events_f) return lt_err_set("%s: cannot write: %s", f->events, strerror(errno));
+    if (fresh && (lt_tfevents_write_version(f->events_f, EVENTS_WRITER) != 0 ||
+                  fflush(f->events_f) != 0))
+        return lt_err_set("%s: cannot write: %s", f->events, strerror(errno));
+    return 0;
+}
+
+/* Puts the events written so far on the disk: before each checkpoint, so that a killed run
+ * keeps the events of every step its checkpoint holds. */
+static int events_flush(run_files *f) {
+    if (!f->events_f || f->pending) return 0;
+    if (fflush(f->events_f) != 0 || fsync(fileno(f->events_f)) != 0)
+        return lt_err_set("%s: cannot write: %s", f->events, strerror(errno));
+    return 0;
 }
 
 /* Keeps only the metrics lines of steps <= step (a resumed run rewrites what came after). */
@@ -290,8 +440,6 @@ static void print_progress(int tty, int64_t step, int64_t total, int64_t spe, do
     fflush(stderr);
 }
 
-static const char *plural(double n) { return n == 1 ? "" : "s"; }
-
 /* ---- the run ---- */
 
 /* Lines lt-train writes: metrics.jsonl holds JSON objects that begin with the step; train.log
@@ -334,8 +482,9 @@ static int check_own_file(const char *path, int (*ours)(const char *, int)) {
  * check_resume_args). Without a checkpoint, metrics.jsonl/train.log alone are what a run killed
  * before its first checkpoint leaves: they are restarted. A student file without a checkpoint is
  * another run's result and is refused, and so are a metrics.jsonl or train.log that lt-train did
- * not write. A fresh run in an OUT that holds any of these files replaces them only at its first
- * checkpoint (f->pending). */
+ * not write, and so are event files (a name holding "tfevents") that it did not write. A fresh
+ * run in an OUT that holds any of these files replaces them only at its first checkpoint
+ * (f->pending). */
 static int inspect_out(const lt_train_opts *o, run_files *f, int *resume) {
     int has_ckpt = exists(f->ckpt);
     *resume = !o->overwrite && (o->resume || has_ckpt);
@@ -344,12 +493,14 @@ static int inspect_out(const lt_train_opts *o, run_files *f, int *resume) {
     if (!*resume && !o->overwrite && exists(f->student))
         return lt_err_set("%s already holds a student (%s) but no checkpoint to continue from; "
                           "pass --overwrite to start over", o->out_dir, f->student);
+    if (find_event_files(f) != 0) return -1;
     if (!o->overwrite &&
-        (check_own_file(f->metrics, metrics_line) != 0 || check_own_file(f->log, log_line) != 0))
+        (check_own_file(f->metrics, metrics_line) != 0 || check_own_file(f->log, log_line) != 0 ||
+         check_own_event_files(f) != 0))
         return -1;
     f->pending = !*resume && (has_ckpt || exists(f->student) || exists(f->metrics) ||
-                              exists(f->log));
-    return 0;
+                              exists(f->log) || f->n_events_old > 0);
+    return choose_event_file(f, *resume);
 }
 
 /* Removes NAME.tmp.PID files in dir that a write of lt-train's files (names) left when its
@@ -524,11 +675,13 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
 
     /* OUT from here on */
     if (lt_mkdir_p(f.ckpt_dir) != 0) goto done;
-    const char *out_names[] = {"student.safetensors", "metrics.jsonl", "train.log", NULL};
+    const char *out_names[] = {"student.safetensors", "metrics.jsonl", "train.log", "events",
+                               NULL};
     const char *ckpt_names[] = {"last.safetensors", NULL};
     remove_stale_temporaries(f.dir, out_names);
     remove_stale_temporaries(f.ckpt_dir, ckpt_names);
-    if (resume && truncate_metrics(f.metrics, step) != 0) goto done;
+    if (resume && (truncate_metrics(f.metrics, step) != 0 || truncate_events(&f, step) != 0))
+        goto done;
     if (files_open(&f) != 0) goto done;
     logf_(&f, "%s", resume ? "resuming a run:" : "training:");
     logf_(&f, "  cache      %s: %lld image%s x %d view%s, D=%d, %d px, teacher %s", o->cache_path,
@@ -560,6 +713,8 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     logf_(&f, "  run        seed %llu, %d thread%s, checkpoint every %lld step%s%s",
           (unsigned long long)o->seed, threads, plural(threads), (long long)ckpt_every,
           plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
+    if (o->tensorboard && step < last)
+        logf_(&f, "  events     %s (tensorboard --logdir %s)", f.events, o->out_dir);
     if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
                          (long long)epoch, f.ckpt);
     if (f.pending)
@@ -574,6 +729,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         rc = LT_EXIT_OK;
         goto done;
     }
+    if (o->tensorboard && events_open(&f) != 0) goto done;
 
     int tty = isatty(2) && lt_log_verbosity() >= 1;
     double t0 = lt_now(), t_last_print = 0, loss = 0, gnorm = 0;
@@ -609,12 +765,23 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         epoch = step / spe;
         double now = lt_now();
         double ips = (step - first) * (double)o->batch_size / (now - t0);
+        double wait = lt_loader_wait_seconds(loader);
         fprintf(f.metrics_f,
                 "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"img_per_s\": %.3f, "
                 "\"grad_norm\": %.6g, \"step_s\": %.4f, \"data_wait_s\": %.3f}\n",
-                (long long)step, (double)step / spe, loss, lr, ips, gnorm, now - ts,
-                lt_loader_wait_seconds(loader));
+                (long long)step, (double)step / spe, loss, lr, ips, gnorm, now - ts, wait);
         fflush(f.metrics_f);
+        /* the same scalars for TensorBoard, tagged train/<key of metrics.jsonl>; one more is
+         * one call: lt_tfevents_write_scalar(f.events_f, step, "eval/knn_top1", top1) */
+        static const char *const tags[] = {"train/epoch", "train/loss", "train/lr",
+                                           "train/img_per_s", "train/grad_norm", "train/step_s",
+                                           "train/data_wait_s"};
+        const double vals[] = {(double)step / spe, loss, lr, ips, gnorm, now - ts, wait};
+        if (lt_tfevents_write_scalars(f.events_f, step, (int)(sizeof tags / sizeof *tags), tags,
+                                      vals) != 0) {
+            lt_err_prefix("%s", f.events);
+            goto done;
+        }
         if (lt_log_verbosity() >= 1 && (tty ? now - t_last_print > 0.2 : now - t_last_print > 10)) {
             print_progress(tty, step, total, spe, o->epochs, loss, lr, ips,
                            (last - step) * o->batch_size / (ips > 0 ? ips : 1));
@@ -626,7 +793,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                 logf_(&f, "replacing the earlier run in %s", o->out_dir);
                 if (replace_earlier_run(&f) != 0) goto done;
             }
-            if (lt_checkpoint_save(f.ckpt, &st, step, epoch, args) != 0 ||
+            if (events_flush(&f) != 0 || lt_checkpoint_save(f.ckpt, &st, step, epoch, args) != 0 ||
                 lt_export_student(f.student, &st) != 0)
                 goto done;
             f.ckpt_step = step;

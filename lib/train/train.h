@@ -1,7 +1,8 @@
 /* train.h: the lt-train pipeline: cache -> loader -> ResNet student + projection head -> L2 norm
  * -> queue + KL loss -> clipping -> LARS/AdamW/SGD with the warmup-cosine schedule, with
- * checkpoints, resume, metrics and the torchvision-named export. The tool (tools/train) only
- * parses arguments; all work is here. docs/architecture.md §1 is the method, §3 the outputs. */
+ * checkpoints, resume, metrics (metrics.jsonl and a TensorBoard event file) and the
+ * torchvision-named export. The tool (tools/train) only parses arguments; all work is here.
+ * docs/architecture.md §1 is the method, §3 the outputs. */
 #ifndef LT_TRAIN_H
 #define LT_TRAIN_H
 
@@ -38,6 +39,8 @@ typedef struct {
     int threads;                /* 0: all cores */
     int workers;                /* loader threads; 0: automatic */
     int shuffle;                /* 1 */
+    int tensorboard;            /* 1: TensorBoard event file OUT/events.out.tfevents.* (0:
+                                   --no-tensorboard) */
     int resume, overwrite;
     int64_t checkpoint_every;   /* steps; 0: every epoch */
     double verify;              /* --verify: fraction of images whose stored bytes are checked

@@ -27,7 +27,8 @@ static void usage(FILE *f) {
         "Distils the teacher embeddings of CACHE (made by lt-embed) into a ResNet student, with\n"
         "LightlyTrain's distillation method; re-renders exactly the views the teacher saw.\n"
         "Writes OUT/student.safetensors (torchvision key names), OUT/checkpoints/last.safetensors,\n"
-        "OUT/metrics.jsonl and OUT/train.log.\n"
+        "OUT/metrics.jsonl, OUT/train.log and a TensorBoard event file\n"
+        "OUT/events.out.tfevents.* (tensorboard --logdir OUT).\n"
         "\n"
         "Options:\n"
         "  --student NAME        resnet18 (default), resnet34 or resnet50\n"
@@ -59,6 +60,8 @@ static void usage(FILE *f) {
         "  --overwrite           start over in an OUT that already holds a run (replaced at the\n"
         "                        new run's first checkpoint)\n"
         "  --checkpoint-every N  steps between checkpoints (default: every epoch, and at the end)\n"
+        "  --no-tensorboard      write no TensorBoard event file (metrics.jsonl holds the same\n"
+        "                        scalars)\n"
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
         "  --threads N           compute threads, 0 = all cores (default 0)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
@@ -78,7 +81,7 @@ static void usage(FILE *f) {
 enum {
     OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
     OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
-    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY
+    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY, OPT_NOTB
 };
 
 static const struct option long_opts[] = {
@@ -92,6 +95,7 @@ static const struct option long_opts[] = {
     {"no-shuffle", no_argument, 0, OPT_NOSHUF},     {"init", required_argument, 0, OPT_INIT},
     {"resume", no_argument, 0, OPT_RESUME},         {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"checkpoint-every", required_argument, 0, OPT_CKPT},
+    {"no-tensorboard", no_argument, 0, OPT_NOTB},
     {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
     {"workers", required_argument, 0, OPT_WORKERS}, {"verify", required_argument, 0, OPT_VERIFY},
     {"quiet", no_argument, 0, 'q'},
@@ -137,6 +141,7 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_INIT: o->init_path = arg; return 0;
     case OPT_RESUME: o->resume = 1; return 0;
     case OPT_OVERWRITE: o->overwrite = 1; return 0;
+    case OPT_NOTB: o->tensorboard = 0; return 0;
     case OPT_CKPT:
         return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
     case OPT_DEVICE:
