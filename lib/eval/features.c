@@ -206,3 +206,41 @@ int lt_eval_features_teacher(lt_dinov2 *t, int batch, int size, const lt_eval_im
     free(c.x);
     return rc;
 }
+
+int lt_eval_split_features(const float *feat, int D, const uint8_t *skipped,
+                           const int32_t *labels_train, size_t n_train,
+                           const int32_t *labels_val, size_t n_val, lt_eval_feature_split *out) {
+    memset(out, 0, sizeof *out);
+    out->train = lt_malloc(n_train * (size_t)D * sizeof(float) + 1, "features");
+    out->val = lt_malloc(n_val * (size_t)D * sizeof(float) + 1, "features");
+    out->train_labels = lt_malloc(n_train * sizeof(int32_t) + 1, "labels");
+    out->val_labels = lt_malloc(n_val * sizeof(int32_t) + 1, "labels");
+    if (!out->train || !out->val || !out->train_labels || !out->val_labels) {
+        lt_eval_split_free(out);
+        return -1;
+    }
+    for (size_t i = 0; i < n_train + n_val; i++) {
+        if (skipped && skipped[i]) continue;
+        int train = i < n_train;
+        int64_t *k = train ? &out->n_train : &out->n_val;
+        float *dst = (train ? out->train : out->val) + *k * D;
+        memcpy(dst, feat + i * (size_t)D, (size_t)D * sizeof(float));
+        if (train) out->train_labels[(*k)++] = labels_train[i];
+        else out->val_labels[(*k)++] = labels_val[i - n_train];
+    }
+    if (out->n_train == 0 || out->n_val == 0) {
+        int none_train = out->n_train == 0;
+        lt_eval_split_free(out);
+        return lt_err_set("no usable %s images: every file was skipped",
+                          none_train ? "train" : "val");
+    }
+    return 0;
+}
+
+void lt_eval_split_free(lt_eval_feature_split *s) {
+    free(s->train);
+    free(s->val);
+    free(s->train_labels);
+    free(s->val_labels);
+    memset(s, 0, sizeof *s);
+}

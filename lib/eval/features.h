@@ -62,4 +62,18 @@ int lt_eval_features_teacher(lt_dinov2 *t, int batch, int size, const lt_eval_im
  * teacher would not see the whole image. */
 int lt_eval_teacher_check_size(const lt_dinov2 *t, int size);
 
+/* The rows of features (n_train + n_val, D) (train images first, then val) of the images not
+ * skipped, split in two: train (n_train', D) with train_labels, val (n_val', D) with val_labels,
+ * malloc'd (lt_eval_split_free). skipped (n_train + n_val) may be NULL. -1 + lt_err on OOM, or
+ * when a split has no usable image left ("no usable val images: every file was skipped"). */
+typedef struct {
+    float *train, *val;
+    int32_t *train_labels, *val_labels;
+    int64_t n_train, n_val;
+} lt_eval_feature_split;
+int lt_eval_split_features(const float *feat, int D, const uint8_t *skipped,
+                           const int32_t *labels_train, size_t n_train,
+                           const int32_t *labels_val, size_t n_val, lt_eval_feature_split *out);
+void lt_eval_split_free(lt_eval_feature_split *s);
+
 #endif

@@ -42,6 +42,7 @@
 #include "nn/kd.h"
 #include "train/cache_identity.h"
 #include "train/checkpoint.h"
+#include "train/knn_monitor.h"
 #include "train/loader.h"
 #include "train/step.h"
 
@@ -61,6 +62,7 @@ void lt_train_defaults(lt_train_opts *o) {
     o->temperature = 0.07;
     o->shuffle = 1;
     o->tensorboard = 1;
+    o->eval_knn_k = 20;
 }
 
 static const char *plural(double n) { return n == 1 ? "" : "s"; }
@@ -372,6 +374,8 @@ static lt_train_state state_of(lt_student *t) {
                             .D = t->D, .optim = &t->optim, .queue = &t->queue};
 }
 
+#define EVAL_BATCH 32 /* images per forward pass of the --eval-data model */
+
 /* ---- arguments that a resumed run must share ---- */
 
 static void args_json(const lt_train_opts *o, const lt_cache_meta *m, int64_t N, int Q, double lr,
@@ -573,12 +577,14 @@ static int default_batch_size(int64_t N) {
 
 int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     memset(rep, 0, sizeof *rep);
+    rep->knn_top1 = -1;
     double t_start = lt_now();
     lt_train_opts run_opts = *opts; /* with the batch size resolved */
     const lt_train_opts *o = &run_opts;
     int threads = lt_threads_set(o->threads);
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
+    lt_knn_monitor *mon = NULL; /* --eval-data */
     lt_student tr;
     memset(&tr, 0, sizeof tr);
     lt_backend *be = NULL;
@@ -643,6 +649,15 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     if (inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open(o->device, threads))) goto done;
     if (student_init(&tr, be, o, m, Q) != 0) goto done;
+    int64_t eval_steps = 0; /* --eval-data: steps between kNN scores */
+    int eval_size = o->eval_image_size > 0 ? o->eval_image_size : m->image_size;
+    if (o->eval_data) {
+        if (!(mon = lt_knn_monitor_open(o->eval_data, be, tr.model, eval_size, EVAL_BATCH,
+                                        o->eval_knn_k)))
+            goto done;
+        double every = o->eval_every > 0 ? o->eval_every : fmax(1.0, floor(o->epochs / 10));
+        eval_steps = llround(every * spe) > 0 ? llround(every * spe) : 1;
+    }
     lt_train_state st = state_of(&tr);
     char args[2048];
     /* --init is part of the run: a rerun continues only with the same weights file (by content) */
@@ -715,6 +730,13 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
           plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
     if (o->tensorboard && step < last)
         logf_(&f, "  events     %s (tensorboard --logdir %s)", f.events, o->out_dir);
+    if (mon) {
+        char what[256];
+        lt_knn_monitor_describe(mon, what, sizeof what);
+        logf_(&f, "  eval       kNN top-1 (k %d) on %s (%s, %d px), every %lld step%s and at the "
+              "end", o->eval_knn_k, o->eval_data, what, eval_size, (long long)eval_steps,
+              plural((double)eval_steps));
+    }
     if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
                          (long long)epoch, f.ckpt);
     if (f.pending)
@@ -732,7 +754,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     if (o->tensorboard && events_open(&f) != 0) goto done;
 
     int tty = isatty(2) && lt_log_verbosity() >= 1;
-    double t0 = lt_now(), t_last_print = 0, loss = 0, gnorm = 0;
+    double t0 = lt_now(), t_last_print = 0, loss = 0, gnorm = 0, t_eval = 0;
     int64_t first = step;
     while (step < last) {
         lt_batch *b = lt_loader_next(loader);
@@ -764,7 +786,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         step++;
         epoch = step / spe;
         double now = lt_now();
-        double ips = (step - first) * (double)o->batch_size / (now - t0);
+        double ips = (step - first) * (double)o->batch_size / (now - t0 - t_eval);
         double wait = lt_loader_wait_seconds(loader);
         fprintf(f.metrics_f,
                 "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.8g, \"lr\": %.8g, \"img_per_s\": %.3f, "
@@ -788,6 +810,28 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
             t_last_print = now;
         }
         int stop = o->stop && *o->stop;
+        if (mon && !stop && (step % eval_steps == 0 || step == last)) {
+            double te = lt_now(), top1 = 0;
+            if (lt_knn_monitor_score(mon, tr.model, &top1) != 0) {
+                warnf_(&f, "--eval-data: %s; training goes on without scores", lt_err_msg());
+                lt_knn_monitor_free(mon);
+                mon = NULL;
+            } else {
+                double es = lt_now() - te;
+                t_eval += es;
+                rep->knn_top1 = top1;
+                fprintf(f.metrics_f, "{\"step\": %lld, \"epoch\": %.4f, \"knn_top1\": %.6f, "
+                        "\"eval_s\": %.3f}\n", (long long)step, (double)step / spe, top1, es);
+                fflush(f.metrics_f);
+                if (lt_tfevents_write_scalar(f.events_f, step, "eval/knn_top1", top1) != 0) {
+                    lt_err_prefix("%s", f.events);
+                    goto done;
+                }
+                if (tty) fputs("\r\033[K", stderr);
+                logf_(&f, "step %lld (epoch %.4g): kNN top-1 %.4f on %s (%.1f s)", (long long)step,
+                      (double)step / spe, top1, o->eval_data, es);
+            }
+        }
         if (step % ckpt_every == 0 || step == last || stop) {
             if (f.pending) {
                 logf_(&f, "replacing the earlier run in %s", o->out_dir);
@@ -817,7 +861,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     rep->last_step = step;
     rep->last_loss = loss;
     rep->seconds = lt_now() - t_start;
-    rep->img_per_s = (step - first) * (double)o->batch_size / (lt_now() - t0);
+    rep->img_per_s = (step - first) * (double)o->batch_size / (lt_now() - t0 - t_eval);
     rep->data_wait_s = lt_loader_wait_seconds(loader);
     if (!rep->interrupted) {
         char steps[64];
@@ -826,13 +870,16 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         else
             snprintf(steps, sizeof steps, "steps %lld..%lld", (long long)first + 1,
                      (long long)step);
-        logf_(&f, "done: %s of %lld, final loss %.5f, %.1f img/s (waited %.1f s for data), "
-              "%.3g epochs per view; student written to %s", steps, (long long)total, loss,
+        char knn[64] = "";
+        if (rep->knn_top1 >= 0) snprintf(knn, sizeof knn, ", kNN top-1 %.4f", rep->knn_top1);
+        logf_(&f, "done: %s of %lld, final loss %.5f%s, %.1f img/s (waited %.1f s for data), "
+              "%.3g epochs per view; student written to %s", steps, (long long)total, loss, knn,
               rep->img_per_s, rep->data_wait_s, o->epochs / m->views_per_image, f.student);
     }
     rc = rep->interrupted ? LT_EXIT_INTERRUPTED : LT_EXIT_OK;
 done:
     lt_loader_free(loader);
+    lt_knn_monitor_free(mon);
     lt_student_free(&tr);
     if (be) be->destroy(be);
     lt_cache_close(cache);

@@ -41,6 +41,11 @@ typedef struct {
     int shuffle;                /* 1 */
     int tensorboard;            /* 1: TensorBoard event file OUT/events.out.tfevents.* (0:
                                    --no-tensorboard) */
+    const char *eval_data;      /* --eval-data: labelled folder scored by kNN during the run, or
+                                   NULL (train/knn_monitor.h) */
+    double eval_every;          /* epochs between scores; 0: epochs / 10, at least 1 */
+    int eval_image_size;        /* 0: the cache's image size */
+    int eval_knn_k;             /* 20 */
     int resume, overwrite;
     int64_t checkpoint_every;   /* steps; 0: every epoch */
     double verify;              /* --verify: fraction of images whose stored bytes are checked
@@ -56,6 +61,7 @@ typedef struct {
     double last_loss;
     double img_per_s;
     double data_wait_s, seconds;
+    double knn_top1;               /* the last --eval-data score, or -1 */
     int interrupted;
 } lt_train_report;
 

@@ -207,24 +207,14 @@ typedef struct {
 
 /* Scores the features (n, dim) of one model: compacts away skipped rows, kNN, linear probe. */
 static int score(const dataset *d, const opts *o, const float *feat, int dim, row *r) {
-    int64_t nt = 0, nv = 0;
-    float *tr = lt_malloc(d->n_train * (size_t)dim * sizeof(float), "features");
-    float *va = lt_malloc((d->n - d->n_train) * (size_t)dim * sizeof(float) + 1, "features");
-    int32_t *yt = lt_malloc(d->n_train * sizeof(int32_t), "labels");
-    int32_t *yv = lt_malloc((d->n - d->n_train) * sizeof(int32_t) + 1, "labels");
-    int rc = tr && va && yt && yv ? 0 : -1;
-    for (size_t i = 0; rc == 0 && i < d->n; i++) {
-        if (d->skipped[i]) continue;
-        int train = i < d->n_train;
-        float *dst = train ? tr + nt * dim : va + nv * dim;
-        memcpy(dst, feat + i * (size_t)dim, (size_t)dim * sizeof(float));
-        if (train) yt[nt++] = d->f->train.labels[i];
-        else yv[nv++] = d->f->val.labels[i - d->n_train];
-    }
-    if (rc == 0 && (nt == 0 || nv == 0))
-        rc = lt_err_set("no usable %s images: every file was skipped", nt == 0 ? "train" : "val");
-    if (rc == 0)
-        rc = lt_knn_top1(tr, yt, nt, va, yv, nv, dim, o->k, o->temperature, d->f->n_classes, NULL,
+    lt_eval_feature_split sp;
+    if (lt_eval_split_features(feat, dim, d->skipped, d->f->train.labels, d->n_train,
+                               d->f->val.labels, d->n - d->n_train, &sp) != 0)
+        return -1;
+    const float *tr = sp.train, *va = sp.val;
+    const int32_t *yt = sp.train_labels, *yv = sp.val_labels;
+    int64_t nt = sp.n_train, nv = sp.n_val;
+    int rc = lt_knn_top1(tr, yt, nt, va, yv, nv, dim, o->k, o->temperature, d->f->n_classes, NULL,
                          &r->knn);
     if (rc == 0 && o->linear) {
         lt_linprobe_result lr;
@@ -241,7 +231,7 @@ static int score(const dataset *d, const opts *o, const float *feat, int dim, ro
                         "(not fully converged)", r->name, lr.fit.iters, lr.fit.gmax);
         }
     }
-    free(tr), free(va), free(yt), free(yv);
+    lt_eval_split_free(&sp);
     return rc;
 }
 

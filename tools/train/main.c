@@ -62,6 +62,13 @@ static void usage(FILE *f) {
         "  --checkpoint-every N  steps between checkpoints (default: every epoch, and at the end)\n"
         "  --no-tensorboard      write no TensorBoard event file (metrics.jsonl holds the same\n"
         "                        scalars)\n"
+        "  --eval-data DIR       score the student by kNN (lt-eval's protocol) on the labelled\n"
+        "                        folder DIR (DIR/train/<class>/, DIR/val/<class>/) every\n"
+        "                        --eval-every epochs and at the end, into metrics.jsonl\n"
+        "                        (knn_top1), the log and TensorBoard; training is unchanged\n"
+        "  --eval-every N        epochs between scores (default epochs/10, at least 1)\n"
+        "  --eval-image-size N   evaluation crop side (default: the cache's image size)\n"
+        "  --eval-knn-k N        neighbours of the kNN vote (default 20)\n"
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
         "  --threads N           compute threads, 0 = all cores (default 0)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
@@ -81,7 +88,8 @@ static void usage(FILE *f) {
 enum {
     OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
     OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
-    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY, OPT_NOTB
+    OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY, OPT_NOTB,
+    OPT_EVAL_DATA, OPT_EVAL_EVERY, OPT_EVAL_SIZE, OPT_EVAL_K
 };
 
 static const struct option long_opts[] = {
@@ -96,6 +104,10 @@ static const struct option long_opts[] = {
     {"resume", no_argument, 0, OPT_RESUME},         {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"checkpoint-every", required_argument, 0, OPT_CKPT},
     {"no-tensorboard", no_argument, 0, OPT_NOTB},
+    {"eval-data", required_argument, 0, OPT_EVAL_DATA},
+    {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
+    {"eval-image-size", required_argument, 0, OPT_EVAL_SIZE},
+    {"eval-knn-k", required_argument, 0, OPT_EVAL_K},
     {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
     {"workers", required_argument, 0, OPT_WORKERS}, {"verify", required_argument, 0, OPT_VERIFY},
     {"quiet", no_argument, 0, 'q'},
@@ -142,6 +154,10 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_RESUME: o->resume = 1; return 0;
     case OPT_OVERWRITE: o->overwrite = 1; return 0;
     case OPT_NOTB: o->tensorboard = 0; return 0;
+    case OPT_EVAL_DATA: o->eval_data = arg; return 0;
+    case OPT_EVAL_EVERY: return parse_double("eval-every", arg, 1e-6, 1e7, &o->eval_every);
+    case OPT_EVAL_SIZE: return lt_parse_int("eval-image-size", arg, 8, 4096, &o->eval_image_size);
+    case OPT_EVAL_K: return lt_parse_int("eval-knn-k", arg, 1, 1 << 20, &o->eval_knn_k);
     case OPT_CKPT:
         return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
     case OPT_DEVICE:
