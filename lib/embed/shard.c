@@ -83,10 +83,9 @@ int lt_shard_survey_run(embed_run *R) {
     s->reasons = lt_calloc((size_t)d->files, sizeof *s->reasons, "skipped files");
     lt_embed_file *items = lt_calloc(SURVEY_CHUNK, sizeof *items, "survey buffers");
     int rc = s->images && s->skipped && s->reasons && items ? 0 : -1;
-    lt_info("shard %d of %d: files %lld..%lld of %lld; reading all %lld (the image indices and "
-            "mixup partners depend on every usable image)", d->index, d->count,
-            (long long)d->first_file, (long long)(d->first_file + d->files - 1), (long long)F,
-            (long long)F);
+    lt_info("shard %d of %d: %lld of the %lld files, from file %lld; reading all of them (the "
+            "image indices and mixup partners depend on every usable image)", d->index, d->count,
+            (long long)d->files, (long long)F, (long long)d->first_file);
     lt_progress pr;
     lt_progress_start(&pr, "files", F);
     for (int64_t first = 0; rc == 0 && first < F && !stopped(R); first += SURVEY_CHUNK) {
@@ -120,9 +119,10 @@ int lt_shard_survey_run(embed_run *R) {
     lt_sha256_final(&h, dg);
     lt_sha256_tohex(dg, d->images_sha256);
     int64_t own = d->files - s->n_skipped;
-    lt_info("shard %d of %d: images %lld..%lld of %lld (%lld of its files skipped)", d->index,
-            d->count, (long long)d->first_image, (long long)(d->first_image + own - 1),
-            (long long)n_img, (long long)s->n_skipped);
+    lt_info("shard %d of %d: %lld of the %lld images, from image %lld (%lld of its files "
+            "skipped)%s", d->index, d->count, (long long)own, (long long)n_img,
+            (long long)d->first_image, (long long)s->n_skipped,
+            own ? "" : "; the part holds no image, which --merge accepts");
     return 0;
 }
 
