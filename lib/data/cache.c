@@ -358,6 +358,8 @@ struct lt_cache_writer {
     uint32_t *emb_crc;       /* (S) CRC-32 of each stored /embeddings row, written at finish */
     int64_t rows_written;
     int samples_set, failed;
+    int is_part;             /* lt_cache_writer_set_part was called */
+    lt_cache_part part;
 };
 
 /* Closes every handle, the file last. Returns H5Fclose's status: HDF5 writes much of the file
@@ -563,6 +565,53 @@ static int check_image(const lt_cache_writer *w, const lt_cache_image *im) {
     return 0;
 }
 
+static int check_part(const lt_cache_writer *w, const lt_cache_part *p) {
+    if (p->count < 1 || p->index < 1 || p->index > p->count || p->first_file < 0 ||
+        p->files < 0 || p->total_files < p->first_file + p->files || p->first_image < 0 ||
+        p->total_images < p->first_image || !is_hex64(p->listing_sha256) ||
+        !is_hex64(p->images_sha256))
+        return lt_err_set("%s: invalid part description (shard %d of %d)", w->partial, p->index,
+                          p->count);
+    return 0;
+}
+
+static herr_t write_part_attrs(hid_t f, const lt_cache_part *p) {
+    herr_t r = 0;
+    r |= attr_i32(f, "shard_index", p->index);
+    r |= attr_i32(f, "shard_count", p->count);
+    r |= attr_i64(f, "shard_first_file", p->first_file);
+    r |= attr_i64(f, "shard_files", p->files);
+    r |= attr_i64(f, "shard_total_files", p->total_files);
+    r |= attr_i64(f, "shard_first_image", p->first_image);
+    r |= attr_i64(f, "shard_total_images", p->total_images);
+    r |= attr_str(f, "shard_listing_sha256", p->listing_sha256, H5T_CSET_ASCII);
+    r |= attr_str(f, "shard_images_sha256", p->images_sha256, H5T_CSET_ASCII);
+    return r < 0 ? -1 : 0;
+}
+
+int lt_cache_writer_set_part(lt_cache_writer *w, const lt_cache_part *p) {
+    pthread_mutex_lock(&h5_lock);
+    int r = 0;
+    if (w->failed) r = lt_err_set("%s: an earlier write failed", w->partial);
+    else if (w->n_images || w->samples_set || w->is_part)
+        r = lt_err_set("%s: a part is declared before its first image, once", w->partial);
+    else r = check_part(w, p);
+    /* format "lt-cache-part": a reader that does not know parts refuses it rather than reading
+     * the samples' image indices as its own */
+    if (r == 0 && (H5Adelete(w->file, "format") < 0 ||
+                   attr_str(w->file, "format", LT_CACHE_PART_FORMAT, H5T_CSET_ASCII) < 0 ||
+                   write_part_attrs(w->file, p) < 0)) {
+        w->failed = 1;
+        r = h5_fail(w->partial, "cannot write the part's attributes");
+    }
+    if (r == 0) {
+        w->part = *p;
+        w->is_part = 1;
+    }
+    pthread_mutex_unlock(&h5_lock);
+    return r;
+}
+
 int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im) {
     pthread_mutex_lock(&h5_lock);
     int r = check_image(w, im);
@@ -706,12 +755,17 @@ static hid_t create_crc_dset(hid_t file, const char *name, int64_t n) {
     return d;
 }
 
+/* The image indices of a part's samples are the whole cache's: the primary one of the part's own
+ * images, the partner any image of the whole. */
 static int check_samples(const lt_cache_writer *w, const lt_sample *s, int64_t n) {
+    int64_t first = w->is_part ? w->part.first_image : 0;
+    int64_t total = w->is_part ? w->part.total_images : w->n_images;
     for (int64_t i = 0; i < n; i++) {
         int32_t a = s[i].image[0], b = s[i].image[1];
-        if (a < 0 || a >= w->n_images || b < -1 || b >= w->n_images)
-            return lt_err_set("%s: sample %lld refers to image %d/%d, outside 0..%lld",
-                              w->partial, (long long)i, a, b, (long long)w->n_images - 1);
+        if (a < first || a >= first + w->n_images || b < -1 || b >= total)
+            return lt_err_set("%s: sample %lld refers to image %d/%d, outside %lld..%lld/"
+                              "-1..%lld", w->partial, (long long)i, a, b, (long long)first,
+                              (long long)(first + w->n_images - 1), (long long)total - 1);
     }
     return 0;
 }
@@ -758,13 +812,15 @@ static int create_embeddings(lt_cache_writer *w) {
     lt_emb_type et = w->meta.emb_type;
     size_t es = et == LT_EMB_F32 ? 4 : et == LT_EMB_F16 ? 2 : 1;
     int64_t rows = (int64_t)(EMB_CHUNK_BYTES / ((size_t)d * es));
-    if (rows < 1) rows = 1;
     if (rows > w->n_samples) rows = w->n_samples;
+    if (rows < 1) rows = 1;
+    /* a part may hold no sample: a chunked dataset of 0 rows needs room to grow for its chunk */
     hsize_t dims[2] = {(hsize_t)w->n_samples, (hsize_t)d}, chunk[2] = {(hsize_t)rows, (hsize_t)d};
+    hsize_t maxdims[2] = {w->n_samples ? (hsize_t)w->n_samples : H5S_UNLIMITED, (hsize_t)d};
     unsigned cd[1] = {(unsigned)w->meta.zstd_level};
     hid_t type = et == LT_EMB_F32 ? H5T_IEEE_F32LE : et == LT_EMB_F16 ? w->half : H5T_STD_I8LE;
     uint8_t zero[4] = {0};
-    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t sp = H5Screate_simple(2, dims, maxdims);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), dapl = H5Pcreate(H5P_DATASET_ACCESS);
     if (sp >= 0 && dcpl >= 0 && dapl >= 0 && H5Pset_chunk(dcpl, 2, chunk) >= 0 &&
         H5Pset_shuffle(dcpl) >= 0 &&
@@ -792,7 +848,8 @@ static int flush_images(lt_cache_writer *w) {
 static int set_samples_locked(lt_cache_writer *w, const lt_sample *samples, int64_t n) {
     if (w->failed) return lt_err_set("%s: an earlier write failed", w->partial);
     if (w->samples_set) return lt_err_set("%s: samples were already written", w->partial);
-    if (w->n_images < 1) return lt_err_set("%s: no images were added", w->partial);
+    if (w->n_images < 1 && !w->is_part)
+        return lt_err_set("%s: no images were added", w->partial);
     if (n != w->n_images * w->meta.views_per_image)
         return lt_err_set("%s: %lld samples given, expected %lld images x %d views", w->partial,
                           (long long)n, (long long)w->n_images, w->meta.views_per_image);
@@ -1085,6 +1142,9 @@ void lt_cache_writer_abort(lt_cache_writer *w) {
 /* ------------------------------------------------------------------------------------------ */
 /* Reader                                                                                     */
 
+/* What an open may accept: a whole cache, a part of a sharded run, either. */
+enum { OPEN_WHOLE, OPEN_PART, OPEN_ANY };
+
 /* A text column read into memory: entry k is the NUL-terminated string at text + at[k]. */
 typedef struct {
     char *text;
@@ -1100,6 +1160,10 @@ struct lt_cache {
     hid_t sam[S_COUNT];
     hid_t crc_sam, crc_emb;          /* (S) /checksums/samples, /checksums/embeddings */
     int partial_ok;                  /* lt_cache_open_partial: 'complete' is not required */
+    int want;                        /* OPEN_WHOLE, OPEN_PART or OPEN_ANY: what may be opened */
+    int is_part;                     /* the file is a part of a sharded run */
+    int format_part;                 /* its format is LT_CACHE_PART_FORMAT */
+    lt_cache_part part;
     text_col paths;                  /* (N) /images/path */
     text_col sk_path, sk_reason;     /* (K) /skipped */
     int32_t *width, *height;         /* (N) */
@@ -1223,7 +1287,8 @@ static int read_format(lt_cache *c) {
                                     "rebuild it");
     }
     if (attr_str_get(c, "format", fmt, sizeof fmt) < 0) return -1;
-    if (strcmp(fmt, LT_CACHE_FORMAT) != 0)
+    c->format_part = !strcmp(fmt, LT_CACHE_PART_FORMAT);
+    if (strcmp(fmt, LT_CACHE_FORMAT) != 0 && !c->format_part)
         return lt_err_set("%s: not an lt cache (format is '%s', expected '%s')", c->path,
                           lt_str_printable(fmt), LT_CACHE_FORMAT);
     return 0;
@@ -1575,19 +1640,72 @@ static int open_checksums(lt_cache *c) {
     return check_only(c, &ce, &c->crc_emb);
 }
 
+/* The attributes of a part (lt_cache_part), if the file is one: shard_count marks it. */
+static int read_part(lt_cache *c) {
+    c->is_part = H5Aexists(c->file, "shard_count") > 0;
+    H5Eclear2(H5E_DEFAULT);
+    if (c->is_part != c->format_part)
+        return BAD(c, "format is '%s' but the attribute shard_count is %s",
+                   c->format_part ? LT_CACHE_PART_FORMAT : LT_CACHE_FORMAT,
+                   c->is_part ? "there" : "missing");
+    if (!c->is_part) return 0;
+    lt_cache_part *p = &c->part;
+    int_attr ia[] = {{"shard_index", &p->index}, {"shard_count", &p->count}};
+    struct { const char *name; int64_t *dst; } la[] = {
+        {"shard_first_file", &p->first_file},   {"shard_files", &p->files},
+        {"shard_total_files", &p->total_files}, {"shard_first_image", &p->first_image},
+        {"shard_total_images", &p->total_images}};
+    if (read_int_attrs(c, ia, 2) < 0) return -1;
+    for (size_t k = 0; k < sizeof la / sizeof la[0]; k++)
+        if (attr_get(c->file, la[k].name, H5T_INTEGER, H5T_NATIVE_INT64, 1, la[k].dst) < 0)
+            return BAD(c, "attribute '%s' missing or not an integer", la[k].name);
+    if (attr_str_get(c, "shard_listing_sha256", p->listing_sha256, sizeof p->listing_sha256) < 0 ||
+        attr_str_get(c, "shard_images_sha256", p->images_sha256, sizeof p->images_sha256) < 0)
+        return -1;
+    if (p->count < 1 || p->index < 1 || p->index > p->count || p->first_file < 0 ||
+        p->files < 0 || p->total_files < p->first_file + p->files || p->first_image < 0 ||
+        p->total_images < p->first_image + c->n_images)
+        return BAD(c, "its shard attributes do not fit together (shard %d of %d, images %lld.. "
+                      "of %lld)", p->index, p->count, (long long)p->first_image,
+                   (long long)p->total_images);
+    return 0;
+}
+
+/* A part where a whole cache is wanted, or the other way round. */
+static int check_kind(lt_cache *c) {
+    if (c->want == OPEN_WHOLE && c->is_part)
+        return lt_err_set("%s is part %d of %d of a sharded lt-embed run (--shard), not a whole "
+                          "cache: merge all %d parts into one cache first (lt-embed --merge "
+                          "CACHE PART...) and use that", c->path, c->part.index, c->part.count,
+                          c->part.count);
+    if (c->want == OPEN_PART && !c->is_part)
+        return lt_err_set("%s is a whole lt cache, not a part of a sharded run (lt-embed --shard "
+                          "K/N writes parts)", c->path);
+    return 0;
+}
+
 static int open_locked(lt_cache *c) {
     if (open_file(c) < 0 || read_format(c) < 0 || read_meta(c) < 0) return -1;
+    if (read_part(c) < 0 || check_kind(c) < 0) return -1;
     if (read_images(c) < 0 || read_skipped(c) < 0 || open_samples(c) < 0) return -1;
     if (open_checksums(c) < 0) return -1;
     return open_embeddings(c);
 }
 
-static int open_cache(const char *path, int partial_ok, lt_cache **out);
+static int open_cache(const char *path, int partial_ok, int want, lt_cache **out);
 
-int lt_cache_open(const char *path, lt_cache **out) { return open_cache(path, 0, out); }
-int lt_cache_open_partial(const char *path, lt_cache **out) { return open_cache(path, 1, out); }
+int lt_cache_open(const char *path, lt_cache **out) {
+    return open_cache(path, 0, OPEN_WHOLE, out);
+}
+int lt_cache_open_part(const char *path, lt_cache **out) {
+    return open_cache(path, 0, OPEN_PART, out);
+}
+int lt_cache_open_partial(const char *path, lt_cache **out) {
+    return open_cache(path, 1, OPEN_ANY, out);
+}
+const lt_cache_part *lt_cache_part_of(const lt_cache *c) { return c->is_part ? &c->part : NULL; }
 
-static int open_cache(const char *path, int partial_ok, lt_cache **out) {
+static int open_cache(const char *path, int partial_ok, int want, lt_cache **out) {
     *out = NULL;
     pthread_mutex_lock(&h5_lock);
     int r = -1;
@@ -1596,6 +1714,7 @@ static int open_cache(const char *path, int partial_ok, lt_cache **out) {
         c->file = c->bytes = c->emb = c->scales = c->sha = c->size = c->mtime = c->half = -1;
         c->crc_sam = c->crc_emb = -1;
         c->partial_ok = partial_ok;
+        c->want = want;
         for (int k = 0; k < S_COUNT; k++) c->sam[k] = -1;
         c->path = strdup(path);
         if (!c->path) lt_err_set("out of memory (cache reader for %s)", path);

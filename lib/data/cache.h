@@ -16,6 +16,7 @@
 #include "image/recipe.h"
 
 #define LT_CACHE_FORMAT "lt-cache"
+#define LT_CACHE_PART_FORMAT "lt-cache-part" /* a part (lt_cache_part): not a whole cache */
 #define LT_CACHE_VERSION 3
 
 typedef struct {
@@ -47,10 +48,27 @@ typedef struct {
     char sha256[65];        /* of the bytes, hex */
 } lt_cache_image;
 
+/* A part of a sharded lt-embed run (lt-embed --shard K/N; formats/cache.md, "Parts"): the images
+ * of one contiguous range of the sorted scan, with their samples, whose image indices (primary
+ * and partner) are those of the whole cache. lt-embed --merge joins the parts into one cache. */
+typedef struct {
+    int index, count;          /* this is shard index (1..count) of count */
+    int64_t first_file;        /* its files: [first_file, first_file + files) of the sorted scan */
+    int64_t files, total_files;
+    int64_t first_image;       /* the whole cache's index of its image 0 */
+    int64_t total_images;      /* images of the whole cache */
+    char listing_sha256[65];   /* the sorted scan of DATA_DIR: paths, sizes, mtimes */
+    char images_sha256[65];    /* the whole cache's images: path, SHA-256, width, height each */
+} lt_cache_part;
+
 typedef struct lt_cache_writer lt_cache_writer;
 
 /* Creates path.partial (replacing a stale one). */
 int lt_cache_writer_create(const char *path, const lt_cache_meta *meta, lt_cache_writer **out);
+/* Makes the file a part (before any image): writes the part's attributes; the samples' image
+ * indices are then the whole cache's (primary in [first_image, first_image + images), partner
+ * in [-1, total_images)), and a part may hold no image at all. */
+int lt_cache_writer_set_part(lt_cache_writer *w, const lt_cache_part *p);
 /* Appends images in order (index = call order). */
 int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im);
 /* Records a file that was skipped and why (stored under /skipped). */
@@ -82,10 +100,15 @@ int lt_cache_writer_put_embeddings_raw(lt_cache_writer *w, int64_t first, int64_
 typedef struct lt_cache lt_cache;
 
 /* Opens and validates (format, version, the 'complete' mark, every shape) a finished cache. -1 +
- * lt_err naming the file and what is wrong. */
+ * lt_err naming the file and what is wrong. A part (lt_cache_part) is refused: it is not a whole
+ * cache. */
 int lt_cache_open(const char *path, lt_cache **out);
+/* The same for a finished part of a sharded run (lt-embed --merge); a whole cache is refused. */
+int lt_cache_open_part(const char *path, lt_cache **out);
+/* The part's description, or NULL for a whole cache. */
+const lt_cache_part *lt_cache_part_of(const lt_cache *c);
 /* The same for lt-embed's own CACHE.partial, which has no 'complete' mark (and no
- * /checksums/embeddings) until lt_cache_writer_finish. */
+ * /checksums/embeddings) until lt_cache_writer_finish; a part is accepted. */
 int lt_cache_open_partial(const char *path, lt_cache **out);
 void lt_cache_close(lt_cache *c);
 const lt_cache_meta *lt_cache_meta_of(const lt_cache *c);

@@ -190,7 +190,7 @@ static void child_identity(const char *path, int fd) {
             }
         }
     }
-    if (!strcmp(value, "lt-cache")) report_and_exit(fd, 'O', "");
+    if (!strcmp(value, "lt-cache") || !strcmp(value, "lt-cache-part")) report_and_exit(fd, 'O', "");
     char msg[1024];
     snprintf(msg, sizeof msg, "%s: %s", path,
              f < 0 ? "HDF5 cannot open it" : "it has no root attribute format = \"lt-cache\"");

@@ -41,7 +41,8 @@
 int lt_cache_check_isolated(const char *path, double timeout_s);
 
 /* Whether path is an lt cache at all, of any version, finished or not, damaged or not, as long as
- * HDF5 reads its root attribute format = "lt-cache" (read in a child process, like the check
+ * HDF5 reads its root attribute format = "lt-cache" (or "lt-cache-part", a part of a sharded
+ * run) (read in a child process, like the check
  * above). lt-embed --overwrite replaces such a file and nothing else. 0: it is one; -1 + lt_err
  * saying why not. */
 int lt_cache_is_lt_file_isolated(const char *path);

@@ -59,17 +59,7 @@ static int stopped(const lt_embed_opts *o) { return o->stop && *o->stop; }
 
 /* ---- pass 1: read, validate, store ---- */
 
-typedef struct {
-    uint8_t *bytes;
-    size_t n;
-    int w, h;
-    int64_t mtime_ns;
-    char sha[65];
-    char reason[512]; /* empty if usable */
-    int too_large;    /* not usable: more pixels than --max-pixels */
-} pass1_item;
-
-static void pass1_load(const char *root, const char *rel, int64_t max_pixels, pass1_item *it) {
+void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, lt_embed_file *it) {
     memset(it, 0, sizeof *it);
     char *full = lt_path_join(root, rel);
     if (!full) {
@@ -115,7 +105,7 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
                  int64_t *n_too_large) {
     *n_images = *n_skipped = *n_too_large = 0;
     if (files->n == 0) return 0;
-    pass1_item *items = lt_calloc(PASS1_CHUNK, sizeof *items, "pass 1 buffers");
+    lt_embed_file *items = lt_calloc(PASS1_CHUNK, sizeof *items, "pass 1 buffers");
     if (!items) return -1;
     lt_progress pr;
     lt_progress_start(&pr, "files", (int64_t)files->n);
@@ -125,10 +115,10 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
         int count = (int)(files->n - first < PASS1_CHUNK ? files->n - first : PASS1_CHUNK);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int k = 0; k < count; k++)
-            pass1_load(o->data_dir, files->paths[first + k], o->max_pixels, &items[k]);
+            lt_embed_load_file(o->data_dir, files->paths[first + k], o->max_pixels, &items[k]);
         int rc = 0;
         for (int k = 0; k < count; k++) {
-            pass1_item *it = &items[k];
+            lt_embed_file *it = &items[k];
             const char *rel = files->paths[first + k];
             if (rc == 0 && it->reason[0]) {
                 lt_warn("skipping %s: %s", rel, it->reason);
@@ -186,8 +176,15 @@ typedef struct {
     lt_image im;
 } decoded_slot;
 
+/* The stored bytes of image img, as lt-train will read them: from CACHE.partial, or (--shard) from
+ * the part that holds it. */
+static int image_bytes(embed_run *R, int64_t img, uint8_t **bytes, size_t *n) {
+    if (R->o->shard_count) return lt_shard_image_bytes(R, img, bytes, n);
+    return lt_cache_image_bytes(R->part, img, bytes, n);
+}
+
 /* Decodes every image the batch needs (primary and partner), each once. */
-static int decode_batch(lt_cache *part, const lt_sample *smp, int count, int64_t max_pixels,
+static int decode_batch(embed_run *R, const lt_sample *smp, int count, int64_t max_pixels,
                         decoded_slot *slots, int *n_slots, int *slot_of /* (count, 2) */) {
     int ns = 0;
     uint8_t **bytes = lt_calloc((size_t)count * 2, sizeof *bytes, "batch bytes");
@@ -205,7 +202,7 @@ static int decode_batch(lt_cache *part, const lt_sample *smp, int count, int64_t
                 found = ns++;
                 slots[found].index = img;
                 slots[found].im.rgb = NULL;
-                if (lt_cache_image_bytes(part, img, &bytes[found], &nbytes[found]) != 0) goto fail;
+                if (image_bytes(R, img, &bytes[found], &nbytes[found]) != 0) goto fail;
             }
             slot_of[2 * s + k] = found;
         }
@@ -305,8 +302,8 @@ static int batch_alloc(batch_buffers *b, int count_max, int size, int D, size_t 
  * lambdas; with x != NULL also mixes and normalises into x (the CPU teacher's input; the GPU
  * does that step itself). A sample without partner gets lambda 1 and an all-zero partner view.
  * Dumps views if asked, named by sample index. */
-static int render_views(const lt_embed_opts *o, int count, batch_buffers *b, uint8_t *va,
-                        uint8_t *vb, float *lambda, float *x) {
+static int render_views(const lt_embed_opts *o, int64_t s_base, int count, batch_buffers *b,
+                        uint8_t *va, uint8_t *vb, float *lambda, float *x) {
     const int size = b->size;
     const size_t px = (size_t)size * size * 3;
     int failed = 0;
@@ -325,8 +322,9 @@ static int render_views(const lt_embed_opts *o, int count, batch_buffers *b, uin
                 lt_mix_normalize(a, mixed ? bb : NULL, lambda[s], o->transform.mean,
                                  o->transform.std, (int64_t)size * size, x + s * px);
             if (o->dump_views_dir) {
-                ok = dump_view(o->dump_views_dir, b->sidx[s], "a", a, size) == 0;
-                if (ok && mixed) ok = dump_view(o->dump_views_dir, b->sidx[s], "b", bb, size) == 0;
+                ok = dump_view(o->dump_views_dir, s_base + b->sidx[s], "a", a, size) == 0;
+                if (ok && mixed)
+                    ok = dump_view(o->dump_views_dir, s_base + b->sidx[s], "b", bb, size) == 0;
             }
         }
         if (!ok) {
@@ -341,6 +339,11 @@ static int render_views(const lt_embed_opts *o, int count, batch_buffers *b, uin
     return 0;
 }
 
+/* The whole cache's index of this cache's sample 0: not 0 only for a part (--shard). */
+static int64_t sample_base(const embed_run *R) {
+    return R->o->shard_count ? R->shard.desc.first_image * R->o->views : 0;
+}
+
 /* Gathers the recipes of work rows [k, k + count), decodes the images they need and renders
  * their views into va/vb (and the normalised input into x when not NULL), timing both. */
 static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, uint8_t *va,
@@ -351,10 +354,10 @@ static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, u
     }
     double t0 = lt_now();
     int n_slots = 0;
-    int rc = decode_batch(R->part, b->smp, count, R->o->max_pixels, b->slots, &n_slots,
+    int rc = decode_batch(R, b->smp, count, R->o->max_pixels, b->slots, &n_slots,
                           b->slot_of);
     double t1 = lt_now();
-    if (rc == 0) rc = render_views(R->o, count, b, va, vb, lambda, x);
+    if (rc == 0) rc = render_views(R->o, sample_base(R), count, b, va, vb, lambda, x);
     for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
     R->rep->t_decode += t1 - t0;
     R->rep->t_render += lt_now() - t1;
@@ -364,9 +367,10 @@ static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, u
 
 /* Names sample s (its image and view) in bad_row's message. */
 static void describe_sample(const embed_run *R, int64_t s, char *buf, size_t n) {
-    int64_t i = s / R->o->views;
-    snprintf(buf, n, "sample %lld (image %lld, %s, view %lld)", (long long)s, (long long)i,
-             lt_cache_image_path(R->part, i), (long long)(s % R->o->views));
+    int64_t i = s / R->o->views, base = sample_base(R);
+    snprintf(buf, n, "sample %lld (image %lld, %s, view %lld)", (long long)(base + s),
+             (long long)(base / R->o->views + i), lt_cache_image_path(R->part, i),
+             (long long)(s % R->o->views));
 }
 
 static int bad_row(const embed_run *R, int64_t k, float value) {
@@ -687,6 +691,7 @@ static int reuse_partial(embed_run *R) {
     if (lt_cache_meta_of(R->part)->views_per_image != R->o->views || R->N < R->N0 ||
         work_total(R) != lt_emblog_total(R->log))
         return lt_err_set("%s does not match %s", R->partial, R->log_path);
+    if (R->o->shard_count && lt_shard_check_partial(R) != 0) return -1;
     R->samples = lt_malloc((size_t)R->S * sizeof *R->samples, "sample recipes");
     if (!R->samples || lt_cache_samples(R->part, 0, R->S, R->samples) != 0) return -1;
     R->rep->images = R->N;
@@ -727,7 +732,7 @@ static int prepare_partial(embed_run *R) {
         lt_info("an interrupted run was assembling %s; rebuilding it (the %lld views embedded "
                 "in %s are kept)", R->partial, (long long)lt_emblog_rows(R->log), R->log_path);
     }
-    int rc = build_partial(R);
+    int rc = R->o->shard_count ? lt_shard_build_partial(R) : build_partial(R);
     if (rc != LT_EXIT_OK) return rc;
     if (lt_cache_open_partial(R->partial, &R->part) != 0 || start_log(R) != 0) return LT_EXIT_ERROR;
     return LT_EXIT_OK;
@@ -743,44 +748,6 @@ static char *with_suffix(const char *path, const char *suffix) {
         memcpy(s + n, suffix, m + 1);
     }
     return s;
-}
-
-/* What a file lt may replace holds: nothing, an HDF5 file, an embedding log or something else. */
-enum { FILE_MISSING, FILE_EMPTY, FILE_HDF5, FILE_EMBLOG, FILE_OTHER };
-
-static int file_kind(const char *path) {
-    static const char hdf5[8] = "\x89HDF\r\n\x1a\n";
-    struct stat st;
-    if (stat(path, &st) != 0) return FILE_MISSING;
-    if (S_ISREG(st.st_mode) && st.st_size == 0) return FILE_EMPTY;
-    char head[8] = {0};
-    FILE *f = S_ISREG(st.st_mode) ? fopen(path, "rb") : NULL;
-    size_t n = f ? fread(head, 1, sizeof head, f) : 0;
-    if (f) fclose(f);
-    if (n == 8 && !memcmp(head, hdf5, 8)) return FILE_HDF5;
-    if (n == 8 && !memcmp(head, "LTEMBLOG", 8)) return FILE_EMBLOG;
-    return FILE_OTHER;
-}
-
-/* lt replaces or removes only what it made: CACHE when it is an lt cache (or empty), its partial
- * files when they are an HDF5 file and an embedding log (or empty). */
-static int check_replaceable(const char *path, int want, const char *what) {
-    int kind = file_kind(path);
-    if (kind == FILE_MISSING || kind == FILE_EMPTY) return 0;
-    if (kind == want && want != FILE_HDF5) return 0;
-    char why[600];
-    if (kind != want) {
-        snprintf(why, sizeof why, "it is not %s", want == FILE_EMBLOG ? "an lt embedding log"
-                                                                    : "an HDF5 file");
-    } else {
-        if (!strcmp(what, "partial")) return 0;
-        /* In a child: libhdf5 may crash or hang on a damaged file. The worker pools are idle. */
-        if (lt_cache_is_lt_file_isolated(path) == 0) return 0;
-        snprintf(why, sizeof why, "it is not an lt cache: %s", lt_err_msg());
-    }
-    return lt_err_set("%s is left as it is: %s; lt replaces only %s (or an empty file). Remove it "
-                      "yourself if it is not needed, or choose another CACHE name", path, why,
-                      !strcmp(what, "cache") ? "an lt cache" : "its own partial files");
 }
 
 static int check_output(embed_run *R) {
@@ -825,9 +792,9 @@ static int check_output(embed_run *R) {
                                           : errno == EROFS ? "is on a read-only file system"
                                                            : "is not writable");
     if ((!o->append && exists &&
-         check_replaceable(o->cache_path, FILE_HDF5, "cache") != 0) ||
-        check_replaceable(R->partial, FILE_HDF5, "partial") != 0 ||
-        (o->overwrite && check_replaceable(R->log_path, FILE_EMBLOG, "log") != 0))
+         lt_embed_check_replaceable(o->cache_path, LT_FILE_HDF5, "cache") != 0) ||
+        lt_embed_check_replaceable(R->partial, LT_FILE_HDF5, "partial") != 0 ||
+        (o->overwrite && lt_embed_check_replaceable(R->log_path, LT_FILE_EMBLOG, "log") != 0))
         return -1;
     if (o->overwrite) {
         if (stat(R->log_path, &st) == 0 || stat(R->partial, &st) == 0)
@@ -933,6 +900,17 @@ static int add_replaces(embed_run *R) {
     return 0;
 }
 
+/* --shard: adds "shard=K/N" to the settings (a part is resumed only as the same shard). */
+static int add_shard(embed_run *R) {
+    if (!R->o->shard_count) return 0;
+    char *s = NULL;
+    if (asprintf(&s, "%sshard=%d/%d\n", R->settings, R->o->shard_index, R->o->shard_count) < 0)
+        return lt_err_set("out of memory (settings text)");
+    free(R->settings);
+    R->settings = s;
+    return 0;
+}
+
 /* Opens the embedding log of an interrupted run, if there is one, and checks its settings. A run
  * that replaces an existing CACHE (--overwrite) records which in its settings, so that the same
  * command without --overwrite continues it and replaces that cache, and only that one. */
@@ -977,7 +955,10 @@ static int run_all(embed_run *R, double t0) {
                 o->cache_path, (long long)R->N0, R->V0, R->fresh.n, o->views);
     }
     R->settings = lt_embed_settings_text(&R->meta, R->listing, o->append ? R->base_desc : NULL);
-    if (!R->settings || open_log(R) != 0) return LT_EXIT_ERROR;
+    if (!R->settings || add_shard(R) != 0 || open_log(R) != 0 ||
+        (o->shard_count && lt_shard_survey_run(R) != 0))
+        return LT_EXIT_ERROR;
+    if (stopped(o)) return LT_EXIT_INTERRUPTED;
     int rc = prepare_partial(R);
     R->rep->seconds_scan = lt_now() - t0;
     if (rc != LT_EXIT_OK) return rc;
@@ -993,6 +974,7 @@ static int run_all(embed_run *R, double t0) {
 }
 
 static void run_free(embed_run *R) {
+    lt_shard_survey_free(&R->shard);
     if (R->fresh.paths != R->files.paths) free(R->fresh.paths);
     lt_filelist_free(&R->files);
     lt_emblog_close(R->log);

@@ -4,8 +4,9 @@
  * A run is resumable: the images and recipes go to CACHE.partial first, the teacher's rows to the
  * log CACHE.partial.emb (lib/embed/emblog.h); rerunning the same command after any interruption
  * continues from the last batch written, and settings that differ from the interrupted run's are
- * refused. --append extends an existing cache with new images and/or views. formats/cache.md,
- * "Resuming" and "Appending", is the protocol. */
+ * refused. --append extends an existing cache with new images and/or views. --shard K/N makes
+ * one part of a sharded run and lt_embed_merge joins the parts into one cache (shard.c,
+ * merge.c). formats/cache.md, "Resuming", "Appending" and "Parts", is the protocol. */
 #ifndef LT_EMBED_H
 #define LT_EMBED_H
 
@@ -42,6 +43,7 @@ typedef struct {
     int zstd_level;
     int overwrite;               /* replace an existing complete cache; discard a .partial */
     int append;                  /* add new images / views to the existing CACHE */
+    int shard_index, shard_count;/* --shard K/N (1 <= K <= N): CACHE is part K; N = 0: no shard */
     unsigned given;              /* LT_GIVEN_* bits */
     lt_device device;
     int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
@@ -77,5 +79,24 @@ typedef struct {
 void lt_embed_defaults(lt_embed_opts *o);
 /* Returns LT_EXIT_OK, LT_EXIT_ERROR (lt_err holds the message) or LT_EXIT_INTERRUPTED. */
 int lt_embed_run(const lt_embed_opts *o, lt_embed_report *rep);
+
+/* lt-embed --merge CACHE PART...: the parts of one sharded run, in any order. */
+typedef struct {
+    const char *cache_path;
+    const char *const *parts;
+    int n_parts;
+    int overwrite;               /* replace an existing CACHE (an lt cache or an empty file) */
+    volatile sig_atomic_t *stop; /* set asynchronously (SIGINT/SIGTERM): abandon, write nothing */
+} lt_merge_opts;
+
+typedef struct {
+    int64_t images, skipped, samples, cache_bytes;
+    double seconds;
+} lt_merge_report;
+
+/* Checks every part (all N present once, from one run: same settings, teacher and listing;
+ * finished and undamaged), then writes CACHE.partial and renames it to CACHE. On a refusal
+ * nothing is written. LT_EXIT_OK or LT_EXIT_ERROR (lt_err names the part and the fault). */
+int lt_embed_merge(const lt_merge_opts *o, lt_merge_report *rep);
 
 #endif

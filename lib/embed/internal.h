@@ -1,13 +1,46 @@
-/* internal.h: what the files of lib/embed share: the state of one lt-embed run, and the settings
- * and --append checks of resume.c used by the pipeline in embed.c. Not a public API. */
+/* internal.h: what the files of lib/embed share: the state of one lt-embed run, the settings
+ * and --append checks of resume.c, the --shard survey of shard.c and the replace checks of
+ * replace.c, used by the pipeline in embed.c and by merge.c. Not a public API. */
 #ifndef LT_EMBED_INTERNAL_H
 #define LT_EMBED_INTERNAL_H
 
+#include "core/sha256.h"
 #include "data/cache.h"
 #include "data/scan.h"
 #include "embed/embed.h"
 #include "embed/emblog.h"
 #include "models/dinov2.h"
+
+/* One file of the scan, read and decoded (embed.c, shard.c); reason is empty if it is usable. */
+typedef struct {
+    uint8_t *bytes;
+    size_t n;
+    int w, h;
+    int64_t mtime_ns;
+    char sha[65];
+    char reason[512]; /* empty if usable */
+    int too_large;    /* not usable: more pixels than --max-pixels */
+} lt_embed_file;
+
+/* Reads root/rel whole, decodes it (to learn whether it is usable and its size) and hashes it. */
+void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, lt_embed_file *it);
+
+/* --shard: one usable image of the whole listing, as the survey found it (shard.c). */
+typedef struct {
+    size_t file;      /* index in the scan */
+    int32_t w, h;
+    int64_t mtime_ns;
+    char sha[65];
+} lt_shard_image;
+
+/* --shard: what the survey of the whole listing found. */
+typedef struct {
+    lt_cache_part desc;      /* this part */
+    lt_shard_image *images;  /* (desc.total_images) every usable image of the listing */
+    size_t *skipped;         /* (n_skipped) this shard's files that are not usable */
+    char **reasons;          /* (n_skipped) why */
+    int64_t n_skipped, too_large, all_skipped, all_too_large;
+} lt_shard_survey;
 
 typedef struct {
     lt_embed_opts opts;          /* the caller's options (with --append, completed by the cache) */
@@ -31,8 +64,9 @@ typedef struct {
     lt_emblog *log;
     lt_cache *part;              /* CACHE.partial, read during the teacher pass */
     lt_sample *samples;          /* (S) */
-    int64_t N, S;
+    int64_t N, S;                /* images and samples of this cache (of this part with --shard) */
     int gpu, B;
+    lt_shard_survey shard;       /* --shard (opts.shard_count > 0) */
 } embed_run;
 
 /* The settings that fix a cache's content, as "key=value" lines (keys are option names).
@@ -50,5 +84,30 @@ int lt_embed_base_defaults(embed_run *R);
  * --views may grow), refuses changed images (naming them) and fills R->fresh with the new
  * files. Sets N0, V0, base_desc. */
 int lt_embed_open_base(embed_run *R);
+
+/* What a file lt may replace holds (replace.c): nothing, an HDF5 file, an embedding log or
+ * something else. */
+enum { LT_FILE_MISSING, LT_FILE_EMPTY, LT_FILE_HDF5, LT_FILE_EMBLOG, LT_FILE_OTHER };
+int lt_embed_file_kind(const char *path);
+/* lt replaces or removes only what it made: path (what: "cache", "partial" or "log") when it is
+ * missing, empty or of kind want (for a "cache", an lt cache); otherwise -1 + lt_err naming it. */
+int lt_embed_check_replaceable(const char *path, int want, const char *what);
+
+/* --shard (shard.c). The survey reads and decodes every file of the scan (the image indices and
+ * the partners' recipes depend on which files are usable and on every image's size) and keeps
+ * what this part needs; only this shard's skipped files are warned about. */
+int lt_shard_survey_run(embed_run *R);
+void lt_shard_survey_free(lt_shard_survey *s);
+/* Phase A of a part: this shard's images (read again, checked against the survey's hashes) and
+ * skipped files, the recipes of its samples (image indices of the whole listing) into
+ * CACHE.partial. Fills R->N, R->S, R->samples. LT_EXIT_*. */
+int lt_shard_build_partial(embed_run *R);
+/* The interrupted run's part (R->part) describes the part the survey describes; -1 if not. */
+int lt_shard_check_partial(const embed_run *R);
+/* Image img (an index of the whole listing): this part's from CACHE.partial, another's from its
+ * file, checked against the survey's SHA-256 (so the teacher sees the bytes that part stores). */
+int lt_shard_image_bytes(embed_run *R, int64_t img, uint8_t **bytes, size_t *n);
+/* The digest of a whole cache's images (lt_cache_part.images_sha256): fed image by image. */
+void lt_shard_digest_image(lt_sha256 *h, const char *path, const char *sha, int32_t w, int32_t h_px);
 
 #endif

@@ -23,6 +23,8 @@
 static void usage(FILE *f) {
     fputs(
         "Usage: lt-embed [options] DATA_DIR CACHE\n"
+        "       lt-embed [options] --shard K/N DATA_DIR PART\n"
+        "       lt-embed [--overwrite] [-q|-v] --merge CACHE PART...\n"
         "\n"
         "Samples views of every image under DATA_DIR (.jpg, .jpeg, .png, recursively), runs the\n"
         "DINOv2 teacher once per view, and writes the images, the view recipes and the teacher\n"
@@ -52,6 +54,13 @@ static void usage(FILE *f) {
         "  --append              add the images that are new under DATA_DIR and/or more views\n"
         "                        (--views above the cache's) to the existing CACHE, computing\n"
         "                        only what is new; settings not given are the cache's\n"
+        "  --shard K/N           write only part K (1..N) of N: the images of the K-th of N\n"
+        "                        contiguous ranges of the sorted file list, with the recipes\n"
+        "                        and partners of the whole; run all N (on many machines), then\n"
+        "                        --merge\n"
+        "  --merge               CACHE PART...: join the N parts of one sharded run into CACHE,\n"
+        "                        the cache one lt-embed run makes; refuses a missing, duplicated,\n"
+        "                        foreign, damaged or unfinished part and then writes nothing\n"
         "  -q, --quiet           errors only\n"
         "  -v, --verbose         more detail\n"
         "  -h, --help            this help\n"
@@ -77,7 +86,7 @@ enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
     OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
-    OPT_PRECISION, OPT_APPEND
+    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE
 };
 
 static const struct option long_opts[] = {
@@ -96,6 +105,8 @@ static const struct option long_opts[] = {
     {"max-pixels", required_argument, 0, OPT_MAXPIX},
     {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"append", no_argument, 0, OPT_APPEND},
+    {"shard", required_argument, 0, OPT_SHARD},
+    {"merge", no_argument, 0, OPT_MERGE},
     {"crop-scale", required_argument, 0, OPT_CROP_SCALE},
     {"crop-ratio", required_argument, 0, OPT_CROP_RATIO},
     {"hflip-p", required_argument, 0, OPT_HFLIP},
@@ -110,6 +121,20 @@ static const struct option long_opts[] = {
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0}};
+
+/* --shard K/N: 1 <= K <= N <= 100000. */
+static int parse_shard(const char *arg, lt_embed_opts *o) {
+    const char *slash = strchr(arg, '/');
+    char k[32];
+    if (!slash || slash == arg || (size_t)(slash - arg) >= sizeof k)
+        return lt_err_set("--shard: expected K/N (shard K of N, 1 <= K <= N), got '%s'", arg);
+    snprintf(k, sizeof k, "%.*s", (int)(slash - arg), arg);
+    if (lt_parse_int("shard", slash + 1, 1, 100000, &o->shard_count) != 0 ||
+        lt_parse_int("shard", k, 1, o->shard_count, &o->shard_index) != 0)
+        return lt_err_set("--shard: expected K/N with 1 <= K <= N <= 100000 (shard K of N), got "
+                          "'%s'", arg);
+    return 0;
+}
 
 /* Applies one option; -1 with lt_err set on an invalid value. */
 static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
@@ -144,6 +169,7 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
     case OPT_MAXPIX: return lt_parse_i64("max-pixels", arg, 1, INT64_C(1) << 40, &o->max_pixels);
     case OPT_OVERWRITE: o->overwrite = 1; return 0;
     case OPT_APPEND: o->append = 1; return 0;
+    case OPT_SHARD: return parse_shard(arg, o);
     case OPT_CROP_SCALE: return lt_parse_floats("crop-scale", arg, 2, 1e-6, 1, t->crop_scale);
     case OPT_CROP_RATIO: return lt_parse_floats("crop-ratio", arg, 2, 1e-3, 1e3, t->crop_ratio);
     case OPT_HFLIP: return lt_parse_float("hflip-p", arg, 0, 1, &t->hflip_p);
@@ -250,13 +276,66 @@ static void plugin_hint(const char *cache) {
             "HDF5_PLUGIN_PATH=%s", cache, dir);
 }
 
+/* "--name" of long option c. */
+static const char *opt_name(int c) {
+    static char buf[64];
+    for (const struct option *p = long_opts; p->name; p++)
+        if (p->val == c) {
+            snprintf(buf, sizeof buf, "--%s", p->name);
+            return buf;
+        }
+    return "that option";
+}
+
+/* lt-embed --merge CACHE PART...: one lt-embed per CACHE, as for an embedding run. */
+static int run_merge(int overwrite, int n_args, char **args) {
+    if (n_args < 2) {
+        lt_error("--merge: expected CACHE and at least one PART, got %d argument%s (try "
+                 "'lt-embed --help')", n_args, n_args == 1 ? "" : "s");
+        return LT_EXIT_USAGE;
+    }
+    lt_merge_opts m = {.cache_path = args[0], .parts = (const char *const *)args + 1,
+                       .n_parts = n_args - 1, .overwrite = overwrite};
+    char *lock = malloc(strlen(m.cache_path) + sizeof ".lock");
+    if (!lock) {
+        lt_error("out of memory");
+        return LT_EXIT_ERROR;
+    }
+    sprintf(lock, "%s.lock", m.cache_path);
+    int locked = lt_lock_hold(lock, m.cache_path);
+    free(lock);
+    if (locked != 0) {
+        lt_error("%s", lt_err_msg());
+        return LT_EXIT_ERROR;
+    }
+    m.stop = lt_stop_on_signals();
+    lt_merge_report r;
+    int rc = lt_embed_merge(&m, &r);
+    if (rc == LT_EXIT_INTERRUPTED) {
+        lt_error("interrupted; nothing was written (rerun the same command to merge)");
+        return rc;
+    }
+    if (rc != LT_EXIT_OK) {
+        lt_error("%s", lt_err_msg());
+        return rc;
+    }
+    char sz[32];
+    lt_human_bytes((double)r.cache_bytes, sz, sizeof sz);
+    lt_info("done: merged %d parts into %s: %lld images (%lld skipped), %lld views; %s in %.1f s",
+            m.n_parts, m.cache_path, (long long)r.images, (long long)r.skipped,
+            (long long)r.samples, sz, r.seconds);
+    plugin_hint(m.cache_path);
+    return LT_EXIT_OK;
+}
+
 int main(int argc, char **argv) {
     lt_embed_opts o;
     lt_embed_defaults(&o);
     o.teacher_path = getenv("LT_TEACHER");
     if (o.teacher_path && !*o.teacher_path) o.teacher_path = NULL;
     o.teacher_from_env = o.teacher_path != NULL;
-    int verbosity = 1, c;
+    int verbosity = 1, c, merge = 0;
+    const char *not_merge = NULL; /* an option --merge does not take */
     lt_blas_ensure(argv); /* the GEMM kernels this CPU can run (may restart the program) */
     lt_log_init("lt-embed", 1);
     if (!(g_again = lt_argv_copy(argc, argv))) {
@@ -276,6 +355,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "Try 'lt-embed --help'.\n");
             return LT_EXIT_USAGE;
         }
+        if (c == OPT_MERGE) {
+            merge = 1;
+            continue;
+        }
+        if (c != OPT_OVERWRITE && c != 'q' && c != 'v' && !not_merge) not_merge = opt_name(c);
         if (apply(c, optarg, &o, &verbosity) != 0) {
             lt_error("%s", lt_err_msg());
             return LT_EXIT_USAGE;
@@ -285,6 +369,16 @@ int main(int argc, char **argv) {
         if (c == OPT_OVERWRITE) lt_argv_drop(g_again, argv[optind - 1]);
     }
     lt_log_init("lt-embed", verbosity);
+    if (merge && not_merge) {
+        lt_error("--merge takes only --overwrite, -q and -v, not %s: the parts carry the "
+                 "settings", not_merge);
+        return LT_EXIT_USAGE;
+    }
+    if (merge) return run_merge(o.overwrite, argc - optind, argv + optind);
+    if (o.shard_count && o.append) {
+        lt_error("--shard and --append do not go together: a part is always made afresh");
+        return LT_EXIT_USAGE;
+    }
     if (lt_log_verbosity() >= 2) {
         char blas[512];
         lt_blas_describe(blas, sizeof blas);
