@@ -56,6 +56,10 @@ def test_makefile_pipeline(tmp_path):
     students = [work / "students" / s / "student.safetensors" for s in ("lars", "adamw")]
     assert all(s.exists() for s in students)
     assert students[0].read_bytes() != students[1].read_bytes()
+    for s in ("lars", "adamw"):  # each student scored by lt-eval on the generated labelled set
+        import json
+        rep = json.loads((work / "students" / s / "eval.json").read_text())
+        assert [m["name"] for m in rep["models"]] == ["student"] and rep["data"]["classes"] == 3
     # everything is up to date: a second make has nothing to do
     assert subprocess.run(args + ["-q"], capture_output=True).returncode == 0
 
