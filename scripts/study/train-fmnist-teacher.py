@@ -8,8 +8,8 @@ its L2-normalised CLS embedding, on 56×56 views of the training set outside the
 images (which the study distils on), with random resized crops and flips. The classifier head is
 dropped; the .safetensors holds DINOv2's original key names, as lt-embed --teacher expects.
 
-    scripts/study/train-fmnist-teacher.py OUT.safetensors [--images 10000] [--epochs 10]
-        [--dim 192] [--depth 4] [--size 56] [--skip 5000] [--seed 0] [--threads 2]
+    scripts/study/train-fmnist-teacher.py OUT.safetensors [--images 40000] [--epochs 4]
+        [--dim 128] [--depth 4] [--size 56] [--skip 5000] [--seed 0] [--threads 2]
 
 It prints the test-set accuracy of the classifier it trained (a sanity check of the teacher).
 """
@@ -69,9 +69,9 @@ def views(x, size, train, gen):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--images", type=int, default=10000)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--dim", type=int, default=192)
+    ap.add_argument("--images", type=int, default=40000)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--size", type=int, default=56)
     ap.add_argument("--skip", type=int, default=5000)

@@ -16,9 +16,10 @@
 #   2. WORKDIR/teacher.safetensors: a small DINOv2-shaped teacher trained on other images of the
 #      training set (scripts/study/train-fmnist-teacher.py);
 #   3. lt-eval of the teacher and of a random-init student (the two ends of the scale);
-#   4. per V and dtype: lt-embed --views V; per E: lt-train --epochs E, then lt-eval of the
-#      student: weighted kNN (k 20) of its features, the training images as the memory bank, the
-#      test images scored;
+#   4. per V and dtype: lt-embed --views V; per E: lt-train --epochs E (with --eval-data: the
+#      kNN score half way and at the end in its metrics.jsonl), then lt-eval of the student:
+#      weighted kNN (k 20) of its features, the training images as the memory bank, the test
+#      images scored;
 #   5. scripts/study/views-report.py: the table and the plot.
 # Every step's wall time is recorded in WORKDIR/times.tsv.
 set -euo pipefail
@@ -74,7 +75,8 @@ for dt in $DTYPES; do
             run=$work/train-$dt-v$v-e$e
             step "train $dt V=$v E=$e" "$run/student.safetensors" \
                 "$bin/lt-train" -q --threads "$THREADS" --student "$STUDENT" --epochs "$e" \
-                --batch-size "$BATCH" --out "$run" "$cache"
+                --batch-size "$BATCH" --eval-data "$work/data" --eval-every $(((e + 1) / 2)) \
+                --out "$run" "$cache"
             step "eval $dt V=$v E=$e" "$run/eval.json" \
                 "$bin/lt-eval" -q --threads "$THREADS" --weights "$run/student.safetensors" \
                 --student "$STUDENT" --image-size "$SIZE" --no-linear --json "$run/eval.json" \
@@ -90,6 +92,6 @@ scripts/study/views.sh\` on $cpu, $(nproc) cores ($total s of steps in $work/tim
 $IMAGES Fashion-MNIST training images (balanced over the 10 classes) distilled at $SIZE px, \
 batch $BATCH, $STUDENT, lt-train's defaults otherwise; kNN (k 20) of the student's features, the \
 $IMAGES training images as the memory bank, the 10,000 test images scored (lt-eval). Teacher: \
-scripts/study/train-fmnist-teacher.py, a DINOv2-shaped ViT (dim 192, depth 4, patch 14) trained \
-on the labels of 10,000 other training images."
+scripts/study/train-fmnist-teacher.py, a DINOv2-shaped ViT (dim 128, depth 4, patch 14) trained \
+for 4 epochs on the labels of 40,000 other training images."
 "$PY" "$root/scripts/study/views-report.py" "$work" --docs "$DOCS" --setup "$setup"
