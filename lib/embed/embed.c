@@ -781,16 +781,7 @@ static int check_output(embed_run *R) {
     if (!o->append && exists && !o->overwrite && stat(R->log_path, &st) != 0)
         return lt_err_set("%s already exists; pass --overwrite to replace it (or --append to add "
                           "new images or views to it)", o->cache_path);
-    /* CACHE.partial is created next to CACHE: its folder must be writable */
-    char dir[4096];
-    const char *base = lt_path_base(o->cache_path);
-    int len = (int)(base - o->cache_path);
-    snprintf(dir, sizeof dir, "%.*s", len > 1 ? len - 1 : 1, len ? o->cache_path : ".");
-    if (access(dir, W_OK) != 0)
-        return lt_err_set("cannot write %s: its folder %s %s", o->cache_path, dir,
-                          errno == ENOENT ? "does not exist"
-                                          : errno == EROFS ? "is on a read-only file system"
-                                                           : "is not writable");
+    if (lt_embed_check_folder_writable(o->cache_path) != 0) return -1;
     if ((!o->append && exists &&
          lt_embed_check_replaceable(o->cache_path, LT_FILE_HDF5, "cache") != 0) ||
         lt_embed_check_replaceable(R->partial, LT_FILE_HDF5, "partial") != 0 ||

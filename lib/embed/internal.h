@@ -92,6 +92,9 @@ int lt_embed_file_kind(const char *path);
 /* lt replaces or removes only what it made: path (what: "cache", "partial" or "log") when it is
  * missing, empty or of kind want (for a "cache", an lt cache); otherwise -1 + lt_err naming it. */
 int lt_embed_check_replaceable(const char *path, int want, const char *what);
+/* CACHE.partial is created next to path: -1 + lt_err ("cannot write PATH: its folder DIR does
+ * not exist / is on a read-only file system / is not writable") unless that folder is writable. */
+int lt_embed_check_folder_writable(const char *path);
 
 /* --shard (shard.c). The survey reads and decodes every file of the scan (the image indices and
  * the partners' recipes depend on which files are usable and on every image's size) and keeps

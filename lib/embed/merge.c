@@ -208,13 +208,7 @@ static int check_output(const lt_merge_opts *o, char *partial, char *log, size_t
         return lt_err_set("%s holds an interrupted lt-embed run of %s; pass --overwrite to discard "
                           "it, or finish that run and merge into another name", log,
                           o->cache_path);
-    char dir[4096];
-    const char *base = lt_path_base(o->cache_path);
-    int len = (int)(base - o->cache_path);
-    snprintf(dir, sizeof dir, "%.*s", len > 1 ? len - 1 : 1, len ? o->cache_path : ".");
-    if (access(dir, W_OK) != 0)
-        return lt_err_set("cannot write %s: its folder %s %s", o->cache_path, dir,
-                          errno == ENOENT ? "does not exist" : "is not writable");
+    if (lt_embed_check_folder_writable(o->cache_path) != 0) return -1;
     if ((exists && lt_embed_check_replaceable(o->cache_path, LT_FILE_HDF5, "cache") != 0) ||
         lt_embed_check_replaceable(partial, LT_FILE_HDF5, "partial") != 0 ||
         lt_embed_check_replaceable(log, LT_FILE_EMBLOG, "log") != 0)

@@ -2,11 +2,14 @@
  * make (a user's file, another program's HDF5 file); lt-embed and lt-embed --merge replace only
  * an lt cache (or an empty file) as CACHE, and only their own partial files, and leave anything
  * else as it is, naming it. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
+#include "core/fileio.h"
 #include "data/cache_check.h"
 #include "embed/internal.h"
 
@@ -41,4 +44,17 @@ int lt_embed_check_replaceable(const char *path, int want, const char *what) {
     return lt_err_set("%s is left as it is: %s; lt replaces only %s (or an empty file). Remove it "
                       "yourself if it is not needed, or choose another CACHE name", path, why,
                       !strcmp(what, "cache") ? "an lt cache" : "its own partial files");
+}
+
+int lt_embed_check_folder_writable(const char *path) {
+    char dir[4096];
+    const char *base = lt_path_base(path);
+    int len = (int)(base - path);
+    snprintf(dir, sizeof dir, "%.*s", len > 1 ? len - 1 : 1, len ? path : ".");
+    if (access(dir, W_OK) != 0)
+        return lt_err_set("cannot write %s: its folder %s %s", path, dir,
+                          errno == ENOENT ? "does not exist"
+                                          : errno == EROFS ? "is on a read-only file system"
+                                                           : "is not writable");
+    return 0;
 }

@@ -5,25 +5,15 @@ compared with a one-process lt-embed run on the same images (h5py)."""
 import os
 import subprocess
 
-import h5py
 import numpy as np
 
 from conftest import BIN, PLUGIN_DIR, ROOT, run
 from embed_fixtures import lt_embed, tiny_teacher
+from test_embed_resume import read_all
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
 EXAMPLES = os.path.join(ROOT, "examples")
 SLURM = os.path.join(EXAMPLES, "slurm")
-
-
-def read_all(path):
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-        for k, v in f.attrs.items():
-            if k != "created":
-                out["@" + k] = v
-    return out
 
 
 def assert_like_one_process(merged, ref):

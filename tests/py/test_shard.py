@@ -18,24 +18,13 @@ import pytest
 
 from conftest import BIN, PLUGIN_DIR, cache_text, run
 from embed_fixtures import lt_embed, rand_img, tiny_teacher
-from test_embed_resume import KILL_ARGS, emb_log_rows, start_and_wait
+from test_embed_resume import KILL_ARGS, emb_log_rows, read_all, start_and_wait
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
 
 ARGS = ["--views", "3", "--image-size", "28", "--seed", "7", "-q"]
 EXACT = ["--batch-size", "1", "--threads", "1"]  # every view alone: the teacher's bits do not
                                                  # depend on what else is in its batch
-
-
-def read_all(path):
-    """Every dataset, and every root attribute but the creation time."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-        for k, v in f.attrs.items():
-            if k != "created":
-                out["@" + k] = v
-    return out
 
 
 def make_folder(root, n, seed, broken=()):

@@ -7,10 +7,8 @@ import json
 import math
 import os
 import re
-import signal
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from conftest import PLUGIN_DIR, run
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
-from train_fixtures import lt_train, tiny_cache
+from train_fixtures import kill_after_first_checkpoint, lt_train, tiny_cache
 
 COMMON = ["--batch-size", "4", "--epochs", "2", "--checkpoint-every", "2", "--threads", "1", "-q"]
 
@@ -171,15 +169,7 @@ def test_sigkill_then_rerun_shows_each_step_once(cache, tmp_path):
     out = str(tmp_path / "out")
     args = [lt_train(), cache, "--out", out, "--batch-size", "4", "--epochs", "30",
             "--checkpoint-every", "2", "--threads", "1", "-q"]
-    p = subprocess.Popen(args)
-    ckpt = os.path.join(out, "checkpoints", "last.safetensors")
-    deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(ckpt):
-        time.sleep(0.05)
-    time.sleep(1.5)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=60)
-    assert p.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint(args, out)
     done = len(metrics(out))
     run(args + ["--steps", str(done + 2)])
     check_events(out)

@@ -16,7 +16,7 @@ import st_io
 from conftest import PLUGIN_DIR, run
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
-from train_fixtures import lt_train, tiny_cache
+from train_fixtures import kill_after_first_checkpoint, lt_train, tiny_cache
 
 LOADS = """
 import sys, torch, torchvision
@@ -100,15 +100,7 @@ def test_sigkill_then_same_command_is_bit_identical(cache, tmp_path):
     common = ["--batch-size", "4", "--epochs", "30", "--checkpoint-every", "2", "--threads", "1",
               "-q"]
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    p = subprocess.Popen([lt_train(), cache, "--out", part, *common])
-    ckpt = os.path.join(part, "checkpoints", "last.safetensors")
-    deadline = time.time() + 120
-    while time.time() < deadline and not os.path.exists(ckpt):
-        time.sleep(0.05)
-    time.sleep(1.5)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=60)
-    assert p.returncode == -signal.SIGKILL
+    kill_after_first_checkpoint([lt_train(), cache, "--out", part, *common], part)
     step = int(read_ckpt(part)[1]["step"])
     assert 2 <= step < 90
     # metrics.jsonl may hold steps past the checkpoint: the rerun drops and recomputes them

@@ -1,5 +1,8 @@
 """Builders shared by the lt-train tests: a tiny cache made by lt-embed from generated images."""
 import os
+import signal
+import subprocess
+import time
 
 from conftest import BIN, ROOT, run
 import numpy as np
@@ -34,3 +37,16 @@ def tiny_cache(d, n_images=8, views=2, size=64, dim=64, extra=()):
          str(size), "--dtype", "f32", "--dump-views", dump, "--seed", "3", "-q", *extra, imgs,
          cache])
     return cache, dump
+
+
+def kill_after_first_checkpoint(args, out):
+    """Starts lt-train (args), SIGKILLs it about 1.5 s after OUT's first checkpoint appears."""
+    p = subprocess.Popen(args)
+    ckpt = os.path.join(out, "checkpoints", "last.safetensors")
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(ckpt):
+        time.sleep(0.05)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
