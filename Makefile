@@ -60,6 +60,16 @@ ifeq ($(CUDA),1)
   DEV_CUDA := $(patsubst dev/cuda/%.cu,$(BUILD)/dev/cuda/%,$(wildcard dev/cuda/*.cu))
 endif
 
+# ---- MPI for data-parallel lt-train (`mpirun -np P lt-train`; built when Open MPI's or MPICH's
+# pkg-config file is found unless MPI=0). Only lib/train/comm_mpi.c includes mpi.h and only
+# lt-train links it: the other tools never load libmpi.
+MPI_PC  ?= $(firstword $(foreach p,ompi-c mpich,$(if $(shell pkg-config --exists $(p) 2>/dev/null && echo y),$(p))))
+MPI     ?= $(if $(MPI_PC),1,0)
+ifeq ($(MPI),1)
+  $(BUILD)/lib/train/comm_mpi.o: CFLAGS += -DLT_HAVE_MPI=1 $(shell pkg-config --cflags $(MPI_PC))
+  $(BINDIR)/lt-train: LDLIBS += $(shell pkg-config --libs $(MPI_PC))
+endif
+
 # lib/nn/cuda_stub.c stands in for the CUDA backend (same symbols, "no CUDA" errors) when CUDA=0.
 LIB_C   := $(filter-out $(if $(filter 1,$(CUDA)),lib/nn/cuda_stub.c),$(wildcard lib/*/*.c))
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
@@ -89,6 +99,8 @@ check-deps:
 	  { echo "lt: missing $$p: run scripts/install-deps.sh (or make deps)"; exit 1; }; done
 	@if [ "$(CUDA)" = 1 ]; then echo "lt: found nvcc $(NVCC): building the CUDA backend"; \
 	 else echo "lt: CUDA backend off (no nvcc, or CUDA=0): CPU only"; fi
+	@if [ "$(MPI)" = 1 ]; then echo "lt: found MPI ($(MPI_PC)): mpirun -np P lt-train trains data-parallel"; \
+	 else echo "lt: MPI off (no Open MPI/MPICH, or MPI=0): lt-train runs as one process"; fi
 
 deps:
 	bash scripts/install-deps.sh

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 build_pkgs=(build-essential pkg-config libhdf5-dev libturbojpeg0-dev libjpeg62-turbo-dev
-            libzstd-dev libopenblas-dev libpng-dev zlib1g-dev hdf5-tools help2man)
+            libzstd-dev libopenblas-dev libpng-dev zlib1g-dev hdf5-tools help2man
+            openmpi-bin libopenmpi-dev)
 test_pkgs=(python3 python3-torch python3-torchvision python3-h5py python3-pil python3-numpy
            python3-venv python3-pytest python3-matplotlib man-db)
 

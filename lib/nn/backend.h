@@ -41,6 +41,9 @@ struct lt_backend {
     lt_mem mem;         /* where its buffers live */
     int threads;        /* CPU: the thread count every op and scratch size assumes */
     void *impl;         /* the backend's own state */
+    /* Data-parallel training: when not NULL, bn_forward_train and bn_backward normalise over the
+     * rows of every process (nn/cnn.h lt_bn_forward_train_sync); set by the training step. */
+    const lt_bn_sync *bn_sync;
     void (*destroy)(lt_backend *be);
 
     /* ---- memory: zeroed allocations in the backend's memory; copies from and to the host ---- */

@@ -44,6 +44,9 @@ static int cpu_bn_fwd_train(lt_backend *be, float *y, const float *x, const floa
                             const float *gamma, const float *beta, float *mean, float *invstd,
                             float *rm, float *rv, int M, int C, float eps, float momentum,
                             int relu, void *ws) {
+    if (be->bn_sync)
+        return lt_bn_forward_train_sync(y, x, res, gamma, beta, mean, invstd, rm, rv, M, C, eps,
+                                        momentum, relu, be->threads, ws, be->bn_sync);
     return lt_bn_forward_train(y, x, res, gamma, beta, mean, invstd, rm, rv, M, C, eps, momentum,
                                relu, be->threads, ws);
 }
@@ -56,6 +59,9 @@ static int cpu_bn_fwd_eval(lt_backend *be, float *y, const float *x, const float
 static int cpu_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const float *dy,
                       const float *x, const float *y, const float *gamma, const float *mean,
                       const float *invstd, int M, int C, int relu, int acc, void *ws) {
+    if (be->bn_sync)
+        return lt_bn_backward_sync(dx, dgamma, dbeta, dy, x, y, gamma, mean, invstd, M, C, relu,
+                                   acc, be->threads, ws, be->bn_sync);
     return lt_bn_backward(dx, dgamma, dbeta, dy, x, y, gamma, mean, invstd, M, C, relu, acc,
                           be->threads, ws);
 }

@@ -88,6 +88,30 @@ int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, cons
                    const float *y, const float *gamma, const float *mean, const float *invstd,
                    int M, int C, int relu, int accumulate, int threads, void *ws);
 
+/* Synchronised batch norm, for data-parallel training (PyTorch SyncBatchNorm): each of P
+ * processes normalises its own M rows with the statistics of all P·M rows. sum adds, in place, a
+ * vector of doubles over the processes (identically on each: train/comm.h). */
+typedef struct {
+    int (*sum)(void *ctx, double *x, int n);
+    void *ctx;
+    int processes; /* P; every process has the same M */
+} lt_bn_sync;
+
+/* lt_bn_forward_train over the P·M rows of all processes: the mean and the biased variance (and
+ * the running statistics, unbiased over P·M) are those of the union, combined exactly from each
+ * process's own mean and sum of squared deviations (two sums of C doubles). */
+int lt_bn_forward_train_sync(float *y, const float *x, const float *res, const float *gamma,
+                             const float *beta, float *mean, float *invstd, float *running_mean,
+                             float *running_var, int M, int C, float eps, float momentum,
+                             int relu, int threads, void *ws, const lt_bn_sync *sync);
+/* lt_bn_backward of lt_bn_forward_train_sync: Σ dy and Σ dy·(x − mean) are summed over the
+ * processes for dx (one sum of 2C doubles); dgamma and dbeta are this process's own (its part of
+ * the gradient, which the data-parallel step averages with the others' like every gradient). */
+int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *y, const float *gamma, const float *mean,
+                        const float *invstd, int M, int C, int relu, int accumulate, int threads,
+                        void *ws, const lt_bn_sync *sync);
+
 /* ---- elementwise ---- */
 
 /* y (n) = max(x, 0); y may equal x. */

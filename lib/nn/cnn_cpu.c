@@ -665,6 +665,125 @@ int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, cons
     return 0;
 }
 
+/* Synchronised batch norm (cnn.h). The same passes as above, in two parallel regions each, so
+ * that the processes' sums are formed between them on the calling thread (MPI's funnelled
+ * threads: only the main thread communicates). */
+int lt_bn_forward_train_sync(float *y, const float *x, const float *res, const float *gamma,
+                             const float *beta, float *mean, float *invstd, float *running_mean,
+                             float *running_var, int M, int C, float eps, float momentum,
+                             int relu, int threads, void *ws, const lt_bn_sync *sync) {
+    const int P = sync->processes;
+    const double Mt = (double)M * P; /* rows of all processes */
+    if (Mt < 2)
+        return lt_err_set("batch norm: expected more than 1 value per channel in training "
+                          "(got %d)", M);
+    if (check_threads(threads, "batch norm") != 0) return -1;
+    if (!ws) return lt_err_set("batch norm: no scratch given");
+    int nt = threads < M ? threads : M;
+    double *part = ws, mu_p[C], m2[C];
+    float k[C], sc[C], sh[C], mf[C];
+    for (int c = 0; c < C; c++) k[c] = x[c];
+    int used = nt;
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t r0, r1;
+        bn_rows(M, t, nth, &r0, &r1);
+        bn_sums(x, r0, r1, C, k, part + (size_t)t * 2 * C, part + (size_t)t * 2 * C + C);
+#pragma omp single
+        used = nth;
+    }
+    /* this process: mean_p and m2_p = Σ (x − mean_p)² */
+    for (int c = 0; c < C; c++) {
+        double sv = 0.0, qv = 0.0;
+        for (int u = 0; u < used; u++) sv += part[(size_t)u * 2 * C + c],
+                                       qv += part[(size_t)u * 2 * C + C + c];
+        double d = sv / M, q = qv - sv * d;
+        mu_p[c] = k[c] + d;
+        m2[c] = q > 0 ? q : 0;
+    }
+    /* all processes: mean = Σ mean_p / P, m2 = Σ (m2_p + M · (mean_p − mean)²) */
+    double mu[C];
+    memcpy(mu, mu_p, sizeof mu);
+    if (sync->sum(sync->ctx, mu, C) != 0) return -1;
+    for (int c = 0; c < C; c++) {
+        mu[c] /= P;
+        double dm = mu_p[c] - mu[c];
+        m2[c] += (double)M * dm * dm;
+    }
+    if (sync->sum(sync->ctx, m2, C) != 0) return -1;
+    for (int c = 0; c < C; c++) {
+        double var = m2[c] / Mt; /* biased */
+        double is = 1.0 / sqrt(var + (double)eps);
+        mean[c] = (float)mu[c];
+        invstd[c] = (float)is;
+        if (running_mean)
+            running_mean[c] = (float)((1.0 - momentum) * running_mean[c] + momentum * mu[c]);
+        if (running_var)
+            running_var[c] = (float)((1.0 - momentum) * running_var[c] +
+                                     momentum * var * Mt / (Mt - 1));
+        sc[c] = (float)(gamma[c] * is);
+        sh[c] = beta[c];
+        mf[c] = (float)mu[c];
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        bn_rows(M, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        bn_apply_any(y, x, res, r0, r1, C, mf, sc, sh, relu);
+    }
+    return 0;
+}
+
+int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *y, const float *gamma, const float *mean,
+                        const float *invstd, int M, int C, int relu, int accumulate, int threads,
+                        void *ws, const lt_bn_sync *sync) {
+    if (check_threads(threads, "batch norm backward") != 0) return -1;
+    if (!ws) return lt_err_set("batch norm backward: no scratch given");
+    int nt = threads < M ? threads : M, used = nt;
+    const double Mt = (double)M * sync->processes;
+    double *part = ws, sums[2 * C];
+    float mu[C], a[C], bsub[C], k[C];
+    for (int c = 0; c < C; c++) mu[c] = mean[c];
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), nth = omp_get_num_threads();
+        int64_t r0, r1;
+        bn_rows(M, t, nth, &r0, &r1);
+        double *sg = part + (size_t)t * 2 * C, *sgx = sg + C;
+        if (relu) bn_grad_sums(dy, x, y, r0, r1, C, mu, sg, sgx, 1);
+        else bn_grad_sums(dy, x, NULL, r0, r1, C, mu, sg, sgx, 0);
+#pragma omp single
+        used = nth;
+    }
+    for (int c = 0; c < C; c++) { /* this process's Σg, Σg·(x − μ); its dgamma, dbeta */
+        double sgv = 0.0, sgxv = 0.0;
+        for (int u = 0; u < used; u++) sgv += part[(size_t)u * 2 * C + c],
+                                       sgxv += part[(size_t)u * 2 * C + C + c];
+        double dg = sgxv * invstd[c];
+        if (dgamma) dgamma[c] = (float)(accumulate ? dgamma[c] + dg : dg);
+        if (dbeta) dbeta[c] = (float)(accumulate ? dbeta[c] + sgv : sgv);
+        sums[c] = sgv;
+        sums[C + c] = sgxv;
+    }
+    if (sync->sum(sync->ctx, sums, 2 * C) != 0) return -1;
+    for (int c = 0; c < C; c++) { /* dx as in lt_bn_backward, over the rows of all processes */
+        double is = invstd[c], dg = sums[C + c] * is;
+        a[c] = (float)(gamma[c] * is);
+        bsub[c] = (float)(sums[c] / Mt);
+        k[c] = (float)(dg * is / Mt);
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t r0, r1;
+        bn_rows(M, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
+        if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, bsub, k, 1);
+        else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, bsub, k, 0);
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* elementwise                                                                                 */
 

@@ -29,6 +29,7 @@ typedef struct {
 struct lt_loader {
     lt_loader_opts o;
     int64_t N, S, steps_per_epoch;
+    int64_t first_row; /* data parallel: the first row of the global batch this loader delivers */
     int V, size, D;
     lt_sample *samples;      /* (S) every recipe, read once */
     uint8_t *emb_rows;       /* (S) resident stored embedding rows (emb_row bytes each), or NULL */
@@ -87,7 +88,7 @@ static int teacher_row(lt_loader *l, int64_t s, float *t) {
 
 static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *b) {
     int64_t epoch = step / l->steps_per_epoch;
-    int64_t pos0 = (step % l->steps_per_epoch) * l->o.batch_size;
+    int64_t pos0 = (step % l->steps_per_epoch) * l->o.batch_size + l->first_row;
     if (l->o.shuffle && ws->perm_epoch != epoch) {
         lt_epoch_perm(ws->perm, l->o.seed, epoch, l->N);
         ws->perm_epoch = epoch;
@@ -212,6 +213,16 @@ int lt_loader_start(const lt_loader_opts *o, lt_loader **out) {
                           o->batch_size, (long long)n, (long long)n);
     }
     l->steps_per_epoch = l->N / o->batch_size;
+    int rows = o->batch_size;
+    if (o->parts > 1) {
+        if (o->batch_size % o->parts != 0 || o->part < 0 || o->part >= o->parts) {
+            free(l);
+            return lt_err_set("loader: part %d of %d of a batch of %d", o->part, o->parts,
+                              o->batch_size);
+        }
+        rows = o->batch_size / o->parts;
+        l->first_row = (int64_t)o->part * rows;
+    }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
     l->next_fill = l->next_take = o->first_step;
@@ -227,17 +238,17 @@ int lt_loader_start(const lt_loader_opts *o, lt_loader **out) {
         lt_loader_free(l);
         return -1;
     }
-    size_t xn = (size_t)o->batch_size * l->size * l->size * 3;
+    size_t xn = (size_t)rows * l->size * l->size * 3;
     for (int k = 0; k < l->K; k++) {
         lt_batch *b = &l->slots[k].b;
-        b->B = o->batch_size;
+        b->B = rows;
         b->size = l->size;
         b->D = l->D;
         b->a = lt_malloc(xn, "batch views");
         b->b = lt_malloc(xn, "batch partner views");
-        b->lambda = lt_malloc((size_t)o->batch_size * sizeof(float), "batch mixup weights");
-        b->t = lt_malloc((size_t)o->batch_size * l->D * sizeof(float), "batch teacher");
-        b->sample = lt_malloc((size_t)o->batch_size * sizeof(int64_t), "batch samples");
+        b->lambda = lt_malloc((size_t)rows * sizeof(float), "batch mixup weights");
+        b->t = lt_malloc((size_t)rows * l->D * sizeof(float), "batch teacher");
+        b->sample = lt_malloc((size_t)rows * sizeof(int64_t), "batch samples");
         if (!b->a || !b->b || !b->lambda || !b->t || !b->sample) {
             lt_loader_free(l);
             return -1;

@@ -22,7 +22,9 @@
 typedef struct {
     lt_cache *cache;
     const char *cache_path;  /* for messages */
-    int batch_size;          /* B */
+    int batch_size;          /* B: the global batch */
+    int part, parts;         /* data parallel: deliver rows part·B/parts .. (part+1)·B/parts − 1
+                                of each global batch (parts divides B); 0, 0: all of it */
     int workers;             /* threads that fill batches (>= 1) */
     int prefetch;            /* batches ready ahead of the consumer (>= 1) */
     uint64_t seed;
@@ -34,7 +36,7 @@ typedef struct {
 
 typedef struct {
     int64_t step, epoch;
-    int B, size, D;
+    int B, size, D;  /* B: the rows delivered (B/parts of the global batch when data parallel) */
     uint8_t *a, *b;  /* (B, size, size, 3) primary and partner views as rendered (a sample
                         without a partner: b's row is zero and its λ is 1) */
     float *lambda;   /* (B) mixup weight of a */

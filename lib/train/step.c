@@ -30,9 +30,12 @@ void lt_student_free(lt_student *st) {
     if (be) {
         void *bufs[] = {st->head_w, st->head_b, st->dhead_w, st->dhead_b, st->z, st->znorm,
                         st->s, st->ds, st->dz, st->dfeat, st->probs, st->t,
-                        st->queue.data, st->a, st->b, st->lambda};
+                        st->queue.data, st->a, st->b, st->lambda, st->t_all_be};
         for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->free(be, bufs[k]);
+        if (be->bn_sync == &st->bn_sync) be->bn_sync = NULL;
     }
+    free(st->t_all);
+    free(st->grads);
     free(st->params);
     memset(st, 0, sizeof *st);
 }
@@ -102,6 +105,49 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
     return lt_optim_init(&st->optim, be, cfg, st->params, st->nparams);
 }
 
+/* lt_bn_sync's sum over the processes of the run */
+static int comm_sum(void *ctx, double *x, int n) {
+    lt_comm *c = ctx;
+    return c->sum_f64(c, x, n);
+}
+
+int lt_student_data_parallel(lt_student *st, lt_comm *comm) {
+    if (!comm || comm->size == 1) return 0;
+    lt_backend *be = st->be;
+    const int64_t G = (int64_t)comm->size * st->B;
+    st->comm = comm;
+    st->bn_sync = (lt_bn_sync){.sum = comm_sum, .ctx = comm, .processes = comm->size};
+    be->bn_sync = &st->bn_sync;
+    st->t_all = lt_malloc((size_t)G * st->D * sizeof(float), "the global batch's teacher rows");
+    if (!st->t_all) return -1;
+    if (be->mem != LT_MEM_HOST &&
+        !(st->t_all_be = be->alloc(be, (size_t)G * st->D * sizeof(float), "teacher rows")))
+        return -1;
+    st->grads_n = 0;
+    for (int i = 0; i < st->nparams; i++) st->grads_n += st->params[i].n;
+    st->grads = lt_malloc((size_t)st->grads_n * sizeof(float), "gradients to average");
+    return st->grads ? 0 : -1;
+}
+
+/* Every gradient = its mean over the processes (packed into one buffer: one collective). */
+static int average_gradients(lt_student *st) {
+    lt_backend *be = st->be;
+    int64_t off = 0;
+    for (int i = 0; i < st->nparams; i++) {
+        const lt_param *p = &st->params[i];
+        if (be->download(be, st->grads + off, p->g, (size_t)p->n * sizeof(float)) != 0) return -1;
+        off += p->n;
+    }
+    if (st->comm->mean_f32(st->comm, st->grads, st->grads_n) != 0) return -1;
+    off = 0;
+    for (int i = 0; i < st->nparams; i++) {
+        const lt_param *p = &st->params[i];
+        if (be->upload(be, p->g, st->grads + off, (size_t)p->n * sizeof(float)) != 0) return -1;
+        off += p->n;
+    }
+    return 0;
+}
+
 int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
                     const float *t, int B, double tau, double clip, double lr, double *loss,
                     double *gnorm) {
@@ -112,6 +158,23 @@ int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const fl
     const int HW = m->H * m->W;
     *loss = *gnorm = 0;
     if (B < 1 || B > st->B) return lt_err_set("student: batch %d outside 1..%d", B, st->B);
+    /* the rows the queue takes: this batch, or the global batch of all processes */
+    const float *tq = t;
+    int Bq = B;
+    if (st->comm) {
+        if (B != st->B)
+            return lt_err_set("student: a data-parallel step takes exactly %d rows, not %d",
+                              st->B, B);
+        if (st->comm->allgather(st->comm, st->t_all, t, (size_t)B * D * sizeof(float)) != 0)
+            return -1;
+        tq = st->t_all;
+        Bq = st->comm->size * B;
+        if (be->mem != LT_MEM_HOST) {
+            if (be->upload(be, st->t_all_be, st->t_all, (size_t)Bq * D * sizeof(float)) != 0)
+                return -1;
+            tq = st->t_all_be;
+        }
+    }
     if (be->mem != LT_MEM_HOST) { /* bytes, not floats, go up; the walk reads them from there */
         size_t views = (size_t)B * HW * 3;
         if (be->upload(be, st->a, a, views) || be->upload(be, st->b, b, views) ||
@@ -119,21 +182,27 @@ int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const fl
             be->upload(be, st->t, t, (size_t)B * D * sizeof(float)))
             return -1;
         a = st->a, b = st->b, lambda = st->lambda, t = st->t;
+        if (!st->comm) tq = t;
     }
     float *f = st->model->features;
     if (be->mix_normalize(be, st->x, a, b, lambda, B, HW, st->mean, st->std) ||
         lt_resnet_forward(st->model, st->x, B, 1) ||
         be->linear_forward(be, st->z, f, st->head_w, st->head_b, B, C, D) ||
         be->l2norm_forward(be, st->s, st->znorm, st->z, B, D) ||
-        be->queue_push(be, st->queue.data, Q, D, t, B) ||
+        be->queue_push(be, st->queue.data, Q, D, tq, Bq) ||
         be->kd_loss_forward(be, loss, t, st->s, st->queue.data, B, Q, D, ftau, st->probs))
         return -1;
+    if (st->comm) { /* the global batch's loss: the mean of the processes' (equal) batch means */
+        if (st->comm->sum_f64(st->comm, loss, 1) != 0) return -1;
+        *loss /= st->comm->size;
+    }
     if (!isfinite(*loss)) return 0;
     if (be->kd_loss_backward(be, st->ds, st->probs, st->queue.data, B, Q, D, ftau) ||
         be->l2norm_backward(be, st->dz, st->ds, st->s, st->znorm, B, D) ||
         be->linear_backward(be, st->dfeat, st->dhead_w, st->dhead_b, st->dz, f, st->head_w, B, C,
                             D, 0) ||
         lt_resnet_backward(st->model, st->dfeat, NULL, 0) ||
+        (st->comm && average_gradients(st) != 0) ||
         lt_clip_grad_norm(&st->optim, clip, gnorm))
         return -1;
     if (!isfinite(*gnorm)) return 0;

@@ -22,6 +22,7 @@
 #include "models/resnet.h"
 #include "nn/backend.h"
 #include "nn/kd.h"
+#include "train/comm.h"
 #include "train/optim.h"
 
 typedef struct {
@@ -40,6 +41,16 @@ typedef struct {
     lt_optim optim;
     lt_param *params;                           /* every trainable tensor, then the head */
     int nparams;
+    /* Data parallel (lt_student_data_parallel): this process trains on its B rows of a global
+     * batch of P·B; NULL comm: one process. */
+    lt_comm *comm;
+    lt_bn_sync bn_sync;                         /* batch norm over the rows of all processes */
+    float *t_all;                               /* (P·B, D) host: the global batch's teacher
+                                                   rows, for the queue */
+    float *t_all_be;                            /* (P·B, D) the same on a device backend */
+    float *grads;                               /* (Σ n over params) host: the gradients packed
+                                                   for their mean over the processes */
+    int64_t grads_n;
 } lt_student;
 
 /* Builds arch for batches of up to B square views of `size` pixels, the head C -> D, a zero queue
@@ -50,6 +61,15 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
                     int Q, uint64_t seed, const lt_optim_config *cfg, const float mean[3],
                     const float std[3]);
 void lt_student_free(lt_student *st);
+
+/* Makes st one of comm->size processes that train together (data parallel, docs/architecture.md
+ * §5): each step's B rows are this process's part of a global batch of size·B rows (rank r holds
+ * rows r·B .. r·B+B−1). The step then pushes the teacher rows of the whole global batch into the
+ * queue (gathered from every process), normalises batch norm over the rows of all processes,
+ * reports the loss of the global batch, and averages every gradient over the processes before
+ * clipping, so that every process takes the same update as one process with the global batch.
+ * Every process must call lt_student_step for every step. comm->size == 1 changes nothing. */
+int lt_student_data_parallel(lt_student *st, lt_comm *comm);
 
 /* One training step on the views a, b (B, size, size, 3) uint8 with mixup weights lambda (B) (a
  * sample without a partner: λ = 1) and the teacher rows t (B, D), all in host memory, with

@@ -361,17 +361,56 @@ static void warnf_(run_files *f, const char *fmt, ...) {
 /* ---- the student (lib/train/step.c) ---- */
 
 static int student_init(lt_student *st, lt_backend *be, const lt_train_opts *o,
-                        const lt_cache_meta *m, int Q) {
+                        const lt_cache_meta *m, int Q, int B) {
     lt_optim_config cfg = lt_optim_defaults(o->optimizer);
     if (o->momentum >= 0) cfg.momentum = o->momentum;
     if (o->weight_decay >= 0) cfg.weight_decay = o->weight_decay;
-    return lt_student_init(st, be, o->student, o->batch_size, m->image_size, m->embed_dim, Q,
+    return lt_student_init(st, be, o->student, B, m->image_size, m->embed_dim, Q,
                            o->seed, &cfg, m->transform.mean, m->transform.std);
 }
 
 static lt_train_state state_of(lt_student *t) {
     return (lt_train_state){.model = t->model, .head_w = t->head_w, .head_b = t->head_b,
                             .D = t->D, .optim = &t->optim, .queue = &t->queue};
+}
+
+/* buf (n floats in be's memory) = rank 0's, through a host copy (tmp: n floats) */
+static int bcast_floats(lt_comm *c, lt_backend *be, float *buf, int64_t n, float *tmp) {
+    size_t bytes = (size_t)n * sizeof(float);
+    if (!buf || n == 0) return 0;
+    return be->download(be, tmp, buf, bytes) || c->bcast(c, tmp, bytes) ||
+                   be->upload(be, buf, tmp, bytes)
+               ? -1
+               : 0;
+}
+
+/* Data parallel: every process takes rank 0's state (weights, running statistics, head, queue,
+ * optimizer state, step, epoch), which rank 0 alone restored from a checkpoint or --init. */
+static int bcast_state(lt_comm *c, lt_student *t, int64_t *step, int64_t *epoch) {
+    if (c->size == 1) return 0;
+    lt_backend *be = t->be;
+    const lt_resnet *m = t->model;
+    int64_t most = m->n_params > m->n_buffers ? m->n_params : m->n_buffers;
+    if ((int64_t)t->queue.Q * t->D > most) most = (int64_t)t->queue.Q * t->D;
+    if ((int64_t)t->D * t->C > most) most = (int64_t)t->D * t->C;
+    float *tmp = lt_malloc((size_t)most * sizeof(float), "state broadcast");
+    if (!tmp) return -1;
+    int64_t ints[3] = {*step, *epoch, t->optim.step};
+    int rc = c->bcast(c, ints, sizeof ints) || c->bcast(c, m->nbt, (size_t)m->n_bn * 8) ||
+             bcast_floats(c, be, m->params, m->n_params, tmp) ||
+             bcast_floats(c, be, m->buffers, m->n_buffers, tmp) ||
+             bcast_floats(c, be, t->head_w, (int64_t)t->D * t->C, tmp) ||
+             bcast_floats(c, be, t->head_b, t->D, tmp) ||
+             bcast_floats(c, be, t->queue.data, (int64_t)t->queue.Q * t->D, tmp);
+    for (int i = 0; rc == 0 && i < t->optim.nparams; i++) {
+        const lt_param *p = &t->optim.params[i];
+        rc = bcast_floats(c, be, p->m, p->n, tmp) || bcast_floats(c, be, p->v, p->n, tmp);
+    }
+    free(tmp);
+    *step = ints[0];
+    *epoch = ints[1];
+    t->optim.step = ints[2];
+    return rc ? -1 : 0;
 }
 
 #define EVAL_BATCH 32 /* images per forward pass of the --eval-data model */
@@ -581,7 +620,15 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     double t_start = lt_now();
     lt_train_opts run_opts = *opts; /* with the batch size resolved */
     const lt_train_opts *o = &run_opts;
-    int threads = lt_threads_set(o->threads);
+    /* data parallel: P processes; rank 0 (lead) alone reads and writes OUT */
+    lt_comm *comm = o->comm ? o->comm : lt_comm_single();
+    const int P = comm->size, lead = comm->rank == 0;
+    int threads = lt_threads_set(o->threads > 0 || P == 1 ? o->threads
+                                 : (lt_cpu_count() / comm->local_size > 0
+                                        ? lt_cpu_count() / comm->local_size : 1));
+    /* 1 while an agreement of the processes on the setup is pending (see `done`), 2 in the
+     * training loop, where a process that fails must end them all */
+    int phase = P > 1 ? 1 : 0;
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
     lt_knn_monitor *mon = NULL; /* --eval-data */
@@ -600,8 +647,15 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int64_t N = lt_cache_n_images(cache);
     if (o->verify > 0 && verify_cache(cache, o) != 0) goto done;
     if (o->batch_size == 0) {
-        run_opts.batch_size = default_batch_size(N);
-        if (o->batch_size < 128)
+        run_opts.batch_size = default_batch_size(N) / P * P; /* a multiple of the processes */
+        if (o->batch_size < 1) {
+            lt_err_set("%s holds %lld image%s, fewer than the %d processes of this run: each "
+                       "process needs at least one image of every batch", o->cache_path,
+                       (long long)N, plural((double)N), P);
+            rc = LT_EXIT_USAGE;
+            goto done;
+        }
+        if (o->batch_size < 128 && lead)
             lt_info("--batch-size not given: using %d, the largest power of two up to the %lld "
                     "image%s of %s (the default 128 is larger)", o->batch_size, (long long)N,
                     plural((double)N), o->cache_path);
@@ -612,6 +666,14 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         rc = LT_EXIT_USAGE;
         goto done;
     }
+    if (o->batch_size % P != 0) {
+        lt_err_set("--batch-size %d does not split over the %d processes of this run: pass a "
+                   "multiple of %d (each process trains on batch-size/%d images of each batch)",
+                   o->batch_size, P, P, P);
+        rc = LT_EXIT_USAGE;
+        goto done;
+    }
+    const int B_local = o->batch_size / P;
     int Q = (int)o->queue_size;
     if (o->queue_size > 0 && lt_queue_size_check(o->queue_size, N) != 0) {
         rc = LT_EXIT_USAGE;
@@ -640,18 +702,19 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     double base_lr = o->lr > 0 ? o->lr : lt_default_lr(o->optimizer, o->batch_size);
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
-    char identity[65];
+    char identity[65] = "";
     double t_id = lt_now();
-    if (lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
+    if (lead && lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
     lt_debug("cache identity %s (%.2f s)", identity, lt_now() - t_id);
 
     int resume = 0;
-    if (inspect_out(o, &f, &resume) != 0) goto done;
+    if (lead && inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open(o->device, threads))) goto done;
-    if (student_init(&tr, be, o, m, Q) != 0) goto done;
+    if (student_init(&tr, be, o, m, Q, B_local) != 0 || lt_student_data_parallel(&tr, comm) != 0)
+        goto done;
     int64_t eval_steps = 0; /* --eval-data: steps between kNN scores */
     int eval_size = o->eval_image_size > 0 ? o->eval_image_size : m->image_size;
-    if (o->eval_data) {
+    if (o->eval_data && lead) {
         if (!(mon = lt_knn_monitor_open(o->eval_data, be, tr.model, eval_size, EVAL_BATCH,
                                         o->eval_knn_k)))
             goto done;
@@ -662,7 +725,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     char args[2048];
     /* --init is part of the run: a rerun continues only with the same weights file (by content) */
     char init[80] = "none";
-    if (o->init_path) {
+    if (o->init_path && lead) {
         char sha[65];
         if (lt_sha256_file(o->init_path, sha) != 0) {
             lt_err_prefix("--init");
@@ -673,85 +736,115 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     args_json(o, m, N, Q, base_lr, identity, init, args, sizeof args);
 
     int64_t step = 0, epoch = 0;
-    if (resume) {
+    if (lead && resume) {
         if (lt_checkpoint_load(f.ckpt, &st, &step, &epoch, &saved_args) != 0) goto done;
         if (check_resume_args(saved_args, args, f.ckpt, o->cache_path) != 0) goto done;
         f.ckpt_step = step;
-    } else if (o->init_path && lt_init_from(o->init_path, &st) != 0) {
+    } else if (lead && o->init_path && lt_init_from(o->init_path, &st) != 0) {
         goto done;
     }
-    int lcpu = lt_cpu_count();
+    if (phase == 1) { /* every process is ready: all take rank 0's state */
+        int r0 = 0, failed = lt_comm_agree(comm, 0, &r0);
+        if (failed != 0) {
+            if (failed > 0) rep->reported_elsewhere = 1; /* by the process that failed */
+            phase = 0;
+            goto done;
+        }
+        if (bcast_state(comm, &tr, &step, &epoch) != 0) {
+            phase = 2; /* a broken collective: end every process */
+            goto done;
+        }
+    }
+    int lcpu = lt_cpu_count() / comm->local_size;
     lt_loader_opts lo = {.cache = cache, .cache_path = o->cache_path,
-                         .batch_size = o->batch_size,
+                         .batch_size = o->batch_size, .part = comm->rank, .parts = P,
                          .workers = o->workers > 0 ? o->workers : (lcpu >= 8 ? lcpu / 4 : 1),
                          .prefetch = 2, .seed = o->seed, .shuffle = o->shuffle, .first_step = step,
-                         .last_step = last, .max_resident_bytes = (int64_t)4 << 30};
+                         .last_step = last,
+                         .max_resident_bytes = ((int64_t)4 << 30) / comm->local_size};
     if (step < last && lt_loader_start(&lo, &loader) != 0) goto done;
 
-    /* OUT from here on */
-    if (lt_mkdir_p(f.ckpt_dir) != 0) goto done;
-    const char *out_names[] = {"student.safetensors", "metrics.jsonl", "train.log", "events",
-                               NULL};
-    const char *ckpt_names[] = {"last.safetensors", NULL};
-    remove_stale_temporaries(f.dir, out_names);
-    remove_stale_temporaries(f.ckpt_dir, ckpt_names);
-    if (resume && (truncate_metrics(f.metrics, step) != 0 || truncate_events(&f, step) != 0))
-        goto done;
-    if (files_open(&f) != 0) goto done;
-    logf_(&f, "%s", resume ? "resuming a run:" : "training:");
-    logf_(&f, "  cache      %s: %lld image%s x %d view%s, D=%d, %d px, teacher %s", o->cache_path,
-          (long long)N, plural((double)N), m->views_per_image, plural(m->views_per_image),
-          m->embed_dim, m->image_size, m->teacher.file);
-    logf_(&f, "  student    %s (C=%d) + linear head %d -> %d, out %s", o->student, tr.C, tr.C,
-          m->embed_dim, o->out_dir);
-    logf_(&f, "  schedule   %g epoch%s x %lld step%s = %lld step%s of %d image%s (last partial "
-          "batch dropped), warmup %lld step%s, %s", o->epochs, plural(o->epochs), (long long)spe,
-          plural((double)spe), (long long)total, plural((double)total), o->batch_size,
-          plural(o->batch_size), (long long)W, plural((double)W),
-          o->shuffle ? "shuffled" : "not shuffled");
-    logf_(&f, "  optimizer  %s, base lr %.6g, momentum %g, weight decay %g, clip %g",
-          lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum,
-          tr.optim.cfg.weight_decay, o->clip_grad);
-    logf_(&f, "  loss       queue %d, temperature %g", Q, o->temperature);
-    const double epv = o->epochs / m->views_per_image; /* times each cached view is shown */
-    logf_(&f, "  views      %d per image: each view is shown %.3g time%s (epochs per view, E/V)",
-          m->views_per_image, epv, plural(epv));
-    if (epv > LT_EPOCHS_PER_VIEW_MAX) {
-        int want = (int)ceil(o->epochs / LT_EPOCHS_PER_VIEW_MAX);
-        warnf_(&f, "%g epochs over %d view%s per image show each cached teacher target %.3g "
-               "times (E/V > %g): the student starts to fit fixed targets and loses part of what "
-               "distillation gives. %d views per image bring E/V to %g or less; add them without "
-               "recomputing anything: lt-embed --append --views %d DATA_DIR %s",
-               o->epochs, m->views_per_image, plural(m->views_per_image), epv,
-               LT_EPOCHS_PER_VIEW_MAX, want, LT_EPOCHS_PER_VIEW_MAX, want, o->cache_path);
+    /* OUT from here on: rank 0's alone */
+    if (lead) {
+        if (lt_mkdir_p(f.ckpt_dir) != 0) goto done;
+        const char *out_names[] = {"student.safetensors", "metrics.jsonl", "train.log", "events",
+                                   NULL};
+        const char *ckpt_names[] = {"last.safetensors", NULL};
+        remove_stale_temporaries(f.dir, out_names);
+        remove_stale_temporaries(f.ckpt_dir, ckpt_names);
+        if (resume && (truncate_metrics(f.metrics, step) != 0 || truncate_events(&f, step) != 0))
+            goto done;
+        if (files_open(&f) != 0) goto done;
+        logf_(&f, "%s", resume ? "resuming a run:" : "training:");
+        logf_(&f, "  cache      %s: %lld image%s x %d view%s, D=%d, %d px, teacher %s",
+              o->cache_path, (long long)N, plural((double)N), m->views_per_image,
+              plural(m->views_per_image), m->embed_dim, m->image_size, m->teacher.file);
+        logf_(&f, "  student    %s (C=%d) + linear head %d -> %d, out %s", o->student, tr.C, tr.C,
+              m->embed_dim, o->out_dir);
+        logf_(&f, "  schedule   %g epoch%s x %lld step%s = %lld step%s of %d image%s (last "
+              "partial batch dropped), warmup %lld step%s, %s", o->epochs, plural(o->epochs),
+              (long long)spe, plural((double)spe), (long long)total, plural((double)total),
+              o->batch_size, plural(o->batch_size), (long long)W, plural((double)W),
+              o->shuffle ? "shuffled" : "not shuffled");
+        logf_(&f, "  optimizer  %s, base lr %.6g, momentum %g, weight decay %g, clip %g",
+              lt_opt_kind_name(o->optimizer), base_lr, tr.optim.cfg.momentum,
+              tr.optim.cfg.weight_decay, o->clip_grad);
+        logf_(&f, "  loss       queue %d, temperature %g", Q, o->temperature);
+        const double epv = o->epochs / m->views_per_image; /* times each cached view is shown */
+        logf_(&f, "  views      %d per image: each view is shown %.3g time%s (epochs per view, "
+              "E/V)", m->views_per_image, epv, plural(epv));
+        if (epv > LT_EPOCHS_PER_VIEW_MAX) {
+            int want = (int)ceil(o->epochs / LT_EPOCHS_PER_VIEW_MAX);
+            warnf_(&f, "%g epochs over %d view%s per image show each cached teacher target "
+                   "%.3g times (E/V > %g): the student starts to fit fixed targets and loses part "
+                   "of what distillation gives. %d views per image bring E/V to %g or less; add "
+                   "them without recomputing anything: lt-embed --append --views %d DATA_DIR %s",
+                   o->epochs, m->views_per_image, plural(m->views_per_image), epv,
+                   LT_EPOCHS_PER_VIEW_MAX, want, LT_EPOCHS_PER_VIEW_MAX, want, o->cache_path);
+        }
+        char procs[96] = "";
+        if (P > 1)
+            snprintf(procs, sizeof procs, "%d processes (%d image%s of each batch) of ", P,
+                     B_local, plural(B_local));
+        logf_(&f, "  run        seed %llu, %s%d thread%s, checkpoint every %lld step%s%s",
+              (unsigned long long)o->seed, procs, threads, plural(threads), (long long)ckpt_every,
+              plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
+        if (o->tensorboard && step < last)
+            logf_(&f, "  events     %s (tensorboard --logdir %s)", f.events, o->out_dir);
+        if (mon) {
+            char what[256];
+            lt_knn_monitor_describe(mon, what, sizeof what);
+            logf_(&f, "  eval       kNN top-1 (k %d) on %s (%s, %d px), every %lld step%s and at "
+                  "the end", o->eval_knn_k, o->eval_data, what, eval_size, (long long)eval_steps,
+                  plural((double)eval_steps));
+        }
+        if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
+                             (long long)epoch, f.ckpt);
+        if (f.pending)
+            logf_(&f, "  replaces   the earlier run in %s at this run's first checkpoint",
+                  o->out_dir);
+        if (step < last && o->tensorboard && events_open(&f) != 0) goto done;
+    } /* lead */
+    if (phase == 1) { /* the loader of every process started, rank 0 opened OUT */
+        int r0 = 0, failed = lt_comm_agree(comm, 0, &r0);
+        if (failed != 0) {
+            if (failed > 0) rep->reported_elsewhere = 1;
+            phase = 0;
+            goto done;
+        }
+        phase = 2;
     }
-    logf_(&f, "  run        seed %llu, %d thread%s, checkpoint every %lld step%s%s",
-          (unsigned long long)o->seed, threads, plural(threads), (long long)ckpt_every,
-          plural((double)ckpt_every), o->steps > 0 ? ", stopping early (--steps)" : "");
-    if (o->tensorboard && step < last)
-        logf_(&f, "  events     %s (tensorboard --logdir %s)", f.events, o->out_dir);
-    if (mon) {
-        char what[256];
-        lt_knn_monitor_describe(mon, what, sizeof what);
-        logf_(&f, "  eval       kNN top-1 (k %d) on %s (%s, %d px), every %lld step%s and at the "
-              "end", o->eval_knn_k, o->eval_data, what, eval_size, (long long)eval_steps,
-              plural((double)eval_steps));
-    }
-    if (resume) logf_(&f, "  resumed at step %lld (epoch %lld) from %s", (long long)step,
-                         (long long)epoch, f.ckpt);
-    if (f.pending)
-        logf_(&f, "  replaces   the earlier run in %s at this run's first checkpoint", o->out_dir);
 
     rep->first_step = step;
     rep->total_steps = total;
     if (step >= last) {
-        logf_(&f, "nothing to do: step %lld of %lld already reached", (long long)step,
-              (long long)last);
+        if (lead)
+            logf_(&f, "nothing to do: step %lld of %lld already reached", (long long)step,
+                  (long long)last);
         rep->last_step = step;
         rc = LT_EXIT_OK;
         goto done;
     }
-    if (o->tensorboard && events_open(&f) != 0) goto done;
 
     int tty = isatty(2) && lt_log_verbosity() >= 1;
     double t0 = lt_now(), t_last_print = 0, loss = 0, gnorm = 0, t_eval = 0;
@@ -780,11 +873,27 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                        "cause: %s", isfinite(loss) ? "the gradient norm became non-finite"
                                                    : "the loss became non-finite",
                        (long long)step + 1, loss, gnorm, kept, cause);
+            /* every process saw the same loss and norm and stops here: rank 0 says why */
+            phase = 0;
+            rep->reported_elsewhere = !lead;
             goto done;
         }
         lt_loader_release(loader, b);
         step++;
         epoch = step / spe;
+        int stop = o->stop && *o->stop;
+        if (P > 1) { /* every process stops at the same step; rank 0 writes its checkpoint */
+            double any = stop;
+            if (comm->sum_f64(comm, &any, 1) != 0) goto done;
+            stop = any > 0;
+        }
+        if (!lead) {
+            if (stop) {
+                rep->interrupted = rep->reported_elsewhere = 1;
+                break;
+            }
+            continue;
+        }
         double now = lt_now();
         double ips = (step - first) * (double)o->batch_size / (now - t0 - t_eval);
         double wait = lt_loader_wait_seconds(loader);
@@ -809,7 +918,6 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                            (last - step) * o->batch_size / (ips > 0 ? ips : 1));
             t_last_print = now;
         }
-        int stop = o->stop && *o->stop;
         if (mon && !stop && (step % eval_steps == 0 || step == last)) {
             double te = lt_now(), top1 = 0;
             if (lt_knn_monitor_score(mon, tr.model, &top1) != 0) {
@@ -863,7 +971,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     rep->seconds = lt_now() - t_start;
     rep->img_per_s = (step - first) * (double)o->batch_size / (lt_now() - t0 - t_eval);
     rep->data_wait_s = lt_loader_wait_seconds(loader);
-    if (!rep->interrupted) {
+    if (!rep->interrupted && lead) {
         char steps[64];
         if (step == first + 1)
             snprintf(steps, sizeof steps, "step %lld", (long long)step);
@@ -878,6 +986,16 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     }
     rc = rep->interrupted ? LT_EXIT_INTERRUPTED : LT_EXIT_OK;
 done:
+    if (rc != LT_EXIT_OK && rc != LT_EXIT_INTERRUPTED && phase == 1) {
+        /* a failed setup: the other processes learn it at their next agreement */
+        int r0 = 0;
+        if (lt_comm_agree(comm, 1, &r0) > 0 && r0 && !lead) rep->reported_elsewhere = 1;
+    } else if (rc != LT_EXIT_OK && rc != LT_EXIT_INTERRUPTED && phase == 2) {
+        /* the others wait in a collective this process will not join: end them all (OUT holds
+         * only files written atomically) */
+        lt_error("%s", lt_err_msg());
+        comm->abort(comm, rc);
+    }
     lt_loader_free(loader);
     lt_knn_monitor_free(mon);
     lt_student_free(&tr);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "train/comm.h"
 #include "train/optim.h"
 
 /* Above this many epochs per cached view (E/V) lt-train warns: each view is a fixed teacher
@@ -53,6 +54,9 @@ typedef struct {
     volatile sig_atomic_t *stop;/* set by SIGINT/SIGTERM: finish the step, checkpoint, stop */
     char *const *continue_argv; /* the command that continues this run once it has a checkpoint
                                    (this one without --overwrite), NULL-terminated; NULL: unknown */
+    lt_comm *comm;              /* data parallel (mpirun -np P): the run's processes, each
+                                   training on batch_size/P rows of every batch; rank 0 alone
+                                   writes OUT. NULL: one process (docs/architecture.md §5) */
 } lt_train_opts;
 
 typedef struct {
@@ -63,6 +67,8 @@ typedef struct {
     double data_wait_s, seconds;
     double knn_top1;               /* the last --eval-data score, or -1 */
     int interrupted;
+    int reported_elsewhere;        /* data parallel: this process's error or interruption is
+                                      reported by rank 0 (it hit the same one): say nothing */
 } lt_train_report;
 
 void lt_train_defaults(lt_train_opts *o);

@@ -18,6 +18,7 @@
 #include "core/version.h"
 #include "data/cache_check.h"
 #include "nn/blas_select.h"
+#include "train/comm.h"
 #include "train/train.h"
 
 static void usage(FILE *f) {
@@ -70,7 +71,8 @@ static void usage(FILE *f) {
         "  --eval-image-size N   evaluation crop side (default: the cache's image size)\n"
         "  --eval-knn-k N        neighbours of the kNN vote (default 20)\n"
         "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
-        "  --threads N           compute threads, 0 = all cores (default 0)\n"
+        "  --threads N           compute threads, 0 = all cores (default 0; under mpirun:\n"
+        "                        the cores divided among the run's processes on each machine)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
         "  --verify FRACTION     before training, check the stored bytes of this fraction of\n"
         "                        the images (at least one; 1 = all) against their SHA-256 in\n"
@@ -79,6 +81,10 @@ static void usage(FILE *f) {
         "  -v, --verbose         more detail\n"
         "  -h, --help            this help\n"
         "  -V, --version         print the version\n"
+        "\n"
+        "Data parallel: mpirun -np P lt-train ... splits every batch over P processes (P must\n"
+        "divide --batch-size) and gives the run one process gives, within float rounding; rank 0\n"
+        "alone writes OUT. A checkpoint continues under any P.\n"
         "\n"
         "Exit status: 0 ok, 1 runtime error, 2 usage error, 130 interrupted (a checkpoint was\n"
         "written: rerun the same command, without --overwrite, to continue).\n",
@@ -257,9 +263,11 @@ int main(int argc, char **argv) {
         return LT_EXIT_USAGE;
     }
     o.cache_path = argv[optind];
+    /* Data parallel (mpirun -np P lt-train ...): rank 0 alone writes OUT, so it alone locks it. */
+    int rank = 0, ranks = 1, launched = lt_comm_launched(&rank, &ranks);
     /* One lt-train per OUT: a second run on the same folder would silently replace this one's
      * checkpoints and student. */
-    if (hold_out_lock(o.out_dir) != 0) {
+    if (rank == 0 && hold_out_lock(o.out_dir) != 0) {
         lt_error("%s", lt_err_msg());
         return LT_EXIT_ERROR;
     }
@@ -270,10 +278,25 @@ int main(int argc, char **argv) {
     }
     o.stop = lt_stop_on_signals();
     o.continue_argv = again;
+    lt_comm *comm = NULL;
+    if (launched) { /* after the check above: its child process must not inherit MPI */
+        if (!(comm = lt_comm_mpi_open(&argc, &argv))) {
+            lt_error("%s", lt_err_msg());
+            return LT_EXIT_ERROR;
+        }
+        if (comm->rank != 0) { /* rank 0 speaks for the run; the others say only their errors */
+            static char prog[48];
+            snprintf(prog, sizeof prog, "lt-train (rank %d)", comm->rank);
+            lt_log_init(prog, 0);
+        }
+        o.comm = comm;
+    }
 
     lt_train_report r;
     int rc = lt_train_run(&o, &r);
-    if (rc == LT_EXIT_INTERRUPTED) {
+    if (r.reported_elsewhere) {
+        /* rank 0, or the process that failed, said it */
+    } else if (rc == LT_EXIT_INTERRUPTED) {
         char how[4096];
         lt_train_continue_hint(&o, how, sizeof how);
         lt_error("interrupted at step %lld; the checkpoint is in %s/checkpoints: %s",
@@ -281,6 +304,7 @@ int main(int argc, char **argv) {
     } else if (rc != LT_EXIT_OK) {
         lt_error("%s", lt_err_msg());
     }
+    if (comm) comm->destroy(comm);
     free(again);
     return rc;
 }
