@@ -55,6 +55,17 @@ if [ $rc -eq 0 ]; then
     echo "FAILED: asan lt-train exited $rc"; fail=1
   fi
 fi
+# data parallel: two processes under mpirun (leak detection off for them: Open MPI's plugins
+# leak their own allocations at exit; every other sanitizer check stays on)
+if [ $rc -eq 0 ] && command -v mpirun >/dev/null; then
+  ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0 mpirun -np 2 --oversubscribe --allow-run-as-root \
+    --mca btl_vader_single_copy_mechanism none \
+    "$A/bin/lt-train" "$tmp/c.h5" --out "$tmp/out_dp" --steps 2 --batch-size 4 --threads 1 -q
+  rc=$?
+  if [ $rc -ne 0 ] || [ ! -s "$tmp/out_dp/student.safetensors" ]; then
+    echo "FAILED: asan mpirun -np 2 lt-train exited $rc"; fail=1
+  fi
+fi
 # error paths: a broken teacher and a broken cache must fail cleanly (exit 1), not crash
 head -c 5000 "$tmp/t.safetensors" > "$tmp/cut.safetensors"
 "$A/bin/lt-embed" --teacher "$tmp/cut.safetensors" --image-size 28 --views 1 -q "$tmp/data" "$tmp/d.h5" 2>/dev/null

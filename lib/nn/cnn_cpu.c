@@ -757,19 +757,22 @@ int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
 #pragma omp single
         used = nth;
     }
-    for (int c = 0; c < C; c++) { /* this process's Σg, Σg·(x − μ); its dgamma, dbeta */
+    for (int c = 0; c < C; c++) { /* this process's Σg, Σg·(x − μ) */
         double sgv = 0.0, sgxv = 0.0;
         for (int u = 0; u < used; u++) sgv += part[(size_t)u * 2 * C + c],
                                        sgxv += part[(size_t)u * 2 * C + C + c];
-        double dg = sgxv * invstd[c];
-        if (dgamma) dgamma[c] = (float)(accumulate ? dgamma[c] + dg : dg);
-        if (dbeta) dbeta[c] = (float)(accumulate ? dbeta[c] + sgv : sgv);
         sums[c] = sgv;
         sums[C + c] = sgxv;
     }
     if (sync->sum(sync->ctx, sums, 2 * C) != 0) return -1;
     for (int c = 0; c < C; c++) { /* dx as in lt_bn_backward, over the rows of all processes */
         double is = invstd[c], dg = sums[C + c] * is;
+        /* the processes' mean of dgamma, dbeta, from the sums in double: the processes' own
+         * parts nearly cancel (the next layer's batch norm removes the mean over all rows), and
+         * rounding each part to float first would leave errors of order 1e-2 in the total */
+        double dgm = dg / sync->processes, dbm = sums[c] / sync->processes;
+        if (dgamma) dgamma[c] = (float)(accumulate ? dgamma[c] + dgm : dgm);
+        if (dbeta) dbeta[c] = (float)(accumulate ? dbeta[c] + dbm : dbm);
         a[c] = (float)(gamma[c] * is);
         bsub[c] = (float)(sums[c] / Mt);
         k[c] = (float)(dg * is / Mt);

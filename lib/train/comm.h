@@ -2,7 +2,7 @@
  *
  * Why it exists: `mpirun -np P lt-train ...` splits every global batch of G images over P
  * processes (G/P each) and must give the run one process gives with the same G, within float
- * summation tolerance (docs/architecture.md §5). The training step (train/step.c) and the run
+ * summation tolerance (docs/architecture.md §7). The training step (train/step.c) and the run
  * (train/train.c) need only a handful of collectives for that; they call them through this
  * struct of function pointers, so nothing above it depends on MPI: lt_comm_single() is the
  * one-process communicator, lt_comm_mpi_open() (comm_mpi.c, built when MPI is found) the MPI one.

@@ -63,7 +63,7 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
 void lt_student_free(lt_student *st);
 
 /* Makes st one of comm->size processes that train together (data parallel, docs/architecture.md
- * §5): each step's B rows are this process's part of a global batch of size·B rows (rank r holds
+ * §7): each step's B rows are this process's part of a global batch of size·B rows (rank r holds
  * rows r·B .. r·B+B−1). The step then pushes the teacher rows of the whole global batch into the
  * queue (gathered from every process), normalises batch norm over the rows of all processes,
  * reports the loss of the global batch, and averages every gradient over the processes before

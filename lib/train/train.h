@@ -56,7 +56,7 @@ typedef struct {
                                    (this one without --overwrite), NULL-terminated; NULL: unknown */
     lt_comm *comm;              /* data parallel (mpirun -np P): the run's processes, each
                                    training on batch_size/P rows of every batch; rank 0 alone
-                                   writes OUT. NULL: one process (docs/architecture.md §5) */
+                                   writes OUT. NULL: one process (docs/architecture.md §7) */
 } lt_train_opts;
 
 typedef struct {

@@ -16,7 +16,7 @@ from PIL import Image
 import optim_ref
 import st_io
 from conftest import PLUGIN_DIR, run
-from train_fixtures import lt_train, tiny_cache
+from train_fixtures import lt_train, mpirun, tiny_cache
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -96,20 +96,23 @@ def torch_steps(cache, dump, init, steps, dtype=torch.float32):
     return state, losses
 
 
-@pytest.mark.parametrize("steps", [1, 2])
-def test_first_steps_match_pytorch(setup, steps):
+@pytest.mark.parametrize("steps,procs", [(1, 1), (2, 1), (1, 2), (2, 2)])
+def test_first_steps_match_pytorch(setup, steps, procs):
     """Float32 rounding is judged against PyTorch itself, in float32 and in float64. A ReLU input
     or a max-pool window within rounding of a tie can go either way and moves whole gradient
     entries, so single tensors (mostly batch-norm parameters, whose gradients are sums with
     cancellation) differ by up to ~1e-2 between PyTorch's own float32 and float64 runs, and ours
-    sides with one or the other. Per tensor, the distance of our update to the nearer of the two
+    sides with one or the other. procs 2: the same global batch split over two processes
+    (mpirun -np 2, synchronised batch norm, queue from the global batch) against the same one-batch
+    PyTorch reference. Per tensor, the distance of our update to the nearer of the two
     PyTorch updates must stay below max(5e-2, 4x PyTorch's own float32-vs-float64 distance), and
     its median over tensors below max(1e-2, 4x PyTorch's median); a real bug gives errors of
     order 1 (a wrong sign, scale or missing term in any layer, the loss or the optimizer)."""
     d, cache, dump, init = setup
-    out = os.path.join(str(d), f"out{steps}")
-    run([lt_train(), cache, "--student", "resnet18", "--out", out, "--init", init, "--no-shuffle",
-         "--batch-size", str(B), "--epochs", "10", "--steps", str(steps), "--threads", "2", "-q"])
+    out = os.path.join(str(d), f"out{steps}x{procs}")
+    run([*(mpirun(procs) if procs > 1 else []), lt_train(), cache, "--student", "resnet18",
+         "--out", out, "--init", init, "--no-shuffle", "--batch-size", str(B), "--epochs", "10",
+         "--steps", str(steps), "--threads", str(2 // procs), "-q"])
     ours, _ = st_io.load(os.path.join(out, "checkpoints", "last.safetensors"))
     ref64, losses64 = torch_steps(cache, dump, init, steps, torch.float64)
     ref32, _ = torch_steps(cache, dump, init, steps, torch.float32)

@@ -50,3 +50,49 @@ def kill_after_first_checkpoint(args, out):
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=60)
     assert p.returncode == -signal.SIGKILL
+
+
+def mpirun(n):
+    """The command prefix that starts n processes of the command after it (Open MPI's mpirun, as a
+    user runs it): as root where CI runs as root, more ranks than cores where the machine is
+    small, and shared memory without the single-copy mechanism that containers forbid."""
+    return ["mpirun", "-np", str(n), "--oversubscribe", "--allow-run-as-root",
+            "--mca", "btl_vader_single_copy_mechanism", "none"]
+
+
+def descendants(pid):
+    """The PIDs of every process below pid (from /proc), children first."""
+    children = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(e))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def kill_tree_after_first_checkpoint(args, out, wait=0.5):
+    """Starts args (mpirun ...) and, `wait` s after OUT's first checkpoint appears, SIGKILLs it
+    and every process below it: mpirun puts its ranks in process groups of their own, and a rank
+    that outlived mpirun would go on writing OUT."""
+    p = subprocess.Popen(args)
+    ckpt = os.path.join(out, "checkpoints", "last.safetensors")
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(ckpt):
+        time.sleep(0.05)
+    time.sleep(wait)
+    for pid in [p.pid] + descendants(p.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
