@@ -10,6 +10,7 @@ import numpy as np
 from conftest import BIN, PLUGIN_DIR, ROOT, run
 from embed_fixtures import lt_embed, tiny_teacher
 from test_embed_resume import read_all
+from train_fixtures import MPIRUN
 
 os.environ["HDF5_PLUGIN_PATH"] = PLUGIN_DIR
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -112,3 +113,18 @@ def test_slurm_job_commands(tmp_path):
     run(["bash", os.path.join(SLURM, "train.sbatch")],
         env={**env, "NAME": "a", "TRAIN_ARGS": "--epochs 1 --threads 1 -q"})
     assert (work / "students" / "a" / "student.safetensors").exists()
+    # a job of 2 tasks trains with 2 processes through the launcher (MPIRUN)
+    r = run(["bash", os.path.join(SLURM, "train.sbatch")],
+            env={**env, "NAME": "p2", "TRAIN_ARGS": "--epochs 1 --batch-size 4",
+                 "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1", "MPIRUN": " ".join(MPIRUN)})
+    assert (work / "students" / "p2" / "student.safetensors").exists()
+    log = (work / "students" / "p2" / "train.log").read_text()
+    assert "2 processes (2 images of each batch) of 1 thread" in log, log
+
+
+def test_makefile_trains_with_processes(tmp_path):
+    """PROCS=2: each student's lt-train is started by the launcher with -np 2 (make -n)."""
+    r = run(["make", "-C", EXAMPLES, "-n", f"WORK={tmp_path}", "PROCS=2", "MPIRUN=mpirun -x A",
+             f"LT={BIN}", "students"])
+    trains = [l for l in r.stdout.splitlines() if "lt-train" in l]
+    assert len(trains) == 2 and all(l.startswith("mpirun -x A -np 2 ") for l in trains), trains

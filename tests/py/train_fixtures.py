@@ -52,12 +52,16 @@ def kill_after_first_checkpoint(args, out):
     assert p.returncode == -signal.SIGKILL
 
 
+# Open MPI's mpirun as a user runs it, with what the test machines need: as root where CI runs as
+# root, more ranks than cores where the machine is small, and shared memory without the
+# single-copy mechanism that containers forbid.
+MPIRUN = ["mpirun", "--oversubscribe", "--allow-run-as-root",
+          "--mca", "btl_vader_single_copy_mechanism", "none"]
+
+
 def mpirun(n):
-    """The command prefix that starts n processes of the command after it (Open MPI's mpirun, as a
-    user runs it): as root where CI runs as root, more ranks than cores where the machine is
-    small, and shared memory without the single-copy mechanism that containers forbid."""
-    return ["mpirun", "-np", str(n), "--oversubscribe", "--allow-run-as-root",
-            "--mca", "btl_vader_single_copy_mechanism", "none"]
+    """The command prefix that starts n processes of the command after it."""
+    return [*MPIRUN, "-np", str(n)]
 
 
 def descendants(pid):
