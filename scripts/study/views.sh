@@ -6,8 +6,10 @@
 #
 # Environment (defaults in brackets): VIEWS ["1 8 32"], EPOCHS ["20 150"], IMAGES [1000]
 # training images, SIZE [56] pixels, BATCH [64], STUDENT [resnet18], THREADS [0 = all cores],
-# DTYPES ["f16"] stored embedding types (lt-embed --dtype) to compare, DOCS [docs] where the
-# table (views-study.md), plot (views-study.png) and raw results (views-study.json) go.
+# DTYPES ["f16"] stored embedding types (lt-embed --dtype) to compare, TEACHER_ARGS
+# ["--images 40000 --epochs 4 --dim 128 --depth 4"] options of train-fmnist-teacher.py, DOCS
+# [docs] where the table (views-study.md), plot (views-study.png) and raw results
+# (views-study.json) go.
 #
 # Steps, each skipped when its output exists (rerun to continue an interrupted study):
 #   1. WORKDIR/data: IMAGES training images (balanced) and the 10,000 test images of
@@ -33,6 +35,7 @@ BATCH=${BATCH:-64}
 STUDENT=${STUDENT:-resnet18}
 THREADS=${THREADS:-0}
 DTYPES=${DTYPES:-f16}
+TEACHER_ARGS=${TEACHER_ARGS:-"--images 40000 --epochs 4 --dim 128 --depth 4"}
 DOCS=${DOCS:-$root/docs}
 PY=${PYTHON:-/usr/bin/python3}
 bin=$root/bin
@@ -59,7 +62,8 @@ step() {
 step data "$work/data/val" \
     "$PY" "$root/scripts/study/fmnist-folder.py" "$work/data" --train "$IMAGES" --val 10000 --flat
 step teacher "$work/teacher.safetensors" \
-    "$PY" "$root/scripts/study/train-fmnist-teacher.py" "$work/teacher.safetensors" --size "$SIZE"
+    "$PY" "$root/scripts/study/train-fmnist-teacher.py" "$work/teacher.safetensors" --size "$SIZE" \
+    $TEACHER_ARGS
 step "eval baselines" "$work/eval-baselines.json" \
     "$bin/lt-eval" -q --threads "$THREADS" --teacher "$work/teacher.safetensors" --random-init \
     --student "$STUDENT" --image-size "$SIZE" --no-linear --json "$work/eval-baselines.json" \
@@ -92,6 +96,6 @@ scripts/study/views.sh\` on $cpu, $(nproc) cores ($total s of steps in $work/tim
 $IMAGES Fashion-MNIST training images (balanced over the 10 classes) distilled at $SIZE px, \
 batch $BATCH, $STUDENT, lt-train's defaults otherwise; kNN (k 20) of the student's features, the \
 $IMAGES training images as the memory bank, the 10,000 test images scored (lt-eval). Teacher: \
-scripts/study/train-fmnist-teacher.py, a DINOv2-shaped ViT (dim 128, depth 4, patch 14) trained \
-for 4 epochs on the labels of 40,000 other training images."
+scripts/study/train-fmnist-teacher.py $TEACHER_ARGS (a DINOv2-shaped ViT, patch 14, trained on \
+the labels of other training images than those distilled)."
 "$PY" "$root/scripts/study/views-report.py" "$work" --docs "$DOCS" --setup "$setup"
