@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 import st_io
-from conftest import run
+from conftest import ROOT, run
 from train_fixtures import kill_tree_after_first_checkpoint, lt_train, mpirun, tiny_cache
 
 
@@ -56,7 +56,7 @@ def weights(out):
 
 
 def update_errors(a, b, init):
-    """Per float tensor of the backbone and head: |Δa − Δb| / |Δb| (Δ = final − init weights,
+    """Per float tensor of the backbone and head: |Δa − Δb| / |Δb|, Δ = final − init weights
     plus the rounding of the stored weights)."""
     errs = {}
     for name, wb in b.items():
@@ -111,7 +111,12 @@ def test_processes_equal_one_process(setup, procs, batch):
 
 
 def test_rank0_alone_writes(setup):
-    out, r = train(setup, "p2_files", 2, 1, "--batch-size", "8", "--steps", "2")
+    """... and rank 0 alone scores --eval-data (in eval mode: no collective)."""
+    lab = os.path.join(str(setup[0]), "labelled")
+    run(["python3", os.path.join(ROOT, "scripts", "make-sample-images.py"), lab, "--count", "12",
+         "--labelled", "--seed", "1"])
+    out, r = train(setup, "p2_files", 2, 1, "--batch-size", "8", "--steps", "2",
+                   "--eval-data", lab, "--eval-every", "1")
     assert r.stderr == "", r.stderr  # -q: nothing from any process
     names = sorted(os.listdir(out))
     events = [n for n in names if "tfevents" in n]
@@ -123,6 +128,9 @@ def test_rank0_alone_writes(setup):
         log = f.read()
     assert "2 processes (4 images of each batch)" in log
     assert log.count("training:") == 1
+    assert "kNN top-1" in log
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        assert sum("knn_top1" in line for line in f) == 1  # at the end (step 2 of 3 per epoch)
 
 
 def test_killed_two_process_run_resumes_exactly(setup):
