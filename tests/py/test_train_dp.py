@@ -56,8 +56,8 @@ def weights(out):
 
 
 def update_errors(a, b, init):
-    """Per float tensor of the backbone and head: |Δa − Δb| / |Δb|, Δ = final − init weights
-    plus the rounding of the stored weights)."""
+    """Per float tensor of the backbone and head: |Δa − Δb| / (|Δb| + the rounding of the stored
+    weights), Δ = final − init weights."""
     errs = {}
     for name, wb in b.items():
         if name.startswith("optim.") or name == "queue" or wb.dtype != torch.float32:
