@@ -45,6 +45,11 @@ CONV_CASES = [  # B, H, W, Cin, Cout, k, stride, pad
     (2, 7, 9, 5, 3, 3, 2, 0),
     (3, 9, 13, 3, 5, 7, 1, 3),
     (1, 8, 8, 16, 16, 3, 2, 1),
+    # 3x3 stride 1 goes through Winograd F(2x2, 3x3): odd sizes (partial edge tiles), pads 0-2
+    (2, 11, 7, 24, 40, 3, 1, 1),
+    (3, 6, 9, 40, 12, 3, 1, 0),
+    (1, 5, 4, 7, 9, 3, 1, 2),
+    (2, 1, 3, 16, 8, 3, 1, 1),
 ]
 
 
