@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "nn/ops.h"
+#include "nn/simd.h"
 
 #define LT_INLINE static inline __attribute__((always_inline))
 /* Tiles per block: the M of the block's 16 GEMMs. 256 rows amortise the packing of U[ξ] that each
@@ -142,7 +143,7 @@ static void tile_rows(const wplan *p, const float *x, int C, int64_t t, const fl
 
 /* dst[ξ][c] = (Bᵀ d B)[ξ] for c < C, d[4i + j] the tile's rows. (The pointers are copied into
  * locals and the 4×4 loops fully unrolled so that the channel loop vectorises.) */
-static void input_tile(float *const dst_[16], const float *const src_[16], int C) {
+LT_INLINE void input_tile(float *const dst_[16], const float *const src_[16], int C) {
     float *d[16];
     const float *s[16];
     for (int e = 0; e < 16; e++) d[e] = dst_[e], s[e] = src_[e];
@@ -165,8 +166,8 @@ static void input_tile(float *const dst_[16], const float *const src_[16], int C
 }
 
 /* V (16, n, C) = the input transforms of tiles [t0, t0 + n) of x (B, H, W, C). */
-static void input_block(const wplan *p, float *V, const float *x, int C, int64_t t0, int n,
-                        const float *zero) {
+LT_INLINE void input_block_any(const wplan *p, float *V, const float *x, int C, int64_t t0, int n,
+                               const float *zero) {
     const float *src[16];
     float *dst[16];
     for (int k = 0; k < n; k++) {
@@ -215,8 +216,8 @@ static void tile_out_rows(const wplan *p, float *y, int64_t t, float *trash, flo
 }
 
 /* y (+)= the output transforms of M (16, n, Cout) for tiles [t0, t0 + n). */
-static void output_block(const wplan *p, float *y, const float *M, int64_t t0, int n,
-                         float *trash, int add) {
+LT_INLINE void output_block_any(const wplan *p, float *y, const float *M, int64_t t0, int n,
+                                float *trash, int add) {
     const int C = p->d.Cout;
     const float *src[16];
     float *dst[4];
@@ -229,7 +230,7 @@ static void output_block(const wplan *p, float *y, const float *M, int64_t t0, i
 }
 
 /* dst[ξ][c] = (A g Aᵀ)[ξ], g the 2×2 tile of rows src[2a + b]. */
-static void grad_tile(float *const dst_[16], const float *const src_[4], int C) {
+LT_INLINE void grad_tile(float *const dst_[16], const float *const src_[4], int C) {
     float *d[16];
     const float *s[4];
     for (int e = 0; e < 16; e++) d[e] = dst_[e];
@@ -251,8 +252,8 @@ static void grad_tile(float *const dst_[16], const float *const src_[4], int C) 
 }
 
 /* dM (16, n, Cout) = A dY Aᵀ for tiles [t0, t0 + n) of dy (B, OH, OW, Cout). */
-static void grad_block(const wplan *p, float *dM, const float *dy, int64_t t0, int n,
-                       const float *zero) {
+LT_INLINE void grad_block_any(const wplan *p, float *dM, const float *dy, int64_t t0, int n,
+                              const float *zero) {
     const lt_wino_dims *d = &p->d;
     const int C = d->Cout;
     const int64_t per_img = (int64_t)p->TY * p->TX;
@@ -271,6 +272,50 @@ static void grad_block(const wplan *p, float *dM, const float *dy, int64_t t0, i
         for (int e = 0; e < 16; e++) dst[e] = dM + e * xi_stride(n, C) + (int64_t)k * C;
         grad_tile(dst, src, C);
     }
+}
+
+/* ---- the block transforms, in an AVX2 and an AVX-512 variant (nn/simd.h) ---- */
+
+static void input_block_avx2(const wplan *p, float *V, const float *x, int C, int64_t t0, int n,
+                             const float *zero) {
+    input_block_any(p, V, x, C, t0, n, zero);
+}
+LT_TARGET_AVX512 static void input_block_avx512(const wplan *p, float *V, const float *x, int C,
+                                                int64_t t0, int n, const float *zero) {
+    input_block_any(p, V, x, C, t0, n, zero);
+}
+static void input_block(const wplan *p, float *V, const float *x, int C, int64_t t0, int n,
+                        const float *zero) {
+    if (lt_simd_avx512()) input_block_avx512(p, V, x, C, t0, n, zero);
+    else input_block_avx2(p, V, x, C, t0, n, zero);
+}
+
+static void output_block_avx2(const wplan *p, float *y, const float *M, int64_t t0, int n,
+                              float *trash, int add) {
+    output_block_any(p, y, M, t0, n, trash, add);
+}
+LT_TARGET_AVX512 static void output_block_avx512(const wplan *p, float *y, const float *M,
+                                                 int64_t t0, int n, float *trash, int add) {
+    output_block_any(p, y, M, t0, n, trash, add);
+}
+static void output_block(const wplan *p, float *y, const float *M, int64_t t0, int n,
+                         float *trash, int add) {
+    if (lt_simd_avx512()) output_block_avx512(p, y, M, t0, n, trash, add);
+    else output_block_avx2(p, y, M, t0, n, trash, add);
+}
+
+static void grad_block_avx2(const wplan *p, float *dM, const float *dy, int64_t t0, int n,
+                            const float *zero) {
+    grad_block_any(p, dM, dy, t0, n, zero);
+}
+LT_TARGET_AVX512 static void grad_block_avx512(const wplan *p, float *dM, const float *dy,
+                                               int64_t t0, int n, const float *zero) {
+    grad_block_any(p, dM, dy, t0, n, zero);
+}
+static void grad_block(const wplan *p, float *dM, const float *dy, int64_t t0, int n,
+                       const float *zero) {
+    if (lt_simd_avx512()) grad_block_avx512(p, dM, dy, t0, n, zero);
+    else grad_block_avx2(p, dM, dy, t0, n, zero);
 }
 
 /* ---- the convolution and its weight gradient ---- */

@@ -67,6 +67,20 @@ def test_conv2d(tmp, B, H, W, Cin, Cout, k, s, p):
     check("conv dw accumulated", get(tmp, "dw2"), 2 * dw)
 
 
+def test_conv2d_avx2_path_is_bitwise_the_same(tmp):
+    """The Winograd transforms have AVX-512 and AVX2 variants (nn/simd.h): both give the same bits
+    (LT_ISA=avx2 forces the AVX2 ones)."""
+    B, H, W, Cin, Cout, k, s, p = 2, 11, 7, 24, 40, 3, 1, 1
+    x, w, dy = randn(B, H, W, Cin), randn(Cout, Cin, k, k, scale=0.3), randn(B, H, W, Cout)
+    put(tmp, x=x, w=w, dy=dy)
+    rt("conv", tmp, B, H, W, Cin, Cout, k, k, s, p)
+    ours = {n: get(tmp, n) for n in ("y", "dx", "dw")}
+    run([tool("resnet_tool"), "conv", tmp, B, H, W, Cin, Cout, k, k, s, p],
+        env={**ENV, "LT_ISA": "avx2"})
+    for n, v in ours.items():
+        assert np.array_equal(get(tmp, n), v), n
+
+
 # ---- batch norm -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("M,C,relu,has_res,shift", [
