@@ -3,7 +3,9 @@
  * Why it exists: it is the reference backend of the ResNet student: simple fp32 code, bitwise
  * deterministic for a fixed thread count, that the CUDA twin is tested against.
  *
- * Convolution is im2col + GEMM. The im2col matrix of an NHWC input has one row per output pixel
+ * A 3×3 stride-1 convolution (forward, weight gradient, and input gradient) goes through
+ * Winograd's F(2×2, 3×3) in conv_wino.c: 2.25x fewer multiplications. Every other convolution is
+ * im2col + GEMM. The im2col matrix of an NHWC input has one row per output pixel
  * and its columns ordered (ky, kx, ci), so the kw taps of one kernel row are one contiguous copy
  * of kw·Cin floats; the weight is permuted once per call from PyTorch's (Cout, Cin, kh, kw) to
  * (Cout, kh, kw, Cin) in the scratch to match. The matrix is never built whole: where there are
@@ -30,6 +32,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "nn/conv_wino.h"
 #include "nn/ops.h"
 
 /* Largest im2col chunk, in floats (16 MiB); a single image may exceed it. */
@@ -150,8 +153,28 @@ static size_t conv_ws_layout(const conv_plan *d, void *ws, conv_ws *out) {
     return (size_t)off * sizeof(float);
 }
 
+/* A 3×3 stride-1 conv goes through Winograd's F(2×2, 3×3) (conv_wino.c): its forward, its
+ * weight gradient and its input gradient (itself a 3×3 stride-1 conv, conv_dx_dims). */
+static int conv_wino(const conv_plan *d) {
+    return lt_wino_applies(d->kh, d->kw, d->stride, d->pad);
+}
+static lt_wino_dims wino_dims(const conv_plan *d) {
+    return (lt_wino_dims){.B = d->B, .H = d->H, .W = d->W, .Cin = d->Cin, .Cout = d->Cout,
+                          .pad = d->pad, .OH = d->OH, .OW = d->OW};
+}
+/* The input-gradient conv of a Winograd conv: dy (B, OH, OW, Cout) -> dx (B, H, W, Cin). */
+static lt_wino_dims wino_dx_dims(const conv_plan *d) {
+    return (lt_wino_dims){.B = d->B, .H = d->OH, .W = d->OW, .Cin = d->Cout, .Cout = d->Cin,
+                          .pad = 2 - d->pad, .OH = d->H, .OW = d->W};
+}
+
 size_t lt_conv2d_ws_bytes(const lt_conv2d_dims *dims, int threads) {
     conv_plan d = plan_of(dims, threads);
+    if (conv_wino(&d)) {
+        lt_wino_dims f = wino_dims(&d), b = wino_dx_dims(&d);
+        int64_t nf = lt_wino_ws_floats(&f, threads), nb = lt_wino_ws_floats(&b, threads);
+        return (size_t)(nf > nb ? nf : nb) * sizeof(float);
+    }
     return conv_ws_layout(&d, NULL, NULL);
 }
 
@@ -356,6 +379,11 @@ static void conv_forward(const conv_plan *d, float *y, const float *x, const flo
                     (int)K, w, (int)K, 0.0f, y, Cout);
         return;
     }
+    if (conv_wino(d)) {
+        lt_wino_dims f = wino_dims(d);
+        lt_wino_forward(&f, d->threads, y, x, w, 0, 0.0f, ws);
+        return;
+    }
     conv_ws l;
     conv_ws_layout(d, ws, &l);
     const float *wm = w;
@@ -381,6 +409,12 @@ static void conv_backward(const conv_plan *d, float *dx, float *dw, const float 
         if (dx)
             lt_op_gemm(0, 0, (int)M, (int)K, Cout, 1.0f,
                         dy, Cout, w, (int)K, accumulate_dx ? 1.0f : 0.0f, dx, (int)K);
+        return;
+    }
+    if (conv_wino(d)) {
+        lt_wino_dims f = wino_dims(d), b = wino_dx_dims(d);
+        if (dw) lt_wino_dw(&f, d->threads, dw, dy, x, accumulate, ws);
+        if (dx) lt_wino_forward(&b, d->threads, dx, dy, w, 1, accumulate_dx ? 1.0f : 0.0f, ws);
         return;
     }
     conv_ws l;

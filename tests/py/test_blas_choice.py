@@ -65,3 +65,19 @@ def test_sse_kernels_on_a_newer_cpu_are_replaced():
 def test_the_users_choice_wins():
     line = blas_line(clean_env(OPENBLAS_CORETYPE="Prescott", LT_BLAS_FAKE_CORE="Prescott"))
     assert "core Prescott (OPENBLAS_CORETYPE=Prescott set by the user)" in line, line
+
+
+def kernels_line(env):
+    r = run([lt_train(), "-v", "/nonexistent/c.h5"], check=False, env=env)
+    lines = [l for l in r.stderr.splitlines() if l.startswith("lt-train: lt kernels: ")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_own_kernels_named_and_forced_to_avx2():
+    """-v names the instruction set of lt's own loops (AVX-512 where /proc/cpuinfo has F/BW/DQ/VL,
+    else the build's AVX2); LT_ISA=avx2 forces the AVX2 variants."""
+    _, isa = expected_core()
+    want = "AVX-512" if isa == "AVX-512" else "AVX2"
+    assert kernels_line(clean_env()) == f"lt-train: lt kernels: {want}"
+    assert kernels_line(clean_env(LT_ISA="avx2")) == "lt-train: lt kernels: AVX2"

@@ -45,6 +45,11 @@ CONV_CASES = [  # B, H, W, Cin, Cout, k, stride, pad
     (2, 7, 9, 5, 3, 3, 2, 0),
     (3, 9, 13, 3, 5, 7, 1, 3),
     (1, 8, 8, 16, 16, 3, 2, 1),
+    # 3x3 stride 1 goes through Winograd F(2x2, 3x3): odd sizes (partial edge tiles), pads 0-2
+    (2, 11, 7, 24, 40, 3, 1, 1),
+    (3, 6, 9, 40, 12, 3, 1, 0),
+    (1, 5, 4, 7, 9, 3, 1, 2),
+    (2, 1, 3, 16, 8, 3, 1, 1),
 ]
 
 
@@ -60,6 +65,20 @@ def test_conv2d(tmp, B, H, W, Cin, Cout, k, s, p):
     check("conv dw", get(tmp, "dw"), dw)
     check("conv dx accumulated", get(tmp, "dx2"), 2 * dx)
     check("conv dw accumulated", get(tmp, "dw2"), 2 * dw)
+
+
+def test_conv2d_avx2_path_is_bitwise_the_same(tmp):
+    """The Winograd transforms have AVX-512 and AVX2 variants (nn/simd.h): both give the same bits
+    (LT_ISA=avx2 forces the AVX2 ones)."""
+    B, H, W, Cin, Cout, k, s, p = 2, 11, 7, 24, 40, 3, 1, 1
+    x, w, dy = randn(B, H, W, Cin), randn(Cout, Cin, k, k, scale=0.3), randn(B, H, W, Cout)
+    put(tmp, x=x, w=w, dy=dy)
+    rt("conv", tmp, B, H, W, Cin, Cout, k, k, s, p)
+    ours = {n: get(tmp, n) for n in ("y", "dx", "dw")}
+    run([tool("resnet_tool"), "conv", tmp, B, H, W, Cin, Cout, k, k, s, p],
+        env={**ENV, "LT_ISA": "avx2"})
+    for n, v in ours.items():
+        assert np.array_equal(get(tmp, n), v), n
 
 
 # ---- batch norm -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/threads.h"
 #include "nn/blas_select.h"
+#include "nn/simd.h"
 #include "nn/ops.h"
 
 int main(int argc, char **argv) {
@@ -28,7 +29,8 @@ int main(int argc, char **argv) {
     lt_blas_describe(blas, sizeof blas);
     for (char *q = blas; *q; q++)
         if (*q == '"' || *q == '\\') *q = '\'';
-    printf("{\"n\": %d, \"blas\": \"%s\", \"gflops\": [", n, blas);
+    printf("{\"n\": %d, \"blas\": \"%s\", \"kernels\": \"%s\", \"gflops\": [", n, blas,
+           lt_simd_name());
     for (int i = 0; i < r; i++) {
         double t0 = lt_now();
         lt_op_gemm(0, 1, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);

@@ -18,6 +18,7 @@
 #include "data/cache_check.h"
 #include "embed/embed.h"
 #include "nn/blas_select.h"
+#include "nn/simd.h"
 #include "nn/ops_cuda.h"
 
 static void usage(FILE *f) {
@@ -383,6 +384,7 @@ int main(int argc, char **argv) {
         char blas[512];
         lt_blas_describe(blas, sizeof blas);
         lt_debug("BLAS: %s", blas);
+        lt_debug("lt kernels: %s", lt_simd_name());
     }
     if (argc - optind != 2) {
         lt_error("expected DATA_DIR and CACHE, got %d argument%s (try 'lt-embed --help')",

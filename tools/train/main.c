@@ -18,6 +18,7 @@
 #include "core/version.h"
 #include "data/cache_check.h"
 #include "nn/blas_select.h"
+#include "nn/simd.h"
 #include "train/comm.h"
 #include "train/train.h"
 
@@ -249,6 +250,7 @@ int main(int argc, char **argv) {
         char blas[512];
         lt_blas_describe(blas, sizeof blas);
         lt_debug("BLAS: %s", blas);
+        lt_debug("lt kernels: %s", lt_simd_name());
     }
     if (argc - optind != 1) {
         lt_error("expected one CACHE argument, got %d (try 'lt-train --help')", argc - optind);
