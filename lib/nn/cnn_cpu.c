@@ -552,6 +552,15 @@ static void bn_apply_any(float *y, const float *x, const float *res, int64_t r0,
     else bn_apply(y, x, NULL, r0, r1, C, m, sc, sh, 0);
 }
 
+/* The sums of channel c over the per-thread partials (nth, 2, C) of ws, in thread order. */
+static void bn_fold(const double *part, int nth, int C, int c, double *s, double *q) {
+    double sv = 0.0, qv = 0.0;
+    for (int u = 0; u < nth; u++) sv += part[(size_t)u * 2 * C + c],
+                                 qv += part[(size_t)u * 2 * C + C + c];
+    *s = sv;
+    *q = qv;
+}
+
 int lt_bn_forward_train(float *y, const float *x, const float *res, const float *gamma,
                         const float *beta, float *mean, float *invstd, float *running_mean,
                         float *running_var, int M, int C, float eps, float momentum, int relu,
@@ -576,9 +585,8 @@ int lt_bn_forward_train(float *y, const float *x, const float *res, const float 
 #pragma omp barrier
 #pragma omp single
         for (int c = 0; c < C; c++) {
-            double sv = 0.0, qv = 0.0;
-            for (int u = 0; u < nth; u++) sv += part[(size_t)u * 2 * C + c],
-                                         qv += part[(size_t)u * 2 * C + C + c];
+            double sv, qv;
+            bn_fold(part, nth, C, c, &sv, &qv);
             double d = sv / M;              /* mean − k */
             double var = qv / M - d * d;    /* biased */
             if (var < 0) var = 0;
@@ -682,9 +690,8 @@ int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, cons
 #pragma omp single
         /* dx = γ·is·(g − Σg/M − x̂·Σ(g·x̂)/M), x̂ = (x − μ)·is, Σ(g·x̂) = is·Σ(g·(x − μ)) */
         for (int c = 0; c < C; c++) {
-            double sgv = 0.0, sgxv = 0.0;
-            for (int u = 0; u < nth; u++) sgv += part[(size_t)u * 2 * C + c],
-                                         sgxv += part[(size_t)u * 2 * C + C + c];
+            double sgv, sgxv;
+            bn_fold(part, nth, C, c, &sgv, &sgxv);
             double is = invstd[c], gm = gamma[c];
             double dg = sgxv * is, dbv = sgv;
             if (dgamma) dgamma[c] = (float)(accumulate ? dgamma[c] + dg : dg);
@@ -729,9 +736,8 @@ int lt_bn_forward_train_sync(float *y, const float *x, const float *res, const f
     }
     /* this process: mean_p and m2_p = Σ (x − mean_p)² */
     for (int c = 0; c < C; c++) {
-        double sv = 0.0, qv = 0.0;
-        for (int u = 0; u < used; u++) sv += part[(size_t)u * 2 * C + c],
-                                       qv += part[(size_t)u * 2 * C + C + c];
+        double sv, qv;
+        bn_fold(part, used, C, c, &sv, &qv);
         double d = sv / M, q = qv - sv * d;
         mu_p[c] = k[c] + d;
         m2[c] = q > 0 ? q : 0;
@@ -791,13 +797,8 @@ int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
 #pragma omp single
         used = nth;
     }
-    for (int c = 0; c < C; c++) { /* this process's Σg, Σg·(x − μ) */
-        double sgv = 0.0, sgxv = 0.0;
-        for (int u = 0; u < used; u++) sgv += part[(size_t)u * 2 * C + c],
-                                       sgxv += part[(size_t)u * 2 * C + C + c];
-        sums[c] = sgv;
-        sums[C + c] = sgxv;
-    }
+    for (int c = 0; c < C; c++) /* this process's Σg, Σg·(x − μ) */
+        bn_fold(part, used, C, c, &sums[c], &sums[C + c]);
     if (sync->sum(sync->ctx, sums, 2 * C) != 0) return -1;
     for (int c = 0; c < C; c++) { /* dx as in lt_bn_backward, over the rows of all processes */
         double is = invstd[c], dg = sums[C + c] * is;
