@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """The views study's table and plot, from the results scripts/study/views.sh left in WORKDIR.
 
-    scripts/study/views-report.py WORKDIR [--docs docs]
+    scripts/study/views-report.py WORKDIR [--docs docs] [--name views-study]
 
 Reads WORKDIR/eval-baselines.json (teacher and random-init student under lt-eval),
 WORKDIR/train-<dtype>-v<V>-e<E>/eval.json (each distilled student), the caches'
 /embeddings storage (h5py, no filter needed to read sizes) and WORKDIR/times.tsv; writes
-DOCS/views-study.md (the table, with how it was made: --setup adds a paragraph),
-DOCS/views-study.png (kNN accuracy against epochs per view) and DOCS/views-study.json (the
-numbers).
+DOCS/NAME.md (the table, with how it was made: --setup adds a paragraph), DOCS/NAME.png (kNN
+accuracy against epochs per view) and DOCS/NAME.json (the numbers); NAME is views-study unless
+--name gives another (a second study beside the first).
 """
 import argparse
 import glob
@@ -39,6 +39,7 @@ def main():
     ap.add_argument("work")
     ap.add_argument("--docs", default="docs")
     ap.add_argument("--setup", help="a paragraph on how the study was run (machine, command)")
+    ap.add_argument("--name", default="views-study", help="base name of the files written")
     a = ap.parse_args()
     base = os.path.join(a.work, "eval-baselines.json")
     teacher, rand = knn_of(base, "teacher"), knn_of(base, "random-init")
@@ -63,7 +64,7 @@ def main():
         sys.exit(f"views-report: no results under {a.work}")
     rows.sort(key=lambda r: (r["epochs"], r["dtype"], r["views"]))
     os.makedirs(a.docs, exist_ok=True)
-    with open(os.path.join(a.docs, "views-study.json"), "w") as f:
+    with open(os.path.join(a.docs, a.name + ".json"), "w") as f:
         json.dump(dict(teacher_knn_top1=teacher, random_init_knn_top1=rand, rows=rows), f,
                   indent=1)
 
@@ -83,8 +84,8 @@ def main():
         md += [setup, ""]
     md += [f"Teacher kNN {teacher:.4f}, random-init student kNN {rand:.4f} (the two ends of the "
            "scale: share of the gap = (student − random) / (teacher − random)).", ""]
-    md += lines + ["", "![kNN against epochs per view](views-study.png)", ""]
-    with open(os.path.join(a.docs, "views-study.md"), "w") as f:
+    md += lines + ["", f"![kNN against epochs per view]({a.name}.png)", ""]
+    with open(os.path.join(a.docs, a.name + ".md"), "w") as f:
         f.write("\n".join(md))
 
     import matplotlib
@@ -102,7 +103,7 @@ def main():
     ax.set_ylabel("student kNN top-1 (Fashion-MNIST test)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(a.docs, "views-study.png"))
+    fig.savefig(os.path.join(a.docs, a.name + ".png"))
     print("\n".join(lines))
 
 

@@ -8,8 +8,8 @@
 # training images, SIZE [56] pixels, BATCH [64], STUDENT [resnet18], THREADS [0 = all cores],
 # DTYPES ["f16"] stored embedding types (lt-embed --dtype) to compare, TEACHER_ARGS
 # ["--images 40000 --epochs 4 --dim 128 --depth 4"] options of train-fmnist-teacher.py, DOCS
-# [docs] where the table (views-study.md), plot (views-study.png) and raw results
-# (views-study.json) go.
+# [docs] where the table (NAME.md), plot (NAME.png) and raw results (NAME.json) go, NAME
+# [views-study] their base name.
 #
 # Steps, each skipped when its output exists (rerun to continue an interrupted study):
 #   1. WORKDIR/data: IMAGES training images (balanced) and the 10,000 test images of
@@ -37,6 +37,7 @@ THREADS=${THREADS:-0}
 DTYPES=${DTYPES:-f16}
 TEACHER_ARGS=${TEACHER_ARGS:-"--images 40000 --epochs 4 --dim 128 --depth 4"}
 DOCS=${DOCS:-$root/docs}
+NAME=${NAME:-views-study}
 PY=${PYTHON:-/usr/bin/python3}
 bin=$root/bin
 for t in lt-embed lt-train lt-eval; do
@@ -98,4 +99,4 @@ batch $BATCH, $STUDENT, lt-train's defaults otherwise; kNN (k 20) of the student
 $IMAGES training images as the memory bank, the 10,000 test images scored (lt-eval). Teacher: \
 scripts/study/train-fmnist-teacher.py $TEACHER_ARGS (a DINOv2-shaped ViT, patch 14, trained on \
 the labels of other training images than those distilled)."
-"$PY" "$root/scripts/study/views-report.py" "$work" --docs "$DOCS" --setup "$setup"
+"$PY" "$root/scripts/study/views-report.py" "$work" --docs "$DOCS" --name "$NAME" --setup "$setup"
