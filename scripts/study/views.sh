@@ -93,7 +93,7 @@ done
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 total=$(awk -F'\t' '{s += $2} END {print s + 0}' "$work/times.tsv")
 setup="Run: \`VIEWS=\"$VIEWS\" EPOCHS=\"$EPOCHS\" DTYPES=\"$DTYPES\" IMAGES=$IMAGES \
-scripts/study/views.sh\` on $cpu, $(nproc) cores ($total s of steps in $work/times.tsv). \
+TEACHER_ARGS=\"$TEACHER_ARGS\" NAME=$NAME scripts/study/views.sh\` on $cpu, $(nproc) cores ($total s of steps in $work/times.tsv). \
 $IMAGES Fashion-MNIST training images (balanced over the 10 classes) distilled at $SIZE px, \
 batch $BATCH, $STUDENT, lt-train's defaults otherwise; kNN (k 20) of the student's features, the \
 $IMAGES training images as the memory bank, the 10,000 test images scored (lt-eval). Teacher: \
