@@ -668,6 +668,26 @@ LT_INLINE void bn_grad_apply(float *dx, const float *dy, const float *x, const f
     }
 }
 
+/* Thread t of nth: its rows' Σg, Σg·(x − μ) into its slot (2C doubles) of part. */
+static void bn_grad_part(const float *dy, const float *x, const float *y, int64_t M, int C,
+                         const float *mu, double *part, int relu, int t, int nth) {
+    int64_t r0, r1;
+    bn_rows(M, t, nth, &r0, &r1);
+    double *sg = part + (size_t)t * 2 * C, *sgx = sg + C;
+    if (relu) bn_grad_sums(dy, x, y, r0, r1, C, mu, sg, sgx, 1);
+    else bn_grad_sums(dy, x, NULL, r0, r1, C, mu, sg, sgx, 0);
+}
+
+/* dx = a · (g − b − (x − μ) · k) over thread t's rows (of nth) */
+static void bn_grad_apply_part(float *dx, const float *dy, const float *x, const float *y,
+                               int64_t M, int C, const float *mu, const float *a, const float *b,
+                               const float *k, int relu, int t, int nth) {
+    int64_t r0, r1;
+    bn_rows(M, t, nth, &r0, &r1);
+    if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, b, k, 1);
+    else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, b, k, 0);
+}
+
 int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                    const float *y, const float *gamma, const float *mean, const float *invstd,
                    int M, int C, int relu, int accumulate, int threads, void *ws) {
@@ -681,11 +701,7 @@ int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, cons
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        int64_t r0, r1;
-        bn_rows(M, t, nth, &r0, &r1);
-        double *sg = part + (size_t)t * 2 * C, *sgx = sg + C;
-        if (relu) bn_grad_sums(dy, x, y, r0, r1, C, mu, sg, sgx, 1);
-        else bn_grad_sums(dy, x, NULL, r0, r1, C, mu, sg, sgx, 0);
+        bn_grad_part(dy, x, y, M, C, mu, part, relu, t, nth);
 #pragma omp barrier
 #pragma omp single
         /* dx = γ·is·(g − Σg/M − x̂·Σ(g·x̂)/M), x̂ = (x − μ)·is, Σ(g·x̂) = is·Σ(g·(x − μ)) */
@@ -700,8 +716,7 @@ int lt_bn_backward(float *dx, float *dgamma, float *dbeta, const float *dy, cons
             bsub[c] = (float)(dbv / M);  /* mean of g */
             k[c] = (float)(dg * is / M); /* coefficient of (x − μ) */
         }
-        if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, bsub, k, 1);
-        else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, bsub, k, 0);
+        bn_grad_apply_part(dx, dy, x, y, M, C, mu, a, bsub, k, relu, t, nth);
     }
     return 0;
 }
@@ -789,11 +804,7 @@ int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
 #pragma omp parallel num_threads(nt)
     {
         const int t = omp_get_thread_num(), nth = omp_get_num_threads();
-        int64_t r0, r1;
-        bn_rows(M, t, nth, &r0, &r1);
-        double *sg = part + (size_t)t * 2 * C, *sgx = sg + C;
-        if (relu) bn_grad_sums(dy, x, y, r0, r1, C, mu, sg, sgx, 1);
-        else bn_grad_sums(dy, x, NULL, r0, r1, C, mu, sg, sgx, 0);
+        bn_grad_part(dy, x, y, M, C, mu, part, relu, t, nth);
 #pragma omp single
         used = nth;
     }
@@ -813,12 +824,8 @@ int lt_bn_backward_sync(float *dx, float *dgamma, float *dbeta, const float *dy,
         k[c] = (float)(dg * is / Mt);
     }
 #pragma omp parallel num_threads(nt)
-    {
-        int64_t r0, r1;
-        bn_rows(M, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        if (relu) bn_grad_apply(dx, dy, x, y, r0, r1, C, mu, a, bsub, k, 1);
-        else bn_grad_apply(dx, dy, x, NULL, r0, r1, C, mu, a, bsub, k, 0);
-    }
+    bn_grad_apply_part(dx, dy, x, y, M, C, mu, a, bsub, k, relu, omp_get_thread_num(),
+                       omp_get_num_threads());
     return 0;
 }
 

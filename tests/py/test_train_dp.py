@@ -37,11 +37,11 @@ def setup(tmp_path_factory):
     return d, cache, init
 
 
-def train(setup, name, procs, threads, *extra, check=True):
+def train(setup, name, procs, threads, *extra, epochs=2, check=True):
     d, cache, init = setup
     out = os.path.join(str(d), name)
     r = run([*(mpirun(procs) if procs > 1 else []), lt_train(), cache, "--out", out, "--init",
-             init, "--epochs", "2", "--threads", str(threads), "-q", *extra], check=check,
+             init, "--epochs", str(epochs), "--threads", str(threads), "-q", *extra], check=check,
             timeout=600)
     return out, r
 
@@ -138,7 +138,7 @@ def test_killed_two_process_run_resumes_exactly(setup):
     that was never interrupted (each sum has one order, so a P = 2 run is deterministic)."""
     d, cache, init = setup
     full, _ = train(setup, "p2_full", 2, 1, "--batch-size", "8", "--checkpoint-every", "2",
-                    "--epochs", "6")
+                    epochs=6)
     out = os.path.join(str(d), "p2_killed")
     args = [*mpirun(2), lt_train(), cache, "--out", out, "--init", init, "--threads", "1", "-q",
             "--batch-size", "8", "--checkpoint-every", "2", "--epochs", "6"]
