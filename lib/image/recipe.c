@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "image/render_px.h"
 
 void lt_transform_default(lt_transform *t) {
     static const lt_transform def = {
@@ -41,19 +42,9 @@ void lt_transform_default(lt_transform *t) {
 
 #define LN2_HI 6.93147180369123816490e-01 /* ln 2 with its low bits zero: k * LN2_HI is exact */
 #define LN2_LO 1.90821492927058770002e-10 /* ln 2 - LN2_HI */
-#define INV_LN2 1.44269504088896338700e+00
 
-double lt_det_exp(double x) {
-    if (x != x) return x;
-    if (x > 709.78) return HUGE_VAL;
-    if (x < -745.2) return 0.0;
-    /* x = k ln2 + r, |r| <= ln2 / 2; exp(r) by its Taylor series to r^14 (error < 1e-17). */
-    double k = floor(x * INV_LN2 + 0.5);
-    double r = (x - k * LN2_HI) - k * LN2_LO;
-    double p = 1.0;
-    for (int n = 14; n >= 1; n--) p = 1.0 + p * r / (double)n;
-    return ldexp(p, (int)k); /* exact scaling by 2^k (rounds only into subnormals) */
-}
+/* The CUDA renderer computes blur weights with the same function (image/render_px.h). */
+double lt_det_exp(double x) { return lt_det_exp_px(x); }
 
 double lt_det_log(double x) {
     if (x != x || x < 0) return NAN;

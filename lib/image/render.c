@@ -1,9 +1,11 @@
 /* render.c: the deterministic view renderer, (decoded image, recipe) -> (size, size, 3) uint8.
  *
- * Both tools call this on the same stored bytes, and a CUDA twin must give the same bytes
- * (docs/architecture.md §4). So: integer fixed point for resampling, grayscale and blur; where
- * float is used (colour jitter, the coefficient tables), only IEEE +, -, *, / in a fixed order (this file is
- * compiled with -ffp-contract=off), exact floor/frexp/ldexp, and lt_det_exp instead of libm's exp.
+ * Both tools call this on the same stored bytes, and the CUDA renderer (render_cuda.cu) must give
+ * the same bytes (docs/architecture.md §4). So: integer fixed point for resampling, grayscale and
+ * blur; where float is used (colour jitter, the coefficient tables), only IEEE +, -, *, / in a
+ * fixed order (this file is compiled with -ffp-contract=off), exact floor/frexp/ldexp, and
+ * lt_det_exp instead of libm's exp. Every value a byte depends on is computed by the functions of
+ * render_px.h, which the CUDA renderer compiles too; this file holds the loops, tables and memory.
  *
  * The steps and the reference each one reproduces (tests/py/test_render.py checks them):
  *   1. crop + resize: PIL's Image.crop(box).resize((size, size), BILINEAR), which is what
@@ -26,16 +28,15 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "image/render_px.h"
 
-/* ---- 1. crop + resize (PIL Resample.c semantics) ---- */
-
-#define RS_BITS 22 /* PIL's PRECISION_BITS for 8-bit images: 32 - 8 - 2 */
+/* ---- 1. crop + resize (PIL Resample.c semantics; the arithmetic: render_px.h) ---- */
 
 typedef struct {
     int ksize;     /* taps per output pixel (table stride) */
     int *first;    /* (out,) first input index used */
     int *count;    /* (out,) number of taps used */
-    int32_t *coef; /* (out, ksize) fixed-point weights, RS_BITS fractional bits */
+    int32_t *coef; /* (out, ksize) fixed-point weights, LT_RS_BITS fractional bits */
 } resample_table;
 
 static void table_free(resample_table *t) {
@@ -44,19 +45,11 @@ static void table_free(resample_table *t) {
     free(t->coef);
 }
 
-static double triangle(double x) {
-    if (x < 0.0) x = -x;
-    return x < 1.0 ? 1.0 - x : 0.0;
-}
-
-/* PIL precompute_coeffs + normalize_coeffs_8bpc for in_size -> out_size over the box [0, in_size),
- * for the n outputs out0..out0+n-1 only (entry i of the table is output out0 + i; each entry
- * depends on its output index alone, so a part of the table equals that part of the whole). */
+/* The table of in_size -> out_size over the box [0, in_size), for the n outputs out0..out0+n-1
+ * only (entry i of the table is output out0 + i; each entry depends on its output index alone, so
+ * a part of the table equals that part of the whole). */
 static int table_init(resample_table *t, int in_size, int out_size, int out0, int n_out) {
-    double scale = (double)in_size / (double)out_size;
-    double filterscale = scale < 1.0 ? 1.0 : scale;
-    double support = 1.0 * filterscale; /* bilinear support 1, stretched when shrinking */
-    t->ksize = (int)ceil(support) * 2 + 1;
+    t->ksize = lt_rs_ksize(in_size, out_size);
     t->first = lt_malloc((size_t)n_out * sizeof(int), "resize table");
     t->count = lt_malloc((size_t)n_out * sizeof(int), "resize table");
     t->coef = lt_malloc((size_t)n_out * (size_t)t->ksize * sizeof(int32_t), "resize table");
@@ -66,36 +59,11 @@ static int table_init(resample_table *t, int in_size, int out_size, int out0, in
         table_free(t);
         return -1;
     }
-    double ss = 1.0 / filterscale;
-    for (int i = 0; i < n_out; i++) {
-        const int xx = out0 + i;
-        double center = ((double)xx + 0.5) * scale;
-        int xmin = (int)(center - support + 0.5);
-        int xmax = (int)(center + support + 0.5);
-        if (xmin < 0) xmin = 0;
-        if (xmax > in_size) xmax = in_size;
-        int n = xmax - xmin;
-        double ww = 0.0;
-        for (int x = 0; x < n; x++) {
-            w[x] = triangle(((double)(x + xmin) - center + 0.5) * ss);
-            ww += w[x];
-        }
-        int32_t *k = t->coef + (size_t)i * (size_t)t->ksize;
-        for (int x = 0; x < t->ksize; x++) {
-            double v = x < n && ww != 0.0 ? w[x] / ww : 0.0;
-            k[x] = v < 0 ? (int32_t)(-0.5 + v * (double)(1 << RS_BITS))
-                         : (int32_t)(0.5 + v * (double)(1 << RS_BITS));
-        }
-        t->first[i] = xmin;
-        t->count[i] = n;
-    }
+    for (int i = 0; i < n_out; i++)
+        t->count[i] = lt_rs_taps(in_size, out_size, out0 + i, w,
+                                 t->coef + (size_t)i * (size_t)t->ksize, &t->first[i]);
     free(w);
     return 0;
-}
-
-static uint8_t clip8_rs(int32_t v) {
-    v >>= RS_BITS;
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
 /* in: (h, in_stride) uint8 rows of w RGB pixels; out: (h, out_w, 3). */
@@ -107,20 +75,13 @@ static void resample_horizontal(const uint8_t *in, size_t in_stride, int h,
         for (int x = 0; x < out_w; x++) {
             const int32_t *k = t->coef + (size_t)x * (size_t)t->ksize;
             const uint8_t *p = row + (size_t)t->first[x] * 3;
-            int32_t s0 = 1 << (RS_BITS - 1), s1 = s0, s2 = s0;
-            for (int i = 0; i < t->count[x]; i++) {
-                s0 += p[3 * i + 0] * k[i];
-                s1 += p[3 * i + 1] * k[i];
-                s2 += p[3 * i + 2] * k[i];
-            }
-            o[3 * x + 0] = clip8_rs(s0);
-            o[3 * x + 1] = clip8_rs(s1);
-            o[3 * x + 2] = clip8_rs(s2);
+            for (int c = 0; c < 3; c++) o[3 * x + c] = lt_rs_pixel(p + c, 3, k, t->count[x]);
         }
     }
 }
 
-/* acc[c] += p[c] * k over n values, in fixed blocks of 16 that the compiler vectorises. */
+/* acc[c] += p[c] * k over n values, in fixed blocks of 16 that the compiler vectorises: the
+ * integer sum of lt_rs_pixel, a row at a time. */
 static void axpy_u8(int32_t *restrict acc, const uint8_t *restrict p, int32_t k, size_t n) {
     size_t c = 0;
     for (; c + 16 <= n; c += 16)
@@ -128,16 +89,16 @@ static void axpy_u8(int32_t *restrict acc, const uint8_t *restrict p, int32_t k,
     for (; c < n; c++) acc[c] += (int32_t)p[c] * k;
 }
 
-/* o[c] = clip8(acc[c] >> RS_BITS), blocked likewise. */
+/* o[c] = lt_rs_clip8(acc[c]), blocked likewise. */
 static void store_u8(uint8_t *restrict o, const int32_t *restrict acc, size_t n) {
     size_t c = 0;
     for (; c + 16 <= n; c += 16)
         for (int j = 0; j < 16; j++) {
-            int32_t v = acc[c + j] >> RS_BITS;
+            int32_t v = acc[c + j] >> LT_RS_BITS;
             v = v < 0 ? 0 : v;
             o[c + j] = (uint8_t)(v > 255 ? 255 : v);
         }
-    for (; c < n; c++) o[c] = clip8_rs(acc[c]);
+    for (; c < n; c++) o[c] = lt_rs_clip8(acc[c]);
 }
 
 /* in: (in_h, w, 3); out: (out_h, w, 3); acc: (w * 3) int32 scratch. */
@@ -146,7 +107,7 @@ static void resample_vertical(const uint8_t *in, int w, const resample_table *t,
     size_t row = (size_t)w * 3;
     for (int y = 0; y < out_h; y++) {
         const int32_t *k = t->coef + (size_t)y * (size_t)t->ksize;
-        for (size_t c = 0; c < row; c++) acc[c] = 1 << (RS_BITS - 1);
+        for (size_t c = 0; c < row; c++) acc[c] = 1 << (LT_RS_BITS - 1);
         for (int i = 0; i < t->count[y]; i++)
             axpy_u8(acc, in + (size_t)(t->first[y] + i) * row, k[i], row);
         store_u8(out + (size_t)y * row, acc, row);
@@ -204,33 +165,22 @@ static void flip_horizontal(uint8_t *img, int w, int h) {
 
 /* ---- 3. colour jitter: float32 arithmetic of torchvision's functional_tensor on uint8 ---- */
 
-/* Tensor .clamp(0, 255).to(uint8): clamp then truncate toward zero (NaN -> 0). Branch-free
- * (max, min, truncating convert) so the loops below vectorise. */
-static inline uint8_t f32_to_u8(float v) {
-    v = v > 0.0f ? v : 0.0f;
-    v = v < 255.0f ? v : 255.0f;
-    return (uint8_t)(int32_t)v;
-}
-
-/* The products of rgb_to_grayscale's weights with every uint8 level, each the float32 product
- * torch forms, so (lr[r] + lg[g]) + lb[b] is bit for bit its (0.2989 r + 0.587 g) + 0.114 b. */
+/* The grayscale weights' products with every uint8 level (render_px.h), so that
+ * lt_px_gray_torch(r[p0], g[p1], b[p2]) is torch's (0.2989 r + 0.587 g) + 0.114 b. */
 typedef struct {
     float r[256], g[256], b[256];
 } gray_lut;
 
 static void gray_lut_init(gray_lut *t) {
     for (int v = 0; v < 256; v++) {
-        t->r[v] = 0.2989f * (float)v;
-        t->g[v] = 0.587f * (float)v;
-        t->b[v] = 0.114f * (float)v;
+        t->r[v] = lt_px_gray_r(v);
+        t->g[v] = lt_px_gray_g(v);
+        t->b[v] = lt_px_gray_b(v);
     }
 }
 
-/* rgb_to_grayscale on a uint8 tensor: (0.2989 r + 0.587 g + 0.114 b) in float32, truncated. */
 static inline uint8_t torch_gray(const gray_lut *t, const uint8_t *p) {
-    float l = t->r[p[0]] + t->g[p[1]];
-    l = l + t->b[p[2]];
-    return f32_to_u8(l);
+    return lt_px_gray_torch(t->r[p[0]], t->g[p[1]], t->b[p[2]]);
 }
 
 /* Applies a per-level table to every channel value. */
@@ -238,90 +188,48 @@ static void apply_lut(uint8_t *px, int64_t n, const uint8_t lut[256]) {
     for (int64_t i = 0; i < n * 3; i++) px[i] = lut[px[i]];
 }
 
-/* _blend(img, 0, f): a function of the level alone, so a 256-entry table of the exact float
- * arithmetic. */
+/* A function of the level alone: a 256-entry table of lt_px_brightness. */
 static void adjust_brightness(uint8_t *px, int64_t n, float f) {
     uint8_t lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = f32_to_u8(f * (float)v);
+    for (int v = 0; v < 256; v++) lut[v] = lt_px_brightness(v, f);
     apply_lut(px, n, lut);
 }
 
-/* _blend(img, mean(grayscale(img)), f); the integer sum of the gray image is exact (torch's float
- * sum is too as long as it stays below 2^24, i.e. for views up to ~256 x 256). */
+/* The integer sum of the gray image is exact (torch's float sum is too as long as it stays below
+ * 2^24, i.e. for views up to ~256 x 256); then a table of lt_px_contrast. */
 static void adjust_contrast(uint8_t *px, int64_t n, float f, const gray_lut *gt) {
     int64_t sum = 0;
     for (int64_t i = 0; i < n; i++) sum += torch_gray(gt, px + 3 * i);
-    float mean = (float)sum / (float)n;
-    float other = (float)(1.0 - (double)f) * mean;
+    float other = lt_px_contrast_other(f, sum, n);
     uint8_t lut[256];
-    for (int v = 0; v < 256; v++) lut[v] = f32_to_u8(f * (float)v + other);
+    for (int v = 0; v < 256; v++) lut[v] = lt_px_contrast(v, f, other);
     apply_lut(px, n, lut);
 }
 
-/* _blend(img, grayscale(img), f): f * p + (1 - f) * gray, each product from a table of the same
- * float32 product. */
+/* f * p + (1 - f) * gray, each product from a table of the same float32 product. */
 static void adjust_saturation(uint8_t *px, int64_t n, float f, const gray_lut *gt) {
-    float g1 = (float)(1.0 - (double)f);
+    float g1 = lt_px_sat_g1(f);
     float fp[256], gp[256];
     for (int v = 0; v < 256; v++) {
-        fp[v] = f * (float)v;
-        gp[v] = g1 * (float)v;
+        fp[v] = lt_px_sat_fp(v, f);
+        gp[v] = lt_px_sat_gp(v, g1);
     }
     for (int64_t i = 0; i < n; i++) {
         uint8_t *p = px + 3 * i;
         float gray = gp[torch_gray(gt, p)];
-        uint8_t r = f32_to_u8(fp[p[0]] + gray), g = f32_to_u8(fp[p[1]] + gray),
-                b = f32_to_u8(fp[p[2]] + gray);
+        uint8_t r = lt_px_sat(fp[p[0]], gray), g = lt_px_sat(fp[p[1]], gray),
+                b = lt_px_sat(fp[p[2]], gray);
         p[0] = r, p[1] = g, p[2] = b;
     }
-}
-
-static inline float clamp01(float v) {
-    v = v < 0.0f ? 0.0f : v;
-    return v > 1.0f ? 1.0f : v;
-}
-
-/* _rgb2hsv -> (h + hue) % 1 -> _hsv2rgb -> * 255, truncated, for one pixel. */
-static void hue_pixel(uint8_t *p, float hue, const float *by255) {
-    float r = by255[p[0]], g = by255[p[1]], b = by255[p[2]];
-    float maxc = r > g ? r : g, minc = r < g ? r : g;
-    if (b > maxc) maxc = b;
-    if (b < minc) minc = b;
-    int eqc = maxc == minc;
-    float cr = maxc - minc;
-    float s = cr / (eqc ? 1.0f : maxc);
-    float crd = eqc ? 1.0f : cr;
-    float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
-    /* every candidate computed and selected, without branches (the data decides them) */
-    float hr = bc - gc, hg = (2.0f + rc) - bc, hb = (4.0f + gc) - rc;
-    float h = maxc == r ? hr : maxc == g ? hg : hb;
-    h = h / 6.0f + 1.0f; /* in [5/6, 11/6]: fmod(h, 1) is exact subtraction */
-    h = h >= 1.0f ? h - 1.0f : h;
-    /* torch.remainder(h + hue, 1) for h + hue in (-0.5, 1.5) */
-    h = h + hue;
-    h = h >= 1.0f ? h - 1.0f : h < 0.0f ? h + 1.0f : h;
-
-    float h6 = h * 6.0f;
-    float fi = (float)(int)h6; /* floor: h6 >= 0 */
-    float f = h6 - fi;
-    int i = (int)fi; /* 0..6: i % 6 */
-    i = i >= 6 ? i - 6 : i;
-    float v = maxc;
-    float pp = clamp01(v * (1.0f - s));
-    float q = clamp01(v * (1.0f - s * f));
-    float t = clamp01(v * (1.0f - s * (1.0f - f)));
-    /* i: 0 (v, t, p), 1 (q, v, p), 2 (p, v, t), 3 (p, q, v), 4 (t, p, v), 5 (v, p, q) */
-    float o[3];
-    o[0] = (i == 0 || i == 5) ? v : i == 1 ? q : i <= 3 ? pp : t;
-    o[1] = i == 0 ? t : i <= 2 ? v : i == 3 ? q : pp;
-    o[2] = i <= 1 ? pp : i == 2 ? t : i <= 4 ? v : q;
-    for (int c = 0; c < 3; c++) p[c] = f32_to_u8(o[c] * 255.0f);
 }
 
 static void adjust_hue(uint8_t *px, int64_t n, float hue) {
     float by255[256]; /* v / 255.0f, the same correctly rounded quotients */
     for (int v = 0; v < 256; v++) by255[v] = (float)v / 255.0f;
-    for (int64_t i = 0; i < n; i++) hue_pixel(px + 3 * i, hue, by255);
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t *p = px + 3 * i;
+        lt_px_hue(by255[p[0]], by255[p[1]], by255[p[2]], hue, p);
+    }
 }
 
 static void color_jitter(uint8_t *px, int64_t n, const lt_recipe *r) {
@@ -345,47 +253,14 @@ static void color_jitter(uint8_t *px, int64_t n, const lt_recipe *r) {
 static void grayscale(uint8_t *px, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         uint8_t *p = px + 3 * i;
-        uint32_t l = ((uint32_t)p[0] * 19595u + (uint32_t)p[1] * 38470u + (uint32_t)p[2] * 7471u +
-                      0x8000u) >> 16;
-        p[0] = p[1] = p[2] = (uint8_t)l;
+        p[0] = p[1] = p[2] = lt_px_gray_pil(p[0], p[1], p[2]);
     }
 }
 
 /* ---- 5. Gaussian blur ---- */
 
-#define BLUR_BITS 16
-
-/* Index i mirrored into [0, n) without repeating the edge (torch "reflect" padding). */
-static int reflect(int i, int n) {
-    if (n == 1) return 0;
-    int period = 2 * (n - 1);
-    i %= period;
-    if (i < 0) i += period;
-    return i < n ? i : period - i;
-}
-
-/* Weights w[0..radius] (w[d] for offset +-d), summing over -radius..radius to 2^BLUR_BITS.
- * pdf: (radius + 1) doubles of scratch. */
-static void blur_weights(double sigma, int radius, double *pdf, int32_t *w) {
-    double sum = 0.0;
-    for (int d = 0; d <= radius; d++) {
-        double x = (double)d / sigma;
-        pdf[d] = lt_det_exp(-0.5 * x * x);
-        sum += d == 0 ? pdf[d] : 2.0 * pdf[d];
-    }
-    int32_t total = 0;
-    for (int d = 0; d <= radius; d++) {
-        w[d] = (int32_t)(pdf[d] / sum * (double)(1 << BLUR_BITS) + 0.5);
-        total += d == 0 ? w[d] : 2 * w[d];
-    }
-    w[0] += (1 << BLUR_BITS) - total; /* exact normalisation: flat areas stay flat */
-}
-
-static int gaussian_blur(uint8_t *px, int w, int h, float sigma_f) {
-    double sigma = (double)sigma_f;
-    double limit = 4.0 * (w > h ? w : h) + 8.0; /* wider kernels only flatten the image more */
-    double rad = ceil(3.0 * sigma);
-    int radius = rad < 1.0 ? 1 : rad > limit ? (int)limit : (int)rad;
+static int gaussian_blur(uint8_t *px, int w, int h, float sigma) {
+    int radius = lt_blur_radius(sigma, w, h);
     int32_t *wt = lt_malloc((size_t)(radius + 1) * sizeof(int32_t), "blur weights");
     double *pdf = lt_malloc((size_t)(radius + 1) * sizeof(double), "blur weights");
     if (!wt || !pdf) {
@@ -393,9 +268,9 @@ static int gaussian_blur(uint8_t *px, int w, int h, float sigma_f) {
         free(pdf);
         return -1;
     }
-    blur_weights(sigma, radius, pdf, wt);
+    lt_blur_weights(sigma, radius, pdf, wt);
     free(pdf);
-    if (wt[0] == 1 << BLUR_BITS) { /* every off-centre weight rounds to 0: identity */
+    if (wt[0] == 1 << LT_BLUR_BITS) { /* every off-centre weight rounds to 0: identity */
         free(wt);
         return 0;
     }
@@ -404,28 +279,17 @@ static int gaussian_blur(uint8_t *px, int w, int h, float sigma_f) {
         free(wt);
         return -1;
     }
-    /* horizontal: tmp (h, w, 3) = sum_d w[|d|] px[y][reflect(x + d)], exact (< 2^24) */
+    /* horizontal: tmp (h, w, 3) */
     for (int y = 0; y < h; y++) {
         const uint8_t *row = px + (size_t)y * w * 3;
         int32_t *o = tmp + (size_t)y * w * 3;
         for (int x = 0; x < w; x++)
-            for (int c = 0; c < 3; c++) {
-                int32_t s = 0;
-                for (int d = -radius; d <= radius; d++)
-                    s += wt[d < 0 ? -d : d] * row[3 * reflect(x + d, w) + c];
-                o[3 * x + c] = s;
-            }
+            for (int c = 0; c < 3; c++) o[3 * x + c] = lt_blur_h(row, w, x, c, wt, radius);
     }
-    /* vertical: px = round(sum_d w[|d|] tmp[reflect(y + d)][x] / 2^32) */
+    /* vertical: px (h, w, 3) */
     for (int y = 0; y < h; y++) {
         uint8_t *o = px + (size_t)y * w * 3;
-        for (int x = 0; x < w * 3; x++) {
-            int64_t s = (int64_t)1 << (2 * BLUR_BITS - 1);
-            for (int d = -radius; d <= radius; d++)
-                s += (int64_t)wt[d < 0 ? -d : d] * tmp[(size_t)reflect(y + d, h) * w * 3 + x];
-            int64_t v = s >> (2 * BLUR_BITS);
-            o[x] = (uint8_t)(v > 255 ? 255 : v);
-        }
+        for (int x = 0; x < w * 3; x++) o[x] = lt_blur_v(tmp + x, (long)w * 3, h, y, wt, radius);
     }
     free(tmp);
     free(wt);
@@ -467,13 +331,10 @@ int lt_render(const lt_image *src, const lt_recipe *r, int size, uint8_t *out) {
 
 void lt_mix_normalize(const uint8_t *a, const uint8_t *b, float lambda, const float mean[3],
                       const float std[3], int64_t npix, float *out) {
-    /* x = (wa * a + wb * b - mean) / std with wa = lambda / 255, wb = (1 - lambda) / 255, in this
-     * order (a GPU twin evaluates the same expression). */
+    /* wa = lambda / 255, wb = (1 - lambda) / 255; the expression: render_px.h */
     float wa = lambda / 255.0f, wb = (1.0f - lambda) / 255.0f;
     for (int64_t i = 0; i < npix; i++)
-        for (int c = 0; c < 3; c++) {
-            float v = wa * (float)a[3 * i + c];
-            if (b) v = v + wb * (float)b[3 * i + c];
-            out[3 * i + c] = (v - mean[c]) / std[c];
-        }
+        for (int c = 0; c < 3; c++)
+            out[3 * i + c] = lt_px_mix_normalize(a[3 * i + c], b ? b[3 * i + c] : 0, b != NULL,
+                                                 wa, wb, mean[c], std[c]);
 }
