@@ -43,8 +43,10 @@ ifeq ($(SAN),fuzz)
   LDFLAGS += $(SANFLAGS)
 endif
 
-# Rendering must give identical bytes on every machine: no FMA contraction there (docs/architecture.md §4).
+# Rendering must give identical bytes on every machine: no FMA contraction there, on the CPU and
+# in the CUDA renderer, and IEEE division on the GPU (docs/architecture.md §4).
 $(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
+$(BUILD)/lib/image/%.cu.o: NVCCFLAGS += -fmad=false -prec-div=true -ftz=false
 
 # ---- CUDA backend (built when nvcc is present unless CUDA=0) ----
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -76,7 +78,8 @@ LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)
 LIBLT   := $(BUILD)/liblt.a
 PLUGIN  := $(BUILD)/plugins/libh5zstd.so
 TOOLS   := $(patsubst tools/%/,$(BINDIR)/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
-TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c)) \
+           $(BUILD)/tests/test_render_emu
 CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/%,$(wildcard tests/cuda/test_*.c))
 # Small programs the Python tests drive (decode one file, render one recipe, run the teacher...).
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
@@ -131,6 +134,15 @@ $(PLUGIN): $(BUILD)/lib/data/h5zstd.o $(BUILD)/plugin/h5zstd_plugin.o
 $(BUILD)/plugin/h5zstd_plugin.o: lib/data/plugin/h5zstd_plugin.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The CUDA renderer's kernels compiled for the CPU (tests/unit/cuda_emu.h), CUDA or not.
+CXX     ?= g++
+$(BUILD)/tests/test_render_emu: tests/unit/test_render_emu.cpp tests/unit/cuda_emu.h \
+                                tests/cuda/test_cuda_render.c lib/image/render_cuda.cu \
+                                lib/image/render_px.h $(LIBLT)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \
+	  -std=c++20 -ffp-contract=off -Wall -Wextra -Ilib -pthread $< $(LIBLT) $(LDFLAGS) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBLT)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@

@@ -29,6 +29,29 @@ fail=0
 any=0
 nogpu=0
 ran=0 # tests that ran (passed or failed), not skipped
+
+# Source images of every decoded kind for test_cuda_render (grey, CMYK and RGB JPEGs; 8/16-bit,
+# palette, grey and RGBA PNGs; odd and large sizes): the GPU renders what decode.h made of them.
+imgs=$(mktemp -d "${TMPDIR:-/tmp}/lt-render-imgs.XXXXXX")
+trap 'rm -rf "$imgs"' EXIT
+if "$PYTHON" - "$imgs" <<'PYEOF'; then export LT_RENDER_TEST_IMAGES=$imgs; else echo "run-cuda: (no PIL: test_cuda_render uses its synthetic images only)"; fi
+import sys, numpy as np
+from PIL import Image
+out, rng = sys.argv[1], np.random.default_rng(5)
+def field(w, h, c):
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * rng.integers(1, 5) + y * rng.integers(1, 5)) % 256 for _ in range(c)], -1)
+    return np.clip(base + rng.integers(-20, 21, base.shape), 0, 255).astype(np.uint8)
+Image.fromarray(field(333, 251, 3)).save(f"{out}/rgb.jpg", quality=90)
+Image.fromarray(field(2049, 1537, 3)).save(f"{out}/large.jpg", quality=85)
+Image.fromarray(field(301, 199, 1)[..., 0], "L").save(f"{out}/grey.jpg", quality=90)
+Image.fromarray(field(257, 263, 4), "CMYK").save(f"{out}/cmyk.jpg", quality=90)
+Image.fromarray(field(97, 3, 3)).save(f"{out}/strip.png")
+Image.fromarray(field(211, 177, 1)[..., 0], "L").save(f"{out}/grey.png")
+Image.fromarray(field(150, 101, 4), "RGBA").save(f"{out}/rgba.png")
+Image.fromarray(field(120, 90, 3)).convert("P", palette=Image.ADAPTIVE).save(f"{out}/palette.png")
+Image.fromarray((field(181, 203, 1)[..., 0].astype(np.uint16) * 257 + 3), "I;16").save(f"{out}/grey16.png")
+PYEOF
 tests=(build/tests/test_cuda_ops) # the ops first, then the model
 for t in build/tests/test_cuda_*; do [ "$t" = build/tests/test_cuda_ops ] || tests+=("$t"); done
 for t in "${tests[@]}"; do

@@ -5,6 +5,7 @@
  * need the GPU fails with one clear message. The pure host helpers (precision names, bf16
  * conversions) work as in the CUDA build. Compiled only when CUDA=0 (see the Makefile). */
 #include "core/error.h"
+#include "image/render_cuda.h"
 #include "models/dinov2_cuda.h"
 #include "nn/ops_cuda.h"
 
@@ -208,4 +209,15 @@ int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out) {
 void lt_dinov2_gpu_get_stats(const lt_dinov2_gpu *g, lt_dinov2_gpu_stats *s) {
     (void)g;
     memset(s, 0, sizeof *s);
+}
+
+size_t lt_render_cuda_ws_bytes(const lt_render_job *jobs, int n, int size) {
+    (void)jobs, (void)n, (void)size;
+    return 0;
+}
+
+int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_t *out, void *ws,
+                   size_t ws_bytes, void *stream) {
+    (void)jobs, (void)n, (void)size, (void)out, (void)ws, (void)ws_bytes, (void)stream;
+    return no_cuda("render on the GPU");
 }

@@ -1,0 +1,50 @@
+/* render_cuda.h: lt_render on the GPU, a batch of views at a time, the same bytes as the CPU.
+ *
+ * Why it exists: a GPU teacher or student consumes tens of thousands of views a second, more than
+ * CPU rendering can make; the views must still be exactly the bytes lt_render (render.h) gives,
+ * because lt-train re-renders what lt-embed's teacher saw. Every value is computed by the
+ * functions of render_px.h, compiled here by nvcc with -fmad=false (render.c: gcc with
+ * -ffp-contract=off); the loops differ, the arithmetic does not. tests/cuda/test_cuda_render.c
+ * checks equal bytes over thousands of random recipes.
+ *
+ * The source images are decoded on the CPU (image/decode.h) and live in device memory, (h, w, 3)
+ * uint8 each; a job names one image and one recipe. All work is enqueued on the given stream;
+ * scratch is the caller's (no allocation inside). In a build without CUDA these functions fail
+ * with a "built without CUDA" message (nn/cuda_stub.c). */
+#ifndef LT_RENDER_CUDA_H
+#define LT_RENDER_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "image/recipe.h"
+
+/* One view: the source image (device memory, (h, w, 3) uint8, rows w·3 bytes apart) and the
+ * recipe to render from it. */
+typedef struct {
+    const uint8_t *rgb;
+    int32_t w, h;
+    lt_recipe r;
+} lt_render_job;
+
+/* Device scratch bytes lt_render_cuda needs for these jobs (host array of n) at this size. It
+ * depends on the crops (rows read) and on which views are blurred. */
+size_t lt_render_cuda_ws_bytes(const lt_render_job *jobs, int n, int size);
+
+/* out (device): (n, size, size, 3) uint8, view k = lt_render(job k's image, job k's recipe, size).
+ * jobs: host array of n; ws: device scratch of ws_bytes >= lt_render_cuda_ws_bytes(jobs, n,
+ * size); stream: a cudaStream_t (NULL: the default stream). Asynchronous: returns once the work
+ * is enqueued (the jobs array may be reused at once). -1 + lt_err on a bad size, a crop box
+ * outside its image (the message of lt_resize), too little scratch or a CUDA error. */
+int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_t *out, void *ws,
+                   size_t ws_bytes, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
