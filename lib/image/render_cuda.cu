@@ -40,6 +40,7 @@ extern "C" {
 /* A job as the kernels see it: the recipe's numbers and where its scratch lives. */
 typedef struct {
     const uint8_t *src; /* (h, w, 3) */
+    uint8_t *dst;       /* (size, size, 3) the view */
     int w;
     int cx, cy, cw, ch; /* crop box */
     int y0, rows;       /* crop rows [y0, y0 + rows) feed the vertical pass */
@@ -65,12 +66,15 @@ static size_t table_bytes(int size, int k) {
 /* Fills j's geometry and scratch offsets from *at on (at advances); 0, or -1 + lt_err on a crop
  * box outside its image. */
 static int plan_job(const lt_render_job *in, int size, rjob *j, size_t *at) {
+    /* j->dst: set by the caller */
     const int32_t *c = in->r.crop;
     if (!in->rgb || in->w < 1 || in->h < 1) return lt_err_set("render: empty source image");
     if (c[2] < 1 || c[3] < 1 || c[0] < 0 || c[1] < 0 || c[0] > in->w - c[2] || c[1] > in->h - c[3])
         return lt_err_set("render: crop (x %d, y %d, w %d, h %d) is not inside the %dx%d image",
                           c[0], c[1], c[2], c[3], in->w, in->h);
+    uint8_t *dst = j->dst;
     memset(j, 0, sizeof *j);
+    j->dst = dst;
     j->src = in->rgb;
     j->w = in->w;
     j->cx = c[0], j->cy = c[1], j->cw = c[2], j->ch = c[3];
@@ -107,6 +111,7 @@ extern "C" size_t lt_render_cuda_ws_bytes(const lt_render_job *jobs, int n, int 
     size_t at = align256((size_t)n * sizeof(rjob));
     for (int i = 0; i < n; i++) {
         rjob j;
+        j.dst = NULL;
         if (plan_job(&jobs[i], size, &j, &at) != 0) return 0; /* lt_render_cuda says why */
     }
     return at;
@@ -159,12 +164,12 @@ __global__ static void k_horiz(uint8_t *ws, int size) {
     }
 }
 
-/* grid (x, n), block 256: out (size, size, 3) = the vertical pass, flipped when asked. */
-__global__ static void k_vert(uint8_t *ws, int size, uint8_t *out) {
+/* grid (x, n), block 256: the view (size, size, 3) = the vertical pass, flipped when asked. */
+__global__ static void k_vert(uint8_t *ws, int size) {
     const rjob *j = (const rjob *)ws + blockIdx.y;
     table t = table_at(ws, j->tv, size, j->kv);
     const uint8_t *tmp = ws + j->tmp;
-    uint8_t *view = out + (size_t)blockIdx.y * size * size * 3;
+    uint8_t *view = j->dst;
     int64_t total = (int64_t)size * size;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -199,11 +204,11 @@ __device__ static uint8_t torch_gray_px(const uint8_t *p) {
 }
 
 /* grid n, block COLOR_THREADS: colour jitter in the recipe's order, then grayscale, in place. */
-__global__ static void k_color(const uint8_t *ws, int size, uint8_t *out) {
+__global__ static void k_color(const uint8_t *ws, int size) {
     __shared__ int64_t sh[COLOR_THREADS];
     const rjob *j = (const rjob *)ws + blockIdx.x;
     if (!j->jitter && !j->gray) return; /* the whole block leaves together */
-    uint8_t *px = out + (size_t)blockIdx.x * size * size * 3;
+    uint8_t *px = j->dst;
     const int64_t n = (int64_t)size * size;
     if (j->jitter) {
         for (int q = 0; q < 4; q++) {
@@ -251,11 +256,11 @@ __device__ static int blur_active(const uint8_t *ws, const rjob *j) {
 }
 
 /* grid (x, n), block 256: btmp (size, size, 3) int32 = the horizontal blur pass. */
-__global__ static void k_blur_h(uint8_t *ws, int size, const uint8_t *out) {
+__global__ static void k_blur_h(uint8_t *ws, int size) {
     const rjob *j = (const rjob *)ws + blockIdx.y;
     if (!blur_active(ws, j)) return;
     const int32_t *wt = (const int32_t *)(ws + j->bw);
-    const uint8_t *px = out + (size_t)blockIdx.y * size * size * 3;
+    const uint8_t *px = j->dst;
     int32_t *tmp = (int32_t *)(ws + j->btmp);
     int64_t total = (int64_t)size * size * 3;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
@@ -266,12 +271,12 @@ __global__ static void k_blur_h(uint8_t *ws, int size, const uint8_t *out) {
 }
 
 /* grid (x, n), block 256: out = the vertical blur pass of btmp. */
-__global__ static void k_blur_v(const uint8_t *ws, int size, uint8_t *out) {
+__global__ static void k_blur_v(const uint8_t *ws, int size) {
     const rjob *j = (const rjob *)ws + blockIdx.y;
     if (!blur_active(ws, j)) return;
     const int32_t *wt = (const int32_t *)(ws + j->bw);
     const int32_t *tmp = (const int32_t *)(ws + j->btmp);
-    uint8_t *px = out + (size_t)blockIdx.y * size * size * 3;
+    uint8_t *px = j->dst;
     int64_t total = (int64_t)size * size * 3;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -302,6 +307,11 @@ extern "C" int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_
     size_t at = align256((size_t)n * sizeof(rjob));
     int64_t max_rows = 0;
     for (int i = 0; i < n; i++) {
+        if (!jobs[i].out && !out) {
+            free(h);
+            return lt_err_set("render (GPU): view %d has nowhere to go", i);
+        }
+        h[i].dst = jobs[i].out ? jobs[i].out : out + (size_t)i * size * size * 3;
         if (plan_job(&jobs[i], size, &h[i], &at) != 0) {
             free(h);
             return -1;
@@ -321,9 +331,133 @@ extern "C" int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_
     if (rc) return -1;
     LAUNCH(k_tables, dim3((unsigned)(size + 127) / 128, (unsigned)n, 2), 128, s, w, size);
     LAUNCH(k_horiz, dim3(blocks_for(max_rows * size), (unsigned)n), 256, s, w, size);
-    LAUNCH(k_vert, dim3(blocks_for((int64_t)size * size), (unsigned)n), 256, s, w, size, out);
-    LAUNCH(k_color, dim3((unsigned)n), COLOR_THREADS, s, w, size, out);
-    LAUNCH(k_blur_h, dim3(blocks_for((int64_t)size * size * 3), (unsigned)n), 256, s, w, size, out);
-    LAUNCH(k_blur_v, dim3(blocks_for((int64_t)size * size * 3), (unsigned)n), 256, s, w, size, out);
+    LAUNCH(k_vert, dim3(blocks_for((int64_t)size * size), (unsigned)n), 256, s, w, size);
+    LAUNCH(k_color, dim3((unsigned)n), COLOR_THREADS, s, w, size);
+    LAUNCH(k_blur_h, dim3(blocks_for((int64_t)size * size * 3), (unsigned)n), 256, s, w, size);
+    LAUNCH(k_blur_v, dim3(blocks_for((int64_t)size * size * 3), (unsigned)n), 256, s, w, size);
     return cuda_check(cudaGetLastError(), "launching the render kernels");
+}
+
+/* ---- lt_render_gpu: a batch's decoded images up, its views rendered --------------------------- */
+
+struct lt_render_gpu {
+    uint8_t *stage;      /* pinned: the images back to back, each at a 256-byte boundary */
+    uint8_t *images;     /* device copy of stage */
+    size_t cap_images;
+    uint8_t *ws;         /* device scratch of lt_render_cuda */
+    size_t cap_ws;
+    lt_render_job *jobs; /* (cap_jobs) host */
+    int cap_jobs;
+    cudaEvent_t uploaded; /* after the last upload from stage */
+    int pending;          /* uploaded was recorded and not yet waited for */
+    int used;             /* last is set */
+    cudaStream_t last;    /* the stream of the last call */
+};
+
+extern "C" int lt_render_gpu_create(lt_render_gpu **out) {
+    lt_render_gpu *r = (lt_render_gpu *)calloc(1, sizeof *r);
+    if (!r) return lt_err_set("render (GPU): out of memory");
+    if (cuda_check(cudaEventCreateWithFlags(&r->uploaded, cudaEventDisableTiming), "cudaEventCreate")) {
+        free(r);
+        return -1;
+    }
+    *out = r;
+    return 0;
+}
+
+extern "C" void lt_render_gpu_free(lt_render_gpu *r) {
+    if (!r) return;
+    if (r->used) cudaStreamSynchronize(r->last);
+    cudaFreeHost(r->stage);
+    cudaFree(r->images);
+    cudaFree(r->ws);
+    cudaEventDestroy(r->uploaded);
+    free(r->jobs);
+    free(r);
+}
+
+extern "C" int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
+                                   const lt_sample *smp, const int *img, int count, int size,
+                                   uint8_t *a, uint8_t *b, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (count < 1) return 0;
+    /* the previous upload from the staging (and, on a stream change, everything before) */
+    if (r->pending && cuda_check(cudaEventSynchronize(r->uploaded), "waiting for the last upload"))
+        return -1;
+    r->pending = 0;
+    if (r->used && r->last != s &&
+        cuda_check(cudaStreamSynchronize(r->last), "waiting for the last batch"))
+        return -1;
+    r->last = s;
+    r->used = 1;
+    size_t *off = (size_t *)malloc((size_t)(n_images > 0 ? n_images : 1) * sizeof(size_t));
+    if (!off) return lt_err_set("render (GPU): out of memory");
+    size_t total = 0;
+    for (int i = 0; i < n_images; i++) {
+        off[i] = total;
+        total += align256((size_t)images[i].w * images[i].h * 3);
+    }
+    int rc = 0;
+    if (total > r->cap_images) { /* grow: nothing of this object is in flight any more */
+        rc = cuda_check(cudaStreamSynchronize(s), "waiting before growing the image buffers");
+        cudaFreeHost(r->stage);
+        cudaFree(r->images);
+        r->stage = NULL, r->images = NULL, r->cap_images = 0;
+        if (rc == 0) rc = cuda_check(cudaHostAlloc((void **)&r->stage, total, 0), "pinned images");
+        if (rc == 0) rc = cuda_check(cudaMalloc((void **)&r->images, total), "device images");
+        if (rc == 0) r->cap_images = total;
+    }
+    if (rc == 0 && 2 * count > r->cap_jobs) {
+        free(r->jobs);
+        r->jobs = (lt_render_job *)malloc((size_t)2 * count * sizeof *r->jobs);
+        r->cap_jobs = r->jobs ? 2 * count : 0;
+        if (!r->jobs) rc = lt_err_set("render (GPU): out of memory");
+    }
+    int n = 0;
+    for (int k = 0; rc == 0 && k < 2 * count; k++) {
+        int i = img[k];
+        if (i < 0) continue;
+        if (i >= n_images) {
+            rc = lt_err_set("render (GPU): image %d of %d", i, n_images);
+            break;
+        }
+        if (k & 1 && !b) {
+            rc = lt_err_set("render (GPU): a partner view without a buffer for it");
+            break;
+        }
+        lt_render_job *j = &r->jobs[n++];
+        j->rgb = r->images + off[i];
+        j->w = images[i].w;
+        j->h = images[i].h;
+        j->r = smp[k / 2].r[k & 1];
+        j->out = (k & 1 ? b : a) + (size_t)(k / 2) * size * size * 3;
+    }
+    if (rc == 0) {
+        for (int i = 0; i < n_images; i++)
+            memcpy(r->stage + off[i], images[i].rgb, (size_t)images[i].w * images[i].h * 3);
+        if (total)
+            rc = cuda_check(cudaMemcpyAsync(r->images, r->stage, total, cudaMemcpyHostToDevice, s),
+                            "copying the images to the device");
+        if (rc == 0) rc = cuda_check(cudaEventRecord(r->uploaded, s), "cudaEventRecord");
+        if (rc == 0) r->pending = 1;
+    }
+    /* partner views of samples without a partner are zeros, as on the CPU */
+    if (rc == 0 && b)
+        for (int k = 0; k < count && rc == 0; k++)
+            if (img[2 * k + 1] < 0)
+                rc = cuda_check(cudaMemsetAsync(b + (size_t)k * size * size * 3, 0,
+                                                (size_t)size * size * 3, s),
+                                "zeroing a partner view");
+    free(off);
+    if (rc != 0 || n == 0) return rc;
+    size_t need = lt_render_cuda_ws_bytes(r->jobs, n, size);
+    if (need > r->cap_ws) {
+        if (cuda_check(cudaStreamSynchronize(s), "waiting before growing the render scratch"))
+            return -1;
+        cudaFree(r->ws);
+        r->ws = NULL, r->cap_ws = 0;
+        if (cuda_check(cudaMalloc((void **)&r->ws, need), "render scratch")) return -1;
+        r->cap_ws = need;
+    }
+    return lt_render_cuda(r->jobs, n, size, NULL, r->ws, r->cap_ws, stream);
 }

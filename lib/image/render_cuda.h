@@ -24,11 +24,13 @@ extern "C" {
 #include "image/recipe.h"
 
 /* One view: the source image (device memory, (h, w, 3) uint8, rows w·3 bytes apart) and the
- * recipe to render from it. */
+ * recipe to render from it; out (device, (size, size, 3)), or NULL: row k of lt_render_cuda's
+ * out. */
 typedef struct {
     const uint8_t *rgb;
     int32_t w, h;
     lt_recipe r;
+    uint8_t *out;
 } lt_render_job;
 
 /* Device scratch bytes lt_render_cuda needs for these jobs (host array of n) at this size. It
@@ -42,6 +44,28 @@ size_t lt_render_cuda_ws_bytes(const lt_render_job *jobs, int n, int size);
  * outside its image (the message of lt_resize), too little scratch or a CUDA error. */
 int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_t *out, void *ws,
                    size_t ws_bytes, void *stream);
+
+/* ---- decoded images on the host, views on the device: one batch at a time ---- */
+
+#include "image/decode.h"
+
+/* Pinned staging, a device copy of a batch's decoded images and the renderer's scratch, each
+ * grown on demand. One per batch in flight (the staging is reused by the next call). */
+typedef struct lt_render_gpu lt_render_gpu;
+int lt_render_gpu_create(lt_render_gpu **out);
+/* Waits for this object's work, then frees it. NULL is a no-op. */
+void lt_render_gpu_free(lt_render_gpu *r);
+
+/* The primary and partner views of count samples, as lt-embed's and lt-train's CPU paths render
+ * them: images (host, n_images decoded images) go up on stream, then a (count, size, size, 3)
+ * device gets lt_render(images[img[2k]], smp[k].r[0]) and b (device, same shape) gets
+ * lt_render(images[img[2k + 1]], smp[k].r[1]), or zeros where img[2k + 1] < 0 (no partner).
+ * b may be NULL when no sample has a partner. Asynchronous on stream; the host images may be
+ * freed when it returns (they are copied to pinned staging first), and the previous call's
+ * upload is waited for before the staging is reused. */
+int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
+                        const lt_sample *smp, const int *img, int count, int size, uint8_t *a,
+                        uint8_t *b, void *stream);
 
 #ifdef __cplusplus
 }

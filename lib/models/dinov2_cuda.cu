@@ -484,27 +484,24 @@ extern "C" int lt_dinov2_gpu_forward(lt_dinov2_gpu *g, const float *x_host, int 
     return 0;
 }
 
-extern "C" int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint8_t *a,
-                                          const uint8_t *b, const float *lambda,
-                                          const float mean[3], const float std[3], int B, int H,
-                                          int W) {
+/* Slot `slot` ready for a batch of B views of H×W (free, buffers large enough); *s_out. */
+static int slot_ready(lt_dinov2_gpu *g, int slot, int B, int H, int W, gslot **s_out) {
     if (slot < 0 || slot >= LT_DINOV2_GPU_SLOTS)
         return lt_err_set("dinov2 gpu: slot %d (0..%d)", slot, LT_DINOV2_GPU_SLOTS - 1);
     gslot *s = &g->slots[slot];
     if (s->busy) return lt_err_set("dinov2 gpu: slot %d is busy: wait for it first", slot);
-    if (!a) return lt_err_set("dinov2 gpu: no views");
-    const size_t bytes = (size_t)H * W * 3;
     if (check_args(g, B, H, W) || ensure_activations(g, B, H, W) || ensure_pos(g, H, W) ||
-        ensure_slot(g, s, B, bytes))
+        ensure_slot(g, s, B, (size_t)H * W * 3))
         return -1;
+    *s_out = s;
+    return 0;
+}
+
+/* After the slot's views are in s->a / s->b (work enqueued on the copy stream since up0): the
+ * mixup weights, then the forward on the compute stream once that work is done. */
+static int submit_forward(lt_dinov2_gpu *g, gslot *s, int has_b, const float *lambda,
+                          const float mean[3], const float std[3], int B, int H, int W) {
     for (int i = 0; i < B; i++) s->lambda_host[i] = lambda ? lambda[i] : 1.0f;
-    const size_t nb = (size_t)B * bytes;
-    CUDA_TRY(cudaEventRecord(s->up0, g->copy), "cudaEventRecord(upload start)");
-    CUDA_TRY(cudaMemcpyAsync(s->a, a, nb, cudaMemcpyHostToDevice, g->copy),
-             "cudaMemcpyAsync(views a to the device)");
-    if (b)
-        CUDA_TRY(cudaMemcpyAsync(s->b, b, nb, cudaMemcpyHostToDevice, g->copy),
-                 "cudaMemcpyAsync(views b to the device)");
     CUDA_TRY(cudaMemcpyAsync(s->lambda, s->lambda_host, (size_t)B * 4, cudaMemcpyHostToDevice,
                              g->copy),
              "cudaMemcpyAsync(mixup weights to the device)");
@@ -512,7 +509,7 @@ extern "C" int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint
     CUDA_TRY(cudaStreamWaitEvent(g->stream, s->up1, 0), "cudaStreamWaitEvent(upload)");
     CUDA_TRY(cudaEventRecord(s->c0, g->stream), "cudaEventRecord(compute start)");
     const int D = g->cfg.embed_dim;
-    if (lt_cuda_patchify_views(g->ctx, g->patches, g->act, g->Kp, s->a, b ? s->b : NULL,
+    if (lt_cuda_patchify_views(g->ctx, g->patches, g->act, g->Kp, s->a, has_b ? s->b : NULL,
                                s->lambda, mean, std, B, H, W, g->cfg.patch) ||
         run_body(g, B, H, W, s->out) ||
         lt_cuda_download(g->ctx, s->out_host, s->out, (size_t)B * D * 4))
@@ -521,6 +518,42 @@ extern "C" int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint
     s->busy = 1;
     s->B = B;
     return 0;
+}
+
+extern "C" int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint8_t *a,
+                                          const uint8_t *b, const float *lambda,
+                                          const float mean[3], const float std[3], int B, int H,
+                                          int W) {
+    gslot *s;
+    if (!a) return lt_err_set("dinov2 gpu: no views");
+    if (slot_ready(g, slot, B, H, W, &s)) return -1;
+    const size_t nb = (size_t)B * H * W * 3;
+    CUDA_TRY(cudaEventRecord(s->up0, g->copy), "cudaEventRecord(upload start)");
+    CUDA_TRY(cudaMemcpyAsync(s->a, a, nb, cudaMemcpyHostToDevice, g->copy),
+             "cudaMemcpyAsync(views a to the device)");
+    if (b)
+        CUDA_TRY(cudaMemcpyAsync(s->b, b, nb, cudaMemcpyHostToDevice, g->copy),
+                 "cudaMemcpyAsync(views b to the device)");
+    return submit_forward(g, s, b != NULL, lambda, mean, std, B, H, W);
+}
+
+extern "C" int lt_dinov2_gpu_slot_views(lt_dinov2_gpu *g, int slot, int B, int H, int W,
+                                        uint8_t **a, uint8_t **b, void **stream) {
+    gslot *s;
+    if (slot_ready(g, slot, B, H, W, &s)) return -1;
+    CUDA_TRY(cudaEventRecord(s->up0, g->copy), "cudaEventRecord(input start)");
+    *a = s->a;
+    *b = s->b;
+    *stream = (void *)g->copy;
+    return 0;
+}
+
+extern "C" int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b,
+                                           const float *lambda, const float mean[3],
+                                           const float std[3], int B, int H, int W) {
+    gslot *s;
+    if (slot_ready(g, slot, B, H, W, &s)) return -1;
+    return submit_forward(g, s, has_b, lambda, mean, std, B, H, W);
 }
 
 extern "C" int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out_host) {

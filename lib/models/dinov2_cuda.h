@@ -75,6 +75,16 @@ int lt_dinov2_gpu_forward_views(lt_dinov2_gpu *g, const uint8_t *a, const uint8_
 int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint8_t *a, const uint8_t *b,
                                const float *lambda, const float mean[3], const float std[3],
                                int B, int H, int W);
+/* The same with views made on the device (the GPU renderer, image/render_cuda.h): slot_views
+ * gives the slot's device buffers a, b ((B, H, W, 3) uint8 each, sized for B views of H×W) and
+ * the stream (a cudaStream_t) on which to enqueue the work that fills them; submit_filled then
+ * enqueues the forward of those views (has_b: b holds partner views), run once that work is done.
+ * The slot must be free for both; nothing may be enqueued for it on other streams. In the stats,
+ * copy_ms then counts that work (uploads and rendering). */
+int lt_dinov2_gpu_slot_views(lt_dinov2_gpu *g, int slot, int B, int H, int W, uint8_t **a,
+                             uint8_t **b, void **stream);
+int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b, const float *lambda,
+                                const float mean[3], const float std[3], int B, int H, int W);
 /* Waits for the slot's batch and copies its (B, D) embeddings to out_host. Frees the slot. */
 int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out_host);
 

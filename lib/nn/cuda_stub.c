@@ -202,6 +202,17 @@ int lt_dinov2_gpu_submit_views(lt_dinov2_gpu *g, int slot, const uint8_t *a, con
     (void)W;
     return no_cuda("dinov2 gpu");
 }
+int lt_dinov2_gpu_slot_views(lt_dinov2_gpu *g, int slot, int B, int H, int W, uint8_t **a,
+                             uint8_t **b, void **stream) {
+    (void)g, (void)slot, (void)B, (void)H, (void)W, (void)a, (void)b, (void)stream;
+    return no_cuda("dinov2 gpu");
+}
+int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b, const float *lambda,
+                                const float mean[3], const float std[3], int B, int H, int W) {
+    (void)g, (void)slot, (void)has_b, (void)lambda, (void)mean, (void)std, (void)B, (void)H,
+        (void)W;
+    return no_cuda("dinov2 gpu");
+}
 int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out) {
     (void)g, (void)slot, (void)out;
     return no_cuda("dinov2 gpu");

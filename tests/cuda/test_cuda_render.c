@@ -11,8 +11,9 @@
  * grey and RGBA PNGs); recipes drawn by lt_recipe_draw with random transform settings: crop
  * scales down to 1e-4 of the image and up to all of it, ratios 1/5..5, flips, every jitter op at
  * strengths up to the maximum (hue ±0.5), every order, grayscale, blur sigma 0..4; output sizes
- * 224 and odd ones (1, 2, 7, 63, 97, 255). Also: a crop outside its image and too little scratch
- * are refused with a message.
+ * 224 and odd ones (1, 2, 7, 63, 97, 255). lt_render_gpu_pairs (host images up, primary and
+ * partner views, zeros for samples without a partner) twice on one object. Also: a crop outside
+ * its image and too little scratch are refused with a message.
  *
  * The same source is also the CPU test tests/unit/test_render_emu.cpp: compiled as C++ with
  * LT_CUDA_EMULATE, "device" memory is host memory and the kernels run on the CPU (cuda_emu.h),
@@ -245,6 +246,7 @@ static void batch(int n, int size, int batch_no) {
         jobs[k].rgb = s->dev;
         jobs[k].w = s->im.w;
         jobs[k].h = s->im.h;
+        jobs[k].out = NULL;
         lt_recipe_draw(&t, next_u64(), (uint32_t)next_u64(), (uint32_t)irange(0, 99),
                        (uint32_t)irange(0, 1), s->im.w, s->im.h, &jobs[k].r);
     }
@@ -291,6 +293,65 @@ static void batch(int n, int size, int batch_no) {
     free(ref);
     free(jobs);
     free(which);
+}
+
+/* lt_render_gpu_pairs: host images up, primary and partner views of samples (some without a
+ * partner: zeros), twice with the same object (its staging reused), against lt_render. */
+static void pairs_batch(int count, int size, int batch_no) {
+    lt_render_gpu *rg = NULL;
+    lt_image *imgs = (lt_image *)xmalloc((size_t)n_srcs * sizeof *imgs);
+    for (int i = 0; i < n_srcs; i++) imgs[i] = srcs[i].im;
+    lt_sample *smp = (lt_sample *)xmalloc((size_t)count * sizeof *smp);
+    int *img = (int *)xmalloc((size_t)count * 2 * sizeof *img);
+    size_t view = (size_t)size * size * 3;
+    uint8_t *d_a = NULL, *d_b = NULL;
+    uint8_t *got = (uint8_t *)xmalloc(2 * view * count), *ref = (uint8_t *)xmalloc(view);
+    int ok = lt_render_gpu_create(&rg) == 0 && dev_alloc((void **)&d_a, view * count) == 0 &&
+             dev_alloc((void **)&d_b, view * count) == 0;
+    int bad = 0;
+    for (int round = 0; round < 2 && ok; round++) {
+        for (int k = 0; k < count; k++) {
+            for (int q = 0; q < 2; q++) {
+                img[2 * k + q] = q == 1 && irange(0, 3) == 0 ? -1 : irange(0, n_srcs - 1);
+                lt_transform t;
+                random_transform(&t, size);
+                if (img[2 * k + q] >= 0)
+                    lt_recipe_draw(&t, next_u64(), (uint32_t)k, (uint32_t)round, (uint32_t)q,
+                                   imgs[img[2 * k + q]].w, imgs[img[2 * k + q]].h, &smp[k].r[q]);
+                else
+                    memset(&smp[k].r[q], 0, sizeof smp[k].r[q]);
+            }
+        }
+        ok = lt_render_gpu_pairs(rg, imgs, n_srcs, smp, img, count, size, d_a, d_b,
+                                 dev_stream()) == 0 &&
+             dev_sync() == 0 && dev_down(got, d_a, view * count) == 0 &&
+             dev_down(got + view * count, d_b, view * count) == 0;
+        for (int k = 0; ok && k < 2 * count; k++) {
+            const uint8_t *g = got + (k & 1 ? view * count : 0) + view * (k / 2);
+            if (img[k] < 0) {
+                memset(ref, 0, view);
+            } else if (lt_render(&imgs[img[k]], &smp[k / 2].r[k & 1], size, ref) != 0) {
+                bad++;
+                continue;
+            }
+            if (memcmp(g, ref, view) != 0 && bad++ < 3)
+                printf("  sample %d %s view (image %d) differs\n", k / 2, k & 1 ? "partner" : "primary",
+                       img[k]);
+        }
+    }
+    printf("batch %3d: %3d samples at %3d through lt_render_gpu_pairs, twice: %s\n", batch_no,
+           count, size, !ok ? "FAIL" : bad ? "FAIL (views differ)" : "equal");
+    if (!ok) printf("  %s\n", lt_err_msg());
+    if (!ok || bad) n_fail++;
+    else n_views += 4 * count;
+    lt_render_gpu_free(rg);
+    dev_free(d_a);
+    dev_free(d_b);
+    free(got);
+    free(ref);
+    free(smp);
+    free(img);
+    free(imgs);
 }
 
 /* A crop outside its image and too little scratch are errors with a message, not faults. */
@@ -341,6 +402,8 @@ int main(void) {
         for (; b < N_BATCHES; b++) batch(BATCH, 224, b);
         static const int odd[] = {1, 2, 7, 63, 97, 255};
         for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) batch(ODD_BATCH, odd[i], b++);
+        pairs_batch(ODD_BATCH, 224, b++);
+        pairs_batch(ODD_BATCH / 2, 97, b++);
     }
     printf(TEST_NAME ": %d views equal, %d failed batches\n", n_views, n_fail);
     dev_close();

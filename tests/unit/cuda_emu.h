@@ -17,6 +17,7 @@
 
 #include <barrier>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <thread>
@@ -50,6 +51,25 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMem
     std::memcpy(dst, src, n);
     return cudaSuccess;
 }
+inline cudaError_t cudaMemsetAsync(void *dst, int v, size_t n, cudaStream_t) {
+    std::memset(dst, v, n);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMalloc(void **p, size_t n) { return (*p = std::malloc(n ? n : 1)) ? 0 : 2; }
+inline cudaError_t cudaHostAlloc(void **p, size_t n, unsigned) { return cudaMalloc(p, n); }
+inline cudaError_t cudaFree(void *p) { return std::free(p), cudaSuccess; }
+inline cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+typedef int *cudaEvent_t; /* work is done when enqueued: events are always complete */
+enum { cudaEventDisableTiming = 2 };
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
+    static int ev;
+    *e = &ev;
+    return cudaSuccess;
+}
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char *cudaGetErrorString(cudaError_t) { return "emulated"; }
 
