@@ -90,13 +90,14 @@ e2e() {
   local common=(-q --teacher "$tmp/teacher.safetensors" --views 3 --seed 7 --dtype f32
                 --batch-size 8)
   echo "== lt-embed --device cpu"
-  run_bin "$embed" "${common[@]}" --device cpu "$tmp/data" "$tmp/cpu.h5" ||
+  run_bin "$embed" "${common[@]}" --device cpu --dump-views "$tmp/views-cpu" "$tmp/data" "$tmp/cpu.h5" ||
     { echo "run-cuda: e2e-embed FAIL (lt-embed --device cpu)"; return 1; }
   local rc=0 prec thr line nmse
   for prec in fp32 bf16; do
     [ $prec = fp32 ] && thr=1e-8 || thr=1e-3
-    echo "== lt-embed --device cuda --precision $prec"
-    if ! run_bin "$embed" "${common[@]}" --device cuda --precision $prec "$tmp/data" "$tmp/$prec.h5"; then
+    echo "== lt-embed --device cuda --precision $prec (views rendered on the GPU)"
+    if ! run_bin "$embed" "${common[@]}" --device cuda --precision $prec --dump-views "$tmp/views-$prec" \
+        "$tmp/data" "$tmp/$prec.h5"; then
       echo "run-cuda: e2e-embed-$prec FAIL (lt-embed --device cuda exited non-zero)"; rc=1; continue
     fi
     line=$(run_bin "$tool" cache-diff "$tmp/$prec.h5" "$tmp/cpu.h5") ||
@@ -109,7 +110,30 @@ e2e() {
       echo "run-cuda: e2e-embed-$prec FAIL (nmse $nmse > $thr)"; rc=1
     fi
     ran=$((ran + 1))
+    # the views the GPU rendered for the teacher are the CPU's, byte for byte
+    if [ "$(ls "$tmp/views-$prec" | wc -l)" -gt 0 ] && diff -rq "$tmp/views-cpu" "$tmp/views-$prec" >/dev/null; then
+      echo "run-cuda: e2e-gpu-views-$prec PASS ($(ls "$tmp/views-$prec" | wc -l) dumped views equal the CPU's)"
+    else
+      echo "run-cuda: e2e-gpu-views-$prec FAIL (views rendered on the GPU differ from the CPU's)"
+      diff -rq "$tmp/views-cpu" "$tmp/views-$prec" | head -5; rc=1
+    fi
   done
+  # the CPU-rendered path of the GPU teacher still works and gives the same embeddings
+  echo "== lt-embed --device cuda --precision fp32 --render cpu"
+  if run_bin "$embed" "${common[@]}" --device cuda --precision fp32 --render cpu "$tmp/data" "$tmp/fp32-cpuviews.h5" &&
+     line=$(run_bin "$tool" cache-diff "$tmp/fp32-cpuviews.h5" "$tmp/fp32.h5"); then
+    echo "$line"
+    nmse=$(echo "$line" | sed -n 's/.* nmse=\([^ ]*\).*/\1/p')
+    # the same views: only the GEMM algorithms autotuning picks may differ between the runs (fp32
+    # reassociation, NMSE ~1e-14); one pixel level off somewhere shows as ~1e-9 and more
+    if awk -v e="$nmse" 'BEGIN { exit !(e != "" && e + 0 <= 1e-11) }'; then
+      echo "run-cuda: e2e-render-cpu-vs-gpu PASS (nmse $nmse <= 1e-11)"
+    else
+      echo "run-cuda: e2e-render-cpu-vs-gpu FAIL (nmse $nmse > 1e-11: the same views must give the same embeddings)"; rc=1
+    fi
+  else
+    echo "run-cuda: e2e-render-cpu-vs-gpu FAIL (lt-embed --render cpu or cache-diff)"; rc=1
+  fi
   return $rc
 }
 

@@ -37,6 +37,7 @@
 #include "embed/internal.h"
 #include "image/decode.h"
 #include "image/render.h"
+#include "image/render_cuda.h"
 #include "models/dinov2.h"
 #include "models/dinov2_cuda.h"
 
@@ -435,13 +436,69 @@ static int pass2_cpu(embed_run *R, int64_t done0, int64_t W) {
     return rc;
 }
 
+/* With the views rendered on the GPU: decodes the images of work rows [k, k + count) on the CPU,
+ * then uploads them and renders the slot's views on the teacher's input stream (rg: the slot's
+ * upload buffers) and enqueues the forward. */
+static int submit_gpu_rendered(embed_run *R, lt_dinov2_gpu *g, lt_render_gpu *rg, int slot,
+                               int64_t k, int count, batch_buffers *b) {
+    const lt_embed_opts *o = R->o;
+    const int size = o->transform.image_size;
+    for (int j = 0; j < count; j++) {
+        b->sidx[j] = work_sample(R, k + j);
+        b->smp[j] = R->samples[b->sidx[j]];
+        b->lambda[j] = b->smp[j].image[1] >= 0 ? b->smp[j].lambda : 1.0f;
+    }
+    double t0 = lt_now();
+    int n_slots = 0;
+    int rc = decode_batch(R, b->smp, count, o->max_pixels, b->slots, &n_slots, b->slot_of);
+    R->rep->t_decode += lt_now() - t0;
+    if (rc != 0) return -1;
+    lt_image *ims = lt_malloc((size_t)(n_slots ? n_slots : 1) * sizeof *ims, "decoded images");
+    uint8_t *da = NULL, *db = NULL;
+    void *stream = NULL;
+    rc = ims ? 0 : -1;
+    for (int j = 0; rc == 0 && j < n_slots; j++) ims[j] = b->slots[j].im;
+    if (rc == 0) rc = lt_dinov2_gpu_slot_views(g, slot, count, size, size, &da, &db, &stream);
+    t0 = lt_now();
+    if (rc == 0)
+        rc = lt_render_gpu_pairs(rg, ims, n_slots, b->smp, b->slot_of, count, size, da,
+                                 o->mixup ? db : NULL, stream);
+    R->rep->t_render += lt_now() - t0; /* the host's part: copying into pinned staging */
+    if (rc == 0)
+        rc = lt_dinov2_gpu_submit_filled(g, slot, o->mixup, b->lambda, o->transform.mean,
+                                         o->transform.std, count, size, size);
+    free(ims);
+    for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
+    return rc;
+}
+
+/* --dump-views of a batch rendered on the GPU: its views, copied back from the slot. */
+static int dump_gpu_views(embed_run *R, lt_dinov2_gpu *g, int slot, int64_t k, int count,
+                          batch_buffers *b) {
+    const int size = R->o->transform.image_size;
+    if (lt_dinov2_gpu_download_views(g, slot, b->va, R->o->mixup ? b->vb : NULL, count, size,
+                                     size) != 0)
+        return -1;
+    const size_t px = (size_t)size * size * 3;
+    for (int j = 0; j < count; j++) {
+        int64_t s = work_sample(R, k + j);
+        if (dump_view(R->o->dump_views_dir, sample_base(R) + s, "a", b->va + j * px, size) != 0 ||
+            (R->samples[s].image[1] >= 0 &&
+             dump_view(R->o->dump_views_dir, sample_base(R) + s, "b", b->vb + j * px, size) != 0))
+            return -1;
+    }
+    return 0;
+}
+
 /* The GPU teacher, double-buffered: batch k+1 is decoded and rendered into pinned buffers while
- * the GPU runs batch k; the GPU normalises and mixes the uint8 views itself. */
+ * the GPU runs batch k; the GPU normalises and mixes the uint8 views itself. With gpu_render the
+ * CPU only decodes: the decoded images go up and the GPU renders the views. */
 static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     const lt_embed_opts *o = R->o;
     const int size = o->transform.image_size, B = R->B;
     const size_t view = (size_t)B * size * size * 3;
     lt_dinov2_gpu *g = NULL;
+    lt_render_gpu *rg[2] = {0};
     batch_buffers b;
     uint8_t *va[2] = {0}, *vb[2] = {0};
     int64_t slot_first[2] = {-1, -1};
@@ -451,6 +508,10 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
         return -1;
     int rc = lt_dinov2_gpu_create(R->teacher, (lt_precision)o->precision, B, size, size, &g);
     for (int k = 0; k < 2 && rc == 0; k++) {
+        if (R->gpu_render) {
+            rc = lt_render_gpu_create(&rg[k]);
+            continue;
+        }
         rc = lt_cuda_host_alloc((void **)&va[k], view, "pinned views");
         if (rc == 0) rc = lt_cuda_host_alloc((void **)&vb[k], view, "pinned views");
     }
@@ -461,16 +522,23 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
         if (stopped(o)) break;
         int slot = (int)(n & 1), other = slot ^ 1;
         int count = (int)(W - k < B ? W - k : B);
-        rc = prepare_batch(R, k, count, &b, va[slot], vb[slot], b.lambda, NULL);
-        if (rc == 0)
-            rc = lt_dinov2_gpu_submit_views(g, slot, va[slot], o->mixup ? vb[slot] : NULL, b.lambda,
-                                            o->transform.mean, o->transform.std, count, size, size);
+        if (R->gpu_render) {
+            rc = submit_gpu_rendered(R, g, rg[slot], slot, k, count, &b);
+        } else {
+            rc = prepare_batch(R, k, count, &b, va[slot], vb[slot], b.lambda, NULL);
+            if (rc == 0)
+                rc = lt_dinov2_gpu_submit_views(g, slot, va[slot], o->mixup ? vb[slot] : NULL,
+                                                b.lambda, o->transform.mean, o->transform.std,
+                                                count, size, size);
+        }
         if (rc == 0) {
             slot_first[slot] = k;
             slot_count[slot] = count;
         }
         if (rc == 0 && slot_first[other] >= 0) {
             rc = lt_dinov2_gpu_wait(g, other, b.emb);
+            if (rc == 0 && R->gpu_render && o->dump_views_dir)
+                rc = dump_gpu_views(R, g, other, slot_first[other], slot_count[other], &b);
             if (rc == 0) rc = emit_rows(R, &b, slot_first[other], slot_count[other], b.emb);
             slot_first[other] = -1;
             lt_progress_update(&pr, lt_emblog_rows(R->log) - done0);
@@ -480,6 +548,8 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     for (int s = 0; s < 2 && rc == 0; s++) {
         if (slot_first[s] < 0) continue;
         rc = lt_dinov2_gpu_wait(g, s, b.emb);
+        if (rc == 0 && R->gpu_render && o->dump_views_dir)
+            rc = dump_gpu_views(R, g, s, slot_first[s], slot_count[s], &b);
         if (rc == 0) rc = emit_rows(R, &b, slot_first[s], slot_count[s], b.emb);
         slot_first[s] = -1;
     }
@@ -491,7 +561,9 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
         R->rep->t_copy = st.copy_ms / 1e3;
         R->rep->t_teacher = st.teacher_ms / 1e3;
     }
-    /* waits for anything still running before its buffers go */
+    /* each waits for anything still running before its buffers go (the renderers first: their
+     * work is on the teacher's input stream) */
+    for (int s = 0; s < 2; s++) lt_render_gpu_free(rg[s]);
     lt_dinov2_gpu_free(g);
     for (int s = 0; s < 2; s++) {
         lt_cuda_host_free(va[s]);
@@ -830,13 +902,19 @@ static int setup_device(embed_run *R) {
     if (o->device == LT_DEVICE_CUDA && !lt_cuda_available())
         return lt_err_set("--device cuda: no usable CUDA device (or this build has no CUDA "
                           "backend); use --device cpu");
+    if (o->render == LT_RENDER_GPU && !R->gpu)
+        return lt_err_set("--render gpu: the views are rendered on the GPU only when the teacher "
+                          "runs there (--device cuda)");
+    R->gpu_render = R->gpu && o->render != LT_RENDER_CPU;
     R->B = o->batch_size > 0 ? o->batch_size : R->gpu ? 256 : 32;
     R->rep->gpu = R->gpu;
+    R->rep->gpu_render = R->gpu_render;
     if (R->gpu) {
         char info[80] = "";
         if (lt_cuda_device_info(info, sizeof info) != 0) info[0] = 0;
-        snprintf(R->rep->device, sizeof R->rep->device, "cuda %s (%s)",
-                 lt_precision_name((lt_precision)o->precision), info);
+        snprintf(R->rep->device, sizeof R->rep->device, "cuda %s (%s), views rendered on the %s",
+                 lt_precision_name((lt_precision)o->precision), info,
+                 R->gpu_render ? "GPU" : "CPU");
     } else {
         snprintf(R->rep->device, sizeof R->rep->device, "cpu fp32 (%d threads)", threads);
     }

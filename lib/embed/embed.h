@@ -17,6 +17,9 @@
 #include "image/recipe.h"
 
 typedef enum { LT_DEVICE_AUTO = 0, LT_DEVICE_CPU = 1, LT_DEVICE_CUDA = 2 } lt_device;
+/* Where the views are rendered: auto = on the GPU when the teacher runs there (image/render_cuda.h,
+ * the same bytes as the CPU's lt_render). */
+typedef enum { LT_RENDER_AUTO = 0, LT_RENDER_CPU = 1, LT_RENDER_GPU = 2 } lt_render_where;
 
 /* The settings given on the command line (lt_embed_opts.given): with --append, those not given
  * take the existing cache's values. */
@@ -47,6 +50,7 @@ typedef struct {
     unsigned given;              /* LT_GIVEN_* bits */
     lt_device device;
     int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
+    lt_render_where render;
     uint64_t seed;
     int64_t max_pixels;
     lt_transform transform;      /* transform.image_size is the view size */
@@ -65,13 +69,15 @@ typedef struct {
     int nothing_to_do;    /* --append found no new image and no new view */
     int views;            /* views per image of the cache (with --append: maybe the cache's) */
     int gpu;              /* the teacher ran on the GPU */
+    int gpu_render;       /* and the views were rendered there */
     int embed_dim;
     int bytes_per_embedding; /* stored, before compression */
     int64_t cache_bytes;  /* size of the finished cache file */
     double seconds_scan, seconds_embed, seconds_total;
     /* where the embedding pass spent its time (seconds): reading + decoding the stored images,
-     * rendering + mixing, the teacher (on the GPU: host-to-device copies and the forward, from CUDA
-     * events, overlapped with the CPU work), writing the embeddings */
+     * rendering + mixing, the teacher (on the GPU: host-to-device copies, with gpu_render the
+     * upload of the decoded images and the rendering, and the forward, from CUDA events,
+     * overlapped with the CPU work), writing the embeddings */
     double t_decode, t_render, t_copy, t_teacher, t_write;
     char device[96];      /* "cpu (N threads)" or "cuda bf16 (<GPU name>)" */
 } lt_embed_report;

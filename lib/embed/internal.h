@@ -66,6 +66,7 @@ typedef struct {
     lt_sample *samples;          /* (S) */
     int64_t N, S;                /* images and samples of this cache (of this part with --shard) */
     int gpu, B;
+    int gpu_render; /* views rendered on the GPU (image/render_cuda.h) */
     lt_shard_survey shard;       /* --shard (opts.shard_count > 0) */
 } embed_run;
 

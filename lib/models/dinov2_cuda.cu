@@ -556,6 +556,19 @@ extern "C" int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b
     return submit_forward(g, s, has_b, lambda, mean, std, B, H, W);
 }
 
+extern "C" int lt_dinov2_gpu_download_views(lt_dinov2_gpu *g, int slot, uint8_t *a, uint8_t *b,
+                                            int B, int H, int W) {
+    if (slot < 0 || slot >= LT_DINOV2_GPU_SLOTS)
+        return lt_err_set("dinov2 gpu: slot %d (0..%d)", slot, LT_DINOV2_GPU_SLOTS - 1);
+    gslot *s = &g->slots[slot];
+    const size_t nb = (size_t)B * H * W * 3;
+    if (s->busy || nb > s->cap_bytes)
+        return lt_err_set("dinov2 gpu: slot %d holds no finished batch of %d views", slot, B);
+    CUDA_TRY(cudaMemcpy(a, s->a, nb, cudaMemcpyDeviceToHost), "cudaMemcpy(views a to the host)");
+    if (b) CUDA_TRY(cudaMemcpy(b, s->b, nb, cudaMemcpyDeviceToHost), "cudaMemcpy(views b to the host)");
+    return 0;
+}
+
 extern "C" int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out_host) {
     if (slot < 0 || slot >= LT_DINOV2_GPU_SLOTS)
         return lt_err_set("dinov2 gpu: slot %d (0..%d)", slot, LT_DINOV2_GPU_SLOTS - 1);

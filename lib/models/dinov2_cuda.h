@@ -85,6 +85,10 @@ int lt_dinov2_gpu_slot_views(lt_dinov2_gpu *g, int slot, int B, int H, int W, ui
                              uint8_t **b, void **stream);
 int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b, const float *lambda,
                                 const float mean[3], const float std[3], int B, int H, int W);
+/* After lt_dinov2_gpu_wait(slot): copies the slot's views to the host, a and (when not NULL) b
+ * (B, H, W, 3) uint8 each (lt-embed --dump-views of views rendered on the GPU). Synchronous. */
+int lt_dinov2_gpu_download_views(lt_dinov2_gpu *g, int slot, uint8_t *a, uint8_t *b, int B,
+                                 int H, int W);
 /* Waits for the slot's batch and copies its (B, D) embeddings to out_host. Frees the slot. */
 int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out_host);
 

@@ -213,6 +213,11 @@ int lt_dinov2_gpu_submit_filled(lt_dinov2_gpu *g, int slot, int has_b, const flo
         (void)W;
     return no_cuda("dinov2 gpu");
 }
+int lt_dinov2_gpu_download_views(lt_dinov2_gpu *g, int slot, uint8_t *a, uint8_t *b, int B,
+                                 int H, int W) {
+    (void)g, (void)slot, (void)a, (void)b, (void)B, (void)H, (void)W;
+    return no_cuda("dinov2 gpu");
+}
 int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out) {
     (void)g, (void)slot, (void)out;
     return no_cuda("dinov2 gpu");

@@ -23,7 +23,7 @@ def test_help_and_version():
     assert r.stdout.startswith("Usage: lt-embed") and "--dump-views" in r.stdout
     for opt in ["--teacher", "--views", "--image-size", "--batch-size", "--seed", "--no-mixup",
                 "--device", "--threads", "--crop-scale", "--crop-ratio", "--hflip-p", "--jitter-p",
-                "--jitter", "--gray-p", "--blur-sigma", "--mean", "--std"]:
+                "--jitter", "--gray-p", "--blur-sigma", "--mean", "--std", "--render"]:
         assert opt in r.stdout, opt
     r = run([lt_embed(), "--version"])
     assert r.stdout.startswith("lt-embed ")
@@ -44,6 +44,7 @@ def test_help_and_version():
     (["--mean", "a,b,c"], "--mean"),
     (["--std", "0,1,1"], "--std"),
     (["--device", "tpu"], "--device"),
+    (["--render", "fpga"], "--render"),
     (["--dtype", "f64"], "--dtype"),
     (["--no-such-option"], "Try"),
 ])
@@ -62,6 +63,19 @@ def test_missing_arguments_and_teacher(setup):
     env = {"LT_TEACHER": ""}
     r = run([lt_embed(), data, str(d / "x.h5")], check=False, env=env)
     assert r.returncode == 2 and "--teacher" in r.stderr
+
+
+def test_render_gpu_needs_the_gpu_teacher(setup, tmp_path):
+    # views are rendered on the GPU only for a GPU teacher; --render cpu is the CPU teacher's way
+    d, data, teacher = setup
+    out = str(tmp_path / "c.h5")
+    r = run([lt_embed(), "--teacher", teacher, "--device", "cpu", "--render", "gpu", data, out],
+            check=False)
+    assert r.returncode == 1 and "--render gpu" in r.stderr and "--device cuda" in r.stderr
+    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+    r = run([lt_embed(), "-q", "--teacher", teacher, "--device", "cpu", "--render", "cpu",
+             "--views", "1", data, out])
+    assert os.path.exists(out)
 
 
 def test_runtime_errors(setup, tmp_path):

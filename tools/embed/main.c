@@ -43,6 +43,8 @@ static void usage(FILE *f) {
         "  --no-mixup            no mixup partner: lambda = 1\n"
         "  --device auto|cpu|cuda  where the teacher runs (default auto: the GPU when there is one)\n"
         "  --precision bf16|tf32|fp32  GPU teacher arithmetic (default bf16; the CPU is fp32)\n"
+        "  --render auto|cpu|gpu  where the views are rendered (default auto: on the GPU when the\n"
+        "                        teacher runs there; the same bytes either way)\n"
         "  --threads N           CPU threads, 0 = all cores (default 0)\n"
         "  --dump-views DIR      also write each rendered view as DIR/<sample>_a.png (primary)\n"
         "                        and _b.png (mixup partner)\n"
@@ -87,7 +89,7 @@ enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
     OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
-    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE
+    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE, OPT_RENDER
 };
 
 static const struct option long_opts[] = {
@@ -99,6 +101,7 @@ static const struct option long_opts[] = {
     {"no-mixup", no_argument, 0, OPT_NO_MIXUP},
     {"device", required_argument, 0, OPT_DEVICE},
     {"precision", required_argument, 0, OPT_PRECISION},
+    {"render", required_argument, 0, OPT_RENDER},
     {"threads", required_argument, 0, OPT_THREADS},
     {"dump-views", required_argument, 0, OPT_DUMP},
     {"dtype", required_argument, 0, OPT_DTYPE},
@@ -161,6 +164,12 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
         return 0;
     }
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
+    case OPT_RENDER:
+        if (!strcmp(arg, "auto")) o->render = LT_RENDER_AUTO;
+        else if (!strcmp(arg, "cpu")) o->render = LT_RENDER_CPU;
+        else if (!strcmp(arg, "gpu")) o->render = LT_RENDER_GPU;
+        else return lt_err_set("--render: expected auto, cpu or gpu, got '%s'", arg);
+        return 0;
     case OPT_DUMP: o->dump_views_dir = arg; return 0;
     case OPT_DTYPE:
         if (lt_emb_type_parse(arg, &o->emb_type) != 0)
@@ -468,7 +477,9 @@ int main(int argc, char **argv) {
             r.embed_dim, r.bytes_per_embedding, sz, o.cache_path, r.seconds_total, r.seconds_scan,
             r.seconds_embed, r.seconds_embed > 0 ? embedded / r.seconds_embed : 0.0);
     char copy[48] = "";
-    if (r.gpu) snprintf(copy, sizeof copy, "host-to-device %.1f s, ", r.t_copy);
+    if (r.gpu)
+        snprintf(copy, sizeof copy, "%s %.1f s, ",
+                 r.gpu_render ? "GPU upload + render" : "host-to-device", r.t_copy);
     lt_info("time: decode %.1f s, render %.1f s, %steacher %.1f s (%.1f views/s), write %.1f s; "
             "teacher on %s", r.t_decode, r.t_render, copy, r.t_teacher,
             r.t_teacher > 0 ? embedded / r.t_teacher : 0.0, r.t_write, r.device);
