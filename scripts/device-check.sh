@@ -38,6 +38,11 @@ RES=$OUT/results.txt
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
+# SECTIONS: which parts run after the tests (comma-separated; default all): teacher (the ViT-B/14
+# benchmarks, profile, switches, earlier kernels, accuracy), render (lt-embed and the data path with
+# views rendered on the GPU), student (lt-train's ResNet step on the GPU, when it exists)
+SECTIONS=${SECTIONS:-teacher,render,student}
+want() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 el() { echo $(($(date +%s) - START)); }
 step() { echo; echo "===== [$(el)s] $*"; }
 # seconds left of the script's budget: BUDGET (default 270) so that it ends, summary printed,
@@ -160,9 +165,10 @@ bench_torch() {
   timeout "$(tl 150)" "$PY" scripts/bench/vit_gpu_torch.py "$W" "$@" 2>&1 | tee -a "$RES"
 }
 step "benchmark: random ViT-B/14 weights"
-timeout 60 "$WORK/ltenv" "$VB" make-weights "$W" --dim 768 --depth 12 --grid 37 --patch 14 --registers 0 ||
+want teacher || want render || W=/nonexistent
+[ "$W" = /nonexistent ] || timeout 60 "$WORK/ltenv" "$VB" make-weights "$W" --dim 768 --depth 12 --grid 37 --patch 14 --registers 0 ||
   echo "device-check: make-weights failed"
-if [ -f "$W" ]; then
+if want teacher && [ -f "$W" ]; then
   step "benchmark: ours, bf16, batch 256"
   bench_ours --batch 256 --prec bf16 --iters 10 --warmup 3
   step "profile: GPU time per op class, bf16 B=256 (default kernels)"
@@ -171,15 +177,15 @@ if [ -f "$W" ]; then
   bench_env LT_CUDA_ATTN_WARPS=4 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label attnw4
   bench_env LT_CUDA_AUTOTUNE=0 -- --batch 256 --prec bf16 --iters 6 --warmup 2 --label noautotune
 fi
-step "earlier kernels (dev/cuda/) vs production, ViT-B/14 size B=256 (checks + timings)"
-for d in attention_v1 attention_v2 rowops_v1; do
+want teacher && step "earlier kernels (dev/cuda/) vs production, ViT-B/14 size B=256 (checks + timings)"
+want teacher && for d in attention_v1 attention_v2 rowops_v1; do
   echo "-- build/dev/cuda/$d"
   if [ ! -x "build/dev/cuda/$d" ]; then echo "device-check: build/dev/cuda/$d missing"; continue; fi
   if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; continue; fi
   timeout "$(tl 60)" "$WORK/ltenv" "build/dev/cuda/$d" --batch 256 --reps 20 2>&1 | tee -a "$RES"
   DEV_RC="${DEV_RC:-}$d exit ${PIPESTATUS[0]}; "
 done
-if [ -f "$W" ]; then
+if want teacher && [ -f "$W" ]; then
   step "benchmark: PyTorch bf16 SDPA, batch 256"
   bench_torch --batch 256 --iters 10 --warmup 3
   step "accuracy at full size: 4 images, ours bf16 and torch bf16 vs torch fp32"
@@ -188,22 +194,25 @@ if [ -f "$W" ]; then
     --batch 4 --label bf16 2>&1 | tee -a "$RES"
 fi
 
-# lt-embed end to end on the full-size teacher, when it has its GPU path: 800 generated JPEGs of
-# 300-500 px x 8 views = 6400 views at batch 256, so the CPU side (decode, render) shows in its
-# own "time:" line next to the teacher's
-EMBED_LINE="skipped (lt-embed has no --precision option yet)"
-EMBED_TIME=""
+# ---- 4b. the data path with views rendered on the GPU (issue 13) --------------------------------
+# lt-embed end to end on the full-size teacher, views rendered on the GPU (default) and on the CPU
+# (--render cpu), on NIMG generated JPEGs of 300-500 px and NBIG of 2000-3000 px, 8 views each at
+# batch 256; then the data path alone (bench_data_gpu: decode + both views + mix on the GPU) on
+# the caches they made, per batch from the host ("stream") and from device-resident images.
 NIMG=800
-if run_lt bin/lt-embed --help 2>/dev/null | grep -q -- '--precision' && [ -f "$W" ] && [ "$(left)" -gt 90 ]; then
-  step "lt-embed, ViT-B/14, $NIMG JPEGs (300-500 px) x 8 views at 224, --device cuda, batch 256"
-  timeout 60 "$PY" - "$WORK/imgs" "$NIMG" <<'PYEOF' || echo "device-check: image generation failed"
+NBIG=96
+declare -A EMB   # EMB[<set>-<render>]: "views/s (phase B) | teacher views/s | time line"
+declare -A DP    # DP[<set>-<mode>]: samples/s
+gen_jpegs() { # gen_jpegs DIR N MIN MAX SEED
+  timeout "$(tl 90)" "$PY" - "$@" <<'PYEOF' || echo "device-check: image generation failed"
 import os, random, sys
+from multiprocessing import Pool
 from PIL import Image, ImageChops
-out, n = sys.argv[1], int(sys.argv[2])
+out, n, lo, hi, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 os.makedirs(out, exist_ok=True)
-rng = random.Random(11)
-for i in range(n):
-    w, h = rng.randint(300, 500), rng.randint(300, 500)
+def one(i):
+    rng = random.Random(seed * 100003 + i)
+    w, h = rng.randint(lo, hi), rng.randint(lo, hi)
     # smooth colour fields plus noise: photo-like JPEG sizes, neither flat nor pure noise
     sw, sh = max(2, w // 40), max(2, h // 40)
     small = Image.frombytes("RGB", (sw, sh), bytes(rng.getrandbits(8) for _ in range(sw * sh * 3)))
@@ -211,22 +220,48 @@ for i in range(n):
     noise = Image.effect_noise((w, h), 10).convert("RGB")
     img = ImageChops.add(img, noise, 1.0, -128)
     img.save(os.path.join(out, "img%04d.jpg" % i), quality=90)
-print("generated", n, "JPEGs in", out)
+with Pool(os.cpu_count()) as p:
+    p.map(one, range(n))
+print("generated", n, "JPEGs of", lo, "-", hi, "px in", out)
 PYEOF
-  du -sh "$WORK/imgs" 2>/dev/null
-  t0=$(date +%s.%N)
-  if timeout "$(tl 150)" "$WORK/ltenv" bin/lt-embed -v --teacher "$W" --views 8 --device cuda --precision bf16 --batch-size 256 \
-      "$WORK/imgs" "$WORK/vitb.h5" >"$WORK/embed.log" 2>&1; then
-    t1=$(date +%s.%N)
-    tail -25 "$WORK/embed.log"
-    EMBED_LINE=$(awk -v a="$t0" -v b="$t1" -v n="$((NIMG * 8))" 'BEGIN { printf "%d views in %.2f s wall (incl. start-up, weight load and the cache): %.0f views/s", n, b - a, n / (b - a) }')
-    EMBED_TIME=$(grep -E "time:" "$WORK/embed.log" | tail -1 | sed 's/^lt-embed: //')
-    EMBED_DONE=$(grep -E "done:" "$WORK/embed.log" | tail -1 | sed 's/^lt-embed: //')
+  du -sh "$1" 2>/dev/null
+}
+embed_run() { # embed_run SET DIR VIEWS RENDER
+  local set=$1 dir=$2 views=$3 render=$4 log="$WORK/embed-$1-$4.log"
+  if [ "$(left)" -lt 45 ]; then echo "device-check: out of time, skipped"; return; fi
+  rm -f "$WORK/$set-$render.h5"
+  echo "-- lt-embed $set, --render $render"
+  if timeout "$(tl 120)" "$WORK/ltenv" bin/lt-embed -v --teacher "$W" --views "$views" --device cuda \
+      --precision bf16 --batch-size 256 --render "$render" "$dir" "$WORK/$set-$render.h5" >"$log" 2>&1; then
+    grep -E "done:|time:" "$log" | sed 's/^lt-embed: /   /'
+    local rate teach tline
+    rate=$(grep -E "done:" "$log" | tail -1 | sed -n 's/.*teacher [0-9.]* s, \([0-9.]*\) views\/s).*/\1/p')
+    teach=$(grep -E "time:" "$log" | tail -1 | sed -n 's/.*teacher [0-9.]* s (\([0-9.]*\) views\/s).*/\1/p')
+    tline=$(grep -E "time:" "$log" | tail -1 | sed 's/^lt-embed: //')
+    EMB[$set-$render]="${rate:-?}|${teach:-?}|$tline"
   else
-    tail -25 "$WORK/embed.log"
-    EMBED_LINE="FAILED (see the log)"
+    tail -20 "$log"
+    EMB[$set-$render]="FAILED||"
   fi
+}
+datapath_run() { # datapath_run SET MODE
+  local set=$1 mode=$2 cache="$WORK/$1-gpu.h5" line
+  if [ ! -f "$cache" ] || [ "$(left)" -lt 30 ]; then echo "device-check: data path $set $mode skipped"; return; fi
+  echo "-- bench_data_gpu $set --mode $mode"
+  line=$(timeout "$(tl 60)" "$WORK/ltenv" build/tests/tools/bench_data_gpu "$cache" 4096 --batch 256 \
+           --threads "$(nproc)" --mode "$mode" 2>&1 | tail -1)
+  echo "   $line"
+  DP[$set-$mode]=$(echo "$line" | sed -n 's/.*"samples_per_s": \([0-9.]*\).*/\1/p')
+}
+if want render && [ -f "$W" ] && [ "$(left)" -gt 90 ]; then
+  step "data path: $NIMG JPEGs (300-500 px) and $NBIG (2000-3000 px), 8 views at 224, ViT-B/14 bf16 batch 256"
+  gen_jpegs "$WORK/imgs" "$NIMG" 300 500 11
+  gen_jpegs "$WORK/big" "$NBIG" 2000 3000 12
+  for r in gpu cpu; do embed_run small "$WORK/imgs" 8 $r; done
+  for r in gpu cpu; do embed_run large "$WORK/big" 8 $r; done
+  for set in small large; do for mode in stream device; do datapath_run $set $mode; done; done
 fi
+EMBED_LINE="small gpu-render ${EMB[small-gpu]:-n/a}"
 
 # ---- 5. summary --------------------------------------------------------------------------------
 val() { # val "<RESULT prefix>" key
@@ -287,10 +322,38 @@ row() { # label views_per_s ms
     printf "  %-34s %12s %12s\n" "$k" "$(val "check=$k" nmse)" "$(val "check=$k" max_cos_dist)"
   done
   echo
-  echo "lt-embed, full-size teacher on the GPU: $EMBED_LINE"
-  [ -n "${EMBED_DONE:-}" ] && echo "  $EMBED_DONE"
-  [ -n "$EMBED_TIME" ] && echo "  $EMBED_TIME"
+  echo "lt-embed, ViT-B/14 bf16 batch 256, 8 views at 224 (embedding pass views/s; teacher-only"
+  echo "views/s from the teacher's own GPU time; goal: end to end >= 85% of teacher-only):"
+  printf "  %-34s %12s %14s %8s\n" "" "views/s" "teacher-only" "ratio"
+  for k in small-gpu small-cpu large-gpu large-cpu; do
+    IFS='|' read -r rate teach tline <<<"${EMB[$k]:-n/a||}"
+    ratio=$(awk -v a="$rate" -v b="$teach" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.0f%%", 100 * a / b; else print "" }')
+    printf "  %-34s %12s %14s %8s\n" "$k (set-render)" "$rate" "$teach" "$ratio"
+    [ -n "$tline" ] && echo "      $tline"
+  done
+  echo "data path alone on the GPU (decode + 2 views + mix), samples/s; goal >= 30,000:"
+  for k in small-stream small-device large-stream large-device; do
+    printf "  %-34s %12s\n" "$k" "${DP[$k]:-n/a}"
+  done
   echo "log: $LOG"
 } | tee "$OUT/summary.txt"
+# one line for docs/device-runs.jsonl (the session appends it): date, card, revision, results
+REV=$(sed -n 's/^revision[: ]*//p' .devpack/MANIFEST 2>/dev/null | head -1)
+REV=${REV:-${LT_REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}}
+num() { awk -v v="$1" 'BEGIN { if (v ~ /^[0-9.]+$/) print v + 0; else print "null" }'; }
+emb() { IFS='|' read -r rate teach _ <<<"${EMB[$1]:-||}"; echo "{\"ours\": $(num "$rate"), \"teacher_only\": $(num "$teach")}"; }
+{
+  printf '{"date": "%s", "card": "%s", "revision": "%s", "sections": "%s", "tests": "%s", "results": {' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${GPU_NAME:-unknown}" "$REV" "$SECTIONS" "$(echo "${STATUS_LINE:-}" | tr -d '"')"
+  printf '"teacher bf16 B=256": {"ours": %s, "pytorch": %s}' \
+    "$(num "$(val "impl=ours prec=bf16 batch=256" pipelined_views_per_s)")" "$(num "$(val "impl=torch prec=bf16 batch=256" views_per_s)")"
+  printf ', "lt-embed end-to-end": %s, "lt-embed end-to-end, views rendered on the CPU": %s' "$(emb small-gpu)" "$(emb small-cpu)"
+  printf ', "lt-embed end-to-end 2000-3000 px": %s, "lt-embed end-to-end 2000-3000 px, views rendered on the CPU": %s' "$(emb large-gpu)" "$(emb large-cpu)"
+  printf ', "data-path gpu": {"ours": %s}, "data-path gpu, device-resident images": {"ours": %s}' "$(num "${DP[small-stream]:-}")" "$(num "${DP[small-device]:-}")"
+  printf ', "data-path gpu 2000-3000 px": {"ours": %s}, "data-path gpu 2000-3000 px, device-resident images": {"ours": %s}' "$(num "${DP[large-stream]:-}")" "$(num "${DP[large-device]:-}")"
+  [ -n "${STUDENT_JSON:-}" ] && printf ', %s' "$STUDENT_JSON"
+  printf '}}\n'
+} >"$OUT/device-run.json"
+cat "$OUT/device-run.json"
 rm -rf "$WORK"
 [ "$TESTS_RC" = 0 ] && exit 0 || exit 1

@@ -10,7 +10,8 @@
 #   then run on the device with `carry: [".devpack"]`:  bash scripts/device-check.sh
 #
 # .devpack/tree/    bin/lt-*, build/tests/test_cuda_*, build/tests/tools/{vit_bench,dinov2_tool,
-#                   cache_tool}, build/dev/cuda/* (the earlier kernels' benchmarks), build/plugins/
+#                   cache_tool,bench_data_gpu}, build/dev/cuda/* (the earlier kernels'
+#                   benchmarks), build/plugins/
 #                   (same relative paths as here)
 # .devpack/libs.tar.xz  every non-system library of `ldd` of those binaries, except glibc's own
 #                   (libc, libm, libpthread, libdl, librt, libresolv, ld-linux), libstdc++/libgcc_s (the
@@ -32,7 +33,8 @@ fi
 
 bins=()
 for f in bin/lt-* build/tests/test_cuda_* build/tests/tools/vit_bench build/tests/tools/dinov2_tool \
-         build/tests/tools/cache_tool build/dev/cuda/* build/plugins/*.so; do
+         build/tests/tools/cache_tool build/tests/tools/bench_data_gpu build/dev/cuda/* \
+         build/plugins/*.so; do
   [ -f "$f" ] && [ "${f%.d}" = "$f" ] && [ "${f%.o}" = "$f" ] && bins+=("$f")
 done
 
@@ -58,6 +60,7 @@ rm -rf .devpack/lib
 {
   echo "packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
        "($(git status --porcelain 2>/dev/null | wc -l) uncommitted changes) on $(. /etc/os-release; echo "$PRETTY_NAME")"
+  echo "revision $(git rev-parse HEAD 2>/dev/null || echo unknown)"
   echo "binaries:"; printf '  %s\n' "${bins[@]}"
   echo "libraries:"; tar -tJf .devpack/libs.tar.xz | grep -v '/$' | sed 's/^/  /'
 } > .devpack/MANIFEST
