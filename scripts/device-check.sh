@@ -199,8 +199,8 @@ fi
 # (--render cpu), on NIMG generated JPEGs of 300-500 px and NBIG of 2000-3000 px, 8 views each at
 # batch 256; then the data path alone (bench_data_gpu: decode + both views + mix on the GPU) on
 # the caches they made, per batch from the host ("stream") and from device-resident images.
-NIMG=800
-NBIG=96
+NIMG=${NIMG:-800}
+NBIG=${NBIG:-96}
 declare -A EMB   # EMB[<set>-<render>]: "views/s (phase B) | teacher views/s | time line"
 declare -A DP    # DP[<set>-<mode>]: samples/s
 gen_jpegs() { # gen_jpegs DIR N MIN MAX SEED
