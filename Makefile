@@ -72,6 +72,16 @@ ifeq ($(MPI),1)
   $(BINDIR)/lt-train: LDLIBS += $(shell pkg-config --libs $(MPI_PC))
 endif
 
+# ---- NCCL for data-parallel lt-train on GPUs (with CUDA and MPI, when nccl.h is found in the CUDA
+# toolkit or /usr/include unless NCCL=0). Only lib/train/comm_nccl.c includes nccl.h; only lt-train
+# links it.
+NCCL_INC ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/local/include/nccl.h /usr/include/nccl.h))
+NCCL    ?= $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(NCCL_INC)),1,0)
+ifeq ($(NCCL),1)
+  $(BUILD)/lib/train/comm_nccl.o: CFLAGS += -DLT_HAVE_NCCL=1 -I$(dir $(NCCL_INC))
+  $(BINDIR)/lt-train: LDLIBS += -lnccl
+endif
+
 # lib/nn/cuda_stub.c stands in for the CUDA backend (same symbols, "no CUDA" errors) when CUDA=0.
 LIB_C   := $(filter-out $(if $(filter 1,$(CUDA)),lib/nn/cuda_stub.c),$(wildcard lib/*/*.c))
 LIB_OBJ := $(LIB_C:%.c=$(BUILD)/%.o) $(LIB_CU:%.cu=$(BUILD)/%.cu.o)

@@ -36,6 +36,8 @@ void lt_student_free(lt_student *st) {
     }
     free(st->t_all);
     free(st->grads);
+    free(st->grad_ptrs);
+    free(st->grad_ns);
     free(st->params);
     memset(st, 0, sizeof *st);
 }
@@ -125,13 +127,24 @@ int lt_student_data_parallel(lt_student *st, lt_comm *comm) {
         return -1;
     st->grads_n = 0;
     for (int i = 0; i < st->nparams; i++) st->grads_n += st->params[i].n;
+    st->grad_ptrs = lt_malloc((size_t)st->nparams * sizeof *st->grad_ptrs, "gradient list");
+    st->grad_ns = lt_malloc((size_t)st->nparams * sizeof *st->grad_ns, "gradient list");
+    if (!st->grad_ptrs || !st->grad_ns) return -1;
+    for (int i = 0; i < st->nparams; i++) {
+        st->grad_ptrs[i] = st->params[i].g;
+        st->grad_ns[i] = st->params[i].n;
+    }
     st->grads = lt_malloc((size_t)st->grads_n * sizeof(float), "gradients to average");
     return st->grads ? 0 : -1;
 }
 
-/* Every gradient = its mean over the processes (packed into one buffer: one collective). */
+/* Every gradient = its mean over the processes: on the device when the communicator can (NCCL:
+ * one group of all-reduces over the gradient tensors where they are), else packed into one host
+ * buffer for one host collective. */
 static int average_gradients(lt_student *st) {
     lt_backend *be = st->be;
+    if (be->mem != LT_MEM_HOST && st->comm->mean_f32_dev)
+        return st->comm->mean_f32_dev(st->comm, st->grad_ptrs, st->grad_ns, st->nparams);
     int64_t off = 0;
     for (int i = 0; i < st->nparams; i++) {
         const lt_param *p = &st->params[i];

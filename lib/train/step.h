@@ -51,6 +51,8 @@ typedef struct {
     float *grads;                               /* (Σ n over params) host: the gradients packed
                                                    for their mean over the processes */
     int64_t grads_n;
+    float **grad_ptrs;                          /* (nparams) each gradient, and its length, */
+    int64_t *grad_ns;                           /* for a communicator's device collective */
 } lt_student;
 
 /* Builds arch for batches of up to B square views of `size` pixels, the head C -> D, a zero queue

@@ -1,0 +1,146 @@
+/* comm_nccl.c: the collectives of a data-parallel lt-train run on GPUs over NCCL (see comm.h).
+ *
+ * Why it exists: with the student on GPUs, averaging the gradients through host memory (download,
+ * MPI, upload: two PCIe crossings of every gradient per step) costs more than the step; NCCL
+ * moves them GPU to GPU (NVLink, or PCIe / InfiniBand between machines) the way llm.c does. The
+ * host collectives (setup agreement, sums of doubles, state broadcast) stay those of the MPI
+ * communicator this one wraps; MPI also carries the NCCL id from rank 0 to the others, so there is
+ * no second launcher. Built when the Makefile finds NCCL, MPI and CUDA (LT_HAVE_NCCL); otherwise
+ * lt_comm_nccl_open says the build has none.
+ *
+ * The mean of many gradient tensors is one NCCL group of ncclAvg all-reduces on the backend's
+ * stream, waited for before returning (the optimizer reads the results next on that stream, but
+ * an error must surface here). */
+#include "train/comm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+#if LT_HAVE_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+typedef struct {
+    lt_comm *host;       /* the MPI communicator, whose host collectives are ours */
+    ncclComm_t nccl;
+    cudaStream_t stream;
+} nccl_state;
+
+static int nccl_fail(ncclResult_t r, const char *what) {
+    return lt_err_set("NCCL: %s failed: %s", what, ncclGetErrorString(r));
+}
+
+static int wait_stream(nccl_state *s, const char *what) {
+    cudaError_t e = cudaStreamSynchronize(s->stream);
+    return e == cudaSuccess ? 0 : lt_err_set("NCCL: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define HOST(c) (((nccl_state *)(c)->impl)->host)
+
+static int n_sum_f64(lt_comm *c, double *x, int n) { return HOST(c)->sum_f64(HOST(c), x, n); }
+static int n_mean_f32(lt_comm *c, float *x, int64_t n) { return HOST(c)->mean_f32(HOST(c), x, n); }
+static int n_allgather(lt_comm *c, void *dst, const void *src, size_t bytes) {
+    return HOST(c)->allgather(HOST(c), dst, src, bytes);
+}
+static int n_bcast(lt_comm *c, void *buf, size_t bytes) {
+    return HOST(c)->bcast(HOST(c), buf, bytes);
+}
+static void n_abort(lt_comm *c, int code) { HOST(c)->abort(HOST(c), code); }
+
+static int n_mean_f32_dev(lt_comm *c, float *const *xs, const int64_t *ns, int k) {
+    nccl_state *s = c->impl;
+    ncclResult_t r = ncclGroupStart();
+    for (int i = 0; i < k && r == ncclSuccess; i++)
+        r = ncclAllReduce(xs[i], xs[i], (size_t)ns[i], ncclFloat32, ncclAvg, s->nccl, s->stream);
+    ncclResult_t r2 = ncclGroupEnd();
+    if (r != ncclSuccess) return nccl_fail(r, "all-reduce (gradient mean)");
+    if (r2 != ncclSuccess) return nccl_fail(r2, "all-reduce (gradient mean)");
+    return wait_stream(s, "gradient mean");
+}
+
+static int n_allgather_dev(lt_comm *c, void *dst, const void *src, size_t bytes) {
+    nccl_state *s = c->impl;
+    ncclResult_t r = ncclAllGather(src, dst, bytes, ncclUint8, s->nccl, s->stream);
+    return r != ncclSuccess ? nccl_fail(r, "all-gather") : wait_stream(s, "all-gather");
+}
+
+static int n_bcast_dev(lt_comm *c, void *buf, size_t bytes) {
+    nccl_state *s = c->impl;
+    ncclResult_t r = ncclBroadcast(buf, buf, bytes, ncclUint8, 0, s->nccl, s->stream);
+    return r != ncclSuccess ? nccl_fail(r, "broadcast") : wait_stream(s, "broadcast");
+}
+
+static void n_destroy(lt_comm *c) {
+    nccl_state *s = c->impl;
+    ncclCommDestroy(s->nccl);
+    s->host->destroy(s->host);
+    free(s);
+    free(c);
+}
+
+lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    ncclResult_t r = ncclSuccess;
+    /* rank 0 makes the id; everyone learns whether that worked, then the id itself */
+    double bad = 0;
+    if (host->rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess) bad = 1;
+    if (host->sum_f64(host, &bad, 1) != 0) return NULL;
+    if (bad) {
+        if (host->rank == 0) nccl_fail(r, "ncclGetUniqueId");
+        else lt_err_set("NCCL: rank 0 could not create the communicator's id");
+        return NULL;
+    }
+    if (host->bcast(host, &id, sizeof id) != 0) return NULL;
+    nccl_state *s = calloc(1, sizeof *s);
+    lt_comm *c = calloc(1, sizeof *c);
+    if (!s || !c) {
+        free(s);
+        free(c);
+        lt_err_set("out of memory");
+        return NULL;
+    }
+    r = ncclCommInitRank(&s->nccl, host->size, id, host->rank);
+    /* agree: a rank whose init failed must not leave the others waiting in a collective */
+    bad = r != ncclSuccess;
+    double any = bad;
+    if (host->sum_f64(host, &any, 1) != 0 || any > 0) {
+        if (bad) nccl_fail(r, "ncclCommInitRank");
+        else {
+            lt_err_set("NCCL: another process could not join the communicator");
+            ncclCommDestroy(s->nccl);
+        }
+        free(s);
+        free(c);
+        return NULL;
+    }
+    s->host = host;
+    s->stream = (cudaStream_t)stream;
+    *c = *host; /* name, rank, size, local_size */
+    c->name = "nccl";
+    c->impl = s;
+    c->destroy = n_destroy;
+    c->sum_f64 = n_sum_f64;
+    c->mean_f32 = n_mean_f32;
+    c->allgather = n_allgather;
+    c->bcast = n_bcast;
+    c->abort = n_abort;
+    c->mean_f32_dev = n_mean_f32_dev;
+    c->allgather_dev = n_allgather_dev;
+    c->bcast_dev = n_bcast_dev;
+    return c;
+}
+
+#else
+
+lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
+    (void)host, (void)stream;
+    lt_err_set("this lt-train was built without NCCL (it needs CUDA, MPI and NCCL at build time): "
+               "data-parallel training on GPUs is not available; train on the CPU (--device cpu)");
+    return NULL;
+}
+
+#endif
