@@ -183,6 +183,7 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
             it->bytes = NULL;
         }
         if (rc != 0) {
+            lt_progress_end(&pr); /* the display must not outlive pr (an error message clears it) */
             free(items);
             return -1;
         }
