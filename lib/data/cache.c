@@ -334,7 +334,7 @@ static herr_t text_push(appender *app, uint64_t *end, const char *s) {
 
 /* The appendable datasets; each text column is two of them (bytes, then offset). */
 enum { A_PATH, A_PATH_OFFSET, A_BYTES, A_OFFSET, A_WIDTH, A_HEIGHT, A_SHA, A_SIZE, A_MTIME,
-       A_SK_PATH, A_SK_PATH_OFFSET, A_SK_REASON, A_SK_REASON_OFFSET, A_COUNT };
+       A_SRC_SHA /* only with max_side > 0 */, A_SK_PATH, A_SK_PATH_OFFSET, A_SK_REASON, A_SK_REASON_OFFSET, A_COUNT };
 
 /* /samples datasets, in this order everywhere. */
 enum { S_IMAGE, S_LAMBDA, S_CROP, S_FLIP, S_JITTER, S_ORDER, S_FACTOR, S_GRAY, S_BLUR, S_COUNT };
@@ -394,6 +394,8 @@ static int check_meta(const char *path, const lt_cache_meta *m) {
     if (m->embed_dim < 1 || m->views_per_image < 1 || m->image_size < 1)
         return lt_err_set("%s: invalid cache parameters (embed_dim %d, views %d, image_size %d)",
                           path, m->embed_dim, m->views_per_image, m->image_size);
+    if (m->max_side < 0)
+        return lt_err_set("%s: max_side %d is negative (0 = off)", path, m->max_side);
     if (m->zstd_level < 0 || m->zstd_level > 22)
         return lt_err_set("%s: zstd level %d out of range 1..22 (0 = default 3)", path,
                           m->zstd_level);
@@ -451,6 +453,7 @@ static herr_t write_root_attrs(hid_t f, const lt_cache_meta *m) {
     r |= attr_i32(f, "mixup", m->mixup ? 1 : 0);
     r |= attr_str(f, "embedding_dtype", lt_emb_type_name(m->emb_type), H5T_CSET_ASCII);
     r |= attr_i64(f, "max_pixels", m->max_pixels);
+    r |= attr_i32(f, "max_side", m->max_side);
     r |= attr_str(f, "tool_version", m->tool_version, H5T_CSET_ASCII);
     r |= attr_str(f, "created", created, H5T_CSET_ASCII);
     r |= write_teacher_attrs(f, &m->teacher);
@@ -472,6 +475,9 @@ static int create_appenders(lt_cache_writer *w) {
                     TABLE_CHUNK);
     r |= app_create(&w->app[A_MTIME], gi, "mtime_ns", H5T_STD_I64LE, 8, TABLE_CHUNK,
                     TABLE_CHUNK);
+    if (w->meta.max_side > 0)
+        r |= app_create(&w->app[A_SRC_SHA], gi, "source_sha256", sha, SHA_LEN, TABLE_CHUNK,
+                        TABLE_CHUNK);
     r |= text_create(&w->app[A_SK_PATH], gs, "path");
     r |= text_create(&w->app[A_SK_REASON], gs, "reason");
     if (sha >= 0) H5Tclose(sha);
@@ -562,6 +568,17 @@ static int check_image(const lt_cache_writer *w, const lt_cache_image *im) {
     if (im->sha256[0] && !is_hex64(im->sha256))
         return lt_err_set("%s: image %s: sha256 is not 64 lowercase hex digits", w->partial,
                           im->path);
+    if (im->source_sha256[0] && !is_hex64(im->source_sha256))
+        return lt_err_set("%s: image %s: source_sha256 is not 64 lowercase hex digits",
+                          w->partial, im->path);
+    if (im->source_size < 0)
+        return lt_err_set("%s: image %s: negative source size", w->partial, im->path);
+    /* without max_side an image is stored verbatim: its source is its stored bytes */
+    if (w->meta.max_side == 0 &&
+        ((im->source_size && (uint64_t)im->source_size != im->n_bytes) ||
+         (im->source_sha256[0] && im->sha256[0] && strcmp(im->source_sha256, im->sha256) != 0)))
+        return lt_err_set("%s: image %s is not its source file's bytes, but the cache has no "
+                          "max_side", w->partial, im->path);
     return 0;
 }
 
@@ -621,6 +638,7 @@ int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im) {
         else lt_sha256_hex(im->bytes, im->n_bytes, sha);
         uint64_t end = (uint64_t)(w->n_bytes + (int64_t)im->n_bytes);
         int64_t size = (int64_t)im->n_bytes;
+        int64_t src_size = im->source_size ? im->source_size : size;
         herr_t e = 0;
         e |= text_push(&w->app[A_PATH], &w->path_end, im->path);
         e |= app_push(&w->app[A_BYTES], im->bytes, im->n_bytes);
@@ -628,8 +646,10 @@ int lt_cache_writer_add_image(lt_cache_writer *w, const lt_cache_image *im) {
         e |= app_push(&w->app[A_WIDTH], &im->width, 1);
         e |= app_push(&w->app[A_HEIGHT], &im->height, 1);
         e |= app_push(&w->app[A_SHA], sha, 1);
-        e |= app_push(&w->app[A_SIZE], &size, 1);
+        e |= app_push(&w->app[A_SIZE], &src_size, 1);
         e |= app_push(&w->app[A_MTIME], &im->mtime_ns, 1);
+        if (w->meta.max_side > 0)
+            e |= app_push(&w->app[A_SRC_SHA], im->source_sha256[0] ? im->source_sha256 : sha, 1);
         if (e < 0) {
             w->failed = 1;
             r = h5_fail(w->partial, "cannot write an image to /images");
@@ -1157,6 +1177,7 @@ struct lt_cache {
     lt_cache_meta meta;
     int64_t n_images, n_samples, n_bytes, n_skipped;
     hid_t file, bytes, emb, scales, sha, size, mtime, half;
+    hid_t src_sha;                   /* /images/source_sha256, -1 where the cache has none */
     hid_t sam[S_COUNT];
     hid_t crc_sam, crc_emb;          /* (S) /checksums/samples, /checksums/embeddings */
     int partial_ok;                  /* lt_cache_open_partial: 'complete' is not required */
@@ -1178,6 +1199,7 @@ static void reader_free(lt_cache *c) {
     close_dset(&c->sha);
     close_dset(&c->size);
     close_dset(&c->mtime);
+    close_dset(&c->src_sha);
     close_dset(&c->crc_sam);
     close_dset(&c->crc_emb);
     for (int k = 0; k < S_COUNT; k++) close_dset(&c->sam[k]);
@@ -1340,6 +1362,13 @@ static int read_meta(lt_cache *c) {
         attr_get(c->file, "num_samples", H5T_INTEGER, H5T_NATIVE_INT64, 1, &c->n_samples) < 0 ||
         attr_get(c->file, "max_pixels", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->max_pixels) < 0)
         return BAD(c, "attribute seed, num_images, num_samples or max_pixels missing");
+    /* max_side: optional (older caches have none: 0, every image stored verbatim) */
+    m->max_side = 0;
+    if (H5Aexists(c->file, "max_side") > 0 &&
+        (attr_get(c->file, "max_side", H5T_INTEGER, H5T_NATIVE_INT32, 1, &m->max_side) < 0 ||
+         m->max_side < 0))
+        return BAD(c, "attribute 'max_side' is not an integer >= 0");
+    H5Eclear2(H5E_DEFAULT);
     char dtype[16], created[32];
     if (attr_str_get(c, "embedding_dtype", dtype, sizeof dtype) < 0 ||
         attr_str_get(c, "tool_version", m->tool_version, sizeof m->tool_version) < 0 ||
@@ -1555,6 +1584,11 @@ static int read_images(lt_cache *c) {
     if (r == 0) r = check_only(c, &sp[3], &c->sha);
     if (r == 0) r = check_only(c, &sp[4], &c->size);
     if (r == 0) r = check_only(c, &sp[5], &c->mtime);
+    /* /images/source_sha256: written with max_side > 0 only, required then */
+    dset_spec src = {"images/source_sha256", H5T_STRING, SHA_LEN, -1, 1, {n}};
+    if (r == 0 && (c->meta.max_side > 0 || H5Lexists(c->file, src.name, H5P_DEFAULT) > 0))
+        r = check_only(c, &src, &c->src_sha);
+    H5Eclear2(H5E_DEFAULT);
     if (r == 0) {
         c->offset = lt_malloc((size_t)(n + 1) * 8, "cache image offsets");
         c->width = lt_malloc((size_t)n * 4, "cache image widths");
@@ -1712,6 +1746,7 @@ static int open_cache(const char *path, int partial_ok, int want, lt_cache **out
     lt_cache *c = lt_calloc(1, sizeof *c, "cache reader");
     if (c) {
         c->file = c->bytes = c->emb = c->scales = c->sha = c->size = c->mtime = c->half = -1;
+        c->src_sha = -1;
         c->crc_sam = c->crc_emb = -1;
         c->partial_ok = partial_ok;
         c->want = want;
@@ -1790,13 +1825,27 @@ int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out) {
     out->height = c->height[i];
     pthread_mutex_lock(&h5_lock);
     hid_t st = fixed_str_type(SHA_LEN, H5T_CSET_ASCII);
+    /* a cache without /images/source_sha256 stores every image verbatim: its source is the
+     * stored bytes (file_size is then their length and is not read) */
     int r = st >= 0 && rows_io(c->sha, st, i, 1, out->sha256, 0) >= 0 &&
-                    rows_io(c->mtime, H5T_NATIVE_INT64, i, 1, &out->mtime_ns, 0) >= 0
+                    rows_io(c->mtime, H5T_NATIVE_INT64, i, 1, &out->mtime_ns, 0) >= 0 &&
+                    (c->src_sha < 0 ||
+                     (rows_io(c->size, H5T_NATIVE_INT64, i, 1, &out->source_size, 0) >= 0 &&
+                      rows_io(c->src_sha, st, i, 1, out->source_sha256, 0) >= 0))
                 ? 0
-                : h5_fail(c->path, "cannot read /images/sha256 or /images/mtime_ns");
+                : h5_fail(c->path, "cannot read /images/sha256, mtime_ns, file_size or "
+                                   "source_sha256");
     if (st >= 0) H5Tclose(st);
     pthread_mutex_unlock(&h5_lock);
     out->sha256[SHA_LEN] = 0;
+    out->source_sha256[SHA_LEN] = 0;
+    if (c->src_sha < 0) {
+        memcpy(out->source_sha256, out->sha256, sizeof out->sha256);
+        out->source_size = (int64_t)out->n_bytes;
+    } else if (r == 0 && (out->source_size < 1 || !is_hex64(out->source_sha256))) {
+        r = bad_cache(c->path, "image %lld: /images/file_size is not positive or "
+                      "/images/source_sha256 is not 64 lowercase hex digits", (long long)i);
+    }
     return r;
 }
 

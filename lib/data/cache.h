@@ -34,6 +34,8 @@ typedef struct {
     lt_emb_type emb_type;   /* how /embeddings stores its rows (data/emb_type.h) */
     int zstd_level;         /* cd_values[0] of the zstd filter */
     int64_t max_pixels;     /* decode limit used */
+    int max_side;           /* lt-embed --max-side: images with a longer side were stored resized
+                               to it (PNG); 0 = off, every image stored verbatim */
     lt_transform transform;
     lt_teacher_desc teacher;
     char tool_version[32];
@@ -41,11 +43,13 @@ typedef struct {
 
 typedef struct {
     const char *path;       /* relative to DATA_DIR */
-    const uint8_t *bytes;   /* the file's bytes, stored verbatim */
+    const uint8_t *bytes;   /* the stored bytes: the file's, or (max_side) its resized copy */
     size_t n_bytes;
-    int32_t width, height;  /* decoded size */
+    int32_t width, height;  /* decoded size of the stored bytes */
     int64_t mtime_ns;       /* source file's modification time */
-    char sha256[65];        /* of the bytes, hex */
+    char sha256[65];        /* of the stored bytes, hex */
+    int64_t source_size;    /* size of the source file; 0: n_bytes (stored verbatim) */
+    char source_sha256[65]; /* of the source file, hex; "": sha256 (stored verbatim) */
 } lt_cache_image;
 
 /* A part of a sharded lt-embed run (lt-embed --shard K/N; formats/cache.md, "Parts"): the images
@@ -143,8 +147,9 @@ int64_t lt_cache_image_bytes_total(const lt_cache *c);
 /* Checks the recipes and embedding rows of samples [first, first + count) against /checksums;
  * -1 + lt_err naming the first damaged sample. (lt-embed --append checks every row it copies.) */
 int lt_cache_verify_rows(lt_cache *c, int64_t first, int64_t count);
-/* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256 (read from the
- * file on demand); out->bytes = NULL, out->n_bytes = stored byte count. */
+/* Image i's record without its bytes: path (owned by c), size, mtime_ns, sha256, source_size
+ * (/images/file_size) and source_sha256 (/images/source_sha256 where the cache has it, else
+ * sha256), read from the file on demand; out->bytes = NULL, out->n_bytes = stored byte count. */
 int lt_cache_image_record(lt_cache *c, int64_t i, lt_cache_image *out);
 /* The files lt-embed skipped (/skipped): count, and entry k's path and reason (owned by c). */
 int64_t lt_cache_n_skipped(const lt_cache *c);

@@ -38,6 +38,7 @@
 #include "image/decode.h"
 #include "image/render.h"
 #include "image/render_cuda.h"
+#include "image/shrink.h"
 #include "models/dinov2.h"
 #include "models/dinov2_cuda.h"
 
@@ -60,7 +61,8 @@ static int stopped(const lt_embed_opts *o) { return o->stop && *o->stop; }
 
 /* ---- pass 1: read, validate, store ---- */
 
-void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, lt_embed_file *it) {
+void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, int max_side,
+                        lt_embed_file *it) {
     memset(it, 0, sizeof *it);
     char *full = lt_path_join(root, rel);
     if (!full) {
@@ -90,8 +92,45 @@ void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, l
     }
     it->w = im.w;
     it->h = im.h;
+    it->src_n = it->n;
+    lt_sha256_hex(it->bytes, it->n, it->src_sha);
+    uint8_t *png = NULL;
+    size_t n_png = 0;
+    int shrunk = lt_shrink_png(&im, max_side, &png, &n_png, &it->w, &it->h);
     lt_image_free(&im);
-    lt_sha256_hex(it->bytes, it->n, it->sha);
+    if (shrunk < 0) { /* out of memory: this file is skipped, the run goes on */
+        snprintf(it->reason, sizeof it->reason, "cannot store a resized copy (--max-side %d): %s",
+                 max_side, lt_err_msg());
+        free(it->bytes);
+        it->bytes = NULL;
+        return;
+    }
+    if (shrunk) {
+        free(it->bytes);
+        it->bytes = png;
+        it->n = n_png;
+        lt_sha256_hex(it->bytes, it->n, it->sha);
+    } else {
+        memcpy(it->sha, it->src_sha, sizeof it->sha);
+    }
+}
+
+int lt_embed_shrink_bytes(uint8_t **bytes, size_t *n, int64_t max_pixels, int max_side, int *w,
+                          int *h) {
+    lt_image im;
+    if (lt_image_decode(*bytes, *n, max_pixels, &im) != 0) return -1;
+    uint8_t *png = NULL;
+    size_t n_png = 0;
+    *w = im.w;
+    *h = im.h;
+    int shrunk = lt_shrink_png(&im, max_side, &png, &n_png, w, h);
+    lt_image_free(&im);
+    if (shrunk == 1) {
+        free(*bytes);
+        *bytes = png;
+        *n = n_png;
+    }
+    return shrunk;
 }
 
 static void scan_warn(const char *msg, void *ctx) {
@@ -110,13 +149,14 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
     if (!items) return -1;
     lt_progress pr;
     lt_progress_start(&pr, "files", (int64_t)files->n);
-    int64_t n = 0, skipped = 0, too_large = 0;
+    int64_t n = 0, skipped = 0, too_large = 0, resized = 0, src_bytes = 0, stored_bytes = 0;
     for (size_t first = 0; first < files->n; first += PASS1_CHUNK) {
         if (stopped(o)) break;
         int count = (int)(files->n - first < PASS1_CHUNK ? files->n - first : PASS1_CHUNK);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int k = 0; k < count; k++)
-            lt_embed_load_file(o->data_dir, files->paths[first + k], o->max_pixels, &items[k]);
+            lt_embed_load_file(o->data_dir, files->paths[first + k], o->max_pixels, o->max_side,
+                               &items[k]);
         int rc = 0;
         for (int k = 0; k < count; k++) {
             lt_embed_file *it = &items[k];
@@ -128,17 +168,23 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
                 rc = lt_cache_writer_add_skipped(w, rel, it->reason);
             } else if (rc == 0) {
                 lt_cache_image ci = {.path = rel, .bytes = it->bytes, .n_bytes = it->n,
-                                     .width = it->w, .height = it->h, .mtime_ns = it->mtime_ns};
+                                     .width = it->w, .height = it->h, .mtime_ns = it->mtime_ns,
+                                     .source_size = (int64_t)it->src_n};
                 memcpy(ci.sha256, it->sha, sizeof ci.sha256);
+                memcpy(ci.source_sha256, it->src_sha, sizeof ci.source_sha256);
                 rc = lt_cache_writer_add_image(w, &ci);
                 widths[n] = it->w;
                 heights[n] = it->h;
                 n++;
+                resized += it->n != it->src_n || strcmp(it->sha, it->src_sha) != 0;
+                src_bytes += (int64_t)it->src_n;
+                stored_bytes += (int64_t)it->n;
             }
             free(it->bytes);
             it->bytes = NULL;
         }
         if (rc != 0) {
+            lt_progress_end(&pr); /* the display must not outlive pr (an error message clears it) */
             free(items);
             return -1;
         }
@@ -146,6 +192,13 @@ static int pass1(const lt_embed_opts *o, const lt_filelist *files, lt_cache_writ
     }
     lt_progress_end(&pr);
     free(items);
+    if (o->max_side > 0) {
+        char a[32], b[32];
+        lt_human_bytes((double)src_bytes, a, sizeof a);
+        lt_human_bytes((double)stored_bytes, b, sizeof b);
+        lt_info("--max-side %d: %lld of %lld images stored resized (PNG), %s of files stored "
+                "as %s", o->max_side, (long long)resized, (long long)n, a, b);
+    }
     *n_images = n;
     *n_skipped = skipped;
     *n_too_large = too_large;
@@ -881,6 +934,7 @@ static void fill_meta(const lt_embed_opts *o, const lt_dinov2_config *cfg, const
     m->emb_type = o->emb_type;
     m->zstd_level = o->zstd_level ? o->zstd_level : 3;
     m->max_pixels = o->max_pixels;
+    m->max_side = o->max_side;
     m->transform = o->transform;
     snprintf(m->teacher.file, sizeof m->teacher.file, "%s", lt_path_base(o->teacher_path));
     memcpy(m->teacher.sha256, sha, 65);
@@ -1008,8 +1062,14 @@ static int open_log(embed_run *R) {
 static int run_all(embed_run *R, double t0) {
     const lt_embed_opts *o = R->o;
     if (lt_scan_check_root(o->data_dir) != 0 || setup_device(R) != 0 || check_output(R) != 0 ||
-        (o->append && lt_embed_base_defaults(R) != 0) || load_teacher(R) != 0 || scan(R) != 0)
+        (o->append && lt_embed_base_defaults(R) != 0))
         return LT_EXIT_ERROR;
+    if (o->max_side > 0 && o->max_side < o->transform.image_size)
+        return lt_err_set("--max-side %d is smaller than the view size %d (--image-size): every "
+                          "view would be enlarged from a smaller copy; give --max-side %d or more",
+                          o->max_side, o->transform.image_size, o->transform.image_size),
+               LT_EXIT_ERROR;
+    if (load_teacher(R) != 0 || scan(R) != 0) return LT_EXIT_ERROR;
     fill_meta(o, R->cfg, R->teacher_sha, &R->meta);
     if (o->append) {
         if (lt_embed_open_base(R) != 0) return LT_EXIT_ERROR;

@@ -29,7 +29,7 @@ enum {
     LT_GIVEN_MAX_PIXELS = 1 << 6, LT_GIVEN_CROP_SCALE = 1 << 7, LT_GIVEN_CROP_RATIO = 1 << 8,
     LT_GIVEN_HFLIP = 1 << 9, LT_GIVEN_JITTER_P = 1 << 10, LT_GIVEN_JITTER = 1 << 11,
     LT_GIVEN_GRAY = 1 << 12, LT_GIVEN_BLUR = 1 << 13, LT_GIVEN_MEAN = 1 << 14,
-    LT_GIVEN_STD = 1 << 15
+    LT_GIVEN_STD = 1 << 15, LT_GIVEN_MAX_SIDE = 1 << 16
 };
 
 typedef struct {
@@ -53,6 +53,8 @@ typedef struct {
     lt_render_where render;
     uint64_t seed;
     int64_t max_pixels;
+    int max_side;                /* --max-side: store images whose long side exceeds it resized
+                                    to it, as PNG (image/shrink.h); 0 = off (verbatim) */
     lt_transform transform;      /* transform.image_size is the view size */
     volatile sig_atomic_t *stop; /* set asynchronously (SIGINT/SIGTERM) to stop between batches */
 } lt_embed_opts;

@@ -13,24 +13,35 @@
 
 /* One file of the scan, read and decoded (embed.c, shard.c); reason is empty if it is usable. */
 typedef struct {
-    uint8_t *bytes;
+    uint8_t *bytes;   /* the bytes to store: the file's, or (--max-side) its resized copy's */
     size_t n;
-    int w, h;
+    int w, h;         /* size of the stored image */
     int64_t mtime_ns;
-    char sha[65];
+    char sha[65];     /* of bytes */
+    size_t src_n;     /* size of the file */
+    char src_sha[65]; /* of the file (= sha when stored verbatim) */
     char reason[512]; /* empty if usable */
     int too_large;    /* not usable: more pixels than --max-pixels */
 } lt_embed_file;
 
-/* Reads root/rel whole, decodes it (to learn whether it is usable and its size) and hashes it. */
-void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, lt_embed_file *it);
+/* Reads root/rel whole, decodes it (to learn whether it is usable and its size) and hashes it;
+ * with max_side > 0 an image with a longer side is replaced by its resized copy (PNG). */
+void lt_embed_load_file(const char *root, const char *rel, int64_t max_pixels, int max_side,
+                        lt_embed_file *it);
+/* --max-side: the bytes to store for a file whose bytes are *bytes (*n, already known to decode):
+ * unchanged (0) when the decoded image fits in max_side, else (1) replaced by the PNG of the
+ * resized copy (the old buffer freed) with its size in *w, *h. -1 + lt_err (bytes unchanged). */
+int lt_embed_shrink_bytes(uint8_t **bytes, size_t *n, int64_t max_pixels, int max_side, int *w,
+                          int *h);
 
 /* --shard: one usable image of the whole listing, as the survey found it (shard.c). */
 typedef struct {
     size_t file;      /* index in the scan */
-    int32_t w, h;
+    int32_t w, h;     /* of the stored image */
     int64_t mtime_ns;
-    char sha[65];
+    char sha[65];     /* of the stored bytes */
+    size_t src_n;     /* of the file */
+    char src_sha[65]; /* of the file: differs from sha when --max-side resized it */
 } lt_shard_image;
 
 /* --shard: what the survey of the whole listing found. */
@@ -78,6 +89,9 @@ int lt_embed_listing_digest(const char *root, const lt_filelist *files, char hex
 /* -1 + a message naming the first setting that differs between the interrupted run (was) and
  * this one (now), and how to start over; 0 if they agree. */
 int lt_embed_check_same_settings(const char *partial, const char *was, const char *now);
+/* A setting's value as messages show it (value: from lt_settings_diff): "off" for a max-side
+ * that a settings text leaves out. */
+void lt_embed_setting_shown(const char *key, char *value, size_t cap);
 /* --append: opens the existing cache (R->base) and gives every setting not given on the command
  * line (R->opts.given) the cache's value. */
 int lt_embed_base_defaults(embed_run *R);

@@ -91,9 +91,12 @@ static int same_run(const part_in *a, const part_in *b) {
         if (!strcmp(key, "teacher"))
             rc = lt_err_set("%s does not belong with %s: another teacher (SHA-256 %s there, %s "
                             "here); merge only the parts of one run", b->path, a->path, va, vb);
-        else
+        else {
+            lt_embed_setting_shown(key, va, sizeof va);
+            lt_embed_setting_shown(key, vb, sizeof vb);
             rc = lt_err_set("%s does not belong with %s: --%s was %s there, %s here; merge only "
                             "the parts of one run", b->path, a->path, key, va, vb);
+        }
     }
     free(ta);
     free(tb);

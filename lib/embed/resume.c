@@ -3,7 +3,8 @@
  * A run's settings are written as "key=value" lines into the embedding log; a rerun compares its
  * own and refuses on the first difference, naming the option. --append compares this run's
  * settings with the existing cache's and classifies the scanned files into known, new and changed
- * (size differs, or mtime differs and the SHA-256 too); changed files are refused. */
+ * (size differs, or mtime differs and the SHA-256 too, both of the source file: with --max-side
+ * the stored bytes are a resized copy); changed files are refused. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -57,6 +58,8 @@ char *lt_embed_settings_text(const lt_cache_meta *m, const char *listing, const 
     add(&t, "mixup=%s\ndtype=%s\n", m->mixup ? "on" : "off (--no-mixup)",
         lt_emb_type_short(m->emb_type));
     add(&t, "max-pixels=%lld\nzstd-level=%d\n", (long long)m->max_pixels, m->zstd_level);
+    /* only when on, so that the settings of a run without it are those of older versions */
+    if (m->max_side > 0) add(&t, "max-side=%d\n", m->max_side);
     add(&t, "crop-scale=%.9g,%.9g\ncrop-ratio=%.9g,%.9g\n", x->crop_scale[0], x->crop_scale[1],
         x->crop_ratio[0], x->crop_ratio[1]);
     add(&t, "hflip-p=%.9g\njitter-p=%.9g\n", x->hflip_p, x->jitter_p);
@@ -122,8 +125,14 @@ int lt_embed_check_same_settings(const char *partial, const char *was, const cha
     if (!strcmp(key, "teacher"))
         return lt_err_set("%s was started with another teacher (--teacher: weights SHA-256 %.12s..."
                           " then, %.12s... now); %s", partial, a, b, fix);
+    lt_embed_setting_shown(key, a, sizeof a);
+    lt_embed_setting_shown(key, b, sizeof b);
     return lt_err_set("%s was started with other settings: --%s was %s, now %s; %s", partial, key,
                       a, b, fix);
+}
+
+void lt_embed_setting_shown(const char *key, char *value, size_t cap) {
+    if (!strcmp(key, "max-side") && !strcmp(value, "(none)")) snprintf(value, cap, "off");
 }
 
 /* ---- --append ---- */
@@ -148,7 +157,8 @@ static int64_t find_base(const embed_run *R, const int64_t *order, const char *p
     return -1;
 }
 
-/* NULL if the file under DATA_DIR is the stored image i; else what changed. */
+/* NULL if the file under DATA_DIR is the source of stored image i (the file itself, or with
+ * --max-side the file its resized copy was made from); else what changed. */
 static const char *change_of(const embed_run *R, int64_t i, const char *rel) {
     lt_cache_image rec;
     if (lt_cache_image_record(R->base, i, &rec) != 0) return "unreadable record";
@@ -156,11 +166,11 @@ static const char *change_of(const embed_run *R, int64_t i, const char *rel) {
     struct stat st;
     const char *why = NULL;
     if (!full || stat(full, &st) != 0) why = "cannot stat";
-    else if ((uint64_t)st.st_size != rec.n_bytes) why = "size";
+    else if ((int64_t)st.st_size != rec.source_size) why = "size";
     else if ((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != rec.mtime_ns) {
         char sha[65];
         if (lt_sha256_file(full, sha) != 0) why = "cannot read";
-        else if (strcmp(sha, rec.sha256) != 0) why = "content";
+        else if (strcmp(sha, rec.source_sha256) != 0) why = "content";
     }
     free(full);
     return why;
@@ -223,7 +233,13 @@ static int check_base_settings(embed_run *R) {
             r = lt_err_set("%s was made with another teacher (weights SHA-256 %.12s... there, "
                            "%.12s... now); --append must use the same --teacher", R->o->cache_path,
                            va, vb);
-        else
+        else if (!strcmp(key, "max-side")) {
+            lt_embed_setting_shown(key, va, sizeof va);
+            lt_embed_setting_shown(key, vb, sizeof vb);
+            r = lt_err_set("%s was made with --max-side %s, this run asks for %s: every image of "
+                           "a cache is stored under one --max-side; leave --max-side out to use "
+                           "the cache's", R->o->cache_path, va, vb);
+        } else
             r = lt_err_set("%s was made with other settings: --%s was %s, now %s; --append takes "
                            "the cache's settings when they are not given: leave --%s out (only "
                            "--views may grow)", R->o->cache_path, key, va, vb, key);
@@ -247,6 +263,7 @@ int lt_embed_base_defaults(embed_run *R) {
     if (!(g & LT_GIVEN_DTYPE)) o->emb_type = m->emb_type;
     if (!(g & LT_GIVEN_ZSTD)) o->zstd_level = m->zstd_level;
     if (!(g & LT_GIVEN_MAX_PIXELS)) o->max_pixels = m->max_pixels;
+    if (!(g & LT_GIVEN_MAX_SIDE)) o->max_side = m->max_side;
     if (!(g & LT_GIVEN_CROP_SCALE)) memcpy(t->crop_scale, x->crop_scale, sizeof t->crop_scale);
     if (!(g & LT_GIVEN_CROP_RATIO)) memcpy(t->crop_ratio, x->crop_ratio, sizeof t->crop_ratio);
     if (!(g & LT_GIVEN_HFLIP)) t->hflip_p = x->hflip_p;

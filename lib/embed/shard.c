@@ -8,7 +8,8 @@
  * reads and decodes every file once (the survey: which files are usable, their sizes and
  * hashes), but stores and embeds only its own. A partner may be another part's image: the
  * teacher renders it from its file, checked against the survey's SHA-256, i.e. from the bytes
- * that part stores. lt-embed --merge (merge.c) checks that all parts saw the same images (the
+ * that part stores (with --max-side the resized copy is made again from the file and checked
+ * against the SHA-256 of the copy that part stores). lt-embed --merge (merge.c) checks that all parts saw the same images (the
  * digest images_sha256) and concatenates them into the cache the one-process run makes. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,8 @@ static int survey_record(embed_run *R, size_t f, const lt_embed_file *it) {
     im->h = it->h;
     im->mtime_ns = it->mtime_ns;
     memcpy(im->sha, it->sha, sizeof im->sha);
+    im->src_n = it->src_n;
+    memcpy(im->src_sha, it->src_sha, sizeof im->src_sha);
     if ((int64_t)f < d->first_file) s->desc.first_image++;
     return 0;
 }
@@ -92,7 +95,8 @@ int lt_shard_survey_run(embed_run *R) {
         int count = (int)(F - first < SURVEY_CHUNK ? F - first : SURVEY_CHUNK);
 #pragma omp parallel for schedule(dynamic, 1)
         for (int k = 0; k < count; k++)
-            lt_embed_load_file(o->data_dir, R->files.paths[first + k], o->max_pixels, &items[k]);
+            lt_embed_load_file(o->data_dir, R->files.paths[first + k], o->max_pixels, o->max_side,
+                               &items[k]);
         for (int k = 0; k < count; k++) {
             if (rc == 0) rc = survey_record(R, (size_t)(first + k), &items[k]);
             free(items[k].bytes);
@@ -126,7 +130,8 @@ int lt_shard_survey_run(embed_run *R) {
     return 0;
 }
 
-/* Image i of the listing, read again from its file; refused if it is not the surveyed one. */
+/* Image i of the listing, read again from its file (with --max-side, made into its resized
+ * copy again); refused if it is not the surveyed one. */
 static int read_checked(embed_run *R, int64_t i, uint8_t **bytes, size_t *n) {
     const lt_shard_image *im = &R->shard.images[i];
     const char *rel = R->files.paths[im->file];
@@ -137,14 +142,31 @@ static int read_checked(embed_run *R, int64_t i, uint8_t **bytes, size_t *n) {
     if (rc != 0) return -1;
     char sha[65];
     lt_sha256_hex(*bytes, *n, sha);
-    if (strcmp(sha, im->sha) != 0) {
+    if (strcmp(sha, im->src_sha) != 0) {
         free(*bytes);
         *bytes = NULL;
         return lt_err_set("%s changed while lt-embed ran (its SHA-256 is not the one it had when "
                           "DATA_DIR was read); every shard must see the same files: rerun once "
                           "DATA_DIR no longer changes", rel);
     }
-    return 0;
+    if (strcmp(im->sha, im->src_sha) == 0) return 0; /* stored verbatim */
+    int w = 0, h = 0;
+    rc = lt_embed_shrink_bytes(bytes, n, R->o->max_pixels, R->o->max_side, &w, &h);
+    if (rc < 0) {
+        lt_err_prefix("%s", rel);
+    } else if (rc == 0) {
+        lt_err_set("%s: lt-embed resized it when DATA_DIR was read (--max-side %d), not now", rel,
+                   R->o->max_side);
+    } else {
+        lt_sha256_hex(*bytes, *n, sha);
+        if (strcmp(sha, im->sha) == 0 && w == im->w && h == im->h) return 0;
+        lt_err_set("%s: its resized copy (--max-side %d) is not the one made when DATA_DIR was "
+                   "read (SHA-256 %.12s..., %dx%d then; %.12s..., %dx%d now)", rel,
+                   R->o->max_side, im->sha, im->w, im->h, sha, w, h);
+    }
+    free(*bytes);
+    *bytes = NULL;
+    return -1;
 }
 
 int lt_shard_image_bytes(embed_run *R, int64_t img, uint8_t **bytes, size_t *n) {
@@ -178,8 +200,10 @@ static int store_images(embed_run *R, lt_cache_writer *w) {
         size_t len = 0;
         if (read_checked(R, i, &bytes, &len) != 0) return -1;
         lt_cache_image ci = {.path = R->files.paths[im->file], .bytes = bytes, .n_bytes = len,
-                             .width = im->w, .height = im->h, .mtime_ns = im->mtime_ns};
+                             .width = im->w, .height = im->h, .mtime_ns = im->mtime_ns,
+                             .source_size = (int64_t)im->src_n};
         memcpy(ci.sha256, im->sha, sizeof ci.sha256);
+        memcpy(ci.source_sha256, im->src_sha, sizeof ci.source_sha256);
         int rc = lt_cache_writer_add_image(w, &ci);
         free(bytes);
         if (rc != 0) return -1;

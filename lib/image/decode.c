@@ -381,14 +381,37 @@ void lt_image_free(lt_image *im) {
 
 typedef struct {
     png_io io; /* only jmp and msg are used */
-    FILE *f;
+    FILE *f;   /* lt_png_write; NULL: into buf (lt_png_encode) */
     const uint8_t *rgb;
-    int w, h;
+    int w, h, level;
+    uint8_t *buf;
+    size_t n, cap;
 } png_enc;
+
+static void png_write_mem(png_structp png, png_bytep src, size_t len) {
+    png_enc *st = png_get_io_ptr(png);
+    if (len > st->cap - st->n) {
+        size_t cap = st->cap ? st->cap : 65536;
+        while (cap - st->n < len) {
+            if (cap > SIZE_MAX / 2) png_error(png, "out of memory (PNG output)");
+            cap *= 2;
+        }
+        uint8_t *g = realloc(st->buf, cap);
+        if (!g) png_error(png, "out of memory (PNG output)");
+        st->buf = g;
+        st->cap = cap;
+    }
+    memcpy(st->buf + st->n, src, len);
+    st->n += len;
+}
+
+static void png_flush_mem(png_structp png) { (void)png; }
 
 static int png_write_body(png_structp png, png_infop info, png_enc *st) {
     if (setjmp(st->io.jmp)) return -1;
-    png_init_io(png, st->f);
+    if (st->f) png_init_io(png, st->f);
+    else png_set_write_fn(png, st, png_write_mem, png_flush_mem);
+    if (st->level >= 0) png_set_compression_level(png, st->level);
     png_set_IHDR(png, info, (png_uint_32)st->w, (png_uint_32)st->h, 8, PNG_COLOR_TYPE_RGB,
                  PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -398,6 +421,21 @@ static int png_write_body(png_structp png, png_infop info, png_enc *st) {
     return 0;
 }
 
+/* Runs the encoder over st (file or memory); -1 with st->io.msg on failure. */
+static int png_encode_st(png_enc *st) {
+    png_structp png =
+        png_create_write_struct(PNG_LIBPNG_VER_STRING, &st->io, png_on_error, png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        snprintf(st->io.msg, sizeof st->io.msg, "cannot start the PNG encoder (out of memory)");
+        return -1;
+    }
+    int rc = png_write_body(png, info, st);
+    png_destroy_write_struct(&png, &info);
+    return rc;
+}
+
 int lt_png_write(const char *path, const uint8_t *rgb, int w, int h) {
     if (w <= 0 || h <= 0) return lt_err_set("%s: cannot write an empty %dx%d PNG", path, w, h);
     png_enc st;
@@ -405,22 +443,34 @@ int lt_png_write(const char *path, const uint8_t *rgb, int w, int h) {
     st.rgb = rgb;
     st.w = w;
     st.h = h;
+    st.level = -1;
     st.f = fopen(path, "wb");
     if (!st.f) return lt_err_set("%s: cannot create: %s", path, strerror(errno));
-    png_structp png =
-        png_create_write_struct(PNG_LIBPNG_VER_STRING, &st.io, png_on_error, png_on_warning);
-    png_infop info = png ? png_create_info_struct(png) : NULL;
-    if (!info) {
-        png_destroy_write_struct(&png, NULL);
-        fclose(st.f);
-        return lt_err_set("%s: cannot start the PNG encoder (out of memory)", path);
-    }
-    int rc = png_write_body(png, info, &st);
-    png_destroy_write_struct(&png, &info);
+    int rc = png_encode_st(&st);
     int write_err = ferror(st.f);
     int close_err = fclose(st.f) != 0 ? errno : 0;
     if (rc != 0) return lt_err_set("%s: cannot write PNG (%s)", path, st.io.msg);
     if (write_err || close_err)
         return lt_err_set("%s: write error: %s", path, close_err ? strerror(close_err) : "I/O error");
+    return 0;
+}
+
+int lt_png_encode(const uint8_t *rgb, int w, int h, int level, uint8_t **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    if (w <= 0 || h <= 0) return lt_err_set("cannot encode an empty %dx%d PNG", w, h);
+    if (level < 0 || level > 9) return lt_err_set("PNG compression level %d is not 0..9", level);
+    png_enc st;
+    memset(&st, 0, sizeof st);
+    st.rgb = rgb;
+    st.w = w;
+    st.h = h;
+    st.level = level;
+    if (png_encode_st(&st) != 0) {
+        free(st.buf);
+        return lt_err_set("cannot encode PNG (%s)", st.io.msg);
+    }
+    *out = st.buf;
+    *n = st.n;
     return 0;
 }

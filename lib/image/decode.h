@@ -30,5 +30,8 @@ void lt_image_free(lt_image *im);
 
 /* Writes 8-bit RGB as a PNG (used by --dump-views). */
 int lt_png_write(const char *path, const uint8_t *rgb, int w, int h);
+/* Encodes rgb (h, w, 3) uint8 as an 8-bit RGB PNG in memory (libpng, zlib level 0..9, default
+ * filters): *out (malloc'd, *n bytes) decodes back to exactly these pixels. -1 + lt_err on OOM. */
+int lt_png_encode(const uint8_t *rgb, int w, int h, int level, uint8_t **out, size_t *n);
 
 #endif

@@ -52,7 +52,7 @@ static int add_images(lt_cache_writer *w, lt_rng *r, int n) {
         uint8_t *b = malloc(len);
         if (!b) return -1;
         for (size_t k = 0; k < len; k++) b[k] = (uint8_t)lt_rng_u32(r);
-        lt_cache_image im = {path, b, len, 64 + i, 48 + i, 1700000000000000000ll + i, ""};
+        lt_cache_image im = {path, b, len, 64 + i, 48 + i, 1700000000000000000ll + i, "", 0, ""};
         lt_sha256_hex(b, len, im.sha256);
         printf("%s %zu %s\n", im.sha256, len, path);
         int rc = lt_cache_writer_add_image(w, &im);

@@ -128,7 +128,7 @@ static void free_dataset(dataset *ds) {
 static int add_images(lt_cache_writer *w, const dataset *ds) {
     for (int i = 0; i < ds->n; i++) {
         lt_cache_image im = {ds->path[i], ds->bytes[i], ds->n_bytes[i], ds->w[i], ds->h[i],
-                             ds->mtime[i], ""};
+                             ds->mtime[i], "", 0, ""};
         if (i % 2) lt_sha256_hex(ds->bytes[i], ds->n_bytes[i], im.sha256); /* else: computed */
         if (lt_cache_writer_add_image(w, &im) < 0) return -1;
     }

@@ -85,7 +85,7 @@ static int write_cache(const char *path, int partial) {
         char name[32];
         snprintf(name, sizeof name, "img%d.png", i);
         wd[i] = 40 + i, ht[i] = 30 + i;
-        lt_cache_image im = {name, bytes, n, wd[i], ht[i], 1000 + i, ""};
+        lt_cache_image im = {name, bytes, n, wd[i], ht[i], 1000 + i, "", 0, ""};
         lt_sha256_hex(bytes, n, im.sha256);
         r = lt_cache_writer_add_image(w, &im);
     }

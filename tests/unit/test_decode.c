@@ -1,6 +1,7 @@
 /* test_decode.c: in-process checks of lib/image/decode and lib/data/scan that need no PIL: a PNG
- * round trip through lt_png_write, format sniffing, error messages, and a scan with a symlink
- * cycle. The comparisons with PIL live in tests/py/test_decode.py. */
+ * round trip through lt_png_write and through lt_png_encode (memory, every zlib level), format
+ * sniffing, error messages, and a scan with a symlink cycle. The comparisons with PIL live in
+ * tests/py/test_decode.py (and, for lt-embed --max-side's stored PNG, tests/py/test_max_side.py). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,40 @@ static void test_png_round_trip(const char *dir) {
     unlink(path);
     free(path);
     free(rgb);
+}
+
+/* lt_png_encode (lt-embed --max-side's stored copies): the PNG decodes back to the very bytes
+ * given, for odd sizes, 1x1, noise and flat images, at every zlib level; bad arguments are errors. */
+static void test_png_encode_round_trip(void) {
+    const int sizes[][2] = {{1, 1}, {37, 11}, {3, 200}, {256, 171}, {513, 2}};
+    uint32_t x = 12345;
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        int w = sizes[k][0], h = sizes[k][1];
+        uint8_t *rgb = malloc((size_t)w * h * 3); /* (h, w, 3) */
+        for (int i = 0; i < w * h * 3; i++) {
+            x = x * 1664525u + 1013904223u;
+            /* noise in the first half of the rows, a smooth ramp below */
+            rgb[i] = i < w * h * 3 / 2 ? (uint8_t)(x >> 24) : (uint8_t)(i / 3 % w);
+        }
+        for (int level = 0; level <= 9; level++) {
+            uint8_t *png = NULL;
+            size_t n = 0;
+            CHECK_MSG(lt_png_encode(rgb, w, h, level, &png, &n) == 0, "%s", lt_err_msg());
+            CHECK(png && lt_image_sniff(png, n) == LT_IMG_PNG);
+            lt_image im = {0};
+            CHECK_MSG(png && lt_image_decode(png, n, LT_DEFAULT_MAX_PIXELS, &im) == 0, "%s",
+                      lt_err_msg());
+            CHECK_MSG(im.w == w && im.h == h && memcmp(im.rgb, rgb, (size_t)w * h * 3) == 0,
+                      "%dx%d level %d", w, h, level);
+            lt_image_free(&im);
+            free(png);
+        }
+        free(rgb);
+    }
+    uint8_t px[3] = {1, 2, 3}, *png = (uint8_t *)1;
+    size_t n = 1;
+    CHECK(lt_png_encode(px, 0, 1, 1, &png, &n) == -1 && png == NULL && n == 0);
+    CHECK(lt_png_encode(px, 1, 1, 10, &png, &n) == -1 && strstr(lt_err_msg(), "level 10"));
 }
 
 static void test_bad_bytes(void) {
@@ -101,6 +136,7 @@ int main(void) {
         return 1;
     }
     test_png_round_trip(dir);
+    test_png_encode_round_trip();
     test_bad_bytes();
     test_names();
     test_scan(dir);

@@ -52,6 +52,11 @@ static void usage(FILE *f) {
         "                        per row, half the bytes of f16 (formats/cache.md)\n"
         "  --zstd-level N        Zstandard level of the embeddings, 1..19 (default 3)\n"
         "  --max-pixels N        skip images with more pixels than this (default 268435456)\n"
+        "  --max-side N          store each image whose long side exceeds N once resized to N on\n"
+        "                        its long side (aspect kept; PIL's thumbnail size and bilinear\n"
+        "                        resize), as a lossless PNG; smaller images are stored verbatim.\n"
+        "                        Both tools then decode the small copy. N >= --image-size;\n"
+        "                        default: off\n"
         "  --overwrite           replace an existing CACHE (only an lt cache or an empty file);\n"
         "                        discard an interrupted run's CACHE.partial and start over\n"
         "  --append              add the images that are new under DATA_DIR and/or more views\n"
@@ -89,7 +94,7 @@ enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
     OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
-    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE, OPT_RENDER
+    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE, OPT_RENDER, OPT_MAX_SIDE
 };
 
 static const struct option long_opts[] = {
@@ -107,6 +112,7 @@ static const struct option long_opts[] = {
     {"dtype", required_argument, 0, OPT_DTYPE},
     {"zstd-level", required_argument, 0, OPT_ZSTD},
     {"max-pixels", required_argument, 0, OPT_MAXPIX},
+    {"max-side", required_argument, 0, OPT_MAX_SIDE},
     {"overwrite", no_argument, 0, OPT_OVERWRITE},
     {"append", no_argument, 0, OPT_APPEND},
     {"shard", required_argument, 0, OPT_SHARD},
@@ -177,6 +183,7 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
         return 0;
     case OPT_ZSTD: return lt_parse_int("zstd-level", arg, 1, 19, &o->zstd_level);
     case OPT_MAXPIX: return lt_parse_i64("max-pixels", arg, 1, INT64_C(1) << 40, &o->max_pixels);
+    case OPT_MAX_SIDE: return lt_parse_int("max-side", arg, 1, 1 << 20, &o->max_side);
     case OPT_OVERWRITE: o->overwrite = 1; return 0;
     case OPT_APPEND: o->append = 1; return 0;
     case OPT_SHARD: return parse_shard(arg, o);
@@ -208,6 +215,7 @@ static unsigned given_bit(int c) {
     case OPT_DTYPE: return LT_GIVEN_DTYPE;
     case OPT_ZSTD: return LT_GIVEN_ZSTD;
     case OPT_MAXPIX: return LT_GIVEN_MAX_PIXELS;
+    case OPT_MAX_SIDE: return LT_GIVEN_MAX_SIDE;
     case OPT_CROP_SCALE: return LT_GIVEN_CROP_SCALE;
     case OPT_CROP_RATIO: return LT_GIVEN_CROP_RATIO;
     case OPT_HFLIP: return LT_GIVEN_HFLIP;
@@ -226,6 +234,12 @@ static int check_ranges(const lt_embed_opts *o) {
     if (t->crop_scale[0] > t->crop_scale[1]) return lt_err_set("--crop-scale: MIN must not exceed MAX");
     if (t->crop_ratio[0] > t->crop_ratio[1]) return lt_err_set("--crop-ratio: MIN must not exceed MAX");
     if (t->blur_sigma[0] > t->blur_sigma[1]) return lt_err_set("--blur-sigma: MIN must not exceed MAX");
+    /* with --append and no --image-size the cache's view size applies: lt_embed_run checks */
+    if (o->max_side > 0 && (!o->append || (o->given & LT_GIVEN_IMAGE_SIZE)) &&
+        o->max_side < t->image_size)
+        return lt_err_set("--max-side %d is smaller than the view size %d (--image-size): every "
+                          "view would be enlarged from a smaller copy; give --max-side %d or more",
+                          o->max_side, t->image_size, t->image_size);
     return 0;
 }
 

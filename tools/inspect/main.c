@@ -63,8 +63,13 @@ static void print_summary(lt_cache *c, const char *path, int verbosity) {
     lt_human_bytes((double)lt_cache_image_bytes_total(c), hd, sizeof hd);
     printf("cache       %s (lt-cache version %d, written by lt-embed %s)\n", path,
            LT_CACHE_VERSION, m->tool_version);
-    printf("images      %lld: %s of image files, stored verbatim (%s in the cache)\n",
-           (long long)N, hd, hi);
+    if (m->max_side > 0)
+        printf("images      %lld: %s of image data, those with a side above %d px stored resized "
+               "to %d px on the long side as PNG, the others verbatim (%s in the cache)\n",
+               (long long)N, hd, m->max_side, m->max_side, hi);
+    else
+        printf("images      %lld: %s of image files, stored verbatim (%s in the cache)\n",
+               (long long)N, hd, hi);
     printf("views       %d per image: %lld samples; %d px; mixup %s; seed %llu\n",
            m->views_per_image, (long long)S, m->image_size, m->mixup ? "on" : "off",
            (unsigned long long)m->seed);
