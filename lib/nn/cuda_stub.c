@@ -1,4 +1,5 @@
-/* cuda_stub.c: the CUDA API (nn/ops_cuda.h, models/dinov2_cuda.h) in a build without CUDA.
+/* cuda_stub.c: the CUDA API (nn/ops_cuda.h, models/dinov2_cuda.h, lt_backend_cuda of
+ * nn/backend.h) in a build without CUDA.
  *
  * Why it exists: `make CUDA=0` (or no nvcc) must still link every tool and test that can use the
  * GPU. Here lt_cuda_available() returns 0, so `--device auto` picks the CPU; anything that would
@@ -6,6 +7,7 @@
  * conversions) work as in the CUDA build. Compiled only when CUDA=0 (see the Makefile). */
 #include "core/error.h"
 #include "models/dinov2_cuda.h"
+#include "nn/backend.h"
 #include "nn/ops_cuda.h"
 
 #include <stdlib.h>
@@ -208,4 +210,10 @@ int lt_dinov2_gpu_wait(lt_dinov2_gpu *g, int slot, float *out) {
 void lt_dinov2_gpu_get_stats(const lt_dinov2_gpu *g, lt_dinov2_gpu_stats *s) {
     (void)g;
     memset(s, 0, sizeof *s);
+}
+
+lt_backend *lt_backend_cuda(int device_index) {
+    (void)device_index;
+    no_cuda("cuda backend");
+    return NULL;
 }
