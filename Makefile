@@ -52,11 +52,22 @@ $(BUILD)/lib/image/%.cu.o: NVCCFLAGS += -fmad=false -prec-div=true -ftz=false
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA    ?= $(if $(NVCC),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+# cuDNN (the student's convolutions): under CUDA_HOME here; elsewhere (a pip or distribution
+# package) set CUDNN_HOME to the folder holding include/cudnn.h and lib64/ (or lib/) libcudnn.so.
+CUDNN_HOME ?= $(CUDA_HOME)
+comma := ,
+CUDNN_LIBDIR ?= $(firstword $(wildcard $(CUDNN_HOME)/lib64/libcudnn.so*) $(wildcard $(CUDNN_HOME)/lib/libcudnn.so*))
+CUDNN_LIBDIR := $(if $(CUDNN_LIBDIR),$(patsubst %/,%,$(dir $(CUDNN_LIBDIR))),$(CUDNN_HOME)/lib64)
 NVCCFLAGS ?= -O2 -std=c++17 -Ilib --compiler-options -fPIC,-Wall,-Wextra \
              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
 ifeq ($(CUDA),1)
   CFLAGS  += -DLT_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+  # a tool records only the CUDA libraries it calls (lt-embed and lt-eval never load cuDNN)
+  LDFLAGS += -Wl,--as-needed
+  NVCCFLAGS += $(if $(filter-out $(CUDA_HOME),$(CUDNN_HOME)),-I$(CUDNN_HOME)/include)
+  LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+             $(if $(filter-out $(CUDA_HOME)/lib64,$(CUDNN_LIBDIR)),-L$(CUDNN_LIBDIR) -Wl$(comma)-rpath$(comma)$(CUDNN_LIBDIR)) \
+             -lcudnn -lcublasLt -lcublas -lcudart -lstdc++
   LIB_CU  := $(wildcard lib/*/*.cu)
   # dev/cuda/: superseded kernel versions with their benchmarks (see dev/cuda/README.md)
   DEV_CUDA := $(patsubst dev/cuda/%.cu,$(BUILD)/dev/cuda/%,$(wildcard dev/cuda/*.cu))

@@ -113,6 +113,17 @@ if run_lt ldd build/tests/test_cuda_ops | grep -q "not found"; then
     fi
   done
 fi
+# cuDNN (the student's convolutions; not carried, see pack-device.sh): the device's own, e.g.
+# PyTorch's nvidia-cudnn wheel, when the binaries do not find it
+if [ -x build/tests/test_cuda_cnn ] && run_lt ldd build/tests/test_cuda_cnn | grep -q "libcudnn.*not found"; then
+  for d in /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu \
+           $("$PY" -c 'import nvidia, os, glob; print(" ".join(glob.glob(os.path.join(list(nvidia.__path__)[0], "cudnn*", "lib"))))' 2>/dev/null); do
+    if [ -e "$d/libcudnn.so.9" ]; then
+      LT_LIBPATH=${LT_LIBPATH:+$LT_LIBPATH:}$d
+      break
+    fi
+  done
+fi
 export LT_LIBPATH
 echo "LT_LIBPATH=$LT_LIBPATH"
 # ltenv CMD...: runs one of lt's binaries with the carried libraries (usable under timeout)

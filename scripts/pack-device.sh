@@ -15,7 +15,9 @@
 #                   (same relative paths as here)
 # .devpack/libs.tar.xz  every non-system library of `ldd` of those binaries, except glibc's own
 #                   (libc, libm, libpthread, libdl, librt, libresolv, ld-linux), libstdc++/libgcc_s (the
-#                   device's are newer) and CUDA's (the device has CUDA 13 and its driver)
+#                   device's are newer) and CUDA's (the device has CUDA 13 and its driver);
+#                   cuDNN neither: its libcudnn.so.9 loads a dozen sub-libraries (~500 MB) at run
+#                   time, so device-check.sh uses the device's own (PyTorch's nvidia-cudnn)
 # .devpack/MANIFEST what was packed, with the build's git revision
 # Adds /.devpack/ to .git/info/exclude (a local, untracked file) so it is never committed.
 set -euo pipefail
@@ -46,7 +48,7 @@ for f in "${bins[@]}"; do
 done
 
 # the libraries: the union of ldd over all binaries, minus the system/CUDA ones
-skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libnss_|libanl\.so|libnsl\.so|libstdc\+\+\.so|libgcc_s\.so|libcuda\.so|libcudart\.so|libcublas\.so|libcublasLt\.so|libnvidia)'
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libpthread\.so|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libnss_|libanl\.so|libnsl\.so|libstdc\+\+\.so|libgcc_s\.so|libcuda\.so|libcudart\.so|libcublas\.so|libcublasLt\.so|libcudnn|libnvidia)'
 ldd "${bins[@]}" 2>/dev/null | awk '/=>/ && $3 ~ /^\// {print $1, $3}' | sort -u |
 while read -r name path; do
   if [[ "$name" =~ $skip ]]; then continue; fi

@@ -141,23 +141,7 @@ lt_resnet *lt_eval_student_like(const lt_resnet *src, lt_backend *be, int max_B,
 lt_resnet *lt_eval_student_random(lt_backend *be, const char *arch, uint64_t seed, int max_B,
                                   int size) {
     lt_resnet *m = lt_resnet_create(be, arch, max_B, size, size);
-    if (!m) return NULL;
-    if (be->mem == LT_MEM_HOST) {
-        lt_resnet_init_weights(m, seed);
-        return m;
-    }
-    /* lt_resnet_init_weights writes host memory: draw on a host twin (the smallest input the
-     * graph accepts), then copy through the backend */
-    lt_backend *cpu = lt_backend_cpu(1);
-    lt_resnet *h = cpu ? lt_resnet_create(cpu, arch, 1, 32, 32) : NULL;
-    int rc = h ? 0 : -1;
-    if (rc == 0) {
-        lt_resnet_init_weights(h, seed);
-        rc = lt_eval_student_copy(m, h);
-    }
-    lt_resnet_free(h);
-    if (cpu) cpu->destroy(cpu);
-    if (rc != 0) {
+    if (m && lt_resnet_init_weights(m, seed) != 0) { /* drawn on the host, uploaded as needed */
         lt_resnet_free(m);
         return NULL;
     }

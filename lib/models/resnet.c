@@ -363,7 +363,7 @@ static lt_resnet *build(lt_backend *be, const char *arch, int max_B, int H, int 
     if (n->ws_bytes && !(n->ws = net_alloc(m, n->ws_bytes, "conv scratch"))) goto fail;
 #undef ALLOC_F
     free(bd);
-    lt_resnet_init_weights(m, 0);
+    if (lt_resnet_init_weights(m, 0) != 0) goto fail_init;
     return m;
 
 fail_dims:
@@ -371,6 +371,7 @@ fail_dims:
     lt_err_prefix("%s at input %dx%d", arch, H, W);
 fail:
     free(bd);
+fail_init:
     lt_resnet_free(m);
     return NULL;
 }
@@ -412,14 +413,28 @@ void lt_resnet_free(lt_resnet *m) {
 
 /* ---- weights by name ---- */
 
-void lt_resnet_init_weights(lt_resnet *m, uint64_t seed) {
-    for (int i = 0; i < m->n_tensors; i++) {
+int lt_resnet_init_weights(lt_resnet *m, uint64_t seed) {
+    lt_backend *be = m->be;
+    float *host = NULL; /* a tensor's values on the host, for a device backend */
+    int rc = 0;
+    for (int i = 0; i < m->n_tensors && rc == 0; i++) {
         lt_resnet_tensor *t = &m->tensors[i];
         const char *dot = strrchr(t->name, '.');
         const char *field = dot ? dot + 1 : t->name;
         if (t->ndim == 0) {
             *t->data_i64 = 0;
-        } else if (t->ndim == 4) {
+            continue;
+        }
+        float *v = t->data;
+        if (t->mem != LT_MEM_HOST) {
+            free(host);
+            if (!(host = lt_malloc(sizeof(float) * (size_t)t->numel, "resnet initial weights"))) {
+                rc = -1;
+                break;
+            }
+            v = host;
+        }
+        if (t->ndim == 4) {
             /* kaiming_normal_, mode fan_out, gain sqrt(2): std = sqrt(2 / (Cout·kh·kw)) */
             double std = sqrt(2.0 / (double)(t->shape[0] * t->shape[2] * t->shape[3]));
             lt_rng r;
@@ -428,14 +443,17 @@ void lt_resnet_init_weights(lt_resnet *m, uint64_t seed) {
                 double u1 = 1.0 - lt_rng_uniform(&r); /* (0, 1] */
                 double u2 = lt_rng_uniform(&r);
                 double rad = sqrt(-2.0 * log(u1)), th = 2.0 * M_PI * u2;
-                t->data[j] = (float)(std * rad * cos(th));
-                if (j + 1 < t->numel) t->data[j + 1] = (float)(std * rad * sin(th));
+                v[j] = (float)(std * rad * cos(th));
+                if (j + 1 < t->numel) v[j + 1] = (float)(std * rad * sin(th));
             }
         } else {
-            float v = (!strcmp(field, "weight") || !strcmp(field, "running_var")) ? 1.0f : 0.0f;
-            for (int64_t j = 0; j < t->numel; j++) t->data[j] = v;
+            float x = (!strcmp(field, "weight") || !strcmp(field, "running_var")) ? 1.0f : 0.0f;
+            for (int64_t j = 0; j < t->numel; j++) v[j] = x;
         }
+        if (v != t->data) rc = be->upload(be, t->data, v, sizeof(float) * (size_t)t->numel);
     }
+    free(host);
+    return rc;
 }
 
 lt_resnet_tensor *lt_resnet_find(lt_resnet *m, const char *name) {
@@ -451,6 +469,8 @@ int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t num
         return lt_err_set("%s: tensor '%s' has %lld elements, got %lld", m->arch, name,
                           (long long)t->numel, (long long)numel);
     if (t->data_i64) *t->data_i64 = (int64_t)data[0];
+    else if (t->mem != LT_MEM_HOST)
+        return m->be->upload(m->be, t->data, data, sizeof(float) * (size_t)numel);
     else memcpy(t->data, data, sizeof(float) * (size_t)numel);
     return 0;
 }

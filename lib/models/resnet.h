@@ -79,8 +79,9 @@ typedef struct {
 /* Builds the model for inputs (B <= max_B, H, W, 3) and allocates everything on the backend
  * (weights, grads, activations, scratch). arch: "resnet18", "resnet34" or "resnet50". Weights
  * start as lt_resnet_init_weights(m, 0) leaves them. NULL + lt_err_set on failure. Tensor data
- * is read and written directly by the checkpoint code, so the backend must keep it in host
- * memory or the caller must move it (be->download / be->upload) around those calls. */
+ * is in the backend's memory (lt_resnet_tensor.mem; the int64 counters always on the host):
+ * code that reads or writes it on the host goes through be->download / be->upload when it is
+ * not host memory, as train/checkpoint.c and lt_resnet_set do. */
 lt_resnet *lt_resnet_create(lt_backend *be, const char *arch, int max_B, int H, int W);
 /* The description alone: tensor count, parameter and buffer floats, feature width, the largest
  * activation; nothing is allocated but the description itself. -1 + lt_err on bad arguments. */
@@ -89,13 +90,15 @@ void lt_resnet_free(lt_resnet *m);
 
 /* torchvision's initialisation: convs kaiming_normal_(mode="fan_out", nonlinearity="relu"),
  * i.e. N(0, 2 / (Cout·kh·kw)), drawn with Box–Muller from the lt_rng stream
- * (seed, tensor index, 'RSNT', 0); BN weight 1, bias 0, running mean 0, var 1, counters 0. */
-void lt_resnet_init_weights(lt_resnet *m, uint64_t seed);
+ * (seed, tensor index, 'RSNT', 0); BN weight 1, bias 0, running mean 0, var 1, counters 0.
+ * Drawn on the host, tensor by tensor, and uploaded when the backend keeps them on a device.
+ * Returns 0, or -1 + lt_err (out of memory, a failed upload). */
+int lt_resnet_init_weights(lt_resnet *m, uint64_t seed);
 
 /* The tensor with this torchvision key, or NULL. */
 lt_resnet_tensor *lt_resnet_find(lt_resnet *m, const char *name);
-/* Copies numel floats into the tensor named `name` (for num_batches_tracked: numel 1, the value
- * converted to int64). -1 + lt_err_set when the name is unknown or numel does not match. */
+/* Copies numel floats (host memory) into the tensor named `name`, uploading when it lives on a
+ * device (for num_batches_tracked: numel 1, the value converted to int64). -1 + lt_err_set when the name is unknown or numel does not match. */
 int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t numel);
 
 /* Forward of x (B, H, W, 3) NHWC. train: BN with batch statistics, running stats updated,

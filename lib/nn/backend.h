@@ -37,10 +37,13 @@ typedef struct {
 
 typedef struct lt_backend lt_backend;
 struct lt_backend {
-    const char *name;   /* "cpu" */
+    const char *name;   /* "cpu", "cuda" */
     lt_mem mem;         /* where its buffers live */
-    int threads;        /* CPU: the thread count every op and scratch size assumes */
+    int threads;        /* CPU: the thread count every op and scratch size assumes (CUDA: 1) */
     void *impl;         /* the backend's own state */
+    void *stream;       /* GPU backends: the stream every entry runs on (a cudaStream_t), for
+                           work that must be ordered with theirs (NCCL collectives); NULL on
+                           the CPU */
     /* Data-parallel training: when not NULL, bn_forward_train and bn_backward normalise over the
      * rows of every process (nn/cnn.h lt_bn_forward_train_sync); set by the training step. */
     const lt_bn_sync *bn_sync;
@@ -111,8 +114,17 @@ struct lt_backend {
 /* The CPU backend with `threads` threads (>= 1: the lt_threads_set() count). NULL + lt_err on
  * failure. Free it with be->destroy(be). */
 lt_backend *lt_backend_cpu(int threads);
-/* The backend for a --device name: "cpu" (or "auto") gives the CPU backend; "cuda" is refused
- * with a message until a CUDA backend of the student exists. */
+/* The CUDA backend on device device_index (fp32: cuDNN convolutions with deterministic
+ * algorithms and no TF32, cuBLAS fp32 GEMMs, our own batch norm, pooling, method and optimizer
+ * kernels; backend_cuda.cu). Buffers live on the device (mem = LT_MEM_DEVICE); every entry runs
+ * on the backend's one stream, and upload, download, sumsq and kd_loss_forward wait for it.
+ * Layouts are the CPU backend's (NHWC activations, PyTorch weights). Data-parallel batch norm
+ * (bn_sync) is refused. NULL + lt_err when there is no usable device or CUDA library, and always
+ * in a build without CUDA (cuda_stub.c). */
+lt_backend *lt_backend_cuda(int device_index);
+/* The backend for a --device name: "cpu" gives the CPU backend with `threads` threads; "cuda"
+ * the CUDA backend on device 0 (an error naming --device cuda when there is none or it cannot
+ * start); "auto" the CUDA backend when a device is usable and it starts, else the CPU backend. */
 lt_backend *lt_backend_open(const char *device, int threads);
 
 #endif

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "nn/kd.h"
 #include "nn/optim_kernels.h"
+#include "nn/ops_cuda.h" /* lt_cuda_available */
 
 static void cpu_destroy(lt_backend *be) { free(be); }
 
@@ -174,12 +176,26 @@ lt_backend *lt_backend_cpu(int threads) {
 }
 
 lt_backend *lt_backend_open(const char *device, int threads) {
-    if (!device || !strcmp(device, "cpu") || !strcmp(device, "auto"))
-        return lt_backend_cpu(threads);
+    if (!device || !strcmp(device, "cpu")) return lt_backend_cpu(threads);
     if (!strcmp(device, "cuda")) {
-        lt_err_set("--device cuda: this build of lt-train has no CUDA student backend yet; use "
-                   "--device cpu");
-        return NULL;
+        if (!lt_cuda_available()) {
+            lt_err_set("--device cuda: no usable CUDA device (no GPU or driver, or this lt was "
+                       "built without CUDA); use --device cpu");
+            return NULL;
+        }
+        lt_backend *be = lt_backend_cuda(0);
+        if (!be) lt_err_prefix("--device cuda");
+        return be;
+    }
+    if (!strcmp(device, "auto")) {
+        if (lt_cuda_available()) {
+            lt_backend *be = lt_backend_cuda(0);
+            if (be) return be;
+            lt_warn("--device auto: the CUDA backend did not start (%s); training on the CPU",
+                    lt_err_msg());
+            lt_err_clear();
+        }
+        return lt_backend_cpu(threads);
     }
     lt_err_set("--device: expected auto, cpu or cuda, got '%s'", device);
     return NULL;

@@ -1,4 +1,5 @@
-/* cuda_stub.c: the CUDA API (nn/ops_cuda.h, models/dinov2_cuda.h) in a build without CUDA.
+/* cuda_stub.c: the CUDA API (nn/ops_cuda.h, models/dinov2_cuda.h, lt_backend_cuda of
+ * nn/backend.h) in a build without CUDA.
  *
  * Why it exists: `make CUDA=0` (or no nvcc) must still link every tool and test that can use the
  * GPU. Here lt_cuda_available() returns 0, so `--device auto` picks the CPU; anything that would
@@ -7,6 +8,7 @@
 #include "core/error.h"
 #include "image/render_cuda.h"
 #include "models/dinov2_cuda.h"
+#include "nn/backend.h"
 #include "nn/ops_cuda.h"
 
 #include <stdlib.h>
@@ -236,4 +238,23 @@ int lt_render_cuda(const lt_render_job *jobs, int n, int size, uint8_t *out, voi
                    size_t ws_bytes, void *stream) {
     (void)jobs, (void)n, (void)size, (void)out, (void)ws, (void)ws_bytes, (void)stream;
     return no_cuda("render on the GPU");
+}
+
+int lt_render_gpu_create(lt_render_gpu **out) {
+    *out = NULL;
+    return no_cuda("render on the GPU");
+}
+void lt_render_gpu_free(lt_render_gpu *r) { (void)r; }
+int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
+                        const lt_sample *smp, const int *img, int count, int size, uint8_t *a,
+                        uint8_t *b, void *stream) {
+    (void)r, (void)images, (void)n_images, (void)smp, (void)img, (void)count, (void)size, (void)a,
+        (void)b, (void)stream;
+    return no_cuda("render on the GPU");
+}
+
+lt_backend *lt_backend_cuda(int device_index) {
+    (void)device_index;
+    no_cuda("cuda backend");
+    return NULL;
 }

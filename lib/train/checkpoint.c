@@ -1,4 +1,9 @@
-/* checkpoint.c: checkpoint, export and --init files of lt-train (see checkpoint.h). */
+/* checkpoint.c: checkpoint, export and --init files of lt-train (see checkpoint.h).
+ *
+ * The state's float tensors (backbone, head, queue, optimizer state) live in the model's backend
+ * memory (m->be); on a device backend each is downloaded into a host copy before writing, and
+ * read into a host buffer then uploaded when loading. The num_batches_tracked counters are
+ * always host memory. */
 #include "train/checkpoint.h"
 
 #include <inttypes.h>
@@ -9,9 +14,36 @@
 
 #include "core/error.h"
 #include "data/safetensors.h"
+#include "nn/backend.h"
 
 #define CKPT_FORMAT "lt-checkpoint"
 #define CKPT_VERSION "1"
+
+/* The backend holding the state's float tensors when it is not host memory, else NULL. */
+static lt_backend *device_of(const lt_resnet *m) {
+    return m->be && m->be->mem != LT_MEM_HOST ? m->be : NULL;
+}
+
+/* Float entries of a list being written whose data is still in device memory are replaced by
+ * host copies (kept in copies[], n of them; freed by free_copies). */
+static int stage_entries(lt_backend *be, lt_st_entry *e, int n, void **copies) {
+    for (int i = 0; i < n; i++) copies[i] = NULL;
+    if (!be) return 0;
+    for (int i = 0; i < n; i++) {
+        if (e[i].dtype != LT_DT_F32) continue; /* the int64 counters live on the host */
+        int64_t numel = 1;
+        for (int d = 0; d < e[i].ndim; d++) numel *= e[i].shape[d];
+        size_t bytes = (size_t)numel * sizeof(float);
+        if (!(copies[i] = lt_malloc(bytes ? bytes : 1, "checkpoint staging"))) return -1;
+        if (be->download(be, copies[i], e[i].data, bytes) != 0) return -1;
+        e[i].data = copies[i];
+    }
+    return 0;
+}
+
+static void free_copies(void **copies, int n) {
+    for (int i = 0; i < n; i++) free(copies[i]);
+}
 
 /* One entry per backbone tensor (parameters, running stats, num_batches_tracked). */
 static int add_backbone(lt_st_entry *e, int n, const lt_resnet *m) {
@@ -49,7 +81,11 @@ int lt_export_student(const char *path, const lt_train_state *s) {
     if (!e) return -1;
     int n = add_backbone(e, 0, s->model);
     const char *k[] = {"format", "arch"}, *v[] = {"lt-student", s->model->arch};
-    int rc = lt_st_write(path, e, n, k, v, 2);
+    void **copies = lt_calloc((size_t)n + 1, sizeof *copies, "export staging");
+    int rc = copies ? stage_entries(device_of(s->model), e, n, copies) : -1;
+    if (rc == 0) rc = lt_st_write(path, e, n, k, v, 2);
+    if (copies) free_copies(copies, n);
+    free(copies);
     free(e);
     return rc;
 }
@@ -93,7 +129,12 @@ int lt_checkpoint_save(const char *path, const lt_train_state *s, int64_t step, 
     snprintf(sostep, sizeof sostep, "%" PRId64, o->step);
     const char *k[] = {"format", "version", "arch", "step", "epoch", "optim_step", "args"};
     const char *v[] = {CKPT_FORMAT, CKPT_VERSION, m->arch, sstep, sepoch, sostep, args_json};
+    void **copies = rc == 0 ? lt_calloc((size_t)n + 1, sizeof *copies, "checkpoint staging") : NULL;
+    if (rc == 0 && !copies) rc = -1;
+    if (rc == 0) rc = stage_entries(device_of(m), e, n, copies);
     if (rc == 0) rc = lt_st_write(path, e, n, k, v, 7);
+    if (copies) free_copies(copies, n);
+    free(copies);
     for (int i = 0; i < nn; i++) free(names[i]);
     free(names);
     free(e);
@@ -109,10 +150,26 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 }
 
 /* Copies tensor `name` of st into dst after checking its shape exactly (ndim dims of shape);
- * finite: also require every value to be finite (weights from outside a run). Returns 1 when
- * the tensor is absent and not required. */
-static int read_named(const lt_safetensors *st, const char *name, float *dst, int ndim,
-                      const int64_t *shape, int required, int finite) {
+ * finite: also require every value to be finite (weights from outside a run). dst is in the
+ * memory of be (NULL: host memory). Returns 1 when the tensor is absent and not required. */
+static int read_named_host(const lt_safetensors *st, const char *name, float *dst, int ndim,
+                           const int64_t *shape, int required, int finite);
+
+static int read_named_be(lt_backend *be, const lt_safetensors *st, const char *name, float *dst,
+                         int ndim, const int64_t *shape, int required, int finite) {
+    if (!be) return read_named_host(st, name, dst, ndim, shape, required, finite);
+    int64_t numel = 1;
+    for (int d = 0; d < ndim; d++) numel *= shape[d];
+    float *host = lt_malloc((size_t)(numel ? numel : 1) * sizeof(float), "checkpoint staging");
+    if (!host) return -1;
+    int rc = read_named_host(st, name, host, ndim, shape, required, finite);
+    if (rc == 0 && be->upload(be, dst, host, (size_t)numel * sizeof(float)) != 0) rc = -1;
+    free(host);
+    return rc;
+}
+
+static int read_named_host(const lt_safetensors *st, const char *name, float *dst, int ndim,
+                           const int64_t *shape, int required, int finite) {
     const lt_st_tensor *t = lt_st_find(st, name);
     if (!t) return required ? lt_err_set("%s: no tensor '%s'", st->path, name) : 1;
     int same = t->ndim == ndim;
@@ -132,14 +189,17 @@ static int read_named(const lt_safetensors *st, const char *name, float *dst, in
     return 0;
 }
 
-static int read_vec(const lt_safetensors *st, const char *name, float *dst, int64_t n) {
-    return read_named(st, name, dst, 1, &n, 1, 0);
+static int read_vec(lt_backend *be, const lt_safetensors *st, const char *name, float *dst,
+                    int64_t n) {
+    return read_named_be(be, st, name, dst, 1, &n, 1, 0);
 }
 
 static int read_head(const lt_safetensors *st, lt_train_state *s, int required, int finite) {
     int64_t w[2] = {s->D, s->model->C}, b[1] = {s->D};
-    int rc = read_named(st, "head.weight", s->head_w, 2, w, required, finite);
-    if (rc >= 0) rc = read_named(st, "head.bias", s->head_b, 1, b, required, finite) < 0 ? -1 : rc;
+    lt_backend *be = device_of(s->model);
+    int rc = read_named_be(be, st, "head.weight", s->head_w, 2, w, required, finite);
+    if (rc >= 0)
+        rc = read_named_be(be, st, "head.bias", s->head_b, 1, b, required, finite) < 0 ? -1 : rc;
     return rc < 0 ? -1 : 0;
 }
 
@@ -152,7 +212,8 @@ static int read_backbone(const lt_safetensors *st, lt_resnet *m) {
             if (x->dtype != LT_DT_I64 || x->numel != 1)
                 return lt_err_set("%s: tensor '%s' must be one int64", st->path, t->name);
             memcpy(t->data_i64, st->data + x->begin, sizeof(int64_t));
-        } else if (read_named(st, t->name, t->data, t->ndim, t->shape, 1, 0) != 0) {
+        } else if (read_named_be(device_of(m), st, t->name, t->data, t->ndim, t->shape, 1, 0) !=
+                   0) {
             return -1;
         }
     }
@@ -189,7 +250,8 @@ int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64
     if (rc == 0) rc = read_backbone(&st, s->model);
     if (rc == 0) rc = read_head(&st, s, 1, 0);
     int64_t qshape[2] = {s->queue->Q, s->queue->D};
-    if (rc == 0) rc = read_named(&st, "queue", s->queue->data, 2, qshape, 1, 0);
+    if (rc == 0)
+        rc = read_named_be(device_of(s->model), &st, "queue", s->queue->data, 2, qshape, 1, 0);
     for (int i = 0; i < s->optim->nparams && rc == 0; i++) {
         lt_param *p = &s->optim->params[i];
         float *bufs[2] = {p->m, p->v};
@@ -198,7 +260,7 @@ int lt_checkpoint_load(const char *path, lt_train_state *s, int64_t *step, int64
             if (!bufs[k]) continue;
             char name[160];
             snprintf(name, sizeof name, "optim.%s.%s", tag[k], p->name);
-            rc = read_vec(&st, name, bufs[k], p->n);
+            rc = read_vec(device_of(s->model), &st, name, bufs[k], p->n);
         }
     }
     if (rc == 0) {
@@ -237,7 +299,7 @@ int lt_init_from(const char *path, lt_train_state *s) {
                 memcpy(t->data_i64, st.data + x->begin, sizeof(int64_t));
             continue; /* num_batches_tracked is optional */
         }
-        rc = read_named(&st, t->name, t->data, t->ndim, t->shape, 1, 1);
+        rc = read_named_be(device_of(s->model), &st, t->name, t->data, t->ndim, t->shape, 1, 1);
     }
     if (rc == 0) rc = read_head(&st, s, 0, 1);
     lt_st_close(&st);

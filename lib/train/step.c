@@ -54,7 +54,7 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
     if (Q < 1 || D < 1) return lt_err_set("student: queue %d x %d", Q, D);
     st->model = lt_resnet_create(be, arch, B, size, size);
     if (!st->model) return -1;
-    lt_resnet_init_weights(st->model, seed);
+    if (lt_resnet_init_weights(st->model, seed) != 0) return -1;
     const int C = st->C = st->model->C;
 #define BUF(n, what) ((float *)be->alloc(be, (size_t)(n) * sizeof(float), what))
     st->head_w = BUF((int64_t)D * C, "head");

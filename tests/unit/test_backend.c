@@ -6,7 +6,8 @@
  *    the CPU one and counts its alloc/free calls sees every buffer allocated through it and all of
  *    them freed, and a step run through the wrapper gives bit for bit the CPU backend's result;
  *  - an op given bad arguments returns an error instead of leaving its output unwritten;
- *  - --device names: cpu and auto give the CPU backend, cuda is refused with a message. */
+ *  - --device names: cpu gives the CPU backend; without a usable GPU auto does too and cuda is
+ *    refused with a message naming --device cuda; with one, both give the CUDA backend. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include "core/threads.h"
 #include "models/resnet.h"
 #include "nn/backend.h"
+#include "nn/ops_cuda.h" /* lt_cuda_available */
 #include "train/step.h"
 
 /* ---- a backend that counts its memory calls and forwards everything to the CPU backend ---- */
@@ -135,13 +137,29 @@ static void test_ops_report_errors(lt_backend *cpu) {
 }
 
 static void test_device_names(void) {
-    lt_backend *be = lt_backend_open("auto", 2);
+    lt_backend *be = lt_backend_open("cpu", 2);
     CHECK(be && !strcmp(be->name, "cpu") && be->threads == 2 && be->mem == LT_MEM_HOST);
     if (be) be->destroy(be);
     lt_err_clear();
-    CHECK(lt_backend_open("cuda", 2) == NULL);
-    CHECK(strstr(lt_err_msg(), "--device cuda") != NULL);
+    if (!lt_cuda_available()) { /* no GPU, or a build without CUDA: auto is the CPU */
+        be = lt_backend_open("auto", 2);
+        CHECK(be && !strcmp(be->name, "cpu") && be->threads == 2 && be->mem == LT_MEM_HOST);
+        if (be) be->destroy(be);
+        lt_err_clear();
+        CHECK(lt_backend_open("cuda", 2) == NULL);
+        CHECK(strstr(lt_err_msg(), "--device cuda") != NULL);
+        CHECK(lt_backend_cuda(0) == NULL);
+    } else { /* a GPU: auto and cuda give the CUDA backend */
+        const char *names[2] = {"auto", "cuda"};
+        for (int k = 0; k < 2; k++) {
+            be = lt_backend_open(names[k], 2);
+            CHECK_MSG(be && !strcmp(be->name, "cuda") && be->mem == LT_MEM_DEVICE, "%s: %s",
+                      names[k], lt_err_msg());
+            if (be) be->destroy(be);
+        }
+    }
     CHECK(lt_backend_open("tpu", 2) == NULL);
+    CHECK(strstr(lt_err_msg(), "expected auto, cpu or cuda") != NULL);
     CHECK(lt_backend_cpu(0) == NULL);
 }
 

@@ -71,7 +71,9 @@ static void usage(FILE *f) {
         "  --eval-every N        epochs between scores (default epochs/10, at least 1)\n"
         "  --eval-image-size N   evaluation crop side (default: the cache's image size)\n"
         "  --eval-knn-k N        neighbours of the kNN vote (default 20)\n"
-        "  --device auto|cpu|cuda  where to train (default auto: cpu in this build)\n"
+        "  --device auto|cpu|cuda  where to train: cuda is the GPU (fp32; single process:\n"
+        "                        data-parallel batch norm is not on the GPU yet), auto the GPU\n"
+        "                        when one is usable, else the CPU (default auto)\n"
         "  --threads N           compute threads, 0 = all cores (default 0; under mpirun:\n"
         "                        the cores divided among the run's processes on each machine)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
@@ -168,13 +170,11 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_CKPT:
         return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
     case OPT_DEVICE:
-        if (!strcmp(arg, "auto") || !strcmp(arg, "cpu")) {
+        /* whether cuda is usable (a GPU, a CUDA build) is decided when the backend opens */
+        if (!strcmp(arg, "auto") || !strcmp(arg, "cpu") || !strcmp(arg, "cuda")) {
             o->device = arg;
             return 0;
         }
-        if (!strcmp(arg, "cuda"))
-            return lt_err_set("--device cuda: this build of lt-train has no CUDA student yet; use "
-                              "--device cpu");
         return lt_err_set("--device: expected auto, cpu or cuda, got '%s'", arg);
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
     case OPT_WORKERS: return lt_parse_int("workers", arg, 0, 1024, &o->workers);

@@ -1,0 +1,129 @@
+/* optim_cuda.cu: the CUDA backend's optimizer work (nn/optim_kernels.h): sum of squares, scale,
+ * the momentum update of LARS/SGD and AdamW.
+ *
+ * Why it exists: lib/train/optim.c computes the scalars (trust ratios, bias corrections, the
+ * clipping coefficient) once on the host and hands the per-element work to the backend; these
+ * are that work on the device, kept apart so that they can be read beside optim_cpu.c.
+ *
+ * Arithmetic: the updates evaluate optim_cpu.c's expressions operation for operation with each
+ * operation rounded (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn: no FMA contraction, as the CPU
+ * build), so w, buf, m, v come out bitwise equal to the CPU's for the same inputs. The sum of
+ * squares is in double over fixed chunks of 64 Ki elements like the CPU's, but inside a chunk
+ * a block of 256 threads sums strided slices and then a fixed tree (the CPU sums the chunk left
+ * to right): deterministic, and equal to the CPU's up to double rounding (relative ~1e-15). */
+#include "nn/backend_cuda.cuh"
+
+#define SUMSQ_CHUNK 65536
+#define SUMSQ_THREADS 256
+
+/* part[j] = Σ x² over chunk j (of SUMSQ_CHUNK elements, the last one shorter), j < gridDim.x */
+__global__ void sumsq_chunks(double *part, const float *x, int64_t n) {
+    __shared__ double sh[SUMSQ_THREADS];
+    const int64_t a = (int64_t)blockIdx.x * SUMSQ_CHUNK;
+    const int64_t e = a + SUMSQ_CHUNK < n ? a + SUMSQ_CHUNK : n;
+    double s = 0.0;
+    for (int64_t i = a + threadIdx.x; i < e; i += SUMSQ_THREADS) s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = SUMSQ_THREADS / 2; k > 0; k >>= 1) {
+        if (threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+}
+
+__global__ void sum_in_order_kernel(const double *vals, int n, double *total, int add) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double t = add ? *total : 0.0;
+    for (int i = 0; i < n; i++) t += vals[i];
+    *total = t;
+}
+
+int cuda_sum_in_order(cuda_be *c, const double *vals, int n, double *total, int add) {
+    sum_in_order_kernel<<<1, 1, 0, c->stream>>>(vals, n, total, add);
+    return launch_check("ordered sum");
+}
+
+int cuda_sumsq(lt_backend *be, const float *x, int64_t n, double *host_out) {
+    cuda_be *c = cbe(be);
+    *host_out = 0.0;
+    if (n <= 0) return 0;
+    const int64_t nchunks = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
+    double *total = c->red + LT_CUDA_RED;
+    /* chunks in groups of at most LT_CUDA_RED partials, each group added in order */
+    for (int64_t g0 = 0; g0 < nchunks; g0 += LT_CUDA_RED) {
+        const int nc = (int)(nchunks - g0 < LT_CUDA_RED ? nchunks - g0 : LT_CUDA_RED);
+        const int64_t off = g0 * SUMSQ_CHUNK;
+        sumsq_chunks<<<nc, SUMSQ_THREADS, 0, c->stream>>>(c->red, x + off, n - off);
+        if (launch_check("sum of squares")) return -1;
+        if (cuda_sum_in_order(c, c->red, nc, total, g0 > 0)) return -1;
+    }
+    double h = 0.0;
+    CUDA_TRY(cudaMemcpyAsync(&h, total, sizeof h, cudaMemcpyDeviceToHost, c->stream),
+             "cudaMemcpyAsync(sum of squares)");
+    CUDA_TRY(cudaStreamSynchronize(c->stream), "sum of squares (a kernel failed)");
+    *host_out = h;
+    return 0;
+}
+
+#define GRID_STRIDE(i, n)                                                                         \
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                     \
+         i += (int64_t)gridDim.x * blockDim.x)
+
+__global__ void scale_kernel(float *x, int64_t n, float s) {
+    GRID_STRIDE(i, n) x[i] = __fmul_rn(x[i], s);
+}
+
+int cuda_scale(lt_backend *be, float *x, int64_t n, float s) {
+    if (n <= 0) return 0;
+    scale_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(x, n, s);
+    return launch_check("scale");
+}
+
+/* d = (g + wd·w)·scale; buf NULL: w −= lr·d; first: buf = d, w −= lr·d; else buf = buf·mu + d,
+ * w −= lr·buf (lt_momentum_update) */
+__global__ void momentum_kernel(float *w, const float *g, float *buf, int64_t n, float scale,
+                                float wd, float mu, float lr, int first) {
+    GRID_STRIDE(i, n) {
+        const float wi = w[i];
+        const float d = __fmul_rn(__fadd_rn(g[i], __fmul_rn(wd, wi)), scale);
+        float u = d;
+        if (buf) {
+            if (!first) u = __fadd_rn(__fmul_rn(buf[i], mu), d);
+            buf[i] = u;
+        }
+        w[i] = __fsub_rn(wi, __fmul_rn(lr, u));
+    }
+}
+
+int cuda_momentum(lt_backend *be, float *w, const float *g, float *buf, int64_t n, float scale,
+                  float wd, float mu, float lr, int first) {
+    if (n <= 0) return 0;
+    momentum_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
+        w, g, buf, n, scale, wd, mu, lr, first);
+    return launch_check("momentum update");
+}
+
+/* lt_adamw_update: w = w·decay (decay_on); m = b1·m + omb1·g; v = b2·v + omb2·g²;
+ * w −= step_size · m / (sqrt(v)/bc2_sqrt + eps) */
+__global__ void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
+                             lt_adamw_scalars k) {
+    GRID_STRIDE(i, n) {
+        const float wi = k.decay_on ? __fmul_rn(w[i], k.decay) : w[i];
+        const float gi = g[i];
+        const float mi = __fadd_rn(__fmul_rn(m[i], k.b1), __fmul_rn(gi, k.omb1));
+        const float vi = __fadd_rn(__fmul_rn(v[i], k.b2), __fmul_rn(__fmul_rn(gi, gi), k.omb2));
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), k.bc2_sqrt), k.eps);
+        w[i] = __fsub_rn(wi, __fmul_rn(k.step_size, __fdiv_rn(mi, denom)));
+    }
+}
+
+int cuda_adamw(lt_backend *be, float *w, const float *g, float *m, float *v, int64_t n,
+               const lt_adamw_scalars *k) {
+    if (n <= 0) return 0;
+    adamw_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
+        w, g, m, v, n, *k);
+    return launch_check("adamw update");
+}
