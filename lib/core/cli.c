@@ -47,6 +47,31 @@ int lt_parse_u64(const char *opt, const char *s, uint64_t *out) {
     return 0;
 }
 
+int lt_parse_bytes(const char *opt, const char *s, int64_t lo, int64_t *out) {
+    const int64_t max = INT64_C(1) << 62;
+    char *end;
+    errno = 0;
+    int ok = *s >= '0' && *s <= '9';
+    unsigned long long v = ok ? strtoull(s, &end, 10) : 0;
+    int shift = 0;
+    if (ok && !errno) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': shift = 10; end++; break;
+        case 'M': shift = 20; end++; break;
+        case 'G': shift = 30; end++; break;
+        case 'T': shift = 40; end++; break;
+        }
+        if (shift && *end == 'i') end++;
+        if (toupper((unsigned char)*end) == 'B' && (shift || end[1] == 0)) end++;
+        ok = *end == 0 && v <= (unsigned long long)(max >> shift);
+    }
+    if (!ok || errno || (int64_t)(v << shift) < lo || (int64_t)(v << shift) >= max)
+        return lt_err_set("--%s: expected a size in bytes of at least %lld, optionally with a K, M, "
+                          "G or T suffix (e.g. 512M, 8G), got '%s'", opt, (long long)lo, s);
+    *out = (int64_t)(v << shift);
+    return 0;
+}
+
 static int parse_one(const char *opt, const char *s, const char *whole, double lo, double hi,
                      float *out) {
     char *end;

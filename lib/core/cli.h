@@ -10,6 +10,10 @@ int lt_parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t
 int lt_parse_int(const char *opt, const char *s, int lo, int hi, int *out);
 int lt_parse_u64(const char *opt, const char *s, uint64_t *out);
 int lt_parse_float(const char *opt, const char *s, double lo, double hi, float *out);
+/* A byte count: a non-negative integer, optionally followed by K, M, G or T (binary multiples:
+ * 1K = 1024; KiB/MiB/GiB/TiB and a trailing B are accepted too), at least lo bytes and below
+ * 2^62. "--<opt>: expected a size ..." otherwise. */
+int lt_parse_bytes(const char *opt, const char *s, int64_t lo, int64_t *out);
 /* Exactly n comma-separated floats, each in [lo, hi]. */
 int lt_parse_floats(const char *opt, const char *s, int n, double lo, double hi, float *out);
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "data/emb_type.h"
+#include "image/decode.h"
 #include "image/recipe.h"
 
 #define LT_CACHE_FORMAT "lt-cache"
@@ -139,6 +140,10 @@ int lt_cache_verify_images(lt_cache *c, double fraction, uint64_t seed, int64_t 
 /* Renders image img's stored bytes with recipe r into out (size, size, 3): the view lt-embed
  * rendered for the teacher, bit for bit (cache_view.c). */
 int lt_cache_render_view(lt_cache *c, int64_t img, const lt_recipe *r, int size, uint8_t *out);
+/* The first half of lt_cache_render_view alone: image img's stored bytes decoded under the
+ * cache's pixel limit into out (free with lt_image_free); an error names the image as
+ * lt_cache_render_view's does. lt_render(out, r, size, view) then gives the same view. */
+int lt_cache_decode_image(lt_cache *c, int64_t img, lt_image *out);
 /* Bytes the file spends on the image bytes, on the recipes (with their checksums) and on the
  * embeddings (compressed, with their checksums). */
 int lt_cache_storage(lt_cache *c, int64_t *images, int64_t *samples, int64_t *embeddings);

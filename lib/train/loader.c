@@ -3,7 +3,8 @@
  * A ring of K = workers + prefetch batch slots; step k always lives in slot k mod K. Workers take
  * the next step to fill, in order, as soon as its slot is free; the consumer takes steps in
  * order. Every sample of a batch is rendered from the cache's stored bytes and recipe with
- * lt_render, exactly as lt-embed rendered it for the teacher. */
+ * lt_render, exactly as lt-embed rendered it for the teacher: from the image pool's decoded
+ * pixels when there is one, else decoding the bytes (keeping a few recent images). */
 #include "train/loader.h"
 
 #include <math.h>
@@ -15,6 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "image/render.h"
 
 #define TAG_EPOCH 0x45504F43u /* "EPOC" */
 #define TAG_VOFF 0x564F4646u  /* "VOFF" */
@@ -70,7 +72,19 @@ int64_t lt_epoch_sample(const uint32_t *perm, int64_t pos, uint64_t seed, int64_
 typedef struct {
     uint32_t *perm;      /* (N) permutation of perm_epoch */
     int64_t perm_epoch;  /* -1: none yet */
+    lt_recent_images recent; /* without a pool: this worker's recently decoded images */
 } worker_scratch;
+
+/* Image img rendered with recipe r into out (size, size, 3). */
+static int render_view(lt_loader *l, worker_scratch *ws, int64_t img, const lt_recipe *r,
+                       uint8_t *out) {
+    if (l->o.pool) {
+        lt_image im = lt_image_pool_image(l->o.pool, img);
+        return lt_render(&im, r, l->size, out);
+    }
+    if (ws->recent.cap > 0) return lt_recent_render(&ws->recent, l->o.cache, img, r, l->size, out);
+    return lt_cache_render_view(l->o.cache, img, r, l->size, out);
+}
 
 static int teacher_row(lt_loader *l, int64_t s, float *t) {
     const int D = l->D;
@@ -101,11 +115,9 @@ static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *
         const lt_sample *sm = &l->samples[s];
         b->sample[i] = s;
         uint8_t *va = b->a + (size_t)i * view, *vb = b->b + (size_t)i * view;
-        lt_cache *c = l->o.cache;
-        if (lt_cache_render_view(c, sm->image[0], &sm->r[0], l->size, va) != 0) return -1;
+        if (render_view(l, ws, sm->image[0], &sm->r[0], va) != 0) return -1;
         int mixed = sm->image[1] >= 0;
-        if (mixed && lt_cache_render_view(c, sm->image[1], &sm->r[1], l->size, vb) != 0)
-            return -1;
+        if (mixed && render_view(l, ws, sm->image[1], &sm->r[1], vb) != 0) return -1;
         /* no partner: λ = 1 weighs the (zero) partner by exactly 0, the same value as no mix */
         if (!mixed) memset(vb, 0, view);
         b->lambda[i] = mixed ? sm->lambda : 1.0f;
@@ -118,6 +130,7 @@ static void *worker_main(void *arg) {
     lt_loader *l = arg;
     worker_scratch ws = {0};
     ws.perm_epoch = -1;
+    ws.recent.cap = l->o.pool ? 0 : l->o.recent_bytes;
     ws.perm = l->o.shuffle ? malloc((size_t)l->N * sizeof *ws.perm) : NULL;
     int oom = l->o.shuffle && !ws.perm;
     pthread_mutex_lock(&l->mu);
@@ -147,6 +160,7 @@ static void *worker_main(void *arg) {
     }
     pthread_mutex_unlock(&l->mu);
     free(ws.perm);
+    lt_recent_free(&ws.recent);
     return NULL;
 }
 

@@ -67,6 +67,18 @@ void lt_train_defaults(lt_train_opts *o) {
 
 static const char *plural(double n) { return n == 1 ? "" : "s"; }
 
+/* n with thousands separators: 1234567 -> "1,234,567". */
+static void grouped(int64_t n, char *buf, size_t size) {
+    char d[32];
+    int len = snprintf(d, sizeof d, "%lld", (long long)n);
+    size_t j = 0;
+    for (int i = 0; i < len && j + 1 < size; i++) {
+        if (i > 0 && d[i - 1] != '-' && (len - i) % 3 == 0 && j + 2 < size) buf[j++] = ',';
+        buf[j++] = d[i];
+    }
+    buf[j] = 0;
+}
+
 /* ---- the run's files ---- */
 
 typedef struct {
@@ -631,6 +643,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int phase = P > 1 ? 1 : 0;
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
+    lt_image_pool *pool = NULL; /* the host image pool, or NULL (the stream kind) */
     lt_knn_monitor *mon = NULL; /* --eval-data */
     lt_student tr;
     memset(&tr, 0, sizeof tr);
@@ -702,6 +715,29 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     double base_lr = o->lr > 0 ? o->lr : lt_default_lr(o->optimizer, o->batch_size);
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
+    /* The image pool (train/image_pool.h): its kind is settled here, before any work; it is
+     * decoded just before the loader starts. */
+    const int64_t pool_need = lt_pool_decoded_bytes(cache);
+    const int64_t pool_budget = o->pool_memory > 0 ? o->pool_memory
+                                : lt_pool_default_budget() / comm->local_size;
+    lt_pool_kind pool_kind = o->image_pool;
+    char need_s[32], budget_s[32];
+    lt_human_bytes((double)pool_need, need_s, sizeof need_s);
+    lt_human_bytes((double)pool_budget, budget_s, sizeof budget_s);
+    if (pool_kind == LT_POOL_HOST && pool_need > pool_budget) {
+        lt_err_set("--image-pool host: the %lld images of %s take %s decoded (%lld bytes), more "
+                   "than the pool's budget of %s (%lld bytes, %s): raise --pool-memory, or use "
+                   "--image-pool stream to decode per view", (long long)N, o->cache_path, need_s,
+                   (long long)pool_need, budget_s, (long long)pool_budget,
+                   o->pool_memory > 0 ? "--pool-memory"
+                   : comm->local_size > 1 ? "half of the available memory, divided among this "
+                                            "machine's processes"
+                                          : "half of the available memory");
+        rc = LT_EXIT_USAGE;
+        goto done;
+    }
+    if (pool_kind == LT_POOL_AUTO) pool_kind = pool_need <= pool_budget ? LT_POOL_HOST
+                                                                         : LT_POOL_STREAM;
     char identity[65] = "";
     double t_id = lt_now();
     if (lead && lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
@@ -710,6 +746,13 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int resume = 0;
     if (lead && inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open(o->device, threads))) goto done;
+    if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
+        lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
+                   "and needs a GPU backend; this run trains on the %s (--device %s): use "
+                   "--image-pool host, stream or auto", be->name, o->device);
+        rc = LT_EXIT_USAGE;
+        goto done;
+    }
     if (student_init(&tr, be, o, m, Q, B_local) != 0 || lt_student_data_parallel(&tr, comm) != 0)
         goto done;
     int64_t eval_steps = 0; /* --eval-data: steps between kNN scores */
@@ -762,7 +805,33 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                          .prefetch = 2, .seed = o->seed, .shuffle = o->shuffle, .first_step = step,
                          .last_step = last,
                          .max_resident_bytes = ((int64_t)4 << 30) / comm->local_size};
-    if (step < last && lt_loader_start(&lo, &loader) != 0) goto done;
+    if (step < last) {
+        char n_s[32];
+        grouped(N, n_s, sizeof n_s);
+        if (pool_kind == LT_POOL_HOST || pool_kind == LT_POOL_DEVICE) {
+            /* every process pools every image: its rows of a batch change with the epoch order.
+             * A device backend would upload pool->block here (image_pool.h). */
+            if (lt_image_pool_build(cache, threads, lead, &pool) != 0) goto done;
+            if (lead) {
+                lt_info("image pool: %s, %s images decoded, %s of %s budget",
+                        lt_pool_kind_name(pool_kind), n_s, need_s, budget_s);
+                lt_debug("image pool: decoded in %.2f s on %d thread%s (%.0f images/s)",
+                         pool->decode_s, pool->threads, plural(pool->threads),
+                         pool->decode_s > 0 ? (double)N / pool->decode_s : 0.0);
+            }
+            lo.pool = pool;
+        } else {
+            if (lead && o->image_pool == LT_POOL_STREAM)
+                lt_info("image pool: stream (--image-pool stream), %s images decoded per view; "
+                        "pooled they would take %s of %s budget", n_s, need_s, budget_s);
+            else if (lead)
+                lt_info("image pool: stream, %s images decoded per view: decoded they take %s, "
+                        "over the %s budget (--pool-memory)", n_s, need_s, budget_s);
+            /* a few recent images per worker, within 1/16 of the budget */
+            lo.recent_bytes = pool_budget / 16 / lo.workers;
+        }
+        if (lt_loader_start(&lo, &loader) != 0) goto done;
+    }
 
     /* OUT from here on: rank 0's alone */
     if (lead) {
@@ -997,6 +1066,7 @@ done:
         comm->abort(comm, rc);
     }
     lt_loader_free(loader);
+    lt_image_pool_free(pool);
     lt_knn_monitor_free(mon);
     lt_student_free(&tr);
     if (be) be->destroy(be);

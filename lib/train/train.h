@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "train/comm.h"
+#include "train/image_pool.h"
 #include "train/optim.h"
 
 /* Above this many epochs per cached view (E/V) lt-train warns: each view is a fixed teacher
@@ -40,6 +41,9 @@ typedef struct {
     uint64_t seed;              /* 0 */
     int threads;                /* 0: all cores */
     int workers;                /* loader threads; 0: automatic */
+    lt_pool_kind image_pool;    /* --image-pool: where the decoded images live (auto) */
+    int64_t pool_memory;        /* --pool-memory: the pool's budget in bytes per process; 0: half
+                                   of MemAvailable, divided among the processes on the machine */
     int shuffle;                /* 1 */
     int tensorboard;            /* 1: TensorBoard event file OUT/events.out.tfevents.* (0:
                                    --no-tensorboard) */

@@ -3,7 +3,10 @@ benchmarks: smooth two-axis colour gradients, random ellipses / rectangles / lin
 and Gaussian sensor-like noise, so that the JPEG entropy (and the decode cost) is close to a photo's
 rather than a flat synthetic image's.
 
-    make_jpegs.py OUT_DIR [COUNT] [SEED]
+    make_jpegs.py OUT_DIR [COUNT] [SEED] [WxH]
+
+WxH (e.g. 2000x1500) gives every image that size instead (the image-pool measurement of
+README.md uses 500x375 and 2000x1500).
 """
 import os
 import random
@@ -13,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 
-def photo(rng, nrng):
-    w, h = rng.randint(300, 500), rng.randint(300, 500)
+def photo(rng, nrng, size=None):
+    w, h = size if size else (rng.randint(300, 500), rng.randint(300, 500))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     c = [np.array([rng.uniform(0, 255) for _ in range(3)], np.float32) for _ in range(4)]
     u, v = (xx / (w - 1))[..., None], (yy / (h - 1))[..., None]
@@ -45,10 +48,11 @@ def main():
     out = sys.argv[1]
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 200
     seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    size = tuple(int(v) for v in sys.argv[4].split("x")) if len(sys.argv) > 4 else None
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
     os.makedirs(out, exist_ok=True)
     for i in range(count):
-        photo(rng, nrng).save(os.path.join(out, f"img{i:04d}.jpg"), quality=90)
+        photo(rng, nrng, size).save(os.path.join(out, f"img{i:04d}.jpg"), quality=90)
 
 
 if __name__ == "__main__":

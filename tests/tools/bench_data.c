@@ -3,13 +3,16 @@
  * both, render both views with lt_render and mix + normalise them with lt_mix_normalize, exactly as
  * the loader's workers do (lib/train/loader.c), with no training behind it.
  *
- *   bench_data CACHE SAMPLES REPEATS [--threads N] [--hash]
+ *   bench_data CACHE SAMPLES REPEATS [--threads N] [--hash] [--pool]
  *
  * SAMPLES samples (cycling over the cache's samples) are split over N threads (default 1), each
  * with its own scratch; one warm-up pass, then REPEATS timed passes. Prints one JSON line:
  * {"samples": S, "threads": N, "times": [seconds per pass...]}. --hash adds "hash": a digest of
  * every rendered view and mixed input of the last pass (independent of N), to check that a speed
- * change to the renderer leaves its output bit-identical. */
+ * change to the renderer leaves its output bit-identical. --pool first decodes every image of the
+ * cache into lt-train's host image pool (train/image_pool.h) on N threads, timed apart as
+ * "pool_s", then renders every view from the pool instead of decoding: lt-train --image-pool host
+ * against stream; the hash is the same either way. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 #include "data/cache.h"
 #include "image/decode.h"
 #include "image/render.h"
+#include "train/image_pool.h"
 
 typedef struct {
     lt_cache *c;
@@ -30,7 +34,13 @@ typedef struct {
     uint64_t hash; /* sum over samples of a per-sample FNV-1a digest */
 } job;
 
+static const lt_image_pool *pool; /* --pool */
+
 static int view(const job *j, int64_t img, const lt_recipe *r, uint8_t *out) {
+    if (pool) {
+        lt_image im = lt_image_pool_image(pool, img);
+        return lt_render(&im, r, j->m->image_size, out);
+    }
     uint8_t *bytes = NULL;
     size_t n = 0;
     if (lt_cache_image_bytes(j->c, img, &bytes, &n) != 0) return -1;
@@ -101,14 +111,15 @@ static int pass(lt_cache *c, const lt_sample *samples, int64_t n_samples, int64_
 }
 
 int main(int argc, char **argv) {
-    int T = 1;
+    int T = 1, want_pool = 0;
     for (int i = 4; i < argc; i++) {
         if (!strcmp(argv[i], "--hash")) want_hash = 1;
+        else if (!strcmp(argv[i], "--pool")) want_pool = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) T = atoi(argv[++i]);
         else argc = 0;
     }
     if (argc < 4) {
-        fprintf(stderr, "usage: bench_data CACHE SAMPLES REPEATS [--threads N] [--hash]\n");
+        fprintf(stderr, "usage: bench_data CACHE SAMPLES REPEATS [--threads N] [--hash] [--pool]\n");
         return 2;
     }
     int64_t S = atoll(argv[2]);
@@ -125,7 +136,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_data: error: %s\n", lt_err_msg());
         return 1;
     }
-    printf("{\"samples\": %lld, \"threads\": %d, \"times\": [", (long long)S, T);
+    lt_image_pool *built = NULL;
+    if (want_pool) {
+        if (lt_image_pool_build(c, T, 0, &built) != 0) {
+            fprintf(stderr, "bench_data: error: %s\n", lt_err_msg());
+            return 1;
+        }
+        pool = built;
+    }
+    printf("{\"samples\": %lld, \"threads\": %d, ", (long long)S, T);
+    if (built) printf("\"pool_s\": %.6f, \"pool_bytes\": %lld, ", built->decode_s,
+                      (long long)built->bytes);
+    printf("\"times\": [");
     for (int it = 0; it <= R; it++) {
         double t0 = lt_now();
         if (pass(c, samples, n, S, T) != 0) {
@@ -139,6 +161,7 @@ int main(int argc, char **argv) {
     if (want_hash) printf(", \"hash\": \"%016llx\"", (unsigned long long)digest);
     printf("}\n");
     free(samples);
+    lt_image_pool_free(built);
     lt_cache_close(c);
     return 0;
 }

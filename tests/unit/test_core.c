@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "core/cli.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/lock.h"
@@ -154,7 +155,30 @@ static void test_lock(void) {
     lt_lock_release(b);
 }
 
+/* --pool-memory's sizes: binary suffixes, exact values, and every malformed or out-of-range text
+ * refused with the option's name. */
+static void test_parse_bytes(void) {
+    struct { const char *s; int64_t want; } ok[] = {
+        {"1", 1}, {"4096", 4096}, {"64K", 64 << 10}, {"64k", 64 << 10}, {"512M", 512LL << 20},
+        {"8G", 8LL << 30}, {"2GiB", 2LL << 30}, {"3gb", 3LL << 30}, {"1T", 1LL << 40},
+        {"100B", 100}, {"4611686018427387903", (1LL << 62) - 1}};
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
+        int64_t v = -1;
+        CHECK_MSG(lt_parse_bytes("pool-memory", ok[k].s, 1, &v) == 0 && v == ok[k].want,
+                  "%s -> %lld", ok[k].s, (long long)v);
+    }
+    const char *bad[] = {"0", "", "-1", "+5", " 5", "5 ", "1.5G", "G", "8X", "8KK", "8iB",
+                         "4194304T", "4611686018427387904", "99999999999999999999"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        int64_t v = -1;
+        CHECK_MSG(lt_parse_bytes("pool-memory", bad[k], 1, &v) != 0 && v == -1 &&
+                      strstr(lt_err_msg(), "--pool-memory: expected a size"),
+                  "'%s' accepted as %lld", bad[k], (long long)v);
+    }
+}
+
 int main(void) {
+    test_parse_bytes();
     test_printable();
     test_escape();
     test_lock();

@@ -77,6 +77,13 @@ static void usage(FILE *f) {
         "  --threads N           compute threads, 0 = all cores (default 0; under mpirun:\n"
         "                        the cores divided among the run's processes on each machine)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
+        "  --image-pool KIND     where the decoded images live: host (every image decoded once\n"
+        "                        at start into memory), stream (decoded per view), device (GPU\n"
+        "                        memory; needs a GPU backend) or auto (default: host when the\n"
+        "                        decoded images fit in --pool-memory, else stream)\n"
+        "  --pool-memory SIZE    the pool's budget per process, bytes or with a K/M/G/T suffix\n"
+        "                        (default: half of MemAvailable, divided among the processes on\n"
+        "                        the machine); host over it is an error\n"
         "  --verify FRACTION     before training, check the stored bytes of this fraction of\n"
         "                        the images (at least one; 1 = all) against their SHA-256 in\n"
         "                        the cache; a mismatch is an error (default 0 = off)\n"
@@ -98,7 +105,7 @@ enum {
     OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
     OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
     OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY, OPT_NOTB,
-    OPT_EVAL_DATA, OPT_EVAL_EVERY, OPT_EVAL_SIZE, OPT_EVAL_K
+    OPT_EVAL_DATA, OPT_EVAL_EVERY, OPT_EVAL_SIZE, OPT_EVAL_K, OPT_POOL, OPT_POOL_MEM
 };
 
 static const struct option long_opts[] = {
@@ -119,6 +126,8 @@ static const struct option long_opts[] = {
     {"eval-knn-k", required_argument, 0, OPT_EVAL_K},
     {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
     {"workers", required_argument, 0, OPT_WORKERS}, {"verify", required_argument, 0, OPT_VERIFY},
+    {"image-pool", required_argument, 0, OPT_POOL},
+    {"pool-memory", required_argument, 0, OPT_POOL_MEM},
     {"quiet", no_argument, 0, 'q'},
     {"verbose", no_argument, 0, 'v'},               {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},               {0, 0, 0, 0}};
@@ -179,6 +188,8 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_THREADS: return lt_parse_int("threads", arg, 0, 4096, &o->threads);
     case OPT_WORKERS: return lt_parse_int("workers", arg, 0, 1024, &o->workers);
     case OPT_VERIFY: return parse_double("verify", arg, 0, 1, &o->verify);
+    case OPT_POOL: return lt_pool_kind_parse(arg, &o->image_pool);
+    case OPT_POOL_MEM: return lt_parse_bytes("pool-memory", arg, 1, &o->pool_memory);
     case 'q': *verbosity = 0; return 0;
     case 'v': *verbosity = 2; return 0;
     }
