@@ -119,12 +119,15 @@ lt_backend *lt_backend_cpu(int threads);
  * kernels; backend_cuda.cu). Buffers live on the device (mem = LT_MEM_DEVICE); every entry runs
  * on the backend's one stream, and upload, download, sumsq and kd_loss_forward wait for it.
  * Layouts are the CPU backend's (NHWC activations, PyTorch weights). Data-parallel batch norm
- * (bn_sync) is refused. NULL + lt_err when there is no usable device or CUDA library, and always
- * in a build without CUDA (cuda_stub.c). */
+ * (bn_sync) sums its statistics over the processes through the host. NULL + lt_err when there is
+ * no usable device or CUDA library, and always in a build without CUDA (cuda_stub.c). */
 lt_backend *lt_backend_cuda(int device_index);
 /* The backend for a --device name: "cpu" gives the CPU backend with `threads` threads; "cuda"
  * the CUDA backend on device 0 (an error naming --device cuda when there is none or it cannot
  * start); "auto" the CUDA backend when a device is usable and it starts, else the CPU backend. */
 lt_backend *lt_backend_open(const char *device, int threads);
+/* The same for process local_rank of the run's processes on this machine (data parallel): the
+ * CUDA backend goes on device local_rank mod the device count. */
+lt_backend *lt_backend_open_local(const char *device, int threads, int local_rank);
 
 #endif

@@ -176,6 +176,12 @@ lt_backend *lt_backend_cpu(int threads) {
 }
 
 lt_backend *lt_backend_open(const char *device, int threads) {
+    return lt_backend_open_local(device, threads, 0);
+}
+
+lt_backend *lt_backend_open_local(const char *device, int threads, int local_rank) {
+    const int n_dev = lt_cuda_device_count();
+    const int dev = n_dev > 0 && local_rank > 0 ? local_rank % n_dev : 0;
     if (!device || !strcmp(device, "cpu")) return lt_backend_cpu(threads);
     if (!strcmp(device, "cuda")) {
         if (!lt_cuda_available()) {
@@ -183,13 +189,13 @@ lt_backend *lt_backend_open(const char *device, int threads) {
                        "built without CUDA); use --device cpu");
             return NULL;
         }
-        lt_backend *be = lt_backend_cuda(0);
+        lt_backend *be = lt_backend_cuda(dev);
         if (!be) lt_err_prefix("--device cuda");
         return be;
     }
     if (!strcmp(device, "auto")) {
         if (lt_cuda_available()) {
-            lt_backend *be = lt_backend_cuda(0);
+            lt_backend *be = lt_backend_cuda(dev);
             if (be) return be;
             lt_warn("--device auto: the CUDA backend did not start (%s); training on the CPU",
                     lt_err_msg());

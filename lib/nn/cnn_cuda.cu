@@ -32,7 +32,11 @@
  * (double sums of ≤ 2³¹ terms: relative error ≲ 1e-12 before the final rounding to float, so the
  * statistics agree with the CPU's to the last bit or one ulp). The normalisation
  * y = act((x − μ)·(γ·invstd) + β [+ res]) rounds each operation as the CPU does.
- * Data-parallel (be->bn_sync) batch norm is not built on the GPU yet: refused. */
+ * Data-parallel (be->bn_sync, nn/cnn.h lt_bn_forward_train_sync / lt_bn_backward_sync): the
+ * same per-chunk sums, folded per channel into this process's C or 2C doubles, which go to the
+ * host for the processes' sum (sync->sum, the communicator's host collective) and back; the
+ * formulas that combine them are the CPU's, in double on the device. Two small round trips per
+ * batch norm layer and direction. */
 #include "nn/backend_cuda.cuh"
 
 #include <stdlib.h>
@@ -335,7 +339,8 @@ int cuda_conv_bwd(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
 size_t cuda_bn_ws(lt_backend *be, int C) {
     (void)be;
     const size_t c = C > 0 ? (size_t)C : 0;
-    return ALIGN256((size_t)BN_RMAX * 2 * c * sizeof(double)) + 4 * c * sizeof(float);
+    return ALIGN256((size_t)BN_RMAX * 2 * c * sizeof(double)) + ALIGN256(4 * c * sizeof(float)) +
+           2 * c * sizeof(double);
 }
 
 /* R for M rows: about 64 rows per lane-block at least, at most BN_RMAX chunks */
@@ -347,6 +352,72 @@ static int bn_chunks(int M) {
 static double *bn_part(void *ws) { return (double *)ws; }
 static float *bn_fac(void *ws, int C) {
     return (float *)((char *)ws + ALIGN256((size_t)BN_RMAX * 2 * (size_t)C * sizeof(double)));
+}
+/* (2, C) doubles: a process's per-channel values on their way to and from the other processes */
+static double *bn_xfer(void *ws, int C) {
+    return (double *)((char *)bn_fac(ws, C) + ALIGN256(4 * (size_t)C * sizeof(float)));
+}
+
+/* x (n, device) = the sum over the processes of x: down to the host, sync->sum, back up. */
+static int bn_sync_sum(cuda_be *c, const lt_bn_sync *sync, double *x, int n) {
+    double *h = (double *)malloc((size_t)n * sizeof *h);
+    if (!h) return lt_err_set("batch norm: out of memory");
+    int rc = 0;
+    cudaError_t e = cudaMemcpyAsync(h, x, (size_t)n * sizeof *h, cudaMemcpyDeviceToHost, c->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+    if (e != cudaSuccess) rc = lt_err_set("batch norm: copying statistics to the host: %s",
+                                          cudaGetErrorString(e));
+    if (rc == 0 && sync->sum(sync->ctx, h, n) != 0) rc = -1;
+    if (rc == 0) {
+        e = cudaMemcpyAsync(x, h, (size_t)n * sizeof *h, cudaMemcpyHostToDevice, c->stream);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream); /* h is freed next */
+        if (e != cudaSuccess) rc = lt_err_set("batch norm: copying statistics to the device: %s",
+                                              cudaGetErrorString(e));
+    }
+    free(h);
+    return rc;
+}
+
+/* Data parallel, step 1: this process's mean (xf[c]) and Σ (x − mean)² (xf[C + c]) per channel,
+ * from the chunk partials, as lt_bn_forward_train_sync forms them. */
+__global__ void bn_sync_local(const double *part, int R, const float *x, int64_t M, int C,
+                              double *xf) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    double sv = 0.0, qv = 0.0;
+    for (int j = 0; j < R; j++) sv += part[((int64_t)j * 2) * C + c],
+                                qv += part[((int64_t)j * 2 + 1) * C + c];
+    const double d = sv / M, q = qv - sv * d;
+    xf[c] = (double)x[c] + d;
+    xf[C + c] = q > 0 ? q : 0;
+}
+
+/* Step 2, after the sum of the means (xf[0..C)): mean = Σ / P; this process's m2 gains
+ * M·(mean_p − mean)² (xf[C..2C) becomes its part of the total m2); mu_p: this process's means. */
+__global__ void bn_sync_m2(double *xf, const double *mu_p, int64_t M, int C, int P) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const double mu = xf[c] / P, dm = mu_p[c] - mu;
+    xf[c] = mu;
+    xf[C + c] += (double)M * dm * dm;
+}
+
+/* Step 3, after the sum of m2: the statistics of all P·M rows, lt_bn_forward_train_sync's
+ * formulas; fac as bn_stats_final. */
+__global__ void bn_sync_final(const double *xf, double Mt, int C, float eps, float momentum,
+                              const float *gamma, const float *beta, float *mean, float *invstd,
+                              float *rm, float *rv, float *fac) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const double mu = xf[c], var = xf[C + c] / Mt; /* biased */
+    const double is = 1.0 / sqrt(var + (double)eps);
+    mean[c] = (float)mu;
+    invstd[c] = (float)is;
+    if (rm) rm[c] = (float)((1.0 - momentum) * rm[c] + momentum * mu);
+    if (rv) rv[c] = (float)((1.0 - momentum) * rv[c] + momentum * var * Mt / (Mt - 1));
+    fac[c] = (float)mu;
+    fac[C + c] = (float)(gamma[c] * is);
+    fac[2 * C + c] = beta[c];
 }
 
 /* part (R, 2, C): for chunk j = blockIdx.y, channel c: Σ (x − k) and Σ (x − k)² over the chunk's
@@ -425,22 +496,18 @@ __global__ void bn_apply(float *y, const float *x, const float *res, const float
     }
 }
 
-static int bn_refuse_sync(lt_backend *be) {
-    if (be->bn_sync)
-        return lt_err_set("data-parallel batch norm on the CUDA backend is not built yet (train "
-                          "data-parallel with --device cpu)");
-    return 0;
-}
 
 int cuda_bn_fwd_train(lt_backend *be, float *y, const float *x, const float *res,
                       const float *gamma, const float *beta, float *mean, float *invstd,
                       float *rm, float *rv, int M, int C, float eps, float momentum, int relu,
                       void *ws) {
     cuda_be *c = cbe(be);
-    if (bn_refuse_sync(be)) return -1;
-    if (M < 2)
+    const lt_bn_sync *sync = be->bn_sync;
+    const int P = sync ? sync->processes : 1;
+    if ((double)M * P < 2)
         return lt_err_set("batch norm: expected more than 1 value per channel in training "
                           "(got %d)", M);
+    if (M < 1) return lt_err_set("batch norm: %d rows", M);
     if (C < 1) return lt_err_set("batch norm: %d channels", C);
     if (!ws) return lt_err_set("batch norm: no scratch given");
     const int R = bn_chunks(M);
@@ -449,9 +516,28 @@ int cuda_bn_fwd_train(lt_backend *be, float *y, const float *x, const float *res
     const dim3 grid((C + BN_TX - 1) / BN_TX, R), block(BN_TX, BN_TY);
     bn_stats_partial<<<grid, block, 0, c->stream>>>(part, x, M, C, R);
     if (launch_check("batch norm statistics")) return -1;
-    bn_stats_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, x, M, C, eps, momentum, gamma,
-                                                           beta, mean, invstd, rm, rv, fac);
-    if (launch_check("batch norm statistics (fold)")) return -1;
+    if (!sync) {
+        bn_stats_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, x, M, C, eps, momentum,
+                                                               gamma, beta, mean, invstd, rm, rv,
+                                                               fac);
+        if (launch_check("batch norm statistics (fold)")) return -1;
+    } else {
+        /* this process's means go to part's first C doubles (the partials are folded by then) */
+        double *xf = bn_xfer(ws, C), *mu_p = part;
+        bn_sync_local<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, x, M, C, xf);
+        if (launch_check("batch norm statistics (this process)")) return -1;
+        if (cudaMemcpyAsync(mu_p, xf, (size_t)C * sizeof(double), cudaMemcpyDeviceToDevice,
+                            c->stream) != cudaSuccess)
+            return lt_err_set("batch norm: copying the means");
+        if (bn_sync_sum(c, sync, xf, C)) return -1;
+        bn_sync_m2<<<(C + 255) / 256, 256, 0, c->stream>>>(xf, mu_p, M, C, P);
+        if (launch_check("batch norm statistics (deviations)")) return -1;
+        if (bn_sync_sum(c, sync, xf + C, C)) return -1;
+        bn_sync_final<<<(C + 255) / 256, 256, 0, c->stream>>>(xf, (double)M * P, C, eps, momentum,
+                                                              gamma, beta, mean, invstd, rm, rv,
+                                                              fac);
+        if (launch_check("batch norm statistics (all processes)")) return -1;
+    }
     const int64_t n = (int64_t)M * C;
     bn_apply<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(y, x, res, fac, n, C,
                                                                            relu);
@@ -526,6 +612,34 @@ __global__ void bn_grad_final(const double *part, int R, int64_t M, int C, const
 }
 
 /* dx = a·(g − b − (x − μ)·k), each operation rounded as the CPU's; dx may equal dy */
+/* Data parallel: this process's Σg (xf[c]) and Σg·(x − μ) (xf[C + c]), folded in order. */
+__global__ void bn_grad_local(const double *part, int R, int C, double *xf) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    double sgv = 0.0, sgxv = 0.0;
+    for (int j = 0; j < R; j++) sgv += part[((int64_t)j * 2) * C + c],
+                                sgxv += part[((int64_t)j * 2 + 1) * C + c];
+    xf[c] = sgv;
+    xf[C + c] = sgxv;
+}
+
+/* After the sum over the processes: lt_bn_backward_sync's formulas (dgamma, dbeta (+)= the
+ * processes' mean of their parts, formed from the double sums). */
+__global__ void bn_grad_final_sync(const double *xf, double Mt, int P, int C, const float *gamma,
+                                   const float *mean, const float *invstd, float *dgamma,
+                                   float *dbeta, int acc, float *fac) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const double is = invstd[c], dg = xf[C + c] * is;
+    const double dgm = dg / P, dbm = xf[c] / P;
+    if (dgamma) dgamma[c] = (float)(acc ? dgamma[c] + dgm : dgm);
+    if (dbeta) dbeta[c] = (float)(acc ? dbeta[c] + dbm : dbm);
+    fac[c] = mean[c];
+    fac[C + c] = (float)(gamma[c] * is);
+    fac[2 * C + c] = (float)(xf[c] / Mt);
+    fac[3 * C + c] = (float)(dg * is / Mt);
+}
+
 __global__ void bn_grad_apply(float *dx, const float *dy, const float *x, const float *y,
                               const float *fac, int64_t n, int C, int relu) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -543,7 +657,7 @@ int cuda_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const fl
                 const float *x, const float *y, const float *gamma, const float *mean,
                 const float *invstd, int M, int C, int relu, int acc, void *ws) {
     cuda_be *c = cbe(be);
-    if (bn_refuse_sync(be)) return -1;
+    const lt_bn_sync *sync = be->bn_sync;
     if (!ws) return lt_err_set("batch norm backward: no scratch given");
     if (C < 1) return lt_err_set("batch norm backward: %d channels", C);
     if (M < 1) return 0;
@@ -554,9 +668,20 @@ int cuda_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const fl
     const dim3 grid((C + BN_TX - 1) / BN_TX, R), block(BN_TX, BN_TY);
     bn_grad_partial<<<grid, block, 0, c->stream>>>(part, dy, x, y, mean, M, C, R, relu);
     if (launch_check("batch norm backward sums")) return -1;
-    bn_grad_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, M, C, gamma, mean, invstd,
-                                                          dgamma, dbeta, acc, fac);
-    if (launch_check("batch norm backward (fold)")) return -1;
+    if (!sync) {
+        bn_grad_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, M, C, gamma, mean, invstd,
+                                                              dgamma, dbeta, acc, fac);
+        if (launch_check("batch norm backward (fold)")) return -1;
+    } else {
+        double *xf = bn_xfer(ws, C);
+        bn_grad_local<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, C, xf);
+        if (launch_check("batch norm backward sums (this process)")) return -1;
+        if (bn_sync_sum(c, sync, xf, 2 * C)) return -1;
+        bn_grad_final_sync<<<(C + 255) / 256, 256, 0, c->stream>>>(
+            xf, (double)M * sync->processes, sync->processes, C, gamma, mean, invstd, dgamma,
+            dbeta, acc, fac);
+        if (launch_check("batch norm backward (all processes)")) return -1;
+    }
     const int64_t n = (int64_t)M * C;
     bn_grad_apply<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
         dx, dy, x, y, fac, n, C, relu);

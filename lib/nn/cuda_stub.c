@@ -53,6 +53,7 @@ float lt_cuda_bf16_to_f32(uint16_t h) {
 }
 
 int lt_cuda_available(void) { return 0; }
+int lt_cuda_device_count(void) { return 0; }
 int lt_cuda_device_info(char *buf, size_t n) {
     if (n) buf[0] = 0;
     return no_cuda("cuda device");

@@ -47,6 +47,8 @@ lt_cuda_dtype lt_cuda_act_dtype(lt_precision p);
 /* 1 when a CUDA device is usable, else 0 (no driver, no device, or CUDA=0 build). Never crashes,
  * never sets lt_err. */
 int lt_cuda_available(void);
+/* How many CUDA devices there are (0 without a driver or in a CPU-only build). */
+int lt_cuda_device_count(void);
 /* One line describing device 0 ("NVIDIA H100 80GB HBM3, cc 9.0, 132 SMs, 79.1 GiB"); -1 + lt_err
  * when there is none. */
 int lt_cuda_device_info(char *buf, size_t n);

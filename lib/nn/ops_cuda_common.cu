@@ -78,6 +78,15 @@ extern "C" int lt_cuda_available(void) {
     return n > 0;
 }
 
+extern "C" int lt_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
 extern "C" int lt_cuda_device_info(char *buf, size_t n) {
     int dev = 0;
     CUDA_TRY(cudaGetDevice(&dev), "cudaGetDevice");

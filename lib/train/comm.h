@@ -25,6 +25,7 @@ struct lt_comm {
     int rank, size;   /* this process, of `size` */
     int local_size;   /* processes of the run on this machine (the default thread count divides
                          the cores among them) */
+    int local_rank;   /* this process among them (0..local_size-1): its GPU, on a GPU machine */
     void *impl;
     void (*destroy)(lt_comm *c);
     /* x (n) = the sum over the processes of x, added in rank order */
@@ -66,7 +67,7 @@ int lt_comm_launched(int *rank, int *size);
 lt_comm *lt_comm_mpi_open(int *argc, char ***argv);
 
 /* The NCCL communicator of a run on GPUs: the collectives of `host` (the MPI communicator, which
- * it takes over: destroy() destroys both) plus the device ones above, over NCCL on `stream` (a
+ * must outlive it: destroy() frees only the NCCL part) plus the device ones above, over NCCL on `stream` (a
  * cudaStream_t of the training backend) of the current CUDA device. Rank 0 creates the NCCL id
  * and broadcasts it through `host`. NULL + lt_err when this build has no NCCL ("built without
  * NCCL") or NCCL fails to start (host is then left as it was). */

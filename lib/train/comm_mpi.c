@@ -138,6 +138,7 @@ lt_comm *lt_comm_mpi_open(int *argc, char ***argv) {
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local) ==
         MPI_SUCCESS) {
         MPI_Comm_size(local, &c->local_size);
+        MPI_Comm_rank(local, &c->local_rank);
         MPI_Comm_free(&local);
     }
     c->name = "mpi";

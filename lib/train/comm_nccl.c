@@ -76,7 +76,6 @@ static int n_bcast_dev(lt_comm *c, void *buf, size_t bytes) {
 static void n_destroy(lt_comm *c) {
     nccl_state *s = c->impl;
     ncclCommDestroy(s->nccl);
-    s->host->destroy(s->host);
     free(s);
     free(c);
 }

@@ -398,6 +398,26 @@ static int bcast_floats(lt_comm *c, lt_backend *be, float *buf, int64_t n, float
 
 /* Data parallel: every process takes rank 0's state (weights, running statistics, head, queue,
  * optimizer state, step, epoch), which rank 0 alone restored from a checkpoint or --init. */
+/* Data parallel on GPUs: every process's backend is on a GPU, and the gradients are then averaged
+ * GPU to GPU over NCCL (train/comm.h lt_comm_nccl_open): *comm becomes that communicator (its host
+ * collectives are the old one's), for the step too; *made is set to it (the caller destroys it).
+ * All processes call this at the same point and fail together (-1 + lt_err). */
+static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_comm **made) {
+    lt_comm *c = *comm;
+    double on_gpu = be->mem == LT_MEM_DEVICE ? 1 : 0;
+    if (c->size < 2) return 0;
+    if (c->sum_f64(c, &on_gpu, 1) != 0) return -1;
+    if (on_gpu == 0) return 0;
+    if (on_gpu < c->size)
+        return lt_err_set("data parallel: %d of %d processes train on a GPU; give every process "
+                          "a GPU, or use --device cpu", (int)on_gpu, c->size);
+    lt_comm *nc = lt_comm_nccl_open(c, be->stream);
+    if (!nc) return -1;
+    *made = *comm = nc;
+    tr->comm = nc;
+    return 0;
+}
+
 static int bcast_state(lt_comm *c, lt_student *t, int64_t *step, int64_t *epoch) {
     if (c->size == 1) return 0;
     lt_backend *be = t->be;
@@ -648,6 +668,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     lt_student tr;
     memset(&tr, 0, sizeof tr);
     lt_backend *be = NULL;
+    lt_comm *nccl_comm = NULL; /* data parallel on GPUs: comm, with collectives on the GPU */
     run_files f;
     char *saved_args = NULL;
     int rc = LT_EXIT_ERROR;
@@ -745,7 +766,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
 
     int resume = 0;
     if (lead && inspect_out(o, &f, &resume) != 0) goto done;
-    if (!(be = lt_backend_open(o->device, threads))) goto done;
+    if (!(be = lt_backend_open_local(o->device, threads, comm->local_rank))) goto done;
     if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
         lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
                    "and needs a GPU backend; this run trains on the %s (--device %s): use "
@@ -790,6 +811,11 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         int r0 = 0, failed = lt_comm_agree(comm, 0, &r0);
         if (failed != 0) {
             if (failed > 0) rep->reported_elsewhere = 1; /* by the process that failed */
+            phase = 0;
+            goto done;
+        }
+        if (gpu_collectives(&comm, be, &tr, &nccl_comm) != 0) { /* the same on every process */
+            if (!lead) rep->reported_elsewhere = 1;
             phase = 0;
             goto done;
         }
@@ -1069,6 +1095,7 @@ done:
     lt_image_pool_free(pool);
     lt_knn_monitor_free(mon);
     lt_student_free(&tr);
+    if (nccl_comm) nccl_comm->destroy(nccl_comm);
     if (be) be->destroy(be);
     lt_cache_close(cache);
     files_free(&f);

@@ -394,6 +394,74 @@ out:
     free(x), free(res), free(gamma), free(beta), free(rm), free(rv), free(y);
 }
 
+/* Data-parallel batch norm with P - 1 simulated other processes: their contribution to each sum
+ * is a fixed function of (call number, index), so the CPU's lt_bn_*_sync (the reference) and the
+ * GPU see the same "other processes". Values are positive (a sum of squared deviations must be). */
+typedef struct {
+    int call, P;
+} fake_procs;
+
+static int fake_sum(void *ctx, double *x, int n) {
+    fake_procs *f = ctx;
+    for (int i = 0; i < n; i++) {
+        uint64_t h = (uint64_t)(f->call * 1000003 + i) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+        x[i] += (f->P - 1) * (0.25 + (double)(h >> 11) * (1.0 / 9007199254740992.0));
+    }
+    f->call++;
+    return 0;
+}
+
+static void test_bn_sync(int M, int C, int P, int relu, int with_res, int acc) {
+    char what[96];
+    snprintf(what, sizeof what, "M%d C%d P%d relu=%d res=%d acc=%d", M, C, P, relu, with_res, acc);
+    const int64_t n = (int64_t)M * C;
+    float *x = randn(n, 1.5f, 0.5f), *res = with_res ? randn(n, 1.0f, 0.0f) : NULL;
+    float *gamma = randn(C, 0.3f, 1.0f), *beta = randn(C, 0.3f, 0.0f);
+    float *rm = randn(C, 0.1f, 0.0f), *rv = randn(C, 0.1f, 1.0f);
+    float *dy = randn(n, 1.0f, 0.0f), *dg0 = randn(C, 1.0f, 0.0f), *db0 = randn(C, 1.0f, 0.0f);
+    float *y = xmalloc((size_t)n * sizeof(float)), *mean = xmalloc(C * sizeof(float));
+    float *invstd = xmalloc(C * sizeof(float)), *dx = xmalloc((size_t)n * sizeof(float));
+    float *crm = copyf(rm, C), *crv = copyf(rv, C), *dg = copyf(dg0, C), *db = copyf(db0, C);
+    void *hws = host_ws(cpu->bn_ws_bytes(cpu, C));
+    float *gx = upf(x, n), *gres = with_res ? upf(res, n) : NULL, *gg = upf(gamma, C);
+    float *gb = upf(beta, C), *grm = upf(rm, C), *grv = upf(rv, C), *gdy = upf(dy, n);
+    float *gy = nanf_dev(n), *gmean = nanf_dev(C), *ginv = nanf_dev(C), *gdx = nanf_dev(n);
+    float *gdg = acc ? upf(dg0, C) : nanf_dev(C), *gdb = acc ? upf(db0, C) : nanf_dev(C);
+    void *gws = dev(gpu->bn_ws_bytes(gpu, C));
+    fake_procs fc = {0, P}, fg = {0, P};
+    lt_bn_sync sc = {.sum = fake_sum, .ctx = &fc, .processes = P};
+    lt_bn_sync sg = {.sum = fake_sum, .ctx = &fg, .processes = P};
+    OK_OR_FAIL(lt_bn_forward_train_sync(y, x, res, gamma, beta, mean, invstd, crm, crv, M, C,
+                                        1e-5f, 0.1f, relu, cpu->threads, hws, &sc),
+               "bn sync fwd (cpu)", what);
+    OK_OR_FAIL(lt_bn_backward_sync(dx, dg, db, dy, x, y, gamma, mean, invstd, M, C, relu, acc,
+                                   cpu->threads, hws, &sc),
+               "bn sync bwd (cpu)", what);
+    gpu->bn_sync = &sg;
+    OK_OR_FAIL(gpu->bn_forward_train(gpu, gy, gx, gres, gg, gb, gmean, ginv, grm, grv, M, C, 1e-5f,
+                                     0.1f, relu, gws),
+               "bn sync fwd", what);
+    OK_OR_FAIL(gpu->bn_backward(gpu, gdx, gdg, gdb, gdy, gx, gy, gg, gmean, ginv, M, C, relu, acc,
+                                gws),
+               "bn sync bwd", what);
+    expect(fg.call == fc.call, "bn sync", "as many sums over the processes as the CPU's");
+    compare("bn sync fwd y", what, downf(gy, n), y, n, BN_FWD_THR);
+    compare("bn sync mean", what, downf(gmean, C), mean, C, BN_FWD_THR);
+    compare("bn sync invstd", what, downf(ginv, C), invstd, C, BN_FWD_THR);
+    compare("bn sync running_var", what, downf(grv, C), crv, C, BN_FWD_THR);
+    compare("bn sync bwd dx", what, downf(gdx, n), dx, n, BN_BWD_THR);
+    compare("bn sync bwd dgamma", what, downf(gdg, C), dg, C, BN_BWD_THR);
+    compare("bn sync bwd dbeta", what, downf(gdb, C), db, C, BN_BWD_THR);
+out:
+    gpu->bn_sync = NULL;
+    gfree(gx), gfree(gres), gfree(gg), gfree(gb), gfree(grm), gfree(grv), gfree(gdy);
+    gfree(gy), gfree(gmean), gfree(ginv), gfree(gdx), gfree(gdg), gfree(gdb), gfree(gws);
+    free(x), free(res), free(gamma), free(beta), free(rm), free(rv), free(dy), free(dg0);
+    free(db0), free(y), free(mean), free(invstd), free(dx), free(crm), free(crv), free(dg);
+    free(db), free(hws);
+}
+
 static void bn_cases(void) {
     printf("-- batch norm\n");
     test_bn(3 * 7 * 7, 32, 1, 0, 0, 0.0f, 0);
@@ -406,21 +474,17 @@ static void bn_cases(void) {
     test_bn_eval(3 * 7 * 7, 32, 1, 0);
     test_bn_eval(2 * 5 * 5, 48, 1, 1);
     test_bn_eval(17, 3, 0, 0);
-    /* refusals: one value per channel; data-parallel statistics */
+    /* data parallel: the statistics of all processes (simulated others) */
+    test_bn_sync(3 * 7 * 7, 32, 2, 1, 0, 0);
+    test_bn_sync(2 * 15 * 15, 64, 3, 1, 1, 1);
+    test_bn_sync(1, 40, 2, 0, 0, 0); /* one row here, two over the processes */
+    /* refusals: one value per channel */
     float *g = nanf_dev(64), *gws = dev(gpu->bn_ws_bytes(gpu, 4));
     lt_err_clear();
     expect(gpu->bn_forward_train(gpu, g, g, NULL, g, g, g, g, NULL, NULL, 1, 4, 1e-5f, 0.1f, 0,
                                  gws) == -1 &&
                strstr(lt_err_msg(), "batch norm") != NULL,
            "bn fwd train", "M = 1: refused");
-    lt_bn_sync sync = {.sum = NULL, .ctx = NULL, .processes = 2};
-    gpu->bn_sync = &sync;
-    lt_err_clear();
-    expect(gpu->bn_forward_train(gpu, g, g, NULL, g, g, g, g, NULL, NULL, 8, 4, 1e-5f, 0.1f, 0,
-                                 gws) == -1 &&
-               strstr(lt_err_msg(), "data-parallel") != NULL,
-           "bn fwd train", "bn_sync set: refused with a message");
-    gpu->bn_sync = NULL;
     gfree(g), gfree(gws);
 }
 
