@@ -139,6 +139,108 @@ e2e() {
 
 e2e || fail=1
 
+# ---- end to end: lt-train on the GPU --------------------------------------------------------
+# On a tiny cache (24 generated images x 2 views, a random teacher): resnet18, batch 8, 6 steps,
+# LARS, mixup, clipping, a checkpoint every 2 steps:
+#   train-gpu-vs-cpu     the GPU run's losses within 1e-3 (relative) of the CPU run's, weights NMSE
+#                        <= 1e-5 (fp32; only summation orders differ, as test_cuda_student bounds)
+#   train-gpu-resume     SIGKILL after the first checkpoint, rerun: the student equals the
+#                        uninterrupted GPU run's bit for bit (deterministic algorithms)
+#   train-cpu-to-gpu     a CPU run's checkpoint at step 2 continued with --device cuda trains on
+#                        to step 6 (finite losses)
+#   train-nccl-single    LT_NCCL=1 (the NCCL communicator with one process) against the plain GPU
+#                        run: losses within 1e-4, weights NMSE <= 1e-6 (its batch norm takes the
+#                        data-parallel formulas)
+compare_runs() { # compare_runs OUT_A OUT_B LOSS_RTOL W_NMSE: exit 0 when within, prints a line
+  "$PYTHON" - "$@" <<'PYEOF'
+import json, struct, sys
+import numpy as np
+a, b, rtol, wthr = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+def losses(d):
+    return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"loss"' in l]
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n]); out = {}
+    for k, v in head.items():
+        if k == "__metadata__" or v["dtype"] != "F32": continue
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(raw[8 + n + s:8 + n + e], dtype="<f4").astype(np.float64)
+    return out
+la, lb = losses(a), losses(b)
+worst = max(abs(x - y) / max(abs(y), 1e-12) for x, y in zip(la, lb)) if la and len(la) == len(lb) else float("inf")
+ta, tb = tensors(a + "/student.safetensors"), tensors(b + "/student.safetensors")
+num = sum(((ta[k] - tb[k]) ** 2).sum() for k in tb if k in ta); den = sum((tb[k] ** 2).sum() for k in tb)
+nmse = num / den if den > 0 and set(ta) == set(tb) else float("inf")
+ok = worst <= rtol and nmse <= wthr
+print("steps %d/%d, worst loss rel diff %.3g (<= %g), weights nmse %.3g (<= %g): %s"
+      % (len(la), len(lb), worst, rtol, nmse, wthr, "ok" if ok else "FAIL"))
+sys.exit(0 if ok else 1)
+PYEOF
+}
+e2e_train() {
+  local train=bin/lt-train embed=bin/lt-embed
+  if [ ! -x "$train" ] || [ ! -x "$embed" ]; then echo "run-cuda: e2e-train SKIP (not built)"; return 0; fi
+  if [ $nogpu = 1 ]; then echo "run-cuda: e2e-train SKIP (no GPU)"; return 0; fi
+  local tmp rc=0 line
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/lt-e2e-train.XXXXXX")
+  trap 'rm -rf "$tmp"' RETURN
+  "$PYTHON" scripts/make-sample-images.py "$tmp/data" --count 24 --seed 4 >/dev/null &&
+    "$PYTHON" scripts/make-random-teacher.py "$tmp/teacher.safetensors" --dim 64 --depth 1 \
+      --grid 16 --registers 0 >/dev/null &&
+    run_bin "$embed" -q --teacher "$tmp/teacher.safetensors" --views 2 --image-size 64 --device cpu \
+      "$tmp/data" "$tmp/cache.h5" ||
+    { echo "run-cuda: e2e-train FAIL (could not make the cache)"; return 1; }
+  local common=(-q --student resnet18 --batch-size 8 --epochs 2 --queue-size 16 --seed 3
+                --checkpoint-every 2 --no-tensorboard)
+  echo "== lt-train --device cpu / cuda"
+  run_bin "$train" "${common[@]}" --device cpu --out "$tmp/cpu" "$tmp/cache.h5" &&
+    run_bin "$train" "${common[@]}" --device cuda --out "$tmp/gpu" "$tmp/cache.h5" ||
+    { echo "run-cuda: e2e-train FAIL (lt-train exited non-zero)"; return 1; }
+  if line=$(compare_runs "$tmp/gpu" "$tmp/cpu" 1e-3 1e-5); then
+    echo "run-cuda: train-gpu-vs-cpu PASS ($line)"
+  else
+    echo "run-cuda: train-gpu-vs-cpu FAIL ($line)"; rc=1
+  fi
+  ran=$((ran + 1))
+  # SIGKILL after the first checkpoint, then the same command again
+  ( [ -n "${LT_LIBPATH:-}" ] && export LD_LIBRARY_PATH="$LT_LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    exec "$train" "${common[@]}" --device cuda --out "$tmp/killed" "$tmp/cache.h5" ) &
+  local pid=$! waited=0 # lt-train itself (exec)
+  while [ ! -f "$tmp/killed/checkpoints/last.safetensors" ] && [ $waited -lt 600 ]; do
+    sleep 0.1; waited=$((waited + 1))
+  done
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  if run_bin "$train" "${common[@]}" --device cuda --out "$tmp/killed" "$tmp/cache.h5" &&
+     cmp -s "$tmp/killed/student.safetensors" "$tmp/gpu/student.safetensors"; then
+    echo "run-cuda: train-gpu-resume PASS (killed and rerun: the same student, bit for bit)"
+  else
+    echo "run-cuda: train-gpu-resume FAIL (the resumed student differs from the uninterrupted one)"; rc=1
+  fi
+  ran=$((ran + 1))
+  # a CPU checkpoint continued on the GPU
+  if run_bin "$train" "${common[@]}" --device cpu --steps 2 --out "$tmp/mixed" "$tmp/cache.h5" &&
+     run_bin "$train" "${common[@]}" --device cuda --out "$tmp/mixed" "$tmp/cache.h5" &&
+     "$PYTHON" -c 'import json,math,sys; l=[json.loads(x) for x in open(sys.argv[1])]; sys.exit(0 if l[-1]["step"] >= 6 and all(math.isfinite(x["loss"]) for x in l) else 1)' \
+       "$tmp/mixed/metrics.jsonl"; then
+    echo "run-cuda: train-cpu-to-gpu PASS (a CPU checkpoint trained on on the GPU)"
+  else
+    echo "run-cuda: train-cpu-to-gpu FAIL"; rc=1
+  fi
+  ran=$((ran + 1))
+  # the NCCL communicator with one process against the plain GPU run
+  if LT_NCCL=1 run_bin "$train" "${common[@]}" --device cuda --out "$tmp/nccl" "$tmp/cache.h5" &&
+     line=$(compare_runs "$tmp/nccl" "$tmp/gpu" 1e-4 1e-6); then
+    echo "run-cuda: train-nccl-single PASS ($line)"
+  else
+    echo "run-cuda: train-nccl-single FAIL (${line:-lt-train exited non-zero})"; rc=1
+  fi
+  ran=$((ran + 1))
+  return $rc
+}
+
+e2e_train || fail=1
+
 if [ $fail != 0 ]; then
   echo "run-cuda: SOME CUDA TESTS FAILED"
   exit 1

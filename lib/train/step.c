@@ -114,7 +114,8 @@ static int comm_sum(void *ctx, double *x, int n) {
 }
 
 int lt_student_data_parallel(lt_student *st, lt_comm *comm) {
-    if (!comm || comm->size == 1) return 0;
+    /* one process: nothing to do, unless its communicator has device collectives to check */
+    if (!comm || (comm->size == 1 && !comm->mean_f32_dev)) return 0;
     lt_backend *be = st->be;
     const int64_t G = (int64_t)comm->size * st->B;
     st->comm = comm;

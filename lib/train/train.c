@@ -50,7 +50,8 @@ void lt_train_defaults(lt_train_opts *o) {
     memset(o, 0, sizeof *o);
     o->out_dir = "out";
     o->student = "resnet18";
-    o->device = "auto";
+    /* cpu, not auto, until the CUDA student has passed a device check (docs/cuda.md) */
+    o->device = "cpu";
     o->epochs = 100;
     o->batch_size = 0; /* min(128, a power of two <= N) */
     o->optimizer = LT_OPT_LARS;
@@ -401,11 +402,14 @@ static int bcast_floats(lt_comm *c, lt_backend *be, float *buf, int64_t n, float
 /* Data parallel on GPUs: every process's backend is on a GPU, and the gradients are then averaged
  * GPU to GPU over NCCL (train/comm.h lt_comm_nccl_open): *comm becomes that communicator (its host
  * collectives are the old one's), for the step too; *made is set to it (the caller destroys it).
- * All processes call this at the same point and fail together (-1 + lt_err). */
+ * All processes call this at the same point and fail together (-1 + lt_err). LT_NCCL=1 in the
+ * environment takes the NCCL path even for one process on a GPU (to check it against the plain
+ * run: the mean over one process must change nothing). */
 static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_comm **made) {
     lt_comm *c = *comm;
     double on_gpu = be->mem == LT_MEM_DEVICE ? 1 : 0;
-    if (c->size < 2) return 0;
+    const char *force = getenv("LT_NCCL");
+    if (c->size < 2 && !(force && !strcmp(force, "1") && on_gpu > 0)) return 0;
     if (c->sum_f64(c, &on_gpu, 1) != 0) return -1;
     if (on_gpu == 0) return 0;
     if (on_gpu < c->size)
@@ -414,6 +418,7 @@ static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_co
     lt_comm *nc = lt_comm_nccl_open(c, be->stream);
     if (!nc) return -1;
     *made = *comm = nc;
+    if (c->size < 2) return lt_student_data_parallel(tr, nc); /* forced: set up as for P > 1 */
     tr->comm = nc;
     return 0;
 }
@@ -823,6 +828,8 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
             phase = 2; /* a broken collective: end every process */
             goto done;
         }
+    } else if (gpu_collectives(&comm, be, &tr, &nccl_comm) != 0) { /* LT_NCCL=1, one process */
+        goto done;
     }
     int lcpu = lt_cpu_count() / comm->local_size;
     lt_loader_opts lo = {.cache = cache, .cache_path = o->cache_path,

@@ -1,8 +1,11 @@
-/* bench_student: times one full lt-train step on the CPU backend for `make bench`: the training
- * step of lib/train/step.c (ResNet forward and backward, projection head, L2 norm, queue + KL loss
- * and its gradient, clipping and a LARS update) on random input (no data loading).
+/* bench_student: times one full lt-train step for `make bench` (CPU backend) and the device check
+ * (--device cuda): the training step of lib/train/step.c (ResNet forward and backward, projection
+ * head, L2 norm, queue + KL loss and its gradient, clipping and a LARS update) on random input
+ * (no data loading). Each step ends with its loss on the host, so the wall time of a step is the
+ * device's too.
  *
- *   bench_student ARCH BATCH SIZE REPEATS [--threads N]   prints {"times": [...], "batch": B} */
+ *   bench_student ARCH BATCH SIZE REPEATS [--threads N] [--device cpu|cuda]
+ *   prints {"times": [...], "batch": B, "device": "..."} */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,12 +24,20 @@
 
 int main(int argc, char **argv) {
     lt_blas_ensure(argv); /* the kernels lt-embed and lt-train use */
-    if (argc != 5 && !(argc == 7 && !strcmp(argv[5], "--threads"))) {
-        fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N]\n");
+    int threads = 0, bad = argc < 5;
+    const char *device = "cpu";
+    for (int i = 5; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+        else bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N] "
+                        "[--device cpu|cuda]\n");
         return 2;
     }
     int B = atoi(argv[2]), S = atoi(argv[3]), R = atoi(argv[4]);
-    lt_backend *be = lt_backend_cpu(lt_threads_set(argc == 7 ? atoi(argv[6]) : 0));
+    lt_backend *be = lt_backend_open(device, lt_threads_set(threads));
     lt_student st;
     lt_optim_config cfg = lt_optim_defaults(LT_OPT_LARS);
     const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
@@ -44,8 +55,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < B; i++) lambda[i] = (float)lt_rng_uniform(&r);
     for (int64_t i = 0; i < (int64_t)B * D; i++) t[i] = (float)(lt_rng_uniform(&r) - 0.5);
     lt_op_l2norm(t, tn, t, B, D);
-    for (int k = 0; k < Q / B + 1; k++) lt_queue_push(&st.queue, t, B); /* a full queue */
-    printf("{\"batch\": %d, \"times\": [", B);
+    float *qh = malloc((size_t)Q * D * sizeof *qh); /* a full queue: the batch's rows repeated */
+    for (int64_t i = 0; i < (int64_t)Q * D; i++) qh[i] = t[i % ((int64_t)B * D)];
+    if (be->upload(be, st.queue.data, qh, (size_t)Q * D * sizeof *qh) != 0) {
+        fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
+        return 1;
+    }
+    free(qh);
+    printf("{\"batch\": %d, \"device\": \"%s\", \"times\": [", B, be->name);
     for (int it = 0; it <= R; it++) {
         double t0 = lt_now(), loss, gnorm;
         if (lt_student_step(&st, a, b, lambda, t, B, 0.07, 1.0, 0.1, &loss, &gnorm) != 0) {
