@@ -28,9 +28,9 @@
  * lanes are added in order in shared memory, and a second kernel folds the R partials of each
  * channel in order. No atomics: the same bytes on every run. The shift by the first row, the
  * double sums, the biased variance, invstd = 1/sqrt(var + eps) and the running statistics
- * (unbiased: var·M/(M−1)) are lt_bn_forward_train's formulas; only the summation order differs
- * (double sums of ≤ 2³¹ terms: relative error ≲ 1e-12 before the final rounding to float, so the
- * statistics agree with the CPU's to the last bit or one ulp). The normalisation
+ * (unbiased: var·M/(M−1)) are lt_bn_forward_train's formulas; only the summation differs (double
+ * sums of ≤ 2³¹ terms here, relative error ≲ 1e-12; the CPU adds blocks of 32 rows in float
+ * first, so the statistics agree with the CPU's to a few float ulps). The normalisation
  * y = act((x − μ)·(γ·invstd) + β [+ res]) rounds each operation as the CPU does.
  * Data-parallel (be->bn_sync, nn/cnn.h lt_bn_forward_train_sync / lt_bn_backward_sync): the
  * same per-chunk sums, folded per channel into this process's C or 2C doubles, which go to the

@@ -23,11 +23,16 @@
  *     ~1e-7..1e-6 relative per element, NMSE ~1e-13..1e-11; 1e-9 leaves two decades;
  *   linear, the loss GEMMs and the loss gradient: NMSE <= 1e-10 (cuBLAS vs OpenBLAS fp32,
  *     K <= 512: summation order only, ~1e-13 expected);
- *   batch norm training forward (y, mean, invstd, running stats): NMSE <= 1e-10 — both sum the
- *     statistics in double (different order), so they agree to the last float bit or one ulp
- *     (NMSE ~1e-14); backward (dx, dgamma, dbeta): NMSE <= 1e-9, as dx = a·(g − b − (x − μ)·k)
- *     can cancel and turn a one-ulp difference of b or k into a larger relative one in an
- *     element;
+ *   batch norm training forward (y, mean, invstd, running stats): NMSE <= 1e-10 — the GPU sums
+ *     the statistics in double, the CPU in float over blocks of 32 rows and then in double, so
+ *     they differ by a few float ulps at most (NMSE <= ~2e-12, a mean near 0 the largest);
+ *     backward (dx, dgamma, dbeta): NMSE <= 1e-9, as dx = a·(g − b − (x − μ)·k) can cancel and
+ *     turn a one-ulp difference of b or k into a larger relative one in an element (~1e-13
+ *     seen). With two rows dx is nothing but such a cancellation (~1e-5 of its terms): there
+ *     its error is measured against the terms, Σ(gpu − cpu)² / Σ(γ·invstd·dy)² <= 1e-11
+ *     (~1e-13 seen). These figures come from a CPU emulation of the GPU kernels' arithmetic
+ *     over 2000 seeds, which also saw a ReLU mask flip (a pre-activation within rounding of 0,
+ *     dx NMSE up to 1e-4) in about 1 run in 500;
  *   the loss value: |Δ| <= 1e-5·|loss| + 1e-9 (logits differ by GEMM order, ~1e-7 relative;
  *     the KL sum of Q terms amplifies that by at most ~Q·1e-7·|logit| in absolute terms);
  *     probabilities NMSE <= 1e-10; an all-zero queue gives loss 0 exactly on both;
@@ -176,6 +181,33 @@ static void compare(const char *op, const char *what, float *got, const float *r
     free(got);
 }
 
+/* As compare with thr >= 0, but the squared error measured against Σ scale² instead of Σ ref²:
+ * for an output that is a small difference of float terms of size |scale| (its rounding error is
+ * relative to those terms, not to itself). Frees got. */
+static void compare_scaled(const char *op, const char *what, float *got, const float *ref,
+                           const float *scale, int64_t n, double thr) {
+    double num = 0.0, den = 0.0, maxd = 0.0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)got[i] - (double)ref[i];
+        if (!isfinite(d)) {
+            bad++;
+            continue;
+        }
+        num += d * d;
+        den += (double)scale[i] * scale[i];
+        if (fabs(d) > maxd) maxd = fabs(d);
+    }
+    const double e = den > 0 ? num / den : num;
+    const int ok = !bad && e <= thr;
+    printf("%-18s %-44s err²/Σterm² %.3e (max |diff| %.2e) thr %.0e  %s", op, what, e, maxd, thr,
+           ok ? "OK" : "FAIL");
+    if (bad) printf(" (%lld NaN/Inf or unwritten)", (long long)bad);
+    printf("\n");
+    ok ? n_ok++ : n_fail++;
+    free(got);
+}
+
 static void compare_i32(const char *op, const char *what, int32_t *got, const int32_t *ref,
                         int64_t n) {
     int64_t diff = 0;
@@ -213,6 +245,7 @@ static void same_bytes(const char *op, const char *what, const void *a, const vo
 #define GEMM_THR 1e-10
 #define BN_FWD_THR 1e-10
 #define BN_BWD_THR 1e-9
+#define BN_BWD_M2_THR 1e-11
 
 /* ---- conv2d ------------------------------------------------------------------------------------------ */
 
@@ -350,7 +383,18 @@ static void test_bn(int M, int C, int relu, int with_res, int acc, float offset,
     OK_OR_FAIL(gpu->bn_backward(gpu, gdx, gdg, gdb, gdy, gx, gy, gg, gmean, ginv, M, C, relu, acc,
                                 gws),
                "bn bwd", what);
-    compare("bn bwd dx", what, downf(gdx, n), dx, n, BN_BWD_THR);
+    if (M == 2) {
+        /* two rows: dx = γ·is·(g − ḡ)·eps/(var + eps) exactly, ~1e-5 of the float terms a·g, b and
+         * (x − μ)·k it is the difference of, so a one-ulp difference of b or k between the
+         * backends is a relative error of up to 1e-2 in dx: its error is measured against those
+         * terms, a·g = γ·invstd·dy */
+        float *terms = xmalloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++) terms[i] = gamma[i % C] * invstd[i % C] * dy[i];
+        compare_scaled("bn bwd dx", what, downf(gdx, n), dx, terms, n, BN_BWD_M2_THR);
+        free(terms);
+    } else {
+        compare("bn bwd dx", what, downf(gdx, n), dx, n, BN_BWD_THR);
+    }
     compare("bn bwd dgamma", what, downf(gdg, C), dg, C, BN_BWD_THR);
     compare("bn bwd dbeta", what, downf(gdb, C), db, C, BN_BWD_THR);
     /* determinism: forward (no running stats) and backward again */
@@ -522,7 +566,10 @@ static void elementwise_cases(void) {
         float *y = xmalloc(no * sizeof(float)), *dx = xmalloc(ni * sizeof(float));
         int32_t *am = xmalloc(no * sizeof(int32_t));
         float *gx = upf(x, ni), *gy = nanf_dev(no), *gdy = upf(dy, no), *gdx = nanf_dev(ni);
-        int32_t *gam = dev(no * sizeof(int32_t));
+        int32_t *am_init = xmalloc(no * sizeof(int32_t)); /* -1: an unwritten argmax fails */
+        for (int64_t i = 0; i < no; i++) am_init[i] = -1;
+        int32_t *gam = up(am_init, no * sizeof(int32_t));
+        free(am_init);
         if (cpu->maxpool_forward(cpu, &d, y, am, x) || gpu->maxpool_forward(gpu, &d, gy, gam, gx))
             die("maxpool_forward");
         compare("maxpool fwd", what, downf(gy, no), y, no, -1);
@@ -671,7 +718,7 @@ static void test_kd(int B, int Qn, int D, float tau, int zero_queue) {
     float *probs = xmalloc(np * 4), *ds = xmalloc((size_t)B * D * 4);
     float *gt = upf(t, (int64_t)B * D), *gs = upf(s, (int64_t)B * D), *gq = upf(q, (int64_t)Qn * D);
     float *gp = nanf_dev(np), *gp2 = nanf_dev(np), *gds = nanf_dev((int64_t)B * D);
-    double lc = 0, lg = 0, lg2 = 0;
+    double lc = NAN, lg = NAN, lg2 = NAN; /* a loss never written fails, even the zero one */
     if (cpu->kd_loss_forward(cpu, &lc, t, s, q, B, Qn, D, tau, probs) ||
         gpu->kd_loss_forward(gpu, &lg, gt, gs, gq, B, Qn, D, tau, gp) ||
         gpu->kd_loss_forward(gpu, &lg2, gt, gs, gq, B, Qn, D, tau, gp2))
