@@ -521,7 +521,7 @@ static void bn_cases(void) {
     /* data parallel: the statistics of all processes (simulated others) */
     test_bn_sync(3 * 7 * 7, 32, 2, 1, 0, 0);
     test_bn_sync(2 * 15 * 15, 64, 3, 1, 1, 1);
-    test_bn_sync(1, 40, 2, 0, 0, 0); /* one row here, two over the processes */
+    test_bn_sync(3 * 5 * 5, 40, 4, 0, 0, 1); /* C not a multiple of 32, more processes */
     /* refusals: one value per channel */
     float *g = nanf_dev(64), *gws = dev(gpu->bn_ws_bytes(gpu, 4));
     lt_err_clear();
