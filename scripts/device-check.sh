@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
-# device-check.sh: the one prepared GPU check of issue 6, run on a lent GPU machine.
+# device-check.sh: the one prepared GPU check, run on a lent GPU machine.
 #
 # Why it exists: GPU time is scarce (minutes per task) and CI has no GPU, so one script does it
 # all in one call and keeps going past failures, so that one run gives the most information:
 #   1. the machine: nvidia-smi, driver, CUDA, torch;
 #   2. the binaries: built there with `make -j16 all` when the -dev packages are there, otherwise
-#      the ones built here and carried in .devpack/ (scripts/pack-device.sh) with their libraries;
-#   3. tests/run-cuda.sh: each CUDA op and the full DINOv2 forward against the CPU, and lt-embed on
-#      the GPU vs the CPU (when lt-embed has its GPU path);
-#   4. the benchmark on a random full-size ViT-B/14 (D 768, depth 12, no registers, pos grid 37) at
-#      224: our bf16 teacher at batch 256 and PyTorch's (the machine's own torch, bf16,
-#      scaled_dot_product_attention, same weights/batch/size); accuracy of both against torch
-#      fp32 on 4 images; the GPU time per op class of one forward (vit_bench profile, default
-#      kernels); the throughput with each switch of nn/ops_cuda.h turned back alone (attention in
-#      4-warp blocks, no GEMM autotuning); the earlier kernels of dev/cuda/ (attention v1 and v2,
-#      row ops v1) against the production ones at the ViT-B/14 size (build/dev/cuda/*, each also a
-#      check); lt-embed end to end on 800 generated JPEGs x 8
-#      views, with its own time breakdown (decode, render, copy, teacher, write). (The tf32,
-#      exact-GELU and batch-64 rows of the earlier runs are left out to keep it near 80 s.)
-#   5. one table (also in $OUT/summary.txt). Full log: $OUT/device-check.log.
+#      the ones built here and carried in .devpack/ (scripts/pack-device.sh) with their libraries
+#      (cuDNN is not carried: the machine's own, from PyTorch's nvidia-cudnn wheel, is used);
+#   3. tests/run-cuda.sh: every CUDA test binary (the teacher's ops and forward, the student's
+#      ops and whole steps, the renderer's bytes), lt-embed on the GPU vs the CPU (embeddings,
+#      dumped views), lt-train end to end on the GPU (vs the CPU, kill + resume, a CPU checkpoint
+#      continued, single-process NCCL vs the plain run);
+#   4. then the SECTIONS asked for (default render,student):
+#      teacher  the ViT-B/14 benchmark (ours bf16 vs PyTorch SDPA at batch 256, profile, kernel
+#               switches, earlier kernels of dev/cuda/, accuracy against torch fp32);
+#      render   lt-embed end to end on 800 JPEGs of 300-500 px and 96 of 2000-3000 px, views
+#               rendered on the GPU and on the CPU, and the GPU data path alone (bench_data_gpu);
+#      student  one training step at 224, batch 256 (resnet18, resnet50): ours vs PyTorch eager
+#               fp32, eager bf16 channels_last, torch.compile (resnet18); lt-train end to end;
+#   5. one table (also in $OUT/summary.txt), and $OUT/device-run.json: the line to append to
+#      docs/device-runs.jsonl. Full log: $OUT/device-check.log.
 #
 # Here (no GPU):  make -j2 all && bash scripts/pack-device.sh
-# There:          bash scripts/device-check.sh        (with `carry: [".devpack"]`; about 1.5 minutes)
-# Exit 0 when every test passed, 1 otherwise (the benchmark never fails the script).
+# There:          bash scripts/device-check.sh   (with `carry: [".devpack"]`; BUDGET seconds, 480 by
+#                 default: give the device call timeout_s 540)
+# Exit 0 when every test passed, 1 otherwise (the benchmarks never fail the script).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,16 +40,16 @@ RES=$OUT/results.txt
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 
-# SECTIONS: which parts run after the tests (comma-separated; default all): teacher (the ViT-B/14
+# SECTIONS: which parts run after the tests (comma-separated; default render,student): teacher (the ViT-B/14
 # benchmarks, profile, switches, earlier kernels, accuracy), render (lt-embed and the data path with
 # views rendered on the GPU), student (lt-train's ResNet step on the GPU, when it exists)
-SECTIONS=${SECTIONS:-teacher,render,student}
+SECTIONS=${SECTIONS:-render,student}
 want() { case ",$SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 el() { echo $(($(date +%s) - START)); }
 step() { echo; echo "===== [$(el)s] $*"; }
-# seconds left of the script's budget: BUDGET (default 270) so that it ends, summary printed,
-# inside a 300-second device call even when a step hangs
-BUDGET=${BUDGET:-270}
+# seconds left of the script's budget: BUDGET (default 480) so that it ends, summary printed,
+# inside a 540-second device call even when a step hangs
+BUDGET=${BUDGET:-480}
 left() { echo $((BUDGET - $(el))); }
 tl() { # tl SECONDS: a step's timeout, cut to what is left of the budget (at least 5)
   local l; l=$(left)
@@ -274,6 +276,51 @@ if want render && [ -f "$W" ] && [ "$(left)" -gt 90 ]; then
 fi
 EMBED_LINE="small gpu-render ${EMB[small-gpu]:-n/a}"
 
+# ---- 4c. the student on the GPU (issue 12) ------------------------------------------------------
+# One lt-train step (bench_student: ResNet forward + backward, head, queue KL loss, clipping, LARS)
+# at 224, batch 256, on the CUDA backend (fp32, the only precision it has), against PyTorch on
+# the same card: eager fp32 (TF32 off), eager channels_last + bf16 autocast, and torch.compile of
+# the latter (resnet18 only: compiling resnet50 too would take minutes); then lt-train end to end
+# on the render section's cache (800 JPEGs x 8 views, ViT-B/14 embeddings).
+declare -A ST   # ST[<arch>-<impl>]: img/s
+student_ours() { # student_ours ARCH BATCH REPS
+  if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
+  echo "-- bench_student $1 $2 224 --device cuda"
+  local line
+  line=$(timeout "$(tl 150)" "$WORK/ltenv" build/tests/tools/bench_student "$1" "$2" 224 "$3" --device cuda 2>&1 | tail -1)
+  echo "   $line"
+  ST[$1-ours]=$(echo "$line" | "$PY" -c 'import json,statistics,sys; d=json.loads(sys.stdin.read()); print("%.1f" % (d["batch"] / statistics.median(d["times"])))' 2>/dev/null)
+}
+student_torch() { # student_torch ARCH BATCH REPS VARIANTS
+  if [ "$(left)" -lt 60 ]; then echo "device-check: out of time, skipped"; return; fi
+  echo "-- student_gpu_torch.py $1 $2 224 $3 --variants $4"
+  timeout "$(tl 240)" "$PY" scripts/bench/student_gpu_torch.py "$1" "$2" 224 "$3" --variants "$4" 2>&1 | tee -a "$RES" | grep RESULT
+  local v
+  for v in eager_fp32 eager_bf16 compile_bf16; do
+    ST[$1-$v]=$(grep -F "RESULT arch=$1 batch=$2 variant=$v " "$RES" | tail -1 | sed -n 's/.*img_per_s=\([0-9.]*\).*/\1/p')
+  done
+}
+TRAIN_E2E=""
+if want student; then
+  step "student: one training step at 224, batch 256: ours (fp32) vs PyTorch"
+  student_ours resnet18 256 5
+  student_torch resnet18 256 10 eager_fp32,eager_bf16,compile_bf16
+  student_ours resnet50 256 3
+  student_torch resnet50 256 5 eager_fp32,eager_bf16
+  if [ -f "$WORK/small-gpu.h5" ] && [ "$(left)" -gt 60 ]; then
+    step "lt-train end to end on the GPU: resnet18, batch 256, 4 epochs of the 800-image cache"
+    if timeout "$(tl 150)" "$WORK/ltenv" bin/lt-train -v --device cuda --student resnet18 --batch-size 256 \
+        --epochs 4 --no-tensorboard --out "$WORK/train-out" "$WORK/small-gpu.h5" >"$WORK/train.log" 2>&1; then
+      tail -5 "$WORK/train.log"
+      TRAIN_E2E=$(grep -E "done:" "$WORK/train.log" | tail -1 | sed -n 's/.* \([0-9.]*\) img\/s.*/\1/p')
+    else
+      tail -20 "$WORK/train.log"
+      TRAIN_E2E=FAILED
+    fi
+  fi
+  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
+fi
+
 # ---- 5. summary --------------------------------------------------------------------------------
 val() { # val "<RESULT prefix>" key
   grep -F "RESULT $1" "$RES" | tail -1 | tr ' ' '\n' | sed -n "s/^$2=//p"
@@ -342,6 +389,14 @@ row() { # label views_per_s ms
     printf "  %-34s %12s %14s %8s\n" "$k (set-render)" "$rate" "$teach" "$ratio"
     [ -n "$tline" ] && echo "      $tline"
   done
+  echo "student step at 224, batch 256, img/s (ours: fp32 CUDA backend; goals for resnet18: >= 1.5x"
+  echo "PyTorch eager (bf16, channels_last) and >= 1.0x torch.compile):"
+  printf "  %-10s %10s %12s %12s %14s\n" "" "ours" "torch fp32" "torch bf16" "compile bf16"
+  for a in resnet18 resnet50; do
+    printf "  %-10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-eager_fp32]:-n/a}" \
+      "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
+  done
+  echo "lt-train end to end on the GPU, resnet18 batch 256: ${TRAIN_E2E:-n/a} img/s"
   echo "data path alone on the GPU (decode + 2 views + mix), samples/s; goal >= 30,000:"
   for k in small-stream small-device large-stream large-device; do
     printf "  %-34s %12s\n" "$k" "${DP[$k]:-n/a}"
@@ -362,7 +417,10 @@ emb() { IFS='|' read -r rate teach _ <<<"${EMB[$1]:-||}"; echo "{\"ours\": $(num
   printf ', "lt-embed end-to-end 2000-3000 px": %s, "lt-embed end-to-end 2000-3000 px, views rendered on the CPU": %s' "$(emb large-gpu)" "$(emb large-cpu)"
   printf ', "data-path gpu": {"ours": %s}, "data-path gpu, device-resident images": {"ours": %s}' "$(num "${DP[small-stream]:-}")" "$(num "${DP[small-device]:-}")"
   printf ', "data-path gpu 2000-3000 px": {"ours": %s}, "data-path gpu 2000-3000 px, device-resident images": {"ours": %s}' "$(num "${DP[large-stream]:-}")" "$(num "${DP[large-device]:-}")"
-  [ -n "${STUDENT_JSON:-}" ] && printf ', %s' "$STUDENT_JSON"
+  if want student; then
+    printf ', "train-step resnet18": %s, "train-step resnet50": %s' "$(jst resnet18)" "$(jst resnet50)"
+    printf ', "lt-train end-to-end resnet18": {"ours": %s}' "$(num "$TRAIN_E2E")"
+  fi
   printf '}}\n'
 } >"$OUT/device-run.json"
 cat "$OUT/device-run.json"

@@ -10,8 +10,8 @@
 #   then run on the device with `carry: [".devpack"]`:  bash scripts/device-check.sh
 #
 # .devpack/tree/    bin/lt-*, build/tests/test_cuda_*, build/tests/tools/{vit_bench,dinov2_tool,
-#                   cache_tool,bench_data_gpu}, build/dev/cuda/* (the earlier kernels'
-#                   benchmarks), build/plugins/
+#                   cache_tool,bench_data_gpu,bench_student}, build/dev/cuda/* (the earlier
+#                   kernels' benchmarks), build/plugins/
 #                   (same relative paths as here)
 # .devpack/libs.tar.xz  every non-system library of `ldd` of those binaries, except glibc's own
 #                   (libc, libm, libpthread, libdl, librt, libresolv, ld-linux), libstdc++/libgcc_s (the
@@ -35,7 +35,8 @@ fi
 
 bins=()
 for f in bin/lt-* build/tests/test_cuda_* build/tests/tools/vit_bench build/tests/tools/dinov2_tool \
-         build/tests/tools/cache_tool build/tests/tools/bench_data_gpu build/dev/cuda/* \
+         build/tests/tools/cache_tool build/tests/tools/bench_data_gpu build/tests/tools/bench_student \
+         build/dev/cuda/* \
          build/plugins/*.so; do
   [ -f "$f" ] && [ "${f%.d}" = "$f" ] && [ "${f%.o}" = "$f" ] && bins+=("$f")
 done
