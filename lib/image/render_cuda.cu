@@ -376,80 +376,40 @@ extern "C" void lt_render_gpu_free(lt_render_gpu *r) {
     free(r);
 }
 
-extern "C" int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
-                                   const lt_sample *smp, const int *img, int count, int size,
-                                   uint8_t *a, uint8_t *b, void *stream) {
-    cudaStream_t s = (cudaStream_t)stream;
-    if (count < 1) return 0;
-    /* the previous upload from the staging (and, on a stream change, everything before) */
-    if (r->pending && cuda_check(cudaEventSynchronize(r->uploaded), "waiting for the last upload"))
-        return -1;
-    r->pending = 0;
-    if (r->used && r->last != s &&
-        cuda_check(cudaStreamSynchronize(r->last), "waiting for the last batch"))
-        return -1;
-    r->last = s;
-    r->used = 1;
-    size_t *off = (size_t *)malloc((size_t)(n_images > 0 ? n_images : 1) * sizeof(size_t));
-    if (!off) return lt_err_set("render (GPU): out of memory");
-    size_t total = 0;
-    for (int i = 0; i < n_images; i++) {
-        off[i] = total;
-        total += align256((size_t)images[i].w * images[i].h * 3);
-    }
-    int rc = 0;
-    if (total > r->cap_images) { /* grow: nothing of this object is in flight any more */
-        rc = cuda_check(cudaStreamSynchronize(s), "waiting before growing the image buffers");
-        cudaFreeHost(r->stage);
-        cudaFree(r->images);
-        r->stage = NULL, r->images = NULL, r->cap_images = 0;
-        if (rc == 0) rc = cuda_check(cudaHostAlloc((void **)&r->stage, total, 0), "pinned images");
-        if (rc == 0) rc = cuda_check(cudaMalloc((void **)&r->images, total), "device images");
-        if (rc == 0) r->cap_images = total;
-    }
-    if (rc == 0 && 2 * count > r->cap_jobs) {
+/* The jobs of count samples' primary (a) and partner (b) views from images at dev[i] (w[i], h[i]),
+ * zeros for b rows without a partner; then the render into the object's scratch. */
+static int pairs_render(lt_render_gpu *r, const uint8_t *const *dev, const int32_t *w,
+                        const int32_t *h, int64_t n_images, const lt_sample *smp, const int *img,
+                        int count, int size, uint8_t *a, uint8_t *b, cudaStream_t s) {
+    if (2 * count > r->cap_jobs) {
         free(r->jobs);
         r->jobs = (lt_render_job *)malloc((size_t)2 * count * sizeof *r->jobs);
         r->cap_jobs = r->jobs ? 2 * count : 0;
-        if (!r->jobs) rc = lt_err_set("render (GPU): out of memory");
+        if (!r->jobs) return lt_err_set("render (GPU): out of memory");
     }
     int n = 0;
-    for (int k = 0; rc == 0 && k < 2 * count; k++) {
-        int i = img[k];
+    for (int k = 0; k < 2 * count; k++) {
+        int64_t i = img[k];
         if (i < 0) continue;
-        if (i >= n_images) {
-            rc = lt_err_set("render (GPU): image %d of %d", i, n_images);
-            break;
-        }
-        if (k & 1 && !b) {
-            rc = lt_err_set("render (GPU): a partner view without a buffer for it");
-            break;
-        }
+        if (i >= n_images) return lt_err_set("render (GPU): image %lld of %lld", (long long)i,
+                                             (long long)n_images);
+        if (k & 1 && !b) return lt_err_set("render (GPU): a partner view without a buffer for it");
         lt_render_job *j = &r->jobs[n++];
-        j->rgb = r->images + off[i];
-        j->w = images[i].w;
-        j->h = images[i].h;
+        j->rgb = dev[i];
+        j->w = w[i];
+        j->h = h[i];
         j->r = smp[k / 2].r[k & 1];
         j->out = (k & 1 ? b : a) + (size_t)(k / 2) * size * size * 3;
     }
-    if (rc == 0) {
-        for (int i = 0; i < n_images; i++)
-            memcpy(r->stage + off[i], images[i].rgb, (size_t)images[i].w * images[i].h * 3);
-        if (total)
-            rc = cuda_check(cudaMemcpyAsync(r->images, r->stage, total, cudaMemcpyHostToDevice, s),
-                            "copying the images to the device");
-        if (rc == 0) rc = cuda_check(cudaEventRecord(r->uploaded, s), "cudaEventRecord");
-        if (rc == 0) r->pending = 1;
-    }
     /* partner views of samples without a partner are zeros, as on the CPU */
-    if (rc == 0 && b)
-        for (int k = 0; k < count && rc == 0; k++)
-            if (img[2 * k + 1] < 0)
-                rc = cuda_check(cudaMemsetAsync(b + (size_t)k * size * size * 3, 0,
-                                                (size_t)size * size * 3, s),
-                                "zeroing a partner view");
-    free(off);
-    if (rc != 0 || n == 0) return rc;
+    if (b)
+        for (int k = 0; k < count; k++)
+            if (img[2 * k + 1] < 0 &&
+                cuda_check(cudaMemsetAsync(b + (size_t)k * size * size * 3, 0,
+                                           (size_t)size * size * 3, s),
+                           "zeroing a partner view"))
+                return -1;
+    if (n == 0) return 0;
     size_t need = lt_render_cuda_ws_bytes(r->jobs, n, size);
     if (need > r->cap_ws) {
         if (cuda_check(cudaStreamSynchronize(s), "waiting before growing the render scratch"))
@@ -459,5 +419,93 @@ extern "C" int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int
         if (cuda_check(cudaMalloc((void **)&r->ws, need), "render scratch")) return -1;
         r->cap_ws = need;
     }
-    return lt_render_cuda(r->jobs, n, size, NULL, r->ws, r->cap_ws, stream);
+    return lt_render_cuda(r->jobs, n, size, NULL, r->ws, r->cap_ws, (void *)s);
+}
+
+/* Waits for what the last call on another stream still does (the scratch is reused). */
+static int switch_stream(lt_render_gpu *r, cudaStream_t s) {
+    if (r->used && r->last != s &&
+        cuda_check(cudaStreamSynchronize(r->last), "waiting for the last batch"))
+        return -1;
+    r->last = s;
+    r->used = 1;
+    return 0;
+}
+
+extern "C" int lt_render_gpu_pairs_resident(lt_render_gpu *r, const uint8_t *block,
+                                            const int64_t *offset, const int32_t *width,
+                                            const int32_t *height, int64_t n_images,
+                                            const lt_sample *smp, const int64_t *img, int count,
+                                            int size, uint8_t *a, uint8_t *b, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (count < 1) return 0;
+    if (switch_stream(r, s)) return -1;
+    /* row k's image by its device address: job table entry k (-1: no image) */
+    const uint8_t **dev = (const uint8_t **)malloc((size_t)2 * count * sizeof *dev);
+    int32_t *w = (int32_t *)malloc((size_t)2 * count * sizeof *w);
+    int32_t *h = (int32_t *)malloc((size_t)2 * count * sizeof *h);
+    int *idx = (int *)malloc((size_t)2 * count * sizeof *idx);
+    int rc = dev && w && h && idx ? 0 : lt_err_set("render (GPU): out of memory");
+    for (int k = 0; rc == 0 && k < 2 * count; k++) {
+        idx[k] = img[k] < 0 ? -1 : k;
+        if (img[k] >= n_images) {
+            rc = lt_err_set("render (GPU): image %lld of %lld", (long long)img[k],
+                            (long long)n_images);
+        } else if (img[k] >= 0) {
+            dev[k] = block + offset[img[k]];
+            w[k] = width[img[k]];
+            h[k] = height[img[k]];
+        }
+    }
+    if (rc == 0) rc = pairs_render(r, dev, w, h, 2 * count, smp, idx, count, size, a, b, s);
+    free(dev), free(w), free(h), free(idx);
+    return rc;
+}
+
+extern "C" int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
+                                   const lt_sample *smp, const int *img, int count, int size,
+                                   uint8_t *a, uint8_t *b, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (count < 1) return 0;
+    /* the previous upload from the staging (and, on a stream change, everything before) */
+    if (r->pending && cuda_check(cudaEventSynchronize(r->uploaded), "waiting for the last upload"))
+        return -1;
+    r->pending = 0;
+    if (switch_stream(r, s)) return -1;
+    const int ni = n_images > 0 ? n_images : 1;
+    size_t *off = (size_t *)malloc((size_t)ni * sizeof(size_t));
+    const uint8_t **dev = (const uint8_t **)malloc((size_t)ni * sizeof *dev);
+    int32_t *w = (int32_t *)malloc((size_t)ni * sizeof *w);
+    int32_t *h = (int32_t *)malloc((size_t)ni * sizeof *h);
+    int rc = off && dev && w && h ? 0 : lt_err_set("render (GPU): out of memory");
+    size_t total = 0;
+    for (int i = 0; rc == 0 && i < n_images; i++) {
+        off[i] = total;
+        total += align256((size_t)images[i].w * images[i].h * 3);
+    }
+    if (rc == 0 && total > r->cap_images) { /* grow: nothing of this object is in flight any more */
+        rc = cuda_check(cudaStreamSynchronize(s), "waiting before growing the image buffers");
+        cudaFreeHost(r->stage);
+        cudaFree(r->images);
+        r->stage = NULL, r->images = NULL, r->cap_images = 0;
+        if (rc == 0) rc = cuda_check(cudaHostAlloc((void **)&r->stage, total, 0), "pinned images");
+        if (rc == 0) rc = cuda_check(cudaMalloc((void **)&r->images, total), "device images");
+        if (rc == 0) r->cap_images = total;
+    }
+    if (rc == 0) {
+        for (int i = 0; i < n_images; i++) {
+            memcpy(r->stage + off[i], images[i].rgb, (size_t)images[i].w * images[i].h * 3);
+            dev[i] = r->images + off[i];
+            w[i] = images[i].w;
+            h[i] = images[i].h;
+        }
+        if (total)
+            rc = cuda_check(cudaMemcpyAsync(r->images, r->stage, total, cudaMemcpyHostToDevice, s),
+                            "copying the images to the device");
+        if (rc == 0) rc = cuda_check(cudaEventRecord(r->uploaded, s), "cudaEventRecord");
+        if (rc == 0) r->pending = 1;
+    }
+    if (rc == 0) rc = pairs_render(r, dev, w, h, n_images, smp, img, count, size, a, b, s);
+    free(off), free(dev), free(w), free(h);
+    return rc;
 }

@@ -67,6 +67,15 @@ int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
                         const lt_sample *smp, const int *img, int count, int size, uint8_t *a,
                         uint8_t *b, void *stream);
 
+/* The same from images already in device memory (a decoded-image pool uploaded once: image i is
+ * (height[i], width[i], 3) uint8 at block + offset[i], host arrays offset, width, height of
+ * n_images): img (count, 2) holds the samples' image indices (-1: no partner). Nothing is uploaded
+ * but the job descriptors. */
+int lt_render_gpu_pairs_resident(lt_render_gpu *r, const uint8_t *block, const int64_t *offset,
+                                 const int32_t *width, const int32_t *height, int64_t n_images,
+                                 const lt_sample *smp, const int64_t *img, int count, int size,
+                                 uint8_t *a, uint8_t *b, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

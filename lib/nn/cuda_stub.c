@@ -254,6 +254,15 @@ int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
     return no_cuda("render on the GPU");
 }
 
+int lt_render_gpu_pairs_resident(lt_render_gpu *r, const uint8_t *block, const int64_t *offset,
+                                 const int32_t *width, const int32_t *height, int64_t n_images,
+                                 const lt_sample *smp, const int64_t *img, int count, int size,
+                                 uint8_t *a, uint8_t *b, void *stream) {
+    (void)r, (void)block, (void)offset, (void)width, (void)height, (void)n_images, (void)smp,
+        (void)img, (void)count, (void)size, (void)a, (void)b, (void)stream;
+    return no_cuda("render on the GPU");
+}
+
 lt_backend *lt_backend_cuda(int device_index) {
     (void)device_index;
     no_cuda("cuda backend");
