@@ -1,7 +1,7 @@
 /* cache_view.c: one view rendered from a cache, as lt-train's loader and lt-inspect need it: the
  * stored bytes of an image, decoded under the cache's pixel limit, rendered with a stored recipe
  * by the same function lt-embed used (see cache.h); and the decode step alone, for lt-train's
- * image pool (train/image_pool.h), which renders many views from one decode. */
+ * image pool (data/image_pool.h), which renders many views from one decode. */
 #include <stdlib.h>
 
 #include "core/error.h"

@@ -34,6 +34,7 @@
 #include "core/threads.h"
 #include "core/version.h"
 #include "data/cache_check.h"
+#include "data/image_pool.h"
 #include "embed/internal.h"
 #include "image/decode.h"
 #include "image/render.h"
@@ -228,7 +229,13 @@ static int64_t work_sample(const embed_run *R, int64_t k) {
 typedef struct {
     int64_t index; /* image index, -1 if the slot is free */
     lt_image im;
+    int borrowed;  /* im is the pool's (never freed here) */
 } decoded_slot;
+
+static void slot_free(decoded_slot *s) {
+    if (!s->borrowed) lt_image_free(&s->im);
+    s->borrowed = 0;
+}
 
 /* The stored bytes of image img, as lt-train will read them: from CACHE.partial, or (--shard) from
  * the part that holds it. */
@@ -256,7 +263,13 @@ static int decode_batch(embed_run *R, const lt_sample *smp, int count, int64_t m
                 found = ns++;
                 slots[found].index = img;
                 slots[found].im.rgb = NULL;
-                if (image_bytes(R, img, &bytes[found], &nbytes[found]) != 0) goto fail;
+                slots[found].borrowed = 0;
+                if (R->pool && R->pool->block) { /* decoded already (--image-pool host) */
+                    slots[found].im = lt_image_pool_image(R->pool, img);
+                    slots[found].borrowed = 1;
+                } else if (image_bytes(R, img, &bytes[found], &nbytes[found]) != 0) {
+                    goto fail;
+                }
             }
             slot_of[2 * s + k] = found;
         }
@@ -265,6 +278,7 @@ static int decode_batch(embed_run *R, const lt_sample *smp, int count, int64_t m
     char msg[512] = "";
 #pragma omp parallel for schedule(dynamic, 1)
     for (int j = 0; j < ns; j++) {
+        if (slots[j].borrowed) continue;
         if (lt_image_decode(bytes[j], nbytes[j], max_pixels, &slots[j].im) != 0) {
 #pragma omp critical
             {
@@ -285,7 +299,7 @@ static int decode_batch(embed_run *R, const lt_sample *smp, int count, int64_t m
 fail:
     if (bytes)
         for (int j = 0; j < ns; j++) free(bytes[j]);
-    for (int j = 0; j < ns; j++) lt_image_free(&slots[j].im);
+    for (int j = 0; j < ns; j++) slot_free(&slots[j]);
     free(bytes);
     free(nbytes);
     *n_slots = 0;
@@ -412,7 +426,7 @@ static int prepare_batch(embed_run *R, int64_t k, int count, batch_buffers *b, u
                           b->slot_of);
     double t1 = lt_now();
     if (rc == 0) rc = render_views(R->o, sample_base(R), count, b, va, vb, lambda, x);
-    for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
+    for (int j = 0; j < n_slots; j++) slot_free(&b->slots[j]);
     R->rep->t_decode += t1 - t0;
     R->rep->t_render += lt_now() - t1;
     return rc;
@@ -501,6 +515,24 @@ static int submit_gpu_rendered(embed_run *R, lt_dinov2_gpu *g, lt_render_gpu *rg
         b->smp[j] = R->samples[b->sidx[j]];
         b->lambda[j] = b->smp[j].image[1] >= 0 ? b->smp[j].lambda : 1.0f;
     }
+    if (R->dev_block) { /* every image is on the GPU already (--image-pool device) */
+        int64_t *img = lt_malloc((size_t)count * 2 * sizeof *img, "batch images");
+        uint8_t *da = NULL, *db = NULL;
+        void *stream = NULL;
+        int rc = img ? 0 : -1;
+        for (int j = 0; rc == 0 && j < count; j++)
+            img[2 * j] = b->smp[j].image[0], img[2 * j + 1] = b->smp[j].image[1];
+        if (rc == 0) rc = lt_dinov2_gpu_slot_views(g, slot, count, size, size, &da, &db, &stream);
+        if (rc == 0)
+            rc = lt_render_gpu_pairs_resident(rg, R->dev_block, R->pool->offset, R->pool->width,
+                                              R->pool->height, R->pool->n, b->smp, img, count,
+                                              size, da, o->mixup ? db : NULL, stream);
+        if (rc == 0)
+            rc = lt_dinov2_gpu_submit_filled(g, slot, o->mixup, b->lambda, o->transform.mean,
+                                             o->transform.std, count, size, size);
+        free(img);
+        return rc;
+    }
     double t0 = lt_now();
     int n_slots = 0;
     int rc = decode_batch(R, b->smp, count, o->max_pixels, b->slots, &n_slots, b->slot_of);
@@ -521,7 +553,7 @@ static int submit_gpu_rendered(embed_run *R, lt_dinov2_gpu *g, lt_render_gpu *rg
         rc = lt_dinov2_gpu_submit_filled(g, slot, o->mixup, b->lambda, o->transform.mean,
                                          o->transform.std, count, size, size);
     free(ims);
-    for (int j = 0; j < n_slots; j++) lt_image_free(&b->slots[j].im);
+    for (int j = 0; j < n_slots; j++) slot_free(&b->slots[j]);
     return rc;
 }
 
@@ -626,6 +658,52 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     return rc;
 }
 
+/* --image-pool: where the embedding pass finds the decoded images. auto: in GPU memory when the
+ * views are rendered there and the images take at most half of the free device memory, else in
+ * host memory when they fit the budget, else decoded per batch (stream). A part (--shard) reads
+ * partners from other parts' files: stream only. The kind and the sizes are said at start. */
+static int setup_pool(embed_run *R) {
+    const lt_embed_opts *o = R->o;
+    lt_pool_kind kind = (lt_pool_kind)o->image_pool;
+    const int64_t need = lt_pool_decoded_bytes(R->part);
+    const int64_t budget = o->pool_memory > 0 ? o->pool_memory : lt_pool_default_budget();
+    const int64_t dev_free = R->gpu_render ? (int64_t)lt_render_gpu_free_memory() : 0;
+    char need_s[32], budget_s[32], dev_s[32];
+    lt_human_bytes((double)need, need_s, sizeof need_s);
+    lt_human_bytes((double)budget, budget_s, sizeof budget_s);
+    lt_human_bytes((double)dev_free, dev_s, sizeof dev_s);
+    if (kind == LT_POOL_HOST && need > budget)
+        return lt_err_set("--image-pool host: the decoded images take %s (%lld bytes), more than "
+                          "the budget of %s (--pool-memory); raise it or use --image-pool stream",
+                          need_s, (long long)need, budget_s);
+    if (kind == LT_POOL_AUTO)
+        kind = o->shard_count ? LT_POOL_STREAM
+               : R->gpu_render && need <= dev_free / 2 ? LT_POOL_DEVICE
+               : need <= budget ? LT_POOL_HOST : LT_POOL_STREAM;
+    if (kind == LT_POOL_STREAM) {
+        lt_info("image pool: stream (each batch decodes its images; all of them decoded would "
+                "take %s, budget %s)", need_s, budget_s);
+        return 0;
+    }
+    lt_image_pool *p = NULL;
+    if (lt_image_pool_build(R->part, lt_threads_get(), 1, &p) != 0) return -1;
+    R->pool = p;
+    lt_debug("image pool: %lld images decoded in %.2f s on %d threads", (long long)p->n,
+             p->decode_s, p->threads);
+    if (kind == LT_POOL_HOST) {
+        lt_info("image pool: host, %lld images decoded, %s of %s budget", (long long)p->n, need_s,
+                budget_s);
+        return 0;
+    }
+    if (lt_render_gpu_upload_block(p->block, (size_t)p->bytes, &R->dev_block) != 0)
+        return lt_err_prefix("--image-pool device (%s of %s free on the GPU)", need_s, dev_s);
+    free(p->block); /* the GPU renders from its copy; the host keeps the offsets and sizes */
+    p->block = NULL;
+    lt_info("image pool: device, %lld images decoded, %s of GPU memory (%s free)", (long long)p->n,
+            need_s, dev_s);
+    return 0;
+}
+
 /* Phase B: embeds the work rows the log lacks. LT_EXIT_*. */
 static int embed_views(embed_run *R) {
     lt_embed_report *rep = R->rep;
@@ -635,6 +713,7 @@ static int embed_views(embed_run *R) {
     if (done > 0)
         lt_info("continuing an interrupted run: %lld of %lld views were embedded already",
                 (long long)done, (long long)W);
+    if (done < W && setup_pool(R) != 0) return LT_EXIT_ERROR;
     int rc = done < W ? (R->gpu ? pass2_gpu : pass2_cpu)(R, done, W) : 0;
     rep->views_done = lt_emblog_rows(R->log);
     if (rc == 0) rc = lt_emblog_sync(R->log);
@@ -960,6 +1039,14 @@ static int setup_device(embed_run *R) {
         return lt_err_set("--render gpu: the views are rendered on the GPU only when the teacher "
                           "runs there (--device cuda)");
     R->gpu_render = R->gpu && o->render != LT_RENDER_CPU;
+    const lt_pool_kind kind = (lt_pool_kind)o->image_pool;
+    if (o->shard_count && kind != LT_POOL_AUTO && kind != LT_POOL_STREAM)
+        return lt_err_set("--image-pool %s: a part (--shard) reads the partners of its samples "
+                          "from the other parts' files, so its images are decoded per batch; use "
+                          "--image-pool stream or auto", lt_pool_kind_name(kind));
+    if (kind == LT_POOL_DEVICE && !R->gpu_render)
+        return lt_err_set("--image-pool device: the images are kept in GPU memory only when the "
+                          "views are rendered there (--device cuda, --render auto or gpu)");
     R->B = o->batch_size > 0 ? o->batch_size : R->gpu ? 256 : 32;
     R->rep->gpu = R->gpu;
     R->rep->gpu_render = R->gpu_render;
@@ -1110,6 +1197,8 @@ static void run_free(embed_run *R) {
     lt_cache_close(R->part);
     lt_cache_close(R->base);
     lt_dinov2_free(R->teacher);
+    lt_render_gpu_free_block(R->dev_block);
+    lt_image_pool_free(R->pool);
     free(R->samples);
     free(R->settings);
     free(R->partial);

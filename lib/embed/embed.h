@@ -51,6 +51,9 @@ typedef struct {
     lt_device device;
     int precision;               /* GPU teacher: LT_PREC_BF16 (default), LT_PREC_TF32, LT_PREC_FP32 */
     lt_render_where render;
+    int image_pool;              /* lt_pool_kind (data/image_pool.h): where the decoded images of
+                                    the embedding pass live; LT_POOL_AUTO by default */
+    int64_t pool_memory;         /* its host budget in bytes; 0: half of MemAvailable */
     uint64_t seed;
     int64_t max_pixels;
     int max_side;                /* --max-side: store images whose long side exceeds it resized

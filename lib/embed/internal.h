@@ -6,6 +6,7 @@
 
 #include "core/sha256.h"
 #include "data/cache.h"
+#include "data/image_pool.h"
 #include "data/scan.h"
 #include "embed/embed.h"
 #include "embed/emblog.h"
@@ -78,6 +79,8 @@ typedef struct {
     int64_t N, S;                /* images and samples of this cache (of this part with --shard) */
     int gpu, B;
     int gpu_render; /* views rendered on the GPU (image/render_cuda.h) */
+    lt_image_pool *pool;        /* the decoded images (--image-pool host or device), or NULL */
+    uint8_t *dev_block;         /* device: the pool's images in GPU memory (pool->block freed) */
     lt_shard_survey shard;       /* --shard (opts.shard_count > 0) */
 } embed_run;
 

@@ -432,6 +432,32 @@ static int switch_stream(lt_render_gpu *r, cudaStream_t s) {
     return 0;
 }
 
+extern "C" int lt_render_gpu_upload_block(const uint8_t *host, size_t bytes, uint8_t **dev) {
+    *dev = NULL;
+    if (cuda_check(cudaMalloc((void **)dev, bytes ? bytes : 1), "device memory for the images"))
+        return -1;
+    if (bytes && cuda_check(cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice),
+                            "copying the images to the device")) {
+        cudaFree(*dev);
+        *dev = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void lt_render_gpu_free_block(uint8_t *dev) {
+    if (dev) cudaFree(dev);
+}
+
+extern "C" size_t lt_render_gpu_free_memory(void) {
+    size_t fr = 0, total = 0;
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return fr;
+}
+
 extern "C" int lt_render_gpu_pairs_resident(lt_render_gpu *r, const uint8_t *block,
                                             const int64_t *offset, const int32_t *width,
                                             const int32_t *height, int64_t n_images,

@@ -67,6 +67,12 @@ int lt_render_gpu_pairs(lt_render_gpu *r, const lt_image *images, int n_images,
                         const lt_sample *smp, const int *img, int count, int size, uint8_t *a,
                         uint8_t *b, void *stream);
 
+/* A copy of host (bytes) in device memory, *dev (free with lt_render_gpu_free_block); and the
+ * device memory free now (0 when there is no device). */
+int lt_render_gpu_upload_block(const uint8_t *host, size_t bytes, uint8_t **dev);
+void lt_render_gpu_free_block(uint8_t *dev);
+size_t lt_render_gpu_free_memory(void);
+
 /* The same from images already in device memory (a decoded-image pool uploaded once: image i is
  * (height[i], width[i], 3) uint8 at block + offset[i], host arrays offset, width, height of
  * n_images): img (count, 2) holds the samples' image indices (-1: no partner). Nothing is uploaded

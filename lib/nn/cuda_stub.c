@@ -263,6 +263,14 @@ int lt_render_gpu_pairs_resident(lt_render_gpu *r, const uint8_t *block, const i
     return no_cuda("render on the GPU");
 }
 
+int lt_render_gpu_upload_block(const uint8_t *host, size_t bytes, uint8_t **dev) {
+    (void)host, (void)bytes;
+    *dev = NULL;
+    return no_cuda("render on the GPU");
+}
+void lt_render_gpu_free_block(uint8_t *dev) { (void)dev; }
+size_t lt_render_gpu_free_memory(void) { return 0; }
+
 lt_backend *lt_backend_cuda(int device_index) {
     (void)device_index;
     no_cuda("cuda backend");

@@ -1,7 +1,7 @@
 /* loader.h: lt-train's sample loader: the epoch order, and worker threads that render each
  * sample's primary and partner views with the same function lt-embed used (image/render.h), ahead
  * of the compute, from the images of a decoded pool or decoding the stored bytes per view
- * (train/image_pool.h; the same bytes either way). The batch carries the uint8 views and the stored λ;
+ * (data/image_pool.h; the same bytes either way). The batch carries the uint8 views and the stored λ;
  * mixing and normalising are the backend's mix_normalize (nn/backend.h), so a GPU backend copies
  * bytes, not floats, and does that work on the device.
  *
@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "data/cache.h"
-#include "train/image_pool.h"
+#include "data/image_pool.h"
 
 typedef struct {
     lt_cache *cache;
@@ -34,7 +34,7 @@ typedef struct {
     int64_t first_step;      /* global step of the first batch delivered */
     int64_t last_step;       /* one past the last step to deliver */
     int64_t max_resident_bytes; /* embeddings are kept in memory when they fit under this */
-    const lt_image_pool *pool;  /* every image decoded (host pool, train/image_pool.h), owned by
+    const lt_image_pool *pool;  /* every image decoded (host pool, data/image_pool.h), owned by
                                    the caller and kept until lt_loader_free; NULL: the workers
                                    decode per view (the stream kind) */
     int64_t recent_bytes;       /* without a pool: bytes of recently decoded images each worker

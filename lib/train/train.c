@@ -741,7 +741,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     double base_lr = o->lr > 0 ? o->lr : lt_default_lr(o->optimizer, o->batch_size);
     int64_t last = o->steps > 0 && o->steps < total ? o->steps : total;
     int64_t ckpt_every = o->checkpoint_every > 0 ? o->checkpoint_every : spe;
-    /* The image pool (train/image_pool.h): its kind is settled here, before any work; it is
+    /* The image pool (data/image_pool.h): its kind is settled here, before any work; it is
      * decoded just before the loader starts. */
     const int64_t pool_need = lt_pool_decoded_bytes(cache);
     const int64_t pool_budget = o->pool_memory > 0 ? o->pool_memory

@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "train/comm.h"
-#include "train/image_pool.h"
+#include "data/image_pool.h"
 #include "train/optim.h"
 
 /* Above this many epochs per cached view (E/V) lt-train warns: each view is a fixed teacher

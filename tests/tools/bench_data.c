@@ -10,7 +10,7 @@
  * {"samples": S, "threads": N, "times": [seconds per pass...]}. --hash adds "hash": a digest of
  * every rendered view and mixed input of the last pass (independent of N), to check that a speed
  * change to the renderer leaves its output bit-identical. --pool first decodes every image of the
- * cache into lt-train's host image pool (train/image_pool.h) on N threads, timed apart as
+ * cache into lt-train's host image pool (data/image_pool.h) on N threads, timed apart as
  * "pool_s", then renders every view from the pool instead of decoding: lt-train --image-pool host
  * against stream; the hash is the same either way. */
 #include <pthread.h>
@@ -23,7 +23,7 @@
 #include "data/cache.h"
 #include "image/decode.h"
 #include "image/render.h"
-#include "train/image_pool.h"
+#include "data/image_pool.h"
 
 typedef struct {
     lt_cache *c;

@@ -11,6 +11,7 @@
 
 #include "core/cli.h"
 #include "core/error.h"
+#include "data/image_pool.h"
 #include "core/lock.h"
 #include "core/log.h"
 #include "core/signals.h"
@@ -45,6 +46,13 @@ static void usage(FILE *f) {
         "  --precision bf16|tf32|fp32  GPU teacher arithmetic (default bf16; the CPU is fp32)\n"
         "  --render auto|cpu|gpu  where the views are rendered (default auto: on the GPU when the\n"
         "                        teacher runs there; the same bytes either way)\n"
+        "  --image-pool KIND     where the embedding pass finds the decoded images: device (GPU\n"
+        "                        memory, views rendered there), host (memory), stream (each\n"
+        "                        batch decodes its own) or auto (default: device when they take\n"
+        "                        at most half the free GPU memory, else host when they fit\n"
+        "                        --pool-memory, else stream; a --shard part: stream)\n"
+        "  --pool-memory SIZE    the host pool's budget, bytes or with a K/M/G/T suffix (default:\n"
+        "                        half of MemAvailable)\n"
         "  --threads N           CPU threads, 0 = all cores (default 0)\n"
         "  --dump-views DIR      also write each rendered view as DIR/<sample>_a.png (primary)\n"
         "                        and _b.png (mixup partner)\n"
@@ -94,7 +102,8 @@ enum {
     OPT_TEACHER = 256, OPT_VIEWS, OPT_IMAGE_SIZE, OPT_BATCH, OPT_SEED, OPT_NO_MIXUP, OPT_DEVICE,
     OPT_THREADS, OPT_DUMP, OPT_DTYPE, OPT_ZSTD, OPT_MAXPIX, OPT_OVERWRITE, OPT_CROP_SCALE,
     OPT_CROP_RATIO, OPT_HFLIP, OPT_JITTER_P, OPT_JITTER, OPT_GRAY, OPT_BLUR, OPT_MEAN, OPT_STD,
-    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE, OPT_RENDER, OPT_MAX_SIDE
+    OPT_PRECISION, OPT_APPEND, OPT_SHARD, OPT_MERGE, OPT_RENDER, OPT_MAX_SIDE, OPT_POOL,
+    OPT_POOL_MEM
 };
 
 static const struct option long_opts[] = {
@@ -107,6 +116,8 @@ static const struct option long_opts[] = {
     {"device", required_argument, 0, OPT_DEVICE},
     {"precision", required_argument, 0, OPT_PRECISION},
     {"render", required_argument, 0, OPT_RENDER},
+    {"image-pool", required_argument, 0, OPT_POOL},
+    {"pool-memory", required_argument, 0, OPT_POOL_MEM},
     {"threads", required_argument, 0, OPT_THREADS},
     {"dump-views", required_argument, 0, OPT_DUMP},
     {"dtype", required_argument, 0, OPT_DTYPE},
@@ -176,6 +187,13 @@ static int apply(int c, const char *arg, lt_embed_opts *o, int *verbosity) {
         else if (!strcmp(arg, "gpu")) o->render = LT_RENDER_GPU;
         else return lt_err_set("--render: expected auto, cpu or gpu, got '%s'", arg);
         return 0;
+    case OPT_POOL: {
+        lt_pool_kind k;
+        if (lt_pool_kind_parse(arg, &k) != 0) return -1;
+        o->image_pool = (int)k;
+        return 0;
+    }
+    case OPT_POOL_MEM: return lt_parse_bytes("pool-memory", arg, 1, &o->pool_memory);
     case OPT_DUMP: o->dump_views_dir = arg; return 0;
     case OPT_DTYPE:
         if (lt_emb_type_parse(arg, &o->emb_type) != 0)

@@ -1,6 +1,6 @@
 /* image_pool.c: lt-train's decoded images (see image_pool.h): the host pool, decoded once by a
  * few threads that take images in turn, and the stream kind's per-worker recent images. */
-#include "train/image_pool.h"
+#include "data/image_pool.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,5 +1,7 @@
-/* image_pool.h: lt-train's decoded images (--image-pool), so the loader's workers render views
- * without decoding the same stored JPEG/PNG bytes again for every view.
+/* image_pool.h: the decoded images of a cache (--image-pool of lt-train and lt-embed), so views
+ * are rendered without decoding the same stored JPEG/PNG bytes again for every view: lt-train's
+ * loader workers render from it, and lt-embed's embedding pass (on the CPU, or uploaded once to
+ * the GPU, whose renderer reads it there: image/render_cuda.h lt_render_gpu_pairs_resident).
  *
  * Kinds: host decodes every image of the cache once, at start, on all the process's threads, into
  * one block of host memory that the workers render from; stream decodes per view as before, each
