@@ -151,6 +151,9 @@ e2e || fail=1
 #   train-nccl-single    LT_NCCL=1 (the NCCL communicator with one process) against the plain GPU
 #                        run: losses within 1e-4, weights NMSE <= 1e-6 (its batch norm takes the
 #                        data-parallel formulas)
+#   train-gpu-views      --image-pool device (views rendered on the GPU from the images in GPU
+#                        memory) against --image-pool host (rendered on the CPU): the same
+#                        student, bit for bit (the same views, the same deterministic step)
 compare_runs() { # compare_runs OUT_A OUT_B LOSS_RTOL W_NMSE: exit 0 when within, prints a line
   "$PYTHON" - "$@" <<'PYEOF'
 import json, struct, sys
@@ -192,7 +195,7 @@ e2e_train() {
       "$tmp/data" "$tmp/cache.h5" ||
     { echo "run-cuda: e2e-train FAIL (could not make the cache)"; return 1; }
   local common=(-q --student resnet18 --batch-size 8 --epochs 2 --queue-size 16 --seed 3
-                --checkpoint-every 2 --no-tensorboard)
+                --checkpoint-every 2 --no-tensorboard --image-pool host)
   echo "== lt-train --device cpu / cuda"
   run_bin "$train" "${common[@]}" --device cpu --out "$tmp/cpu" "$tmp/cache.h5" &&
     run_bin "$train" "${common[@]}" --device cuda --out "$tmp/gpu" "$tmp/cache.h5" ||
@@ -234,6 +237,14 @@ e2e_train() {
     echo "run-cuda: train-nccl-single PASS ($line)"
   else
     echo "run-cuda: train-nccl-single FAIL (${line:-lt-train exited non-zero})"; rc=1
+  fi
+  ran=$((ran + 1))
+  # views rendered on the GPU from the device pool (the later --image-pool wins)
+  if run_bin "$train" "${common[@]}" --device cuda --image-pool device --out "$tmp/gpuviews" "$tmp/cache.h5" &&
+     cmp -s "$tmp/gpuviews/student.safetensors" "$tmp/gpu/student.safetensors"; then
+    echo "run-cuda: train-gpu-views PASS (views rendered on the GPU: the same student, bit for bit)"
+  else
+    echo "run-cuda: train-gpu-views FAIL (--image-pool device differs from --image-pool host)"; rc=1
   fi
   ran=$((ran + 1))
   return $rc

@@ -114,12 +114,16 @@ static int fill_batch(lt_loader *l, worker_scratch *ws, int64_t step, lt_batch *
         int64_t s = lt_epoch_sample(ws->perm, pos0 + i, l->o.seed, epoch, l->N, l->V, l->o.shuffle);
         const lt_sample *sm = &l->samples[s];
         b->sample[i] = s;
-        uint8_t *va = b->a + (size_t)i * view, *vb = b->b + (size_t)i * view;
-        if (render_view(l, ws, sm->image[0], &sm->r[0], va) != 0) return -1;
         int mixed = sm->image[1] >= 0;
-        if (mixed && render_view(l, ws, sm->image[1], &sm->r[1], vb) != 0) return -1;
-        /* no partner: λ = 1 weighs the (zero) partner by exactly 0, the same value as no mix */
-        if (!mixed) memset(vb, 0, view);
+        if (b->smp) {
+            b->smp[i] = *sm;
+        } else {
+            uint8_t *va = b->a + (size_t)i * view, *vb = b->b + (size_t)i * view;
+            if (render_view(l, ws, sm->image[0], &sm->r[0], va) != 0) return -1;
+            if (mixed && render_view(l, ws, sm->image[1], &sm->r[1], vb) != 0) return -1;
+            /* no partner: λ = 1 weighs the (zero) partner by exactly 0, as no mix */
+            if (!mixed) memset(vb, 0, view);
+        }
         b->lambda[i] = mixed ? sm->lambda : 1.0f;
         if (teacher_row(l, s, b->t + (int64_t)i * l->D) != 0) return -1;
     }
@@ -258,12 +262,17 @@ int lt_loader_start(const lt_loader_opts *o, lt_loader **out) {
         b->B = rows;
         b->size = l->size;
         b->D = l->D;
-        b->a = lt_malloc(xn, "batch views");
-        b->b = lt_malloc(xn, "batch partner views");
+        if (o->recipes_only) {
+            b->smp = lt_malloc((size_t)rows * sizeof *b->smp, "batch recipes");
+        } else {
+            b->a = lt_malloc(xn, "batch views");
+            b->b = lt_malloc(xn, "batch partner views");
+        }
         b->lambda = lt_malloc((size_t)rows * sizeof(float), "batch mixup weights");
         b->t = lt_malloc((size_t)rows * l->D * sizeof(float), "batch teacher");
         b->sample = lt_malloc((size_t)rows * sizeof(int64_t), "batch samples");
-        if (!b->a || !b->b || !b->lambda || !b->t || !b->sample) {
+        if (!(o->recipes_only ? b->smp != NULL : b->a && b->b) || !b->lambda || !b->t ||
+            !b->sample) {
             lt_loader_free(l);
             return -1;
         }
@@ -329,6 +338,7 @@ void lt_loader_free(lt_loader *l) {
             free(l->slots[k].b.lambda);
             free(l->slots[k].b.t);
             free(l->slots[k].b.sample);
+            free(l->slots[k].b.smp);
         }
     free(l->slots);
     free(l->samples);

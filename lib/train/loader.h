@@ -34,6 +34,8 @@ typedef struct {
     int64_t first_step;      /* global step of the first batch delivered */
     int64_t last_step;       /* one past the last step to deliver */
     int64_t max_resident_bytes; /* embeddings are kept in memory when they fit under this */
+    int recipes_only;        /* deliver each row's sample (recipes, images) instead of rendered
+                                views: the GPU renders them (--image-pool device); a, b NULL */
     const lt_image_pool *pool;  /* every image decoded (host pool, data/image_pool.h), owned by
                                    the caller and kept until lt_loader_free; NULL: the workers
                                    decode per view (the stream kind) */
@@ -49,6 +51,7 @@ typedef struct {
     float *lambda;   /* (B) mixup weight of a */
     float *t;        /* (B, D) teacher embeddings, L2-normalised again after the float16 decode */
     int64_t *sample; /* (B) cache sample index of each row */
+    lt_sample *smp;  /* (B) with recipes_only: each row's sample (images, recipes, λ); else NULL */
 } lt_batch;
 
 typedef struct lt_loader lt_loader;

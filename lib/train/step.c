@@ -191,7 +191,8 @@ int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const fl
     }
     if (be->mem != LT_MEM_HOST) { /* bytes, not floats, go up; the walk reads them from there */
         size_t views = (size_t)B * HW * 3;
-        if (be->upload(be, st->a, a, views) || be->upload(be, st->b, b, views) ||
+        /* a NULL: the views were made in st->a, st->b on the device (lt_student_views) */
+        if ((a && (be->upload(be, st->a, a, views) || be->upload(be, st->b, b, views))) ||
             be->upload(be, st->lambda, lambda, (size_t)B * sizeof(float)) ||
             be->upload(be, st->t, t, (size_t)B * D * sizeof(float)))
             return -1;

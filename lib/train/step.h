@@ -70,14 +70,17 @@ void lt_student_free(lt_student *st);
  * queue (gathered from every process), normalises batch norm over the rows of all processes,
  * reports the loss of the global batch, and averages every gradient over the processes before
  * clipping, so that every process takes the same update as one process with the global batch.
- * Every process must call lt_student_step for every step. comm->size == 1 changes nothing. */
+ * Every process must call lt_student_step for every step. comm->size == 1 changes nothing
+ * (unless comm has device collectives: train.c's LT_NCCL=1 check runs the data-parallel path). */
 int lt_student_data_parallel(lt_student *st, lt_comm *comm);
 
 /* One training step on the views a, b (B, size, size, 3) uint8 with mixup weights lambda (B) (a
  * sample without a partner: λ = 1) and the teacher rows t (B, D), all in host memory, with
- * learning rate lr (already scheduled), temperature tau and clipping max norm clip. *loss and *gnorm get the loss and the gradient norm before clipping; when either is not
- * finite the step stops there (no update) and returns 0: the caller decides. -1 + lt_err on a
- * backend failure. */
+ * learning rate lr (already scheduled), temperature tau and clipping max norm clip. On a device
+ * backend a and b may be NULL: the views were written into st->a and st->b (device, (B, size,
+ * size, 3) each) by the GPU renderer on the backend's stream. *loss and *gnorm get the loss and
+ * the gradient norm before clipping; when either is not finite the step stops there (no update)
+ * and returns 0: the caller decides. -1 + lt_err on a backend failure. */
 int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
                     const float *t, int B, double tau, double clip, double lr, double *loss,
                     double *gnorm);

@@ -37,6 +37,7 @@
 #include "core/threads.h"
 #include "core/version.h"
 #include "data/cache.h"
+#include "image/render_cuda.h"
 #include "models/resnet.h"
 #include "nn/backend.h"
 #include "nn/kd.h"
@@ -669,6 +670,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     lt_cache *cache = NULL;
     lt_loader *loader = NULL;
     lt_image_pool *pool = NULL; /* the host image pool, or NULL (the stream kind) */
+    uint8_t *dev_block = NULL;  /* --image-pool device: the pool's images in GPU memory */
+    lt_render_gpu *rgpu = NULL; /* and the renderer's scratch */
+    int64_t *img_rows = NULL;   /* (B, 2) a batch's image indices, for that renderer */
     lt_knn_monitor *mon = NULL; /* --eval-data */
     lt_student tr;
     memset(&tr, 0, sizeof tr);
@@ -762,8 +766,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         rc = LT_EXIT_USAGE;
         goto done;
     }
-    if (pool_kind == LT_POOL_AUTO) pool_kind = pool_need <= pool_budget ? LT_POOL_HOST
-                                                                         : LT_POOL_STREAM;
+    /* auto: device once the backend is known to be on a GPU (below), else host or stream */
+    const int pool_auto = pool_kind == LT_POOL_AUTO;
+    if (pool_auto) pool_kind = pool_need <= pool_budget ? LT_POOL_HOST : LT_POOL_STREAM;
     char identity[65] = "";
     double t_id = lt_now();
     if (lead && lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
@@ -772,6 +777,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int resume = 0;
     if (lead && inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open_local(o->device, threads, comm->local_rank))) goto done;
+    if (pool_auto && be->mem == LT_MEM_DEVICE &&
+        pool_need <= (int64_t)(lt_render_gpu_free_memory() / 2))
+        pool_kind = LT_POOL_DEVICE; /* the images take at most half of the free GPU memory */
     if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
         lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
                    "and needs a GPU backend; this run trains on the %s (--device %s): use "
@@ -842,17 +850,29 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         char n_s[32];
         grouped(N, n_s, sizeof n_s);
         if (pool_kind == LT_POOL_HOST || pool_kind == LT_POOL_DEVICE) {
-            /* every process pools every image: its rows of a batch change with the epoch order.
-             * A device backend would upload pool->block here (image_pool.h). */
+            /* every process pools every image: its rows of a batch change with the epoch order */
             if (lt_image_pool_build(cache, threads, lead, &pool) != 0) goto done;
             if (lead) {
-                lt_info("image pool: %s, %s images decoded, %s of %s budget",
-                        lt_pool_kind_name(pool_kind), n_s, need_s, budget_s);
+                lt_info("image pool: %s, %s images decoded, %s of %s", lt_pool_kind_name(pool_kind),
+                        n_s, need_s, pool_kind == LT_POOL_DEVICE ? "GPU memory" : budget_s);
                 lt_debug("image pool: decoded in %.2f s on %d thread%s (%.0f images/s)",
                          pool->decode_s, pool->threads, plural(pool->threads),
                          pool->decode_s > 0 ? (double)N / pool->decode_s : 0.0);
             }
-            lo.pool = pool;
+            if (pool_kind == LT_POOL_DEVICE) {
+                /* the GPU renders each batch from its copy of the images (image/render_cuda.h);
+                 * the loader only gathers recipes and teacher rows */
+                if (lt_render_gpu_upload_block(pool->block, (size_t)pool->bytes, &dev_block) != 0 ||
+                    lt_render_gpu_create(&rgpu) != 0) {
+                    lt_err_prefix("--image-pool device");
+                    goto done;
+                }
+                free(pool->block);
+                pool->block = NULL;
+                lo.recipes_only = 1;
+            } else {
+                lo.pool = pool;
+            }
         } else {
             if (lead && o->image_pool == LT_POOL_STREAM)
                 lt_info("image pool: stream (--image-pool stream), %s images decoded per view; "
@@ -956,8 +976,18 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         if (!b) goto done;
         double lr = base_lr * lt_sched_multiplier(step, total, W);
         double ts = lt_now();
-        if (lt_student_step(&tr, b->a, b->b, b->lambda, b->t, b->B, o->temperature, o->clip_grad,
-                            lr, &loss, &gnorm) != 0)
+        if (b->smp) { /* --image-pool device: the views are rendered into the student's input */
+            if (!img_rows && !(img_rows = lt_malloc((size_t)b->B * 2 * sizeof *img_rows, "rows")))
+                goto done;
+            for (int i = 0; i < b->B; i++)
+                img_rows[2 * i] = b->smp[i].image[0], img_rows[2 * i + 1] = b->smp[i].image[1];
+            if (lt_render_gpu_pairs_resident(rgpu, dev_block, pool->offset, pool->width,
+                                             pool->height, pool->n, b->smp, img_rows, b->B,
+                                             m->image_size, tr.a, tr.b, be->stream) != 0)
+                goto done;
+        }
+        if (lt_student_step(&tr, b->smp ? NULL : b->a, b->smp ? NULL : b->b, b->lambda, b->t, b->B,
+                            o->temperature, o->clip_grad, lr, &loss, &gnorm) != 0)
             goto done;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             char cause[1024], kept[1024];
@@ -1099,6 +1129,9 @@ done:
         comm->abort(comm, rc);
     }
     lt_loader_free(loader);
+    lt_render_gpu_free(rgpu); /* waits for its work on the backend's stream */
+    lt_render_gpu_free_block(dev_block);
+    free(img_rows);
     lt_image_pool_free(pool);
     lt_knn_monitor_free(mon);
     lt_student_free(&tr);
