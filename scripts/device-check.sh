@@ -283,13 +283,14 @@ EMBED_LINE="small gpu-render ${EMB[small-gpu]:-n/a}"
 # the latter (resnet18 only: compiling resnet50 too would take minutes); then lt-train end to end
 # on the render section's cache (800 JPEGs x 8 views, ViT-B/14 embeddings).
 declare -A ST   # ST[<arch>-<impl>]: img/s
-student_ours() { # student_ours ARCH BATCH REPS
+student_ours() { # student_ours ARCH BATCH REPS PRECISION KEY
   if [ "$(left)" -lt 40 ]; then echo "device-check: out of time, skipped"; return; fi
-  echo "-- bench_student $1 $2 224 --device cuda"
+  echo "-- bench_student $1 $2 224 --device cuda --precision $4"
   local line
-  line=$(timeout "$(tl 150)" "$WORK/ltenv" build/tests/tools/bench_student "$1" "$2" 224 "$3" --device cuda 2>&1 | tail -1)
+  line=$(timeout "$(tl 150)" "$WORK/ltenv" build/tests/tools/bench_student "$1" "$2" 224 "$3" --device cuda \
+           --precision "$4" 2>&1 | tail -1)
   echo "   $line"
-  ST[$1-ours]=$(echo "$line" | "$PY" -c 'import json,statistics,sys; d=json.loads(sys.stdin.read()); print("%.1f" % (d["batch"] / statistics.median(d["times"])))' 2>/dev/null)
+  ST[$1-$5]=$(echo "$line" | "$PY" -c 'import json,statistics,sys; d=json.loads(sys.stdin.read()); print("%.1f" % (d["batch"] / statistics.median(d["times"])))' 2>/dev/null)
 }
 student_torch() { # student_torch ARCH BATCH REPS VARIANTS
   if [ "$(left)" -lt 60 ]; then echo "device-check: out of time, skipped"; return; fi
@@ -303,9 +304,11 @@ student_torch() { # student_torch ARCH BATCH REPS VARIANTS
 TRAIN_E2E=""
 if want student; then
   step "student: one training step at 224, batch 256: ours (fp32) vs PyTorch"
-  student_ours resnet18 256 5
+  student_ours resnet18 256 5 fp32 ours
+  student_ours resnet18 256 5 tf32 ours_tf32
   student_torch resnet18 256 10 eager_fp32,eager_bf16,compile_bf16
-  student_ours resnet50 256 3
+  student_ours resnet50 256 3 fp32 ours
+  student_ours resnet50 256 3 tf32 ours_tf32
   student_torch resnet50 256 5 eager_fp32,eager_bf16
   if [ -f "$WORK/small-gpu.h5" ] && [ "$(left)" -gt 60 ]; then
     step "lt-train end to end on the GPU: resnet18, batch 256, 4 epochs of the 800-image cache"
@@ -318,7 +321,7 @@ if want student; then
       TRAIN_E2E=FAILED
     fi
   fi
-  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
+  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"ours_tf32\": $(num "${ST[$1-ours_tf32]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
 fi
 
 # ---- 5. summary --------------------------------------------------------------------------------
@@ -391,10 +394,10 @@ row() { # label views_per_s ms
   done
   echo "student step at 224, batch 256, img/s (ours: fp32 CUDA backend; goals for resnet18: >= 1.5x"
   echo "PyTorch eager (bf16, channels_last) and >= 1.0x torch.compile):"
-  printf "  %-10s %10s %12s %12s %14s\n" "" "ours" "torch fp32" "torch bf16" "compile bf16"
+  printf "  %-10s %10s %10s %12s %12s %14s\n" "" "ours fp32" "ours tf32" "torch fp32" "torch bf16" "compile bf16"
   for a in resnet18 resnet50; do
-    printf "  %-10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-eager_fp32]:-n/a}" \
-      "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
+    printf "  %-10s %10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-ours_tf32]:-n/a}" \
+      "${ST[$a-eager_fp32]:-n/a}" "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
   done
   echo "lt-train end to end on the GPU, resnet18 batch 256: ${TRAIN_E2E:-n/a} img/s"
   echo "data path alone on the GPU (decode + 2 views + mix), samples/s; goal >= 30,000:"

@@ -22,6 +22,7 @@
 
 #include "data/safetensors.h"
 #include "nn/cnn.h"
+#include "nn/ops_cuda.h" /* lt_precision */
 #include "nn/optim_kernels.h"
 
 /* Where a buffer lives; what its elements are is the project's lt_dtype (data/safetensors.h). */
@@ -122,6 +123,11 @@ lt_backend *lt_backend_cpu(int threads);
  * (bn_sync) sums its statistics over the processes through the host. NULL + lt_err when there is
  * no usable device or CUDA library, and always in a build without CUDA (cuda_stub.c). */
 lt_backend *lt_backend_cuda(int device_index);
+/* The CUDA backend's arithmetic, before its first convolution: LT_PREC_FP32 (the default: fp32
+ * operands on CUDA cores, no TF32) or LT_PREC_TF32 (cuDNN's and cuBLAS's TF32 tensor cores: 10-bit
+ * operand mantissas, fp32 accumulation; still deterministic algorithms). bf16 is refused (not
+ * built yet), as is any precision on a CPU backend. (lt_precision: nn/ops_cuda.h.) */
+int lt_backend_cuda_set_precision(lt_backend *be, lt_precision p);
 /* The backend for a --device name: "cpu" gives the CPU backend with `threads` threads; "cuda"
  * the CUDA backend on device 0 (an error naming --device cuda when there is none or it cannot
  * start); "auto" the CUDA backend when a device is usable and it starts, else the CPU backend. */

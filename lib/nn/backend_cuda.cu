@@ -379,6 +379,21 @@ static int be_init(cuda_be *c, int device) {
     return 0;
 }
 
+extern "C" int lt_backend_cuda_set_precision(lt_backend *be, lt_precision p) {
+    if (!be || strcmp(be->name, "cuda") != 0)
+        return lt_err_set("--precision %s: the CPU backend computes in fp32", lt_precision_name(p));
+    cuda_be *c = cbe(be);
+    if (p == LT_PREC_BF16)
+        return lt_err_set("--precision bf16: the student's CUDA backend has no bf16 path yet; use "
+                          "tf32 or fp32");
+    if (c->nplans > 0)
+        return lt_err_set("cuda backend: the precision is set before the first convolution");
+    c->tf32 = p == LT_PREC_TF32;
+    CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+               "cublasSetMathMode");
+    return 0;
+}
+
 extern "C" lt_backend *lt_backend_cuda(int device_index) {
     lt_backend *be = (lt_backend *)lt_calloc(1, sizeof *be, "cuda backend");
     cuda_be *c = (cuda_be *)lt_calloc(1, sizeof *c, "cuda backend state");

@@ -45,6 +45,7 @@ typedef struct {
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
     size_t ws_fwd, ws_bwd_data, ws_bwd_filter; /* cuDNN's workspace of each algorithm */
+    cudnnMathType_t m_fwd, m_bwd_data, m_bwd_filter; /* the math type each algorithm runs with */
     int used;
 } cuda_conv_plan;
 
@@ -69,6 +70,7 @@ typedef struct {
     int nplans, next_evict;
     cuda_conv_limit limits[LT_CUDA_CONV_LIMITS];
     int nlimits;
+    int tf32; /* LT_PREC_TF32: convolutions and GEMMs may round operands to TF32 (tensor cores) */
 } cuda_be;
 
 static inline cuda_be *cbe(lt_backend *be) { return (cuda_be *)be->impl; }

@@ -71,9 +71,11 @@ void cuda_conv_plans_free(cuda_be *c) {
     c->nplans = 0;
 }
 
-static int det_math_ok(cudnnDeterminism_t det, cudnnMathType_t m) {
-    return det == CUDNN_DETERMINISTIC && m != CUDNN_TENSOR_OP_MATH &&
-           m != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+/* fp32: deterministic FMA algorithms only. tf32: deterministic, tensor cores allowed (TF32
+ * operands, fp32 accumulation), never a conversion to fp16. */
+static int det_math_ok(cudnnDeterminism_t det, cudnnMathType_t m, int tf32) {
+    if (det != CUDNN_DETERMINISTIC || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
+    return tf32 || m != CUDNN_TENSOR_OP_MATH;
 }
 
 /* Descriptors and algorithms for d; cudnn_limit: the most cuDNN workspace the algorithms may
@@ -99,7 +101,10 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
     CUDNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, d->pad, d->pad, d->stride, d->stride, 1, 1,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
               "cudnnSetConvolution2dDescriptor");
-    CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, CUDNN_FMA_MATH), "cudnnSetConvolutionMathType");
+    /* tf32: cuDNN's default math lets fp32 convolutions use TF32 tensor cores; each chosen
+     * algorithm then runs with the math type cuDNN reported for it (set before each call) */
+    CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+              "cudnnSetConvolutionMathType");
     int n, cc, oh, ow;
     CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &n, &cc, &oh, &ow),
               "cudnnGetConvolution2dForwardOutputDim");
@@ -117,14 +122,14 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionForwardAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(fp[i].determinism, fp[i].mathType))
+        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(fp[i].determinism, fp[i].mathType, c->tf32))
             continue;
         if (cudnnGetConvolutionForwardWorkspaceSize(c->dnn, p->xd, p->wd, p->cd, p->yd, fp[i].algo,
                                                     &ws) != CUDNN_STATUS_SUCCESS)
             continue;
         if (fp[i].memory > ws) ws = fp[i].memory;
         if (ws > cudnn_limit) continue;
-        p->fwd = fp[i].algo, p->ws_fwd = ws, found = 1;
+        p->fwd = fp[i].algo, p->ws_fwd = ws, p->m_fwd = fp[i].mathType, found = 1;
     }
     if (!found)
         return lt_err_set("conv2d: cuDNN offers no deterministic fp32 forward algorithm within "
@@ -138,14 +143,14 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardDataAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(dp[i].determinism, dp[i].mathType))
+        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(dp[i].determinism, dp[i].mathType, c->tf32))
             continue;
         if (cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, p->wd, p->yd, p->cd, p->xd,
                                                          dp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
             continue;
         if (dp[i].memory > ws) ws = dp[i].memory;
         if (ws > cudnn_limit) continue;
-        p->bwd_data = dp[i].algo, p->ws_bwd_data = ws, found = 1;
+        p->bwd_data = dp[i].algo, p->ws_bwd_data = ws, p->m_bwd_data = dp[i].mathType, found = 1;
     }
     if (!found)
         return lt_err_set("conv2d: cuDNN offers no deterministic fp32 backward-data algorithm "
@@ -159,14 +164,15 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(wp[i].determinism, wp[i].mathType))
+        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(wp[i].determinism, wp[i].mathType, c->tf32))
             continue;
         if (cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, p->xd, p->yd, p->cd, p->wd,
                                                            wp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
             continue;
         if (wp[i].memory > ws) ws = wp[i].memory;
         if (ws > cudnn_limit) continue;
-        p->bwd_filter = wp[i].algo, p->ws_bwd_filter = ws, found = 1;
+        p->bwd_filter = wp[i].algo, p->ws_bwd_filter = ws, p->m_bwd_filter = wp[i].mathType,
+        found = 1;
     }
     if (!found)
         return lt_err_set("conv2d: cuDNN offers no deterministic fp32 backward-filter algorithm "
@@ -292,6 +298,7 @@ int cuda_conv_fwd(lt_backend *be, const lt_conv2d_dims *d, float *y, const float
         wt, w, d->Cout, d->Cin, d->kh, d->kw);
     if (launch_check("conv2d filter transpose")) return -1;
     const float one = 1.0f, zero = 0.0f;
+    if (c->tf32) CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_fwd), "cudnnSetConvolutionMathType");
     CUDNN_TRY(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->wd, wt, p->cd, p->fwd, cws,
                                       p->ws_fwd, &zero, p->yd, y),
               "cudnnConvolutionForward (algorithm %d)", (int)p->fwd);
@@ -308,6 +315,8 @@ int cuda_conv_bwd(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
     const int64_t nw = (int64_t)d->Cout * d->Cin * d->kh * d->kw;
     const float one = 1.0f, zero = 0.0f;
     if (dw) { /* dw_t (KRSC) = ∂L/∂w, then into PyTorch's layout (+= when accumulating) */
+        if (c->tf32)
+            CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_bwd_filter), "cudnnSetConvolutionMathType");
         CUDNN_TRY(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,
                                                  p->bwd_filter, cws, p->ws_bwd_filter, &zero,
                                                  p->wd, dwt),
@@ -320,6 +329,8 @@ int cuda_conv_bwd(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
         filter_to_krsc<<<grid_1d(nw, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
             wt, w, d->Cout, d->Cin, d->kh, d->kw);
         if (launch_check("conv2d filter transpose")) return -1;
+        if (c->tf32)
+            CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_bwd_data), "cudnnSetConvolutionMathType");
         CUDNN_TRY(cudnnConvolutionBackwardData(c->dnn, &one, p->wd, wt, p->yd, dy, p->cd,
                                                p->bwd_data, cws, p->ws_bwd_data,
                                                acc_dx ? &one : &zero, p->xd, dx),

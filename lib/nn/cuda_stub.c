@@ -271,6 +271,11 @@ int lt_render_gpu_upload_block(const uint8_t *host, size_t bytes, uint8_t **dev)
 void lt_render_gpu_free_block(uint8_t *dev) { (void)dev; }
 size_t lt_render_gpu_free_memory(void) { return 0; }
 
+int lt_backend_cuda_set_precision(lt_backend *be, lt_precision p) {
+    (void)be;
+    return lt_err_set("--precision %s: the CPU backend computes in fp32", lt_precision_name(p));
+}
+
 lt_backend *lt_backend_cuda(int device_index) {
     (void)device_index;
     no_cuda("cuda backend");

@@ -53,6 +53,7 @@ void lt_train_defaults(lt_train_opts *o) {
     o->student = "resnet18";
     /* cpu, not auto, until the CUDA student has passed a device check (docs/cuda.md) */
     o->device = "cpu";
+    o->precision = -1;
     o->epochs = 100;
     o->batch_size = 0; /* min(128, a power of two <= N) */
     o->optimizer = LT_OPT_LARS;
@@ -777,6 +778,15 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     int resume = 0;
     if (lead && inspect_out(o, &f, &resume) != 0) goto done;
     if (!(be = lt_backend_open_local(o->device, threads, comm->local_rank))) goto done;
+    if (o->precision >= 0 && o->precision != LT_PREC_FP32 && /* fp32: every backend's default */
+        lt_backend_cuda_set_precision(be, (lt_precision)o->precision) != 0) {
+        rc = LT_EXIT_USAGE;
+        goto done;
+    }
+    if (lead)
+        lt_debug("training on %s%s", be->name,
+                 be->mem == LT_MEM_DEVICE
+                     ? (o->precision == LT_PREC_TF32 ? " (tf32 tensor cores)" : " (fp32)") : "");
     if (pool_auto && be->mem == LT_MEM_DEVICE &&
         pool_need <= (int64_t)(lt_render_gpu_free_memory() / 2))
         pool_kind = LT_POOL_DEVICE; /* the images take at most half of the free GPU memory */

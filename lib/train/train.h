@@ -25,7 +25,8 @@ typedef struct {
     const char *cache_path;
     const char *out_dir;        /* "out" */
     const char *student;        /* "resnet18", "resnet34", "resnet50" */
-    const char *device;         /* "auto" or "cpu": the backend (nn/backend.h) */
+    const char *device;         /* "auto", "cpu" or "cuda": the backend (nn/backend.h) */
+    int precision;              /* -1: not given (fp32); else lt_precision, for a GPU backend */
     const char *init_path;      /* --init: torchvision-named weights, or NULL */
     double epochs;              /* 100 */
     int64_t steps;              /* --steps: stop after this global step (0 = run the schedule) */

@@ -241,7 +241,10 @@ static void same_bytes(const char *op, const char *what, const void *a, const vo
         }                                                                                         \
     } while (0)
 
-#define CONV_THR 1e-9
+/* fp32 convolutions: summation order only. tf32 (lt_backend_cuda_set_precision): 10-bit operand
+ * mantissas, fp32 accumulation: ~1e-7 expected, bound 1e-5 (as the teacher's tf32 products) */
+static double conv_thr = 1e-9;
+#define CONV_THR conv_thr
 #define GEMM_THR 1e-10
 #define BN_FWD_THR 1e-10
 #define BN_BWD_THR 1e-9
@@ -849,6 +852,28 @@ int main(void) {
     test_kd(37, 300, 96, 0.2f, 0);
     test_kd(4, 16, 32, 0.07f, 1);
     optimizer_cases();
+    /* tf32: the convolutions and the head's GEMM through the tensor cores */
+    printf("-- tf32 (a second CUDA backend, --precision tf32)\n");
+    lt_backend *fp32 = gpu;
+    gpu = lt_backend_cuda(0);
+    if (!gpu || lt_backend_cuda_set_precision(gpu, LT_PREC_TF32) != 0) {
+        printf("tf32 backend %-34s FAIL (%s)\n", "", lt_err_msg());
+        n_fail++;
+    } else {
+        conv_thr = 1e-5;
+        test_conv(2, 15, 15, 16, 32, 3, 1, 1, 2);
+        test_conv(3, 14, 14, 64, 64, 3, 1, 1, 3);
+        test_conv(2, 17, 17, 32, 64, 1, 2, 0, 2);
+        test_conv(1, 33, 33, 3, 64, 7, 2, 3, 1);
+        conv_thr = 1e-9;
+        expect(lt_backend_cuda_set_precision(gpu, LT_PREC_FP32) == -1 &&
+                   strstr(lt_err_msg(), "before the first convolution") != NULL,
+               "tf32 backend", "precision after a convolution: refused");
+        gpu->destroy(gpu);
+    }
+    gpu = fp32;
+    expect(lt_backend_cuda_set_precision(cpu, LT_PREC_TF32) == -1, "cpu backend",
+           "tf32 refused");
     gpu->destroy(gpu);
     cpu->destroy(cpu);
     printf("%d passed, %d failed\n", n_ok, n_fail);

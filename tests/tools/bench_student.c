@@ -4,7 +4,7 @@
  * (no data loading). Each step ends with its loss on the host, so the wall time of a step is the
  * device's too.
  *
- *   bench_student ARCH BATCH SIZE REPEATS [--threads N] [--device cpu|cuda]
+ *   bench_student ARCH BATCH SIZE REPEATS [--threads N] [--device cpu|cuda] [--precision P]
  *   prints {"times": [...], "batch": B, "device": "..."} */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,19 +25,26 @@
 int main(int argc, char **argv) {
     lt_blas_ensure(argv); /* the kernels lt-embed and lt-train use */
     int threads = 0, bad = argc < 5;
-    const char *device = "cpu";
+    const char *device = "cpu", *prec = NULL;
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
+        else if (!strcmp(argv[i], "--precision") && i + 1 < argc) prec = argv[++i];
         else bad = 1;
     }
     if (bad) {
         fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N] "
-                        "[--device cpu|cuda]\n");
+                        "[--device cpu|cuda] [--precision fp32|tf32]\n");
         return 2;
     }
     int B = atoi(argv[2]), S = atoi(argv[3]), R = atoi(argv[4]);
     lt_backend *be = lt_backend_open(device, lt_threads_set(threads));
+    lt_precision pr = LT_PREC_FP32;
+    if (be && prec && (lt_precision_parse(prec, &pr) != 0 ||
+                       (pr != LT_PREC_FP32 && lt_backend_cuda_set_precision(be, pr) != 0))) {
+        fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
+        return 1;
+    }
     lt_student st;
     lt_optim_config cfg = lt_optim_defaults(LT_OPT_LARS);
     const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
@@ -62,7 +69,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     free(qh);
-    printf("{\"batch\": %d, \"device\": \"%s\", \"times\": [", B, be->name);
+    printf("{\"batch\": %d, \"device\": \"%s\", \"precision\": \"%s\", \"times\": [", B, be->name,
+           lt_precision_name(pr));
     for (int it = 0; it <= R; it++) {
         double t0 = lt_now(), loss, gnorm;
         if (lt_student_step(&st, a, b, lambda, t, B, 0.07, 1.0, 0.1, &loss, &gnorm) != 0) {

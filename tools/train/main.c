@@ -75,6 +75,9 @@ static void usage(FILE *f) {
         "                        per process, gradients averaged over NCCL), auto the GPU when\n"
         "                        one is usable, else the CPU (default cpu: the GPU student has\n"
         "                        not yet been checked on a GPU, see docs/cuda.md)\n"
+        "  --precision fp32|tf32  GPU arithmetic (default fp32; tf32: cuDNN's and cuBLAS's TF32\n"
+        "                        tensor cores, fp32 accumulation; bf16 is not built yet; the\n"
+        "                        CPU is fp32)\n"
         "  --threads N           compute threads, 0 = all cores (default 0; under mpirun:\n"
         "                        the cores divided among the run's processes on each machine)\n"
         "  --workers N           data loader threads (default: 1, or cores/4 on 8+ cores)\n"
@@ -108,7 +111,7 @@ enum {
     OPT_STUDENT = 256, OPT_OUT, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_OPTIM, OPT_LR, OPT_MOM, OPT_WD,
     OPT_WARM, OPT_CLIP, OPT_TEMP, OPT_QUEUE, OPT_SEED, OPT_NOSHUF, OPT_INIT, OPT_RESUME,
     OPT_OVERWRITE, OPT_CKPT, OPT_DEVICE, OPT_THREADS, OPT_WORKERS, OPT_VERIFY, OPT_NOTB,
-    OPT_EVAL_DATA, OPT_EVAL_EVERY, OPT_EVAL_SIZE, OPT_EVAL_K, OPT_POOL, OPT_POOL_MEM
+    OPT_EVAL_DATA, OPT_EVAL_EVERY, OPT_EVAL_SIZE, OPT_EVAL_K, OPT_POOL, OPT_POOL_MEM, OPT_PRECISION
 };
 
 static const struct option long_opts[] = {
@@ -127,7 +130,7 @@ static const struct option long_opts[] = {
     {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
     {"eval-image-size", required_argument, 0, OPT_EVAL_SIZE},
     {"eval-knn-k", required_argument, 0, OPT_EVAL_K},
-    {"device", required_argument, 0, OPT_DEVICE},   {"threads", required_argument, 0, OPT_THREADS},
+    {"device", required_argument, 0, OPT_DEVICE},   {"precision", required_argument, 0, OPT_PRECISION},   {"threads", required_argument, 0, OPT_THREADS},
     {"workers", required_argument, 0, OPT_WORKERS}, {"verify", required_argument, 0, OPT_VERIFY},
     {"image-pool", required_argument, 0, OPT_POOL},
     {"pool-memory", required_argument, 0, OPT_POOL_MEM},
@@ -181,6 +184,13 @@ static int apply(int c, const char *arg, lt_train_opts *o, int *verbosity) {
     case OPT_EVAL_K: return lt_parse_int("eval-knn-k", arg, 1, 1 << 20, &o->eval_knn_k);
     case OPT_CKPT:
         return lt_parse_i64("checkpoint-every", arg, 1, INT64_C(1) << 50, &o->checkpoint_every);
+    case OPT_PRECISION: {
+        lt_precision p;
+        if (lt_precision_parse(arg, &p) != 0)
+            return lt_err_set("--precision: expected fp32, tf32 or bf16, got '%s'", arg);
+        o->precision = (int)p;
+        return 0;
+    }
     case OPT_DEVICE:
         /* whether cuda is usable (a GPU, a CUDA build) is decided when the backend opens */
         if (!strcmp(arg, "auto") || !strcmp(arg, "cpu") || !strcmp(arg, "cuda")) {
