@@ -105,6 +105,10 @@ struct lt_backend {
 
     /* ---- the optimizer's elementwise work (nn/optim_kernels.h) ---- */
     int (*sumsq)(lt_backend *be, const float *x, int64_t n, double *host_out);
+    /* host_out[i] = sumsq of xs[i] (ns[i] elements) for i < k, each exactly as sumsq gives it; a
+     * device backend waits once for all of them (the optimizer's norms in one round trip) */
+    int (*sumsq_many)(lt_backend *be, const float *const *xs, const int64_t *ns, int k,
+                      double *host_out);
     int (*scale)(lt_backend *be, float *x, int64_t n, float s);
     int (*momentum_update)(lt_backend *be, float *w, const float *g, float *buf, int64_t n,
                            float scale, float wd, float mu, float lr, int first);

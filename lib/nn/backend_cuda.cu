@@ -344,6 +344,7 @@ static void be_destroy(lt_backend *be) {
         if (c->stream) cudaStreamSynchronize(c->stream);
         cuda_conv_plans_free(c);
         if (c->red) cudaFree(c->red);
+        if (c->totals) cudaFree(c->totals);
         if (c->dnn) cudnnDestroy(c->dnn);
         if (c->blas) cublasDestroy(c->blas);
         if (c->stream) cudaStreamDestroy(c->stream);
@@ -439,6 +440,7 @@ extern "C" lt_backend *lt_backend_cuda(int device_index) {
     be->kd_loss_forward = cuda_kd_fwd;
     be->kd_loss_backward = cuda_kd_bwd;
     be->sumsq = cuda_sumsq;
+    be->sumsq_many = cuda_sumsq_many;
     be->scale = cuda_scale;
     be->momentum_update = cuda_momentum;
     be->adamw_update = cuda_adamw;

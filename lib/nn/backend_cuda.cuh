@@ -71,6 +71,8 @@ typedef struct {
     cuda_conv_limit limits[LT_CUDA_CONV_LIMITS];
     int nlimits;
     int tf32; /* LT_PREC_TF32: convolutions and GEMMs may round operands to TF32 (tensor cores) */
+    double *totals; /* (cap_totals) device: sumsq_many's results before their one copy back */
+    int cap_totals;
 } cuda_be;
 
 static inline cuda_be *cbe(lt_backend *be) { return (cuda_be *)be->impl; }
@@ -126,6 +128,8 @@ int cuda_kd_bwd(lt_backend *be, float *ds, const float *probs, const float *queu
 
 /* optim_cuda.cu */
 int cuda_sumsq(lt_backend *be, const float *x, int64_t n, double *host_out);
+int cuda_sumsq_many(lt_backend *be, const float *const *xs, const int64_t *ns, int k,
+                    double *host_out);
 int cuda_scale(lt_backend *be, float *x, int64_t n, float s);
 int cuda_momentum(lt_backend *be, float *w, const float *g, float *buf, int64_t n, float scale,
                   float wd, float mu, float lr, int first);

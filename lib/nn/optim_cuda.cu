@@ -44,12 +44,13 @@ int cuda_sum_in_order(cuda_be *c, const double *vals, int n, double *total, int 
     return launch_check("ordered sum");
 }
 
-int cuda_sumsq(lt_backend *be, const float *x, int64_t n, double *host_out) {
-    cuda_be *c = cbe(be);
-    *host_out = 0.0;
-    if (n <= 0) return 0;
+/* *total (device) = Σ x² over n elements: fixed chunks, each group of partials added in order */
+static int sumsq_into(cuda_be *c, const float *x, int64_t n, double *total) {
+    if (n <= 0) {
+        CUDA_TRY(cudaMemsetAsync(total, 0, sizeof *total, c->stream), "cudaMemsetAsync");
+        return 0;
+    }
     const int64_t nchunks = (n + SUMSQ_CHUNK - 1) / SUMSQ_CHUNK;
-    double *total = c->red + LT_CUDA_RED;
     /* chunks in groups of at most LT_CUDA_RED partials, each group added in order */
     for (int64_t g0 = 0; g0 < nchunks; g0 += LT_CUDA_RED) {
         const int nc = (int)(nchunks - g0 < LT_CUDA_RED ? nchunks - g0 : LT_CUDA_RED);
@@ -58,11 +59,42 @@ int cuda_sumsq(lt_backend *be, const float *x, int64_t n, double *host_out) {
         if (launch_check("sum of squares")) return -1;
         if (cuda_sum_in_order(c, c->red, nc, total, g0 > 0)) return -1;
     }
+    return 0;
+}
+
+int cuda_sumsq(lt_backend *be, const float *x, int64_t n, double *host_out) {
+    cuda_be *c = cbe(be);
+    *host_out = 0.0;
+    if (n <= 0) return 0;
+    double *total = c->red + LT_CUDA_RED;
+    if (sumsq_into(c, x, n, total)) return -1;
     double h = 0.0;
     CUDA_TRY(cudaMemcpyAsync(&h, total, sizeof h, cudaMemcpyDeviceToHost, c->stream),
              "cudaMemcpyAsync(sum of squares)");
     CUDA_TRY(cudaStreamSynchronize(c->stream), "sum of squares (a kernel failed)");
     *host_out = h;
+    return 0;
+}
+
+int cuda_sumsq_many(lt_backend *be, const float *const *xs, const int64_t *ns, int k,
+                    double *host_out) {
+    cuda_be *c = cbe(be);
+    if (k <= 0) return 0;
+    if (k > c->cap_totals) {
+        CUDA_TRY(cudaStreamSynchronize(c->stream), "sum of squares (waiting to grow)");
+        cudaFree(c->totals);
+        c->totals = NULL, c->cap_totals = 0;
+        CUDA_TRY(cudaMalloc((void **)&c->totals, (size_t)k * sizeof(double)),
+                 "cudaMalloc(%d sums of squares)", k);
+        c->cap_totals = k;
+    }
+    /* each array's chunks reuse c->red one after another (one stream), as k sumsq calls would */
+    for (int i = 0; i < k; i++)
+        if (sumsq_into(c, xs[i], ns[i], c->totals + i)) return -1;
+    CUDA_TRY(cudaMemcpyAsync(host_out, c->totals, (size_t)k * sizeof(double),
+                             cudaMemcpyDeviceToHost, c->stream),
+             "cudaMemcpyAsync(sums of squares)");
+    CUDA_TRY(cudaStreamSynchronize(c->stream), "sums of squares (a kernel failed)");
     return 0;
 }
 

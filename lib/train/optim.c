@@ -86,6 +86,14 @@ int lt_optim_init(lt_optim *o, lt_backend *be, const lt_optim_config *cfg, const
                           "the optimizer's parameter list");
     if (!o->params) return -1;
     o->nparams = nparams;
+    const size_t k2 = 2 * (size_t)(nparams > 0 ? nparams : 1);
+    o->nx = lt_malloc(k2 * sizeof *o->nx, "the optimizer's norm list");
+    o->nn = lt_malloc(k2 * sizeof *o->nn, "the optimizer's norm list");
+    o->ns = lt_malloc(k2 * sizeof *o->ns, "the optimizer's norm list");
+    if (!o->nx || !o->nn || !o->ns) {
+        lt_optim_free(o);
+        return -1;
+    }
     int need_m = cfg->kind == LT_OPT_ADAMW || cfg->momentum != 0.0;
     int need_v = cfg->kind == LT_OPT_ADAMW;
     for (int i = 0; i < nparams; i++) {
@@ -117,21 +125,22 @@ void lt_optim_free(lt_optim *o) {
             o->be->free(o->be, o->params[i].v);
         }
     free(o->params);
+    free(o->nx);
+    free(o->nn);
+    free(o->ns);
     memset(o, 0, sizeof *o);
 }
 
 /* ---- updates ---- */
 
-/* LARS: the trust ratio η‖p‖ / (‖g‖ + wd‖p‖ + eps) of a decayed tensor, then momentum. */
-static int lars_step(lt_optim *o, lt_param *p, double lr) {
+/* LARS: the trust ratio η‖p‖ / (‖g‖ + wd‖p‖ + eps) of a decayed tensor, then momentum. pss, gss:
+ * Σ p², Σ g² of this tensor (lars_norms). */
+static int lars_step(lt_optim *o, lt_param *p, double lr, double pss, double gss) {
     const lt_optim_config *c = &o->cfg;
     lt_backend *be = o->be;
     double wd = p->weight_decay ? c->weight_decay : 0.0;
     float scale = 1.0f, fwd = 0.0f;
     if (wd != 0.0) {
-        double pss, gss;
-        if (be->sumsq(be, p->w, p->n, &pss) != 0 || be->sumsq(be, p->g, p->n, &gss) != 0)
-            return -1;
         double pn = sqrt(pss), gn = sqrt(gss);
         if (pn != 0.0 && gn != 0.0) {
             scale = (float)(c->trust_coef * pn / (gn + pn * wd + c->eps));
@@ -163,12 +172,39 @@ static int adamw_step(lt_optim *o, lt_param *p, double lr) {
     return o->be->adamw_update(o->be, p->w, p->g, p->m, p->v, p->n, &k);
 }
 
+/* LARS: Σ p² and Σ g² of every decayed tensor, in one call to the backend (an update changes
+ * only its own tensor, so the norms taken before the first update are each tensor's own):
+ * o->ns[2i], o->ns[2i + 1] for parameter i. */
+static int lars_norms(lt_optim *o) {
+    int k = 0, at[o->nparams > 0 ? o->nparams : 1];
+    for (int i = 0; i < o->nparams; i++) {
+        const lt_param *p = &o->params[i];
+        at[i] = -1;
+        if (p->n == 0 || !p->weight_decay || o->cfg.weight_decay == 0.0) continue;
+        at[i] = k;
+        o->nx[k] = p->w, o->nn[k++] = p->n;
+        o->nx[k] = p->g, o->nn[k++] = p->n;
+    }
+    if (k > 0 && o->be->sumsq_many(o->be, o->nx, o->nn, k, o->ns + 2 * o->nparams - k) != 0)
+        return -1;
+    /* spread the k results (stored at the end) to their parameters' places (forward: a
+     * parameter's place is never after its result) */
+    const double *res = o->ns + 2 * o->nparams - k;
+    for (int i = 0; i < o->nparams; i++) {
+        double pss = 0, gss = 0;
+        if (at[i] >= 0) pss = res[at[i]], gss = res[at[i] + 1];
+        o->ns[2 * i] = pss, o->ns[2 * i + 1] = gss;
+    }
+    return 0;
+}
+
 int lt_optim_step(lt_optim *o, double lr) {
     if (!(lr >= 0.0) || !isfinite(lr)) return lt_err_set("optimizer: learning rate %g", lr);
+    if (o->cfg.kind == LT_OPT_LARS && lars_norms(o) != 0) return -1;
     for (int i = 0; i < o->nparams; i++) {
         lt_param *p = &o->params[i];
         if (p->n == 0) continue;
-        int r = o->cfg.kind == LT_OPT_LARS  ? lars_step(o, p, lr)
+        int r = o->cfg.kind == LT_OPT_LARS  ? lars_step(o, p, lr, o->ns[2 * i], o->ns[2 * i + 1])
                 : o->cfg.kind == LT_OPT_SGD ? sgd_step(o, p, lr)
                                             : adamw_step(o, p, lr);
         if (r != 0) return -1;
@@ -180,11 +216,9 @@ int lt_optim_step(lt_optim *o, double lr) {
 int lt_clip_grad_norm(lt_optim *o, double max_norm, double *norm) {
     lt_backend *be = o->be;
     double ss = 0.0;
-    for (int i = 0; i < o->nparams; i++) {
-        double s;
-        if (be->sumsq(be, o->params[i].g, o->params[i].n, &s) != 0) return -1;
-        ss += s;
-    }
+    for (int i = 0; i < o->nparams; i++) o->nx[i] = o->params[i].g, o->nn[i] = o->params[i].n;
+    if (o->nparams > 0 && be->sumsq_many(be, o->nx, o->nn, o->nparams, o->ns) != 0) return -1;
+    for (int i = 0; i < o->nparams; i++) ss += o->ns[i]; /* in parameter order, as before */
     double total = sqrt(ss);
     *norm = total;
     if (max_norm <= 0.0 || !isfinite(total)) return 0;

@@ -77,6 +77,10 @@ typedef struct {
     lt_param *params; /* (nparams), a copy of the caller's list plus the state pointers */
     int64_t step;     /* updates taken so far; 0 means the momentum buffers are not yet set.
                          Save and restore it with the m/v buffers to resume exactly. */
+    /* scratch of the norms, asked of the backend in one call (be->sumsq_many) */
+    const float **nx; /* (2·nparams) */
+    int64_t *nn;      /* (2·nparams) */
+    double *ns;       /* (2·nparams) */
 } lt_optim;
 
 /* The defaults of docs/architecture.md §1:

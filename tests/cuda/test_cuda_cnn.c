@@ -773,10 +773,35 @@ static void test_sumsq(int64_t n) {
     free(x);
 }
 
+/* sumsq_many: each result bitwise what sumsq gives for that array (the same kernels) */
+static void test_sumsq_many(void) {
+    const int64_t ns[] = {3, 0, 65537, 1000003, 17, 65536};
+    const int k = 6;
+    float *hx[6], *gx[6];
+    double each[6], many[6], cpu_many[6];
+    for (int i = 0; i < k; i++) {
+        hx[i] = randn(ns[i], 1.0f, 0.0f);
+        gx[i] = ns[i] ? upf(hx[i], ns[i]) : dev(sizeof(float));
+        if (gpu->sumsq(gpu, gx[i], ns[i], &each[i])) die("sumsq");
+    }
+    if (gpu->sumsq_many(gpu, (const float *const *)gx, ns, k, many) ||
+        cpu->sumsq_many(cpu, (const float *const *)hx, ns, k, cpu_many))
+        die("sumsq_many");
+    int same = 1, close = 1;
+    for (int i = 0; i < k; i++) {
+        same &= memcmp(&each[i], &many[i], sizeof(double)) == 0;
+        close &= fabs(many[i] - cpu_many[i]) <= 1e-12 * fabs(cpu_many[i]);
+    }
+    expect(same, "sumsq_many", "6 arrays (one empty): each = sumsq's, bit for bit");
+    expect(close, "sumsq_many", "6 arrays: the CPU's within 1e-12");
+    for (int i = 0; i < k; i++) gfree(gx[i]), free(hx[i]);
+}
+
 static void optimizer_cases(void) {
     printf("-- optimizer\n");
     const int64_t sizes[] = {0, 1, 65536, 65537, 1000003};
     for (int k = 0; k < 5; k++) test_sumsq(sizes[k]);
+    test_sumsq_many();
     const int64_t n = 70001;
     float *w = randn(n, 0.1f, 0.0f), *g = randn(n, 0.01f, 0.0f), *buf = randn(n, 0.01f, 0.0f);
     float *m = randn(n, 0.01f, 0.0f), *v = randn(n, 0.001f, 0.0f);
