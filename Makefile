@@ -46,7 +46,7 @@ endif
 # Rendering must give identical bytes on every machine: no FMA contraction there, on the CPU and
 # in the CUDA renderer, and IEEE division on the GPU (docs/architecture.md §4).
 $(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
-$(BUILD)/lib/image/%.cu.o: NVCCFLAGS += -fmad=false -prec-div=true -ftz=false
+$(BUILD)/lib/image/%.cu.o: NVCCFLAGS += -fmad=false -prec-div=true -ftz=false -Xcompiler -ffp-contract=off
 
 # ---- CUDA backend (built when nvcc is present unless CUDA=0) ----
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)

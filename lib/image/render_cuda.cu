@@ -436,8 +436,11 @@ extern "C" int lt_render_gpu_upload_block(const uint8_t *host, size_t bytes, uin
     *dev = NULL;
     if (cuda_check(cudaMalloc((void **)dev, bytes ? bytes : 1), "device memory for the images"))
         return -1;
-    if (bytes && cuda_check(cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice),
-                            "copying the images to the device")) {
+    /* from pageable memory cudaMemcpy may return once the bytes are staged; the renderers run on
+     * non-blocking streams, which do not wait for the legacy stream: wait here */
+    if (bytes && (cuda_check(cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice),
+                             "copying the images to the device") ||
+                  cuda_check(cudaDeviceSynchronize(), "copying the images to the device"))) {
         cudaFree(*dev);
         *dev = NULL;
         return -1;

@@ -8,6 +8,10 @@
  * no second launcher. Built when the Makefile finds NCCL, MPI and CUDA (LT_HAVE_NCCL); otherwise
  * lt_comm_nccl_open says the build has none.
  *
+ * Failures during setup are agreed over MPI before and after ncclCommInitRank, so no process
+ * waits in a collective the others left; a process that fails inside ncclCommInitRank itself
+ * (NCCL's own bootstrap) may still leave the others blocked there until the launcher ends them.
+ *
  * The mean of many gradient tensors is one NCCL group of ncclAvg all-reduces on the backend's
  * stream, waited for before returning (the optimizer reads the results next on that stream, but
  * an error must surface here). */
@@ -84,22 +88,23 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     ncclResult_t r = ncclSuccess;
-    /* rank 0 makes the id; everyone learns whether that worked, then the id itself */
-    double bad = 0;
-    if (host->rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess) bad = 1;
-    if (host->sum_f64(host, &bad, 1) != 0) return NULL;
-    if (bad) {
-        if (host->rank == 0) nccl_fail(r, "ncclGetUniqueId");
-        else lt_err_set("NCCL: rank 0 could not create the communicator's id");
-        return NULL;
-    }
-    if (host->bcast(host, &id, sizeof id) != 0) return NULL;
     nccl_state *s = calloc(1, sizeof *s);
     lt_comm *c = calloc(1, sizeof *c);
-    if (!s || !c) {
+    /* rank 0 makes the id; everyone learns whether that (and every allocation) worked, then the
+     * id itself: no process enters ncclCommInitRank unless all of them will */
+    double bad = !s || !c ? 2 : 0, mine = bad;
+    if (bad == 0 && host->rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess) bad = mine = 1;
+    if (host->sum_f64(host, &bad, 1) != 0 || bad > 0) {
+        if (mine == 2) lt_err_set("out of memory");
+        else if (mine == 1) nccl_fail(r, "ncclGetUniqueId");
+        else if (bad > 0) lt_err_set("NCCL: another process could not set up the communicator");
         free(s);
         free(c);
-        lt_err_set("out of memory");
+        return NULL;
+    }
+    if (host->bcast(host, &id, sizeof id) != 0) {
+        free(s);
+        free(c);
         return NULL;
     }
     r = ncclCommInitRank(&s->nccl, host->size, id, host->rank);
@@ -110,7 +115,7 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
         if (bad) nccl_fail(r, "ncclCommInitRank");
         else {
             lt_err_set("NCCL: another process could not join the communicator");
-            ncclCommDestroy(s->nccl);
+            ncclCommAbort(s->nccl); /* its peers are gone: destroy could wait for them */
         }
         free(s);
         free(c);

@@ -788,8 +788,9 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                  be->mem == LT_MEM_DEVICE
                      ? (o->precision == LT_PREC_TF32 ? " (tf32 tensor cores)" : " (fp32)") : "");
     if (pool_auto && be->mem == LT_MEM_DEVICE &&
-        pool_need <= (int64_t)(lt_render_gpu_free_memory() / 2))
-        pool_kind = LT_POOL_DEVICE; /* the images take at most half of the free GPU memory */
+        pool_need <= (int64_t)(lt_render_gpu_free_memory() / 4))
+        pool_kind = LT_POOL_DEVICE; /* at most a quarter of the free GPU memory: the student's
+                                       weights, activations and the renderer's scratch come after */
     if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
         lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
                    "and needs a GPU backend; this run trains on the %s (--device %s): use "

@@ -49,7 +49,7 @@ static void usage(FILE *f) {
         "  --image-pool KIND     where the embedding pass finds the decoded images: device (GPU\n"
         "                        memory, views rendered there), host (memory), stream (each\n"
         "                        batch decodes its own) or auto (default: device when they take\n"
-        "                        at most half the free GPU memory, else host when they fit\n"
+        "                        at most a quarter of the free GPU memory, else host when they fit\n"
         "                        --pool-memory, else stream; a --shard part: stream)\n"
         "  --pool-memory SIZE    the host pool's budget, bytes or with a K/M/G/T suffix (default:\n"
         "                        half of MemAvailable)\n"
