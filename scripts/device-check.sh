@@ -309,6 +309,12 @@ if want student; then
   student_torch resnet18 256 10 eager_fp32,eager_bf16,compile_bf16
   student_ours resnet50 256 3 fp32 ours
   student_ours resnet50 256 3 tf32 ours_tf32
+  for prec in tf32 fp32; do
+    if [ "$(left)" -lt 40 ]; then break; fi
+    echo "-- bench_student resnet18 256 224 3 --device cuda --precision $prec --profile"
+    timeout "$(tl 120)" "$WORK/ltenv" build/tests/tools/bench_student resnet18 256 224 3 --device cuda \
+      --precision $prec --profile 2>&1 | tail -1 | tee "$WORK/profile-$prec.json"
+  done
   student_torch resnet50 256 5 eager_fp32,eager_bf16
   if [ -f "$WORK/small-gpu.h5" ] && [ "$(left)" -gt 60 ]; then
     step "lt-train end to end on the GPU: resnet18, batch 256, 4 epochs of the 800-image cache"
@@ -398,6 +404,18 @@ row() { # label views_per_s ms
   for a in resnet18 resnet50; do
     printf "  %-10s %10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-ours_tf32]:-n/a}" \
       "${ST[$a-eager_fp32]:-n/a}" "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
+  done
+  for prec in tf32 fp32; do
+    [ -s "$WORK/profile-$prec.json" ] || continue
+    echo "per-op time of one resnet18 step, batch 256, $prec (each op waited for; ms per step, calls):"
+    "$PY" - "$WORK/profile-$prec.json" <<'PYEOF' 2>/dev/null || echo "  (no profile)"
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+tot = sum(d["profile"].values())
+for k, v in sorted(d["profile"].items(), key=lambda kv: -kv[1]):
+    print("  %-18s %9.2f ms %5.1f%%  %5d calls" % (k, v, 100 * v / tot if tot else 0, d["profile_calls"][k]))
+print("  %-18s %9.2f ms" % ("total", tot))
+PYEOF
   done
   echo "lt-train end to end on the GPU, resnet18 batch 256: ${TRAIN_E2E:-n/a} img/s"
   echo "data path alone on the GPU (decode + 2 views + mix), samples/s; goal >= 30,000:"

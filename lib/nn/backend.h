@@ -55,6 +55,9 @@ struct lt_backend {
     void (*free)(lt_backend *be, void *p);
     int (*upload)(lt_backend *be, void *dst, const void *host_src, size_t bytes);
     int (*download)(lt_backend *be, void *host_dst, const void *src, size_t bytes);
+    /* waits for everything enqueued so far (a device backend's entries return once enqueued);
+     * the CPU backend's work is done when an entry returns: nothing to wait for */
+    int (*sync)(lt_backend *be);
 
     /* ---- CNN ops (nn/cnn.h; linear: lt_op_linear, nn/ops.h) ---- */
     size_t (*conv2d_ws_bytes)(lt_backend *be, const lt_conv2d_dims *d);

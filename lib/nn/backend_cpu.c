@@ -136,6 +136,10 @@ static int cpu_sumsq(lt_backend *be, const float *x, int64_t n, double *out) {
     *out = lt_sumsq(x, n);
     return 0;
 }
+static int cpu_sync(lt_backend *be) {
+    (void)be;
+    return 0;
+}
 static int cpu_sumsq_many(lt_backend *be, const float *const *xs, const int64_t *ns, int k,
                           double *out) {
     (void)be;
@@ -176,7 +180,7 @@ lt_backend *lt_backend_cpu(int threads) {
         .linear_forward = cpu_linear_fwd, .linear_backward = cpu_linear_bwd,
         .mix_normalize = cpu_mix, .l2norm_forward = cpu_l2_fwd, .l2norm_backward = cpu_l2_bwd,
         .queue_push = cpu_queue_push, .kd_loss_forward = cpu_kd_fwd,
-        .kd_loss_backward = cpu_kd_bwd, .sumsq = cpu_sumsq, .sumsq_many = cpu_sumsq_many,
+        .kd_loss_backward = cpu_kd_bwd, .sumsq = cpu_sumsq, .sumsq_many = cpu_sumsq_many, .sync = cpu_sync,
         .scale = cpu_scale,
         .momentum_update = cpu_momentum, .adamw_update = cpu_adamw};
     return be;

@@ -81,6 +81,11 @@ static int be_download(lt_backend *be, void *dst, const void *src, size_t bytes)
     return 0;
 }
 
+static int be_sync(lt_backend *be) {
+    CUDA_TRY(cudaStreamSynchronize(cbe(be)->stream), "waiting for the GPU (a kernel failed)");
+    return 0;
+}
+
 /* ---- GEMM ---------------------------------------------------------------------------------------
  * Row-major C (M,N) = α·op(A)·op(B) + β·C (lt_op_gemm's meaning) in column-major cuBLAS: a
  * row-major (r, c) matrix with row stride ld is the column-major (c, r) matrix with leading
@@ -418,6 +423,7 @@ extern "C" lt_backend *lt_backend_cuda(int device_index) {
     be->free = be_free;
     be->upload = be_upload;
     be->download = be_download;
+    be->sync = be_sync;
     be->conv2d_ws_bytes = cuda_conv_ws;
     be->conv2d_forward = cuda_conv_fwd;
     be->conv2d_backward = cuda_conv_bwd;

@@ -5,7 +5,10 @@
  * device's too.
  *
  *   bench_student ARCH BATCH SIZE REPEATS [--threads N] [--device cpu|cuda] [--precision P]
- *   prints {"times": [...], "batch": B, "device": "..."} */
+ *                 [--profile]
+ *   prints {"times": [...], "batch": B, "device": "..."}; with --profile the steps run through
+ *   the profiling backend (nn/backend_profile.h: each op waited for, so slower than plain steps)
+ *   and "profile" adds the milliseconds per step of each op class, and "profile_calls". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 #include "core/rng.h"
 #include "core/threads.h"
 #include "nn/backend.h"
+#include "nn/backend_profile.h"
 #include "nn/kd.h"
 #include "train/step.h"
 #include "nn/blas_select.h"
@@ -24,17 +28,18 @@
 
 int main(int argc, char **argv) {
     lt_blas_ensure(argv); /* the kernels lt-embed and lt-train use */
-    int threads = 0, bad = argc < 5;
+    int threads = 0, bad = argc < 5, profile = 0;
     const char *device = "cpu", *prec = NULL;
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(argv[i], "--precision") && i + 1 < argc) prec = argv[++i];
+        else if (!strcmp(argv[i], "--profile")) profile = 1;
         else bad = 1;
     }
     if (bad) {
         fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N] "
-                        "[--device cpu|cuda] [--precision fp32|tf32]\n");
+                        "[--device cpu|cuda] [--precision fp32|tf32] [--profile]\n");
         return 2;
     }
     int B = atoi(argv[2]), S = atoi(argv[3]), R = atoi(argv[4]);
@@ -42,6 +47,11 @@ int main(int argc, char **argv) {
     lt_precision pr = LT_PREC_FP32;
     if (be && prec && (lt_precision_parse(prec, &pr) != 0 ||
                        (pr != LT_PREC_FP32 && lt_backend_cuda_set_precision(be, pr) != 0))) {
+        fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
+        return 1;
+    }
+    lt_backend *inner = be;
+    if (be && profile && !(be = lt_backend_profile(inner))) {
         fprintf(stderr, "bench_student: error: %s\n", lt_err_msg());
         return 1;
     }
@@ -78,10 +88,26 @@ int main(int argc, char **argv) {
             return 1;
         }
         if (it > 0) printf("%s%.6f", it > 1 ? ", " : "", lt_now() - t0); /* first = warm-up */
+        else if (profile) lt_backend_profile_reset(be);
         fflush(stdout);
     }
-    printf("]}\n");
+    printf("]");
+    if (profile) {
+        double ms[LT_PROF_CLASSES];
+        int64_t calls[LT_PROF_CLASSES];
+        lt_backend_profile_get(be, ms, calls);
+        printf(", \"profile\": {");
+        for (int c = 0; c < LT_PROF_CLASSES; c++)
+            printf("%s\"%s\": %.3f", c ? ", " : "", lt_backend_profile_class(c), ms[c] / R);
+        printf("}, \"profile_calls\": {");
+        for (int c = 0; c < LT_PROF_CLASSES; c++)
+            printf("%s\"%s\": %lld", c ? ", " : "", lt_backend_profile_class(c),
+                   (long long)(calls[c] / R));
+        printf("}");
+    }
+    printf("}\n");
     lt_student_free(&st);
-    be->destroy(be);
+    if (be != inner) be->destroy(be);
+    inner->destroy(inner);
     return 0;
 }

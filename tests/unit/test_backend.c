@@ -18,6 +18,7 @@
 #include "core/threads.h"
 #include "models/resnet.h"
 #include "nn/backend.h"
+#include "nn/backend_profile.h"
 #include "nn/ops_cuda.h" /* lt_cuda_available */
 #include "train/step.h"
 
@@ -72,7 +73,8 @@ static void test_plan_matches_storage(lt_backend *cpu) {
     CHECK(lt_resnet_plan("resnet99", 4, 64, 64, &p) == -1);
 }
 
-/* One step through the counting wrapper equals one step on the CPU backend, bit for bit. */
+/* One step through the counting wrapper, and through the profiling backend (nn/backend_profile.h),
+ * equals one step on the CPU backend, bit for bit; the profile saw every op class a step runs. */
 static void test_step_through_a_wrapper(lt_backend *cpu) {
     enum { B = 4, S = 32, D = 16, Q = 8 };
     const float mean[3] = {0.5f, 0.4f, 0.3f}, std[3] = {0.2f, 0.25f, 0.3f};
@@ -86,11 +88,14 @@ static void test_step_through_a_wrapper(lt_backend *cpu) {
     for (int i = 0; i < B * D; i++) t[i] = (float)(lt_rng_uniform(&r) - 0.5);
     lt_optim_config cfg = lt_optim_defaults(LT_OPT_LARS);
     lt_backend counting = counting_backend(cpu);
-    lt_backend *bes[2] = {cpu, &counting};
-    double loss[2][2], gnorm[2][2];
-    float *head[2] = {NULL, NULL};
+    lt_backend *prof = lt_backend_profile(cpu);
+    CHECK(prof != NULL);
+    if (!prof) return;
+    lt_backend *bes[3] = {cpu, &counting, prof};
+    double loss[3][2], gnorm[3][2];
+    float *head[3] = {NULL, NULL, NULL};
     live_allocs = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         lt_student st;
         CHECK_MSG(lt_student_init(&st, bes[k], "resnet18", B, S, D, Q, 3, &cfg, mean, std) == 0,
                   "%s", lt_err_msg());
@@ -106,11 +111,28 @@ static void test_step_through_a_wrapper(lt_backend *cpu) {
               (long long)live_allocs);
     for (int step = 0; step < 2; step++) {
         CHECK(isfinite(loss[0][step]) && loss[0][step] > 0);
-        CHECK(loss[0][step] == loss[1][step] && gnorm[0][step] == gnorm[1][step]);
+        for (int k = 1; k < 3; k++)
+            CHECK(loss[0][step] == loss[k][step] && gnorm[0][step] == gnorm[k][step]);
     }
-    CHECK(memcmp(head[0], head[1], sizeof(float) * D * 512) == 0); /* resnet18: C = 512 */
-    free(head[0]);
-    free(head[1]);
+    for (int k = 1; k < 3; k++)
+        CHECK(memcmp(head[0], head[k], sizeof(float) * D * 512) == 0); /* resnet18: C = 512 */
+    double ms[LT_PROF_CLASSES];
+    int64_t calls[LT_PROF_CLASSES];
+    lt_backend_profile_get(prof, ms, calls);
+    /* two steps of resnet18: 20 convs forward and backward each, 20 batch norms, 3 pools... */
+    CHECK(calls[LT_PROF_CONV_FWD] == 2 * 20 && calls[LT_PROF_CONV_BWD] == 2 * 20);
+    CHECK(calls[LT_PROF_BN_FWD] == 2 * 20 && calls[LT_PROF_BN_BWD] == 2 * 20);
+    CHECK(calls[LT_PROF_INPUT] == 2 && calls[LT_PROF_KD] == 2 * 3 && calls[LT_PROF_OPTIM] > 0);
+    CHECK(calls[LT_PROF_POOL] > 0 && calls[LT_PROF_LINEAR] == 2 * 2 && calls[LT_PROF_L2] == 2 * 2);
+    for (int c = 0; c < LT_PROF_CLASSES; c++)
+        CHECK_MSG(ms[c] >= 0 && (calls[c] == 0 || ms[c] > 0 || c == LT_PROF_MEMORY), "%s",
+                  lt_backend_profile_class(c));
+    CHECK(ms[LT_PROF_CONV_FWD] > 0 && ms[LT_PROF_CONV_BWD] > 0);
+    lt_backend_profile_reset(prof);
+    lt_backend_profile_get(prof, ms, calls);
+    CHECK(calls[LT_PROF_CONV_FWD] == 0 && ms[LT_PROF_CONV_FWD] == 0);
+    prof->destroy(prof);
+    for (int k = 0; k < 3; k++) free(head[k]);
 }
 
 static void test_ops_report_errors(lt_backend *cpu) {
