@@ -9,14 +9,19 @@ gradient mean), but some gradients of a ResNet are sums that nearly cancel (a ba
 whose every path meets another batch norm, which removes the mean over the rows): a one-ulp change
 of a batch-norm coefficient shifts all rows at once and moves such a gradient by ~1e-2 of itself,
 in float32 whatever computes it (PyTorch's own float32 and float64 runs differ by as much on
-those tensors: test_train_vs_torch.py). So the thresholds are that test's: per tensor, the
-distance between the two updates (w_final - w_init) below 5e-2 of the update, the median over
-tensors below 1e-2; the loss of the first step equal to 1e-5 relative and of every step to 1e-3.
+those tensors: test_train_vs_torch.py). So after one step the thresholds are that test's: per
+tensor, the distance between the two updates (w_final - w_init) below 5e-2 of the update, the
+median over tensors below 1e-2. Later steps train on those differences and grow them: over the
+8 steps of 2 epochs the median ranges from 1e-6 to 2e-2 with the initial weights (measured over
+random inits), so there the bounds are 0.5 per tensor and 0.1 for the median (a process that
+skipped the gradient mean or the synchronised batch norm is off by the size of the update
+itself), with the loss of the first step equal to 1e-5 relative and of every step to 1e-3.
 A process that normalised batch norm over its own rows only, or filled the queue from its own
 rows, is off by several percent in the loss of the first step."""
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -30,7 +35,8 @@ from train_fixtures import kill_tree_after_first_checkpoint, lt_train, mpirun, t
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("dp")
     cache, _ = tiny_cache(d, n_images=24, views=2, size=64)
-    torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    # from the test's seed (conftest: LT_TEST_SEED replays a run, initial weights included)
+    torch.manual_seed(int(np.random.default_rng().integers(2**31)))
     sd = {k: v.contiguous() for k, v in torchvision.models.resnet18().state_dict().items()}
     init = os.path.join(str(d), "init.safetensors")
     st_io.save(init, sd)
@@ -70,7 +76,7 @@ def update_errors(a, b, init):
     return errs
 
 
-def assert_same_run(a_out, b_out, init_path):
+def assert_same_run(a_out, b_out, init_path, worst_max=0.5, median_max=0.1):
     la, lb = losses(a_out), losses(b_out)
     assert [s for s, _ in la] == [s for s, _ in lb]
     assert abs(la[0][1] - lb[0][1]) <= 1e-5 * abs(lb[0][1]), (la[0], lb[0])
@@ -87,24 +93,31 @@ def assert_same_run(a_out, b_out, init_path):
     worst = sorted(((e, n) for n, e in err.items()), reverse=True)
     med = sorted(err.values())[len(err) // 2]
     print(f"update errors: median {med:.2e}, worst {worst[:3]}")
-    assert worst[0][0] < 5e-2, worst[:3]
-    assert med < 1e-2, (med, worst[:3])
+    assert worst[0][0] < worst_max, worst[:3]
+    assert med < median_max, (med, worst[:3])
 
 
 _refs = {}
 
 
-def one_process(setup, batch):
+def one_process(setup, batch, *extra):
     """The reference for a global batch: one process (2 threads)."""
-    if batch not in _refs:
-        _refs[batch], _ = train(setup, f"ref_b{batch}", 1, 2, "--batch-size", str(batch))
-    return _refs[batch]
+    key = (batch, extra)
+    if key not in _refs:
+        _refs[key], _ = train(setup, f"ref_b{batch}" + "".join(extra).replace("-", "_"), 1, 2,
+                              "--batch-size", str(batch), *extra)
+    return _refs[key]
 
 
 @pytest.mark.parametrize("procs,batch", [(2, 8), (3, 6)])
 def test_processes_equal_one_process(setup, procs, batch):
-    """Shuffled epochs with mixup, 2 epochs: P processes against one with the same global batch
-    (P = 3: shares of the gradient mean of unequal length)."""
+    """Shuffled epochs with mixup: P processes against one with the same global batch (P = 3:
+    shares of the gradient mean of unequal length), after one step (the tight bounds) and after
+    2 epochs."""
+    ref = one_process(setup, batch, "--steps", "1")
+    out, _ = train(setup, f"p{procs}_b{batch}_s1", procs, 1, "--batch-size", str(batch),
+                   "--steps", "1")
+    assert_same_run(out, ref, setup[2], worst_max=5e-2, median_max=1e-2)
     ref = one_process(setup, batch)
     out, _ = train(setup, f"p{procs}_b{batch}", procs, 1, "--batch-size", str(batch))
     assert_same_run(out, ref, setup[2])
