@@ -278,7 +278,7 @@ EMBED_LINE="small gpu-render ${EMB[small-gpu]:-n/a}"
 
 # ---- 4c. the student on the GPU (issue 12) ------------------------------------------------------
 # One lt-train step (bench_student: ResNet forward + backward, head, queue KL loss, clipping, LARS)
-# at 224, batch 256, on the CUDA backend (fp32, the only precision it has), against PyTorch on
+# at 224, batch 256, on the CUDA backend (fp32, tf32 and bf16), against PyTorch on
 # the same card: eager fp32 (TF32 off), eager channels_last + bf16 autocast, and torch.compile of
 # the latter (resnet18 only: compiling resnet50 too would take minutes); then lt-train end to end
 # on the render section's cache (800 JPEGs x 8 views, ViT-B/14 embeddings).
@@ -306,10 +306,12 @@ if want student; then
   step "student: one training step at 224, batch 256: ours (fp32) vs PyTorch"
   student_ours resnet18 256 5 fp32 ours
   student_ours resnet18 256 5 tf32 ours_tf32
+  student_ours resnet18 256 5 bf16 ours_bf16
   student_torch resnet18 256 10 eager_fp32,eager_bf16,compile_bf16
   student_ours resnet50 256 3 fp32 ours
   student_ours resnet50 256 3 tf32 ours_tf32
-  for prec in tf32 fp32; do
+  student_ours resnet50 256 3 bf16 ours_bf16
+  for prec in bf16 tf32 fp32; do
     if [ "$(left)" -lt 40 ]; then break; fi
     echo "-- bench_student resnet18 256 224 3 --device cuda --precision $prec --profile"
     timeout "$(tl 120)" "$WORK/ltenv" build/tests/tools/bench_student resnet18 256 224 3 --device cuda \
@@ -327,7 +329,7 @@ if want student; then
       TRAIN_E2E=FAILED
     fi
   fi
-  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"ours_tf32\": $(num "${ST[$1-ours_tf32]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
+  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"ours_tf32\": $(num "${ST[$1-ours_tf32]:-}"), \"ours_bf16\": $(num "${ST[$1-ours_bf16]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
 fi
 
 # ---- 5. summary --------------------------------------------------------------------------------
@@ -398,14 +400,14 @@ row() { # label views_per_s ms
     printf "  %-34s %12s %14s %8s\n" "$k (set-render)" "$rate" "$teach" "$ratio"
     [ -n "$tline" ] && echo "      $tline"
   done
-  echo "student step at 224, batch 256, img/s (ours: fp32 CUDA backend; goals for resnet18: >= 1.5x"
+  echo "student step at 224, batch 256, img/s (ours: the CUDA backend; goals for resnet18: >= 1.5x"
   echo "PyTorch eager (bf16, channels_last) and >= 1.0x torch.compile):"
-  printf "  %-10s %10s %10s %12s %12s %14s\n" "" "ours fp32" "ours tf32" "torch fp32" "torch bf16" "compile bf16"
+  printf "  %-10s %10s %10s %10s %12s %12s %14s\n" "" "ours fp32" "ours tf32" "ours bf16" "torch fp32" "torch bf16" "compile bf16"
   for a in resnet18 resnet50; do
-    printf "  %-10s %10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-ours_tf32]:-n/a}" \
-      "${ST[$a-eager_fp32]:-n/a}" "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
+    printf "  %-10s %10s %10s %10s %12s %12s %14s\n" "$a" "${ST[$a-ours]:-n/a}" "${ST[$a-ours_tf32]:-n/a}" \
+      "${ST[$a-ours_bf16]:-n/a}" "${ST[$a-eager_fp32]:-n/a}" "${ST[$a-eager_bf16]:-n/a}" "${ST[$a-compile_bf16]:-n/a}"
   done
-  for prec in tf32 fp32; do
+  for prec in bf16 tf32 fp32; do
     [ -s "$WORK/profile-$prec.json" ] || continue
     echo "per-op time of one resnet18 step, batch 256, $prec (each op waited for; ms per step, calls):"
     "$PY" - "$WORK/profile-$prec.json" <<'PYEOF' 2>/dev/null || echo "  (no profile)"

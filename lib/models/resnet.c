@@ -525,6 +525,9 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
                           m->max_B);
     m->last_B = 0;
     lt_backend *be = m->be;
+    if (x != n->in && be->act_bf16)
+        return lt_err_set("%s: a backend with bf16 activations takes the input through its "
+                          "mix_normalize into lt_resnet_input, not from host floats", m->arch);
     if (x != n->in && be->upload(be, n->in, x, sizeof(float) * (size_t)B * m->H * m->W * 3))
         return -1;
     int64_t M0 = (int64_t)B * n->conv1.d.OH * n->conv1.d.OW;

@@ -104,7 +104,9 @@ int lt_resnet_set(lt_resnet *m, const char *name, const float *data, int64_t num
 /* Forward of x (B, H, W, 3) NHWC. train: BN with batch statistics, running stats updated,
  * counters incremented, everything the backward needs kept; otherwise BN with the running stats.
  * The features (B, C) land in m->features. x (host memory, or lt_resnet_input(m)) is copied into
- * the model, so it need not outlive the call. */
+ * the model, so it need not outlive the call. On a backend whose activations are bf16
+ * (be->act_bf16, nn/backend.h) x must be lt_resnet_input(m), filled by the backend's
+ * mix_normalize: a host array of floats is refused. */
 int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train);
 
 /* The model's own input buffer (max_B, H, W, 3), in the backend's memory: a caller that fills it
@@ -113,13 +115,15 @@ float *lt_resnet_input(lt_resnet *m);
 
 /* Backward of the last (training-mode) forward: given dfeat (B, C) = ∂L/∂features, writes the
  * gradient of every parameter into m->grads (added to what is there when accumulate), and
- * ∂L/∂x (B, H, W, 3) into dinput unless it is NULL. */
+ * ∂L/∂x (B, H, W, 3) into dinput unless it is NULL (an activation buffer of the backend: bf16 in
+ * its first half when be->act_bf16). */
 int lt_resnet_backward(lt_resnet *m, const float *dfeat, float *dinput, int accumulate);
 
 
 /* Introspection for tests and debugging: the i-th ReLU output of the last forward, in the order
  * torchvision applies its ReLUs (the stem's, then per block after bn1, [after bn2,] after the
- * residual add), NHWC with its shape (B, h, w, c); NULL when i is out of range. */
+ * residual add), NHWC with its shape (B, h, w, c); NULL when i is out of range. In the backend's
+ * memory, bf16 values in the buffer's first half when be->act_bf16. */
 const float *lt_resnet_relu_output(const lt_resnet *m, int i, int64_t shape[4]);
 /* The max pool's argmax of the last forward (see lt_maxpool_forward), shape (B, h, w, 64). */
 const int32_t *lt_resnet_maxpool_argmax(const lt_resnet *m, int64_t shape[4]);

@@ -13,7 +13,16 @@
  * names (nn/cnn.h; nn/ops.h for linear and L2 norm; nn/kd.h; nn/optim_kernels.h); pointers are
  * in the backend's memory (`mem`) unless a parameter says "host". Every entry returns 0, or -1
  * with lt_err_set. Scratch ("ws") is passed in, sized by the backend's *_ws_bytes entries; no
- * entry allocates. */
+ * entry allocates.
+ *
+ * Activations in bf16 (act_bf16, the CUDA backend at LT_PREC_BF16): buffers keep their float
+ * sizes (the walk sizes them in floats), but in bf16 mode an activation buffer holds bf16 values
+ * in its first half. Which arguments are activations is fixed by the entry: conv2d x, y, dx, dy;
+ * batch norm x, y, res, dx, dy; relu_backward and add (every operand: the walk adds activation
+ * gradients only); max pool x, y, dx, dy; avgpool_forward x and avgpool_backward dx; the output x
+ * of mix_normalize (the model's input). Everything else stays fp32 in every mode: avgpool's
+ * features y and their gradient dy, the head, L2 norm, queue, loss, the optimizer, and every
+ * parameter, gradient of a parameter and statistic. */
 #ifndef LT_NN_BACKEND_H
 #define LT_NN_BACKEND_H
 
@@ -48,6 +57,9 @@ struct lt_backend {
     /* Data-parallel training: when not NULL, bn_forward_train and bn_backward normalise over the
      * rows of every process (nn/cnn.h lt_bn_forward_train_sync); set by the training step. */
     const lt_bn_sync *bn_sync;
+    /* 1: activation buffers hold bf16 values in their first half (above); 0: floats. Set by
+     * lt_backend_cuda_set_precision; the walk takes its input only through mix_normalize then. */
+    int act_bf16;
     void (*destroy)(lt_backend *be);
 
     /* ---- memory: zeroed allocations in the backend's memory; copies from and to the host ---- */
@@ -131,9 +143,12 @@ lt_backend *lt_backend_cpu(int threads);
  * no usable device or CUDA library, and always in a build without CUDA (cuda_stub.c). */
 lt_backend *lt_backend_cuda(int device_index);
 /* The CUDA backend's arithmetic, before its first convolution: LT_PREC_FP32 (the default: fp32
- * operands on CUDA cores, no TF32) or LT_PREC_TF32 (cuDNN's and cuBLAS's TF32 tensor cores: 10-bit
- * operand mantissas, fp32 accumulation; still deterministic algorithms). bf16 is refused (not
- * built yet), as is any precision on a CPU backend. (lt_precision: nn/ops_cuda.h.) */
+ * operands on CUDA cores, no TF32), LT_PREC_TF32 (cuDNN's and cuBLAS's TF32 tensor cores: 10-bit
+ * operand mantissas, fp32 accumulation; still deterministic algorithms) or LT_PREC_BF16
+ * (autocast-like: activations and their gradients stored in bf16 (act_bf16), cuDNN's bf16
+ * convolutions with fp32 accumulation; parameters, their gradients, statistics, the head, the
+ * method and the optimizer in fp32). Any precision on a CPU backend is refused. (lt_precision:
+ * nn/ops_cuda.h.) */
 int lt_backend_cuda_set_precision(lt_backend *be, lt_precision p);
 /* The backend for a --device name: "cpu" gives the CPU backend with `threads` threads; "cuda"
  * the CUDA backend on device 0 (an error naming --device cuda when there is none or it cannot

@@ -5,7 +5,8 @@
  * Why it exists: lt-train's step (lib/train/step.c), the ResNet walk (lib/models/resnet.c) and
  * the optimizer (lib/train/optim.c) reach the hardware only through struct lt_backend. This file
  * fills that struct with device implementations of the same contracts as the CPU functions
- * (nn/cnn.h, nn/ops.h, nn/kd.h, nn/optim_kernels.h), fp32 throughout; the conv/batch-norm,
+ * (nn/cnn.h, nn/ops.h, nn/kd.h, nn/optim_kernels.h), fp32 throughout (at LT_PREC_BF16 the
+ * activations are bf16: backend_cuda.cuh, nn/backend.h); the conv/batch-norm,
  * method and optimizer entries live in cnn_cuda.cu, kd_cuda.cu and optim_cuda.cu
  * (backend_cuda.cuh says who does what). tests/cuda/test_cuda_cnn.c checks every entry against
  * the CPU backend, tests/cuda/test_cuda_student.c whole training steps.
@@ -13,7 +14,9 @@
  * Rounding: the elementwise kernels round every operation as the CPU code does (the CPU build
  * does not contract a·b + c into an FMA, so neither do these: __fmul_rn / __fadd_rn), which makes
  * relu_backward, add, pooling, avgpool, mix_normalize and the bias gradient bitwise equal to the
- * CPU's; only the GEMMs (cuBLAS, fp32, CUBLAS_DEFAULT_MATH: no TF32) sum in another order.
+ * CPU's; only the GEMMs (cuBLAS, fp32, CUBLAS_DEFAULT_MATH: no TF32) sum in another order. With
+ * bf16 activations the same fp32 arithmetic runs on the bf16 inputs and a bf16 output is that
+ * result rounded once to nearest even: bitwise the CPU's result on the same inputs, rounded.
  *
  * Layouts: activations NHWC, weights in PyTorch's layout, exactly as the CPU backend; the conv
  * entries transpose the filter into cuDNN's KRSC layout in their scratch (cnn_cuda.cu). */
@@ -110,26 +113,38 @@ int cuda_gemm_rm(cuda_be *c, int trans_a, int trans_b, int M, int N, int K, floa
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);                     \
          i += (int64_t)gridDim.x * blockDim.x)
 
-/* dx (n) = dy · (y > 0); dx may equal dy */
-__global__ void relu_bwd_kernel(float *dx, const float *dy, const float *y, int64_t n) {
-    GRID_STRIDE(i, n) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+/* dx (n) = dy · (y > 0); dx may equal dy. T: the activations' storage (backend_cuda.cuh) */
+template <typename T>
+__global__ void relu_bwd_kernel(T *dx, const T *dy, const T *y, int64_t n) {
+    GRID_STRIDE(i, n) stf(dx, i, ldf(y, i) > 0.0f ? ldf(dy, i) : 0.0f);
 }
 
 static int be_relu_bwd(lt_backend *be, float *dx, const float *dy, const float *y, int64_t n) {
+    cuda_be *c = cbe(be);
     if (n <= 0) return 0;
-    relu_bwd_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(dx, dy,
-                                                                                          y, n);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        relu_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(dx), as_bf16(dy), as_bf16(y),
+                                                              n);
+    else
+        relu_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(dx, dy, y, n);
     return launch_check("relu_backward");
 }
 
-/* y (n) = a + b; y may equal a or b */
-__global__ void add_kernel(float *y, const float *a, const float *b, int64_t n) {
-    GRID_STRIDE(i, n) y[i] = __fadd_rn(a[i], b[i]);
+/* y (n) = a + b, in fp32, one rounding at a bf16 store; y may equal a or b. The walk adds
+ * activation gradients only (resnet.c block_bwd), so every operand is an activation. */
+template <typename T> __global__ void add_kernel(T *y, const T *a, const T *b, int64_t n) {
+    GRID_STRIDE(i, n) stf(y, i, __fadd_rn(ldf(a, i), ldf(b, i)));
 }
 
 static int be_add(lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
+    cuda_be *c = cbe(be);
     if (n <= 0) return 0;
-    add_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(y, a, b, n);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        add_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(y), as_bf16(a), as_bf16(b), n);
+    else
+        add_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(y, a, b, n);
     return launch_check("add");
 }
 
@@ -138,7 +153,8 @@ static int be_add(lt_backend *be, float *y, const float *a, const float *b, int6
 /* One thread per output element (b, oy, ox, c) of y (B, OH, OW, C), channels fastest (coalesced).
  * Taps in window order (ky, kx); the first inside the image initialises, a later one wins when it
  * is larger or NaN: lt_maxpool_forward's rule, so y and argmax (iy·W + ix) are the CPU's. */
-__global__ void maxpool_fwd_kernel(lt_pool_dims d, float *y, int32_t *argmax, const float *x) {
+template <typename T>
+__global__ void maxpool_fwd_kernel(lt_pool_dims d, T *y, int32_t *argmax, const T *x) {
     const int64_t n = (int64_t)d.B * d.OH * d.OW * d.C;
     GRID_STRIDE(i, n) {
         const int c = (int)(i % d.C);
@@ -147,7 +163,7 @@ __global__ void maxpool_fwd_kernel(lt_pool_dims d, float *y, int32_t *argmax, co
         r /= d.OW;
         const int oy = (int)(r % d.OH);
         const int64_t b = r / d.OH;
-        const float *xb = x + b * d.H * d.W * d.C + c;
+        const T *xb = x + b * d.H * d.W * d.C + c;
         float best = 0.0f;
         int32_t at = 0, first = 1;
         for (int ky = 0; ky < d.k; ky++) {
@@ -157,7 +173,7 @@ __global__ void maxpool_fwd_kernel(lt_pool_dims d, float *y, int32_t *argmax, co
                 const int ix = ox * d.stride - d.pad + kx;
                 if (ix < 0 || ix >= d.W) continue;
                 const int32_t pos = iy * d.W + ix;
-                const float v = xb[(int64_t)pos * d.C];
+                const float v = ldf(xb, (int64_t)pos * d.C);
                 if (first || v > best || v != v) {
                     best = v;
                     at = pos;
@@ -165,7 +181,7 @@ __global__ void maxpool_fwd_kernel(lt_pool_dims d, float *y, int32_t *argmax, co
                 }
             }
         }
-        y[i] = best;
+        stf(y, i, best); /* a value of x: exact in its storage type */
         argmax[i] = at;
     }
 }
@@ -174,8 +190,13 @@ static int be_maxpool_fwd(lt_backend *be, const lt_pool_dims *d, float *y, int32
                           const float *x) {
     const int64_t n = (int64_t)d->B * d->OH * d->OW * d->C;
     if (n <= 0) return 0;
-    maxpool_fwd_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
-        *d, y, argmax, x);
+    cuda_be *c = cbe(be);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        maxpool_fwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(*d, as_bf16(y), argmax,
+                                                                 as_bf16(x));
+    else
+        maxpool_fwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(*d, y, argmax, x);
     return launch_check("maxpool_forward");
 }
 
@@ -183,9 +204,9 @@ static int be_maxpool_fwd(lt_backend *be, const lt_pool_dims *d, float *y, int32
  * outputs whose window holds (iy, ix) are oy in [ceil((iy + pad − k + 1) / s), (iy + pad) / s]
  * (clipped to the map), the same for ox; those whose argmax is this position add their dy, in
  * ascending output order starting from 0: the order in which lt_maxpool_backward adds them, so
- * the sums are bitwise the CPU's. */
-__global__ void maxpool_bwd_kernel(lt_pool_dims d, float *dx, const float *dy,
-                                   const int32_t *argmax) {
+ * the sums are bitwise the CPU's (in fp32; a bf16 dx is that sum rounded once). */
+template <typename T>
+__global__ void maxpool_bwd_kernel(lt_pool_dims d, T *dx, const T *dy, const int32_t *argmax) {
     const int64_t n = (int64_t)d.B * d.H * d.W * d.C;
     GRID_STRIDE(i, n) {
         const int c = (int)(i % d.C);
@@ -206,9 +227,9 @@ __global__ void maxpool_bwd_kernel(lt_pool_dims d, float *dx, const float *dy,
         for (int oy = oy0; oy <= oy1; oy++)
             for (int ox = ox0; ox <= ox1; ox++) {
                 const int64_t o = (base + (int64_t)oy * d.OW + ox) * d.C + c;
-                if (argmax[o] == pos) s = __fadd_rn(s, dy[o]);
+                if (argmax[o] == pos) s = __fadd_rn(s, ldf(dy, o));
             }
-        dx[i] = s;
+        stf(dx, i, s);
     }
 }
 
@@ -216,20 +237,26 @@ static int be_maxpool_bwd(lt_backend *be, const lt_pool_dims *d, float *dx, cons
                           const int32_t *argmax) {
     const int64_t n = (int64_t)d->B * d->H * d->W * d->C;
     if (n <= 0) return 0;
-    maxpool_bwd_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
-        *d, dx, dy, argmax);
+    cuda_be *c = cbe(be);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        maxpool_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(*d, as_bf16(dx), as_bf16(dy),
+                                                                 argmax);
+    else
+        maxpool_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(*d, dx, dy, argmax);
     return launch_check("maxpool_backward");
 }
 
 /* y (B, C) = mean over p of x (B, HW, C): one thread per (b, c), the HW values summed in double
- * in order, divided by HW in double, rounded once (lt_avgpool_forward's arithmetic). */
-__global__ void avgpool_fwd_kernel(float *y, const float *x, int B, int HW, int C) {
+ * in order, divided by HW in double, rounded once (lt_avgpool_forward's arithmetic). x is an
+ * activation (T); y, the features the head reads, is fp32 in every mode. */
+template <typename T> __global__ void avgpool_fwd_kernel(float *y, const T *x, int B, int HW, int C) {
     const int64_t n = (int64_t)B * C;
     GRID_STRIDE(i, n) {
         const int64_t b = i / C, c = i % C;
-        const float *xb = x + b * HW * C + c;
+        const T *xb = x + b * HW * C + c;
         double s = 0.0;
-        for (int64_t p = 0; p < HW; p++) s += (double)xb[p * C];
+        for (int64_t p = 0; p < HW; p++) s += (double)ldf(xb, p * C);
         y[i] = (float)(s / HW);
     }
 }
@@ -237,17 +264,22 @@ __global__ void avgpool_fwd_kernel(float *y, const float *x, int B, int HW, int 
 static int be_avgpool_fwd(lt_backend *be, float *y, const float *x, int B, int HW, int C) {
     const int64_t n = (int64_t)B * C;
     if (n <= 0) return 0;
-    avgpool_fwd_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
-        y, x, B, HW, C);
+    cuda_be *c = cbe(be);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        avgpool_fwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(y, as_bf16(x), B, HW, C);
+    else
+        avgpool_fwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(y, x, B, HW, C);
     return launch_check("avgpool_forward");
 }
 
-/* dx (B, HW, C) = dy (B, C) · inv, inv = 1/HW rounded to float on the host as the CPU does */
-__global__ void avgpool_bwd_kernel(float *dx, const float *dy, int64_t n, int HW, int C,
-                                   float inv) {
+/* dx (B, HW, C) = dy (B, C) · inv, inv = 1/HW rounded to float on the host as the CPU does; dy
+ * (the features' gradient) fp32 in every mode, dx an activation gradient (T) */
+template <typename T>
+__global__ void avgpool_bwd_kernel(T *dx, const float *dy, int64_t n, int HW, int C, float inv) {
     GRID_STRIDE(i, n) {
         const int64_t c = i % C, b = i / ((int64_t)HW * C);
-        dx[i] = __fmul_rn(dy[b * C + c], inv);
+        stf(dx, i, __fmul_rn(dy[b * C + c], inv));
     }
 }
 
@@ -255,8 +287,12 @@ static int be_avgpool_bwd(lt_backend *be, float *dx, const float *dy, int B, int
     const int64_t n = (int64_t)B * HW * C;
     if (n <= 0) return 0;
     const float inv = 1.0f / (float)HW;
-    avgpool_bwd_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
-        dx, dy, n, HW, C, inv);
+    cuda_be *c = cbe(be);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        avgpool_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(dx), dy, n, HW, C, inv);
+    else
+        avgpool_bwd_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(dx, dy, n, HW, C, inv);
     return launch_check("avgpool_backward");
 }
 
@@ -314,8 +350,10 @@ typedef struct {
 
 /* x (B, HW, 3) = ((λ/255)·a + ((1 − λ)/255)·b − mean[c]) / std[c], each operation rounded as in
  * lt_mix_normalize (image/render.c), no contraction; b NULL: λ = 1 and no partner term. The
- * same arithmetic as the teacher's mix_normalize kernel (ops_cuda_rows.cu). */
-__global__ void mix_kernel(float *x, const uint8_t *a, const uint8_t *b, const float *lambda,
+ * same arithmetic as the teacher's mix_normalize kernel (ops_cuda_rows.cu). x is the model's
+ * input, an activation (T: a bf16 x is the fp32 value rounded once). */
+template <typename T>
+__global__ void mix_kernel(T *x, const uint8_t *a, const uint8_t *b, const float *lambda,
                            int64_t per, int64_t n, norm3_t k) {
     GRID_STRIDE(i, n) {
         const float l = b ? lambda[i / per] : 1.0f;
@@ -323,7 +361,7 @@ __global__ void mix_kernel(float *x, const uint8_t *a, const uint8_t *b, const f
         const int ch = (int)(i % 3);
         float v = __fmul_rn(wa, (float)a[i]);
         if (b) v = __fadd_rn(v, __fmul_rn(wb, (float)b[i]));
-        x[i] = __fdiv_rn(__fsub_rn(v, k.mean[ch]), k.std[ch]);
+        stf(x, i, __fdiv_rn(__fsub_rn(v, k.mean[ch]), k.std[ch]));
     }
 }
 
@@ -335,8 +373,12 @@ static int be_mix(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
     if (b && !lambda) return lt_err_set("mix/normalise: a partner view without mixup weights");
     norm3_t k;
     for (int i = 0; i < 3; i++) k.mean[i] = mean[i], k.std[i] = std[i];
-    mix_kernel<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, cbe(be)->stream>>>(
-        x, a, b, lambda, per, n, k);
+    cuda_be *c = cbe(be);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        mix_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(x), a, b, lambda, per, n, k);
+    else
+        mix_kernel<<<g, LT_CUDA_THREADS, 0, c->stream>>>(x, a, b, lambda, per, n, k);
     return launch_check("mix_normalize");
 }
 
@@ -389,12 +431,12 @@ extern "C" int lt_backend_cuda_set_precision(lt_backend *be, lt_precision p) {
     if (!be || strcmp(be->name, "cuda") != 0)
         return lt_err_set("--precision %s: the CPU backend computes in fp32", lt_precision_name(p));
     cuda_be *c = cbe(be);
-    if (p == LT_PREC_BF16)
-        return lt_err_set("--precision bf16: the student's CUDA backend has no bf16 path yet; use "
-                          "tf32 or fp32");
     if (c->nplans > 0)
         return lt_err_set("cuda backend: the precision is set before the first convolution");
+    /* bf16: the head's GEMMs stay fp32 (CUBLAS_DEFAULT_MATH), as everything but activations */
     c->tf32 = p == LT_PREC_TF32;
+    c->bf16 = p == LT_PREC_BF16;
+    be->act_bf16 = c->bf16;
     CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
                "cublasSetMathMode");
     return 0;
@@ -418,6 +460,7 @@ extern "C" lt_backend *lt_backend_cuda(int device_index) {
     be->mem = LT_MEM_DEVICE;
     be->threads = 1;
     be->bn_sync = NULL;
+    be->act_bf16 = 0; /* fp32 until lt_backend_cuda_set_precision says otherwise */
     be->destroy = be_destroy;
     be->alloc = be_alloc;
     be->free = be_free;

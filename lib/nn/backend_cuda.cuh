@@ -13,7 +13,8 @@
  *
  * Every entry enqueues its work on the backend's one stream and returns; the entries that return
  * a host value (sumsq, kd_loss_forward) and download synchronise. Every kernel here is
- * deterministic: no float atomics, every reduction in a fixed order. */
+ * deterministic: no float atomics, every reduction in a fixed order. It also says how the
+ * kernels that touch activations serve both storage types (fp32, and bf16 at LT_PREC_BF16). */
 #ifndef LT_NN_BACKEND_CUDA_CUH
 #define LT_NN_BACKEND_CUDA_CUH
 
@@ -71,11 +72,23 @@ typedef struct {
     cuda_conv_limit limits[LT_CUDA_CONV_LIMITS];
     int nlimits;
     int tf32; /* LT_PREC_TF32: convolutions and GEMMs may round operands to TF32 (tensor cores) */
+    int bf16; /* LT_PREC_BF16: activations are bf16 (in the first half of their float-sized
+                 buffers; nn/backend.h says which arguments), convolutions cuDNN's bf16 ones */
     double *totals; /* (cap_totals) device: sumsq_many's results before their one copy back */
     int cap_totals;
 } cuda_be;
 
 static inline cuda_be *cbe(lt_backend *be) { return (cuda_be *)be->impl; }
+
+/* ---- activation storage ----
+ * The kernels that read or write activations are templates on their storage type T (float, or
+ * bf16 when c->bf16), loading through ldf and storing through stf (ops_cuda_internal.cuh: a bf16
+ * store rounds to nearest even once); the arithmetic in between is fp32 (or double) as in the
+ * fp32 path, whose instantiation (T = float) is that path unchanged. An entry launches the bf16
+ * instantiation on the same pointers reinterpreted: element i of a bf16 activation is at byte
+ * 2·i of its buffer (strides stay in elements). */
+static inline bf16 *as_bf16(float *p) { return (bf16 *)p; }
+static inline const bf16 *as_bf16(const float *p) { return (const bf16 *)p; }
 
 /* lt_err_set("<what>: <cuDNN status string>"); returns -1. */
 int cudnn_fail(cudnnStatus_t s, const char *fmt, ...) LT_PRINTF(2, 3);

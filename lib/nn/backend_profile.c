@@ -181,7 +181,7 @@ lt_backend *lt_backend_profile(lt_backend *inner) {
     p->inner = inner;
     *be = (lt_backend){
         .name = inner->name, .mem = inner->mem, .threads = inner->threads, .impl = p,
-        .stream = inner->stream, .destroy = p_destroy, .alloc = p_alloc, .free = p_free,
+        .stream = inner->stream, .act_bf16 = inner->act_bf16, .destroy = p_destroy, .alloc = p_alloc, .free = p_free,
         .upload = p_upload, .download = p_download, .sync = p_sync, .conv2d_ws_bytes = p_conv_ws,
         .conv2d_forward = p_conv_fwd, .conv2d_backward = p_conv_bwd, .bn_ws_bytes = p_bn_ws,
         .bn_forward_train = p_bn_fwd_train, .bn_forward_eval = p_bn_fwd_eval,

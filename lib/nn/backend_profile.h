@@ -16,7 +16,8 @@ enum {
 
 /* A backend with inner's buffers, results and memory, whose every entry also adds its time (a
  * device backend waited for before and after each call) to its class. inner stays the caller's:
- * free the wrapper (destroy) first, then inner. NULL + lt_err on OOM. */
+ * free the wrapper (destroy) first, then inner. It takes inner's act_bf16 as it is now: set
+ * inner's precision before wrapping it. NULL + lt_err on OOM. */
 lt_backend *lt_backend_profile(lt_backend *inner);
 void lt_backend_profile_reset(lt_backend *be);
 /* ms[c], calls[c]: the time (milliseconds) and calls of class c since the last reset. */

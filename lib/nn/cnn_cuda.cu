@@ -21,6 +21,13 @@
  * (With two models of one geometry, the smallest such scratch bounds them.)
  * accumulate_dx: cuDNN's β = 1 on dx. accumulate (dw): dw += the transposed dw_t (one rounding,
  * as the CPU's β = 1 GEMM).
+ * bf16 (c->bf16): cuDNN's PSEUDO_BFLOAT16 configuration: x, y, dx, dy and the filter bf16
+ * (CUDNN_DATA_BFLOAT16), the convolution's compute type fp32 (CUDNN_DATA_FLOAT: fp32
+ * accumulation), CUDNN_TENSOR_OP_MATH (tensor cores; each algorithm then runs with the math type
+ * cuDNN reported for it), still deterministic algorithms only. The fp32 master filter is never
+ * stored in bf16: w_t is its transpose converted to bf16 in the scratch, and the weight gradient
+ * comes back as bf16 dw_t, converted to fp32 while it is transposed into dw (+= when
+ * accumulating). w_t and dw_t keep their fp32 sizes in the scratch (a bf16 copy takes half).
  *
  * batch norm. Per-channel statistics of x (M, C) with a fixed-order reduction: a grid of
  * (ceil(C/32), R) blocks of 32×8 threads; block (cb, j) takes the rows [M·j/R, M·(j+1)/R), its
@@ -32,6 +39,10 @@
  * sums of ≤ 2³¹ terms here, relative error ≲ 1e-12; the CPU adds blocks of 32 rows in float
  * first, so the statistics agree with the CPU's to a few float ulps). The normalisation
  * y = act((x − μ)·(γ·invstd) + β [+ res]) rounds each operation as the CPU does.
+ * bf16 (c->bf16): x, res, y, dy and dx are bf16 activations (the kernels are templates on their
+ * storage, backend_cuda.cuh); every statistic, factor and parameter gradient is computed from
+ * the loaded values exactly as in fp32 (double sums, fp32 steps), and y or dx rounded once to
+ * bf16 at the store.
  * Data-parallel (be->bn_sync, nn/cnn.h lt_bn_forward_train_sync / lt_bn_backward_sync): the
  * same per-chunk sums, folded per channel into this process's C or 2C doubles, which go to the
  * host for the processes' sum (sync->sum, the communicator's host collective) and back; the
@@ -71,11 +82,19 @@ void cuda_conv_plans_free(cuda_be *c) {
     c->nplans = 0;
 }
 
-/* fp32: deterministic FMA algorithms only. tf32: deterministic, tensor cores allowed (TF32
- * operands, fp32 accumulation), never a conversion to fp16. */
-static int det_math_ok(cudnnDeterminism_t det, cudnnMathType_t m, int tf32) {
+/* Tensor cores allowed: tf32 (TF32 operands, fp32 accumulation) and bf16 (bf16 operands, fp32
+ * accumulation); each chosen algorithm then runs with the math type cuDNN reported for it. */
+static int tensor_ops(const cuda_be *c) { return c->tf32 || c->bf16; }
+
+/* fp32: deterministic FMA algorithms only. tf32, bf16: deterministic, tensor cores allowed, never
+ * a conversion to fp16. */
+static int det_math_ok(cudnnDeterminism_t det, cudnnMathType_t m, int tensor_cores) {
     if (det != CUDNN_DETERMINISTIC || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
-    return tf32 || m != CUDNN_TENSOR_OP_MATH;
+    return tensor_cores || m != CUDNN_TENSOR_OP_MATH;
+}
+
+static const char *prec_name(const cuda_be *c) {
+    return c->bf16 ? "bf16" : c->tf32 ? "tf32" : "fp32";
 }
 
 /* Descriptors and algorithms for d; cudnn_limit: the most cuDNN workspace the algorithms may
@@ -87,23 +106,30 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
     CUDNN_TRY(cudnnCreateTensorDescriptor(&p->yd), "cudnnCreateTensorDescriptor");
     CUDNN_TRY(cudnnCreateFilterDescriptor(&p->wd), "cudnnCreateFilterDescriptor");
     CUDNN_TRY(cudnnCreateConvolutionDescriptor(&p->cd), "cudnnCreateConvolutionDescriptor");
-    /* x (B, H, W, Cin) and y (B, OH, OW, Cout) NHWC; the filter KRSC (Cout, kh, kw, Cin) */
-    CUDNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->B, d->Cin,
-                                         d->H, d->W),
-              "cudnnSetTensor4dDescriptor(x %dx%dx%dx%d)", d->B, d->H, d->W, d->Cin);
-    CUDNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->B,
-                                         d->Cout, d->OH, d->OW),
-              "cudnnSetTensor4dDescriptor(y %dx%dx%dx%d)", d->B, d->OH, d->OW, d->Cout);
-    CUDNN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->Cout,
-                                         d->Cin, d->kh, d->kw),
-              "cudnnSetFilter4dDescriptor(%dx%dx%dx%d)", d->Cout, d->Cin, d->kh, d->kw);
-    /* PyTorch's conv2d is a cross-correlation */
+    /* x (B, H, W, Cin) and y (B, OH, OW, Cout) NHWC; the filter KRSC (Cout, kh, kw, Cin); all
+     * three bf16 in bf16 mode (PSEUDO_BFLOAT16: the compute type below stays fp32) */
+    const cudnnDataType_t dt = c->bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, dt, d->B, d->Cin, d->H, d->W),
+              "cudnnSetTensor4dDescriptor(x %dx%dx%dx%d, %s)", d->B, d->H, d->W, d->Cin,
+              prec_name(c));
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, dt, d->B, d->Cout, d->OH,
+                                         d->OW),
+              "cudnnSetTensor4dDescriptor(y %dx%dx%dx%d, %s)", d->B, d->OH, d->OW, d->Cout,
+              prec_name(c));
+    CUDNN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC, d->Cout, d->Cin, d->kh,
+                                         d->kw),
+              "cudnnSetFilter4dDescriptor(%dx%dx%dx%d, %s)", d->Cout, d->Cin, d->kh, d->kw,
+              prec_name(c));
+    /* PyTorch's conv2d is a cross-correlation; fp32 compute (accumulation) in every mode */
     CUDNN_TRY(cudnnSetConvolution2dDescriptor(p->cd, d->pad, d->pad, d->stride, d->stride, 1, 1,
                                               CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
               "cudnnSetConvolution2dDescriptor");
-    /* tf32: cuDNN's default math lets fp32 convolutions use TF32 tensor cores; each chosen
-     * algorithm then runs with the math type cuDNN reported for it (set before each call) */
-    CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, c->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH),
+    /* tf32: cuDNN's default math lets fp32 convolutions use TF32 tensor cores; bf16: tensor-op
+     * math; each chosen algorithm then runs with the math type cuDNN reported for it (set
+     * before each call) */
+    CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, c->bf16   ? CUDNN_TENSOR_OP_MATH
+                                                 : c->tf32 ? CUDNN_DEFAULT_MATH
+                                                           : CUDNN_FMA_MATH),
               "cudnnSetConvolutionMathType");
     int n, cc, oh, ow;
     CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &n, &cc, &oh, &ow),
@@ -122,7 +148,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionForwardAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(fp[i].determinism, fp[i].mathType, c->tf32))
+        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(fp[i].determinism, fp[i].mathType, tensor_ops(c)))
             continue;
         if (cudnnGetConvolutionForwardWorkspaceSize(c->dnn, p->xd, p->wd, p->cd, p->yd, fp[i].algo,
                                                     &ws) != CUDNN_STATUS_SUCCESS)
@@ -132,8 +158,8 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         p->fwd = fp[i].algo, p->ws_fwd = ws, p->m_fwd = fp[i].mathType, found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic fp32 forward algorithm within "
-                          "%zu bytes of workspace (%s)", cudnn_limit, shape);
+        return lt_err_set("conv2d: cuDNN offers no deterministic %s forward algorithm within "
+                          "%zu bytes of workspace (%s)", prec_name(c), cudnn_limit, shape);
 
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     found = 0;
@@ -143,7 +169,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardDataAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(dp[i].determinism, dp[i].mathType, c->tf32))
+        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(dp[i].determinism, dp[i].mathType, tensor_ops(c)))
             continue;
         if (cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, p->wd, p->yd, p->cd, p->xd,
                                                          dp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
@@ -153,8 +179,8 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         p->bwd_data = dp[i].algo, p->ws_bwd_data = ws, p->m_bwd_data = dp[i].mathType, found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic fp32 backward-data algorithm "
-                          "within %zu bytes of workspace (%s)", cudnn_limit, shape);
+        return lt_err_set("conv2d: cuDNN offers no deterministic %s backward-data algorithm "
+                          "within %zu bytes of workspace (%s)", prec_name(c), cudnn_limit, shape);
 
     cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     found = 0;
@@ -164,7 +190,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(wp[i].determinism, wp[i].mathType, c->tf32))
+        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(wp[i].determinism, wp[i].mathType, tensor_ops(c)))
             continue;
         if (cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, p->xd, p->yd, p->cd, p->wd,
                                                            wp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
@@ -175,8 +201,9 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic fp32 backward-filter algorithm "
-                          "within %zu bytes of workspace (%s)", cudnn_limit, shape);
+        return lt_err_set("conv2d: cuDNN offers no deterministic %s backward-filter algorithm "
+                          "within %zu bytes of workspace (%s)", prec_name(c), cudnn_limit,
+                          shape);
     p->used = 1;
     return 0;
 }
@@ -249,8 +276,9 @@ size_t cuda_conv_ws(lt_backend *be, const lt_conv2d_dims *d) {
 }
 
 /* w_t (Cout, kh, kw, Cin) = w (Cout, Cin, kh, kw): one thread per element, indexed in w_t's
- * order (coalesced writes) */
-__global__ void filter_to_krsc(float *wt, const float *w, int Cout, int Cin, int kh, int kw) {
+ * order (coalesced writes); T = bf16: each value rounded once to bf16 (the master w stays fp32) */
+template <typename T>
+__global__ void filter_to_krsc(T *wt, const float *w, int Cout, int Cin, int kh, int kw) {
     const int64_t n = (int64_t)Cout * Cin * kh * kw;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -260,12 +288,14 @@ __global__ void filter_to_krsc(float *wt, const float *w, int Cout, int Cin, int
         r /= kw;
         const int ky = (int)(r % kh);
         const int64_t co = r / kh;
-        wt[i] = w[((co * Cin + ci) * kh + ky) * kw + kx];
+        stf(wt, i, w[((co * Cin + ci) * kh + ky) * kw + kx]);
     }
 }
 
-/* dw (Cout, Cin, kh, kw) (+)= dw_t (Cout, kh, kw, Cin): one thread per element of dw */
-__global__ void filter_from_krsc(float *dw, const float *dwt, int Cout, int Cin, int kh, int kw,
+/* dw (Cout, Cin, kh, kw) (+)= dw_t (Cout, kh, kw, Cin): one thread per element of dw; dw fp32 in
+ * every mode, dw_t cuDNN's output (T: bf16 in bf16 mode, widened exactly) */
+template <typename T>
+__global__ void filter_from_krsc(float *dw, const T *dwt, int Cout, int Cin, int kh, int kw,
                                  int acc) {
     const int64_t n = (int64_t)Cout * Cin * kh * kw;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
@@ -276,9 +306,22 @@ __global__ void filter_from_krsc(float *dw, const float *dwt, int Cout, int Cin,
         r /= kh;
         const int ci = (int)(r % Cin);
         const int64_t co = r / Cin;
-        const float g = dwt[((co * kh + ky) * kw + kx) * Cin + ci];
+        const float g = ldf(dwt, ((co * kh + ky) * kw + kx) * Cin + ci);
         dw[i] = acc ? __fadd_rn(dw[i], g) : g;
     }
+}
+
+/* w_t (scratch, KRSC) = w (PyTorch's layout), converted to bf16 in bf16 mode */
+static int filter_krsc(cuda_be *c, const lt_conv2d_dims *d, float *wt, const float *w) {
+    const int64_t nw = (int64_t)d->Cout * d->Cin * d->kh * d->kw;
+    const int g = grid_1d(nw, LT_CUDA_THREADS);
+    if (c->bf16)
+        filter_to_krsc<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(wt), w, d->Cout, d->Cin,
+                                                             d->kh, d->kw);
+    else
+        filter_to_krsc<<<g, LT_CUDA_THREADS, 0, c->stream>>>(wt, w, d->Cout, d->Cin, d->kh,
+                                                             d->kw);
+    return launch_check("conv2d filter transpose");
 }
 
 static int check_ws(const cuda_conv_plan *p, void *ws, const char *op) {
@@ -291,14 +334,12 @@ int cuda_conv_fwd(lt_backend *be, const lt_conv2d_dims *d, float *y, const float
     cuda_be *c = cbe(be);
     cuda_conv_plan *p = plan_get(c, d, 1);
     if (!p || check_ws(p, ws, "conv2d")) return -1;
-    float *wt = (float *)ws;
+    float *wt = (float *)ws; /* bf16 mode: bf16 values in its first half */
     char *cws = (char *)ws + 2 * w_bytes(d);
-    const int64_t nw = (int64_t)d->Cout * d->Cin * d->kh * d->kw;
-    filter_to_krsc<<<grid_1d(nw, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
-        wt, w, d->Cout, d->Cin, d->kh, d->kw);
-    if (launch_check("conv2d filter transpose")) return -1;
+    if (filter_krsc(c, d, wt, w)) return -1;
     const float one = 1.0f, zero = 0.0f;
-    if (c->tf32) CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_fwd), "cudnnSetConvolutionMathType");
+    if (tensor_ops(c))
+        CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_fwd), "cudnnSetConvolutionMathType");
     CUDNN_TRY(cudnnConvolutionForward(c->dnn, &one, p->xd, x, p->wd, wt, p->cd, p->fwd, cws,
                                       p->ws_fwd, &zero, p->yd, y),
               "cudnnConvolutionForward (algorithm %d)", (int)p->fwd);
@@ -310,26 +351,31 @@ int cuda_conv_bwd(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
     cuda_be *c = cbe(be);
     cuda_conv_plan *p = plan_get(c, d, 1);
     if (!p || check_ws(p, ws, "conv2d backward")) return -1;
+    /* bf16 mode: w_t and dw_t hold bf16 values in their first halves */
     float *wt = (float *)ws, *dwt = (float *)((char *)ws + w_bytes(d));
     char *cws = (char *)ws + 2 * w_bytes(d);
     const int64_t nw = (int64_t)d->Cout * d->Cin * d->kh * d->kw;
     const float one = 1.0f, zero = 0.0f;
     if (dw) { /* dw_t (KRSC) = ∂L/∂w, then into PyTorch's layout (+= when accumulating) */
-        if (c->tf32)
+        if (tensor_ops(c))
             CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_bwd_filter), "cudnnSetConvolutionMathType");
         CUDNN_TRY(cudnnConvolutionBackwardFilter(c->dnn, &one, p->xd, x, p->yd, dy, p->cd,
                                                  p->bwd_filter, cws, p->ws_bwd_filter, &zero,
                                                  p->wd, dwt),
                   "cudnnConvolutionBackwardFilter (algorithm %d)", (int)p->bwd_filter);
-        filter_from_krsc<<<grid_1d(nw, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
-            dw, dwt, d->Cout, d->Cin, d->kh, d->kw, acc);
+        const int g = grid_1d(nw, LT_CUDA_THREADS);
+        if (c->bf16)
+            filter_from_krsc<<<g, LT_CUDA_THREADS, 0, c->stream>>>(dw, as_bf16((const float *)dwt),
+                                                                   d->Cout, d->Cin, d->kh, d->kw,
+                                                                   acc);
+        else
+            filter_from_krsc<<<g, LT_CUDA_THREADS, 0, c->stream>>>(dw, (const float *)dwt, d->Cout,
+                                                                   d->Cin, d->kh, d->kw, acc);
         if (launch_check("conv2d filter gradient transpose")) return -1;
     }
-    if (dx) { /* dx (=/+=) ∂L/∂x: β = 1 accumulates */
-        filter_to_krsc<<<grid_1d(nw, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
-            wt, w, d->Cout, d->Cin, d->kh, d->kw);
-        if (launch_check("conv2d filter transpose")) return -1;
-        if (c->tf32)
+    if (dx) { /* dx (=/+=) ∂L/∂x: β = 1 accumulates (cuDNN reads dx in its own type) */
+        if (filter_krsc(c, d, wt, w)) return -1;
+        if (tensor_ops(c))
             CUDNN_TRY(cudnnSetConvolutionMathType(p->cd, p->m_bwd_data), "cudnnSetConvolutionMathType");
         CUDNN_TRY(cudnnConvolutionBackwardData(c->dnn, &one, p->wd, wt, p->yd, dy, p->cd,
                                                p->bwd_data, cws, p->ws_bwd_data,
@@ -391,7 +437,8 @@ static int bn_sync_sum(cuda_be *c, const lt_bn_sync *sync, double *x, int n) {
 
 /* Data parallel, step 1: this process's mean (xf[c]) and Σ (x − mean)² (xf[C + c]) per channel,
  * from the chunk partials, as lt_bn_forward_train_sync forms them. */
-__global__ void bn_sync_local(const double *part, int R, const float *x, int64_t M, int C,
+template <typename T>
+__global__ void bn_sync_local(const double *part, int R, const T *x, int64_t M, int C,
                               double *xf) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
@@ -399,7 +446,7 @@ __global__ void bn_sync_local(const double *part, int R, const float *x, int64_t
     for (int j = 0; j < R; j++) sv += part[((int64_t)j * 2) * C + c],
                                 qv += part[((int64_t)j * 2 + 1) * C + c];
     const double d = sv / M, q = qv - sv * d;
-    xf[c] = (double)x[c] + d;
+    xf[c] = (double)ldf(x, c) + d;
     xf[C + c] = q > 0 ? q : 0;
 }
 
@@ -434,16 +481,17 @@ __global__ void bn_sync_final(const double *xf, double Mt, int C, float eps, flo
 /* part (R, 2, C): for chunk j = blockIdx.y, channel c: Σ (x − k) and Σ (x − k)² over the chunk's
  * rows, k = x[0, c] (the first row: the CPU's shift), x − k rounded to float as the CPU does,
  * then summed in double. Thread (tx, ty) sums the rows r0 + ty, r0 + ty + 8, ...; the 8 lanes are
- * added in lane order. */
-__global__ void bn_stats_partial(double *part, const float *x, int64_t M, int C, int R) {
+ * added in lane order. x: T, the activations' storage (backend_cuda.cuh). */
+template <typename T>
+__global__ void bn_stats_partial(double *part, const T *x, int64_t M, int C, int R) {
     __shared__ double ss[BN_TY][BN_TX], sq[BN_TY][BN_TX];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * BN_TX + tx, j = blockIdx.y;
     const int64_t r0 = M * j / R, r1 = M * (j + 1) / R;
     double s = 0.0, q = 0.0;
     if (c < C) {
-        const float k = x[c];
+        const float k = ldf(x, c);
         for (int64_t r = r0 + ty; r < r1; r += BN_TY) {
-            const double v = (double)__fsub_rn(x[r * C + c], k);
+            const double v = (double)__fsub_rn(ldf(x, r * C + c), k);
             s += v;
             q += v * v;
         }
@@ -461,7 +509,8 @@ __global__ void bn_stats_partial(double *part, const float *x, int64_t M, int C,
 
 /* Per channel: the R partials folded in order, then lt_bn_forward_train's formulas. fac (4, C):
  * mean as float, γ·invstd, β. */
-__global__ void bn_stats_final(const double *part, int R, const float *x, int64_t M, int C,
+template <typename T>
+__global__ void bn_stats_final(const double *part, int R, const T *x, int64_t M, int C,
                                float eps, float momentum, const float *gamma, const float *beta,
                                float *mean, float *invstd, float *rm, float *rv, float *fac) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -472,7 +521,7 @@ __global__ void bn_stats_final(const double *part, int R, const float *x, int64_
     const double d = sv / M;           /* mean − k */
     double var = qv / M - d * d;       /* biased */
     if (var < 0) var = 0;
-    const double mu = (double)x[c] + d;
+    const double mu = (double)ldf(x, c) + d;
     const double is = 1.0 / sqrt(var + (double)eps);
     mean[c] = (float)mu;
     invstd[c] = (float)is;
@@ -494,17 +543,30 @@ __global__ void bn_eval_factors(int C, float eps, const float *gamma, const floa
     fac[2 * C + c] = beta[c];
 }
 
-/* y (M, C) = act((x − m)·sc + sh [+ res]), (m, sc, sh) = fac; y may equal x or res */
-__global__ void bn_apply(float *y, const float *x, const float *res, const float *fac,
-                         int64_t n, int C, int relu) {
+/* y (M, C) = act((x − m)·sc + sh [+ res]), (m, sc, sh) = fac; y may equal x or res. x, res, y:
+ * T (a bf16 y is the fp32 result rounded once) */
+template <typename T>
+__global__ void bn_apply(T *y, const T *x, const T *res, const float *fac, int64_t n, int C,
+                         int relu) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int c = (int)(i % C);
-        float v = __fadd_rn(__fmul_rn(__fsub_rn(x[i], fac[c]), fac[C + c]), fac[2 * C + c]);
-        if (res) v = __fadd_rn(v, res[i]);
+        float v = __fadd_rn(__fmul_rn(__fsub_rn(ldf(x, i), fac[c]), fac[C + c]), fac[2 * C + c]);
+        if (res) v = __fadd_rn(v, ldf(res, i));
         if (relu) v = v > 0.0f ? v : 0.0f;
-        y[i] = v;
+        stf(y, i, v);
     }
+}
+
+/* bn_apply on the backend's stream in its activations' storage (launch_check follows) */
+static void bn_apply_launch(cuda_be *c, float *y, const float *x, const float *res,
+                           const float *fac, int64_t n, int C, int relu) {
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        bn_apply<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(y), as_bf16(x), as_bf16(res), fac,
+                                                       n, C, relu);
+    else
+        bn_apply<<<g, LT_CUDA_THREADS, 0, c->stream>>>(y, x, res, fac, n, C, relu);
 }
 
 
@@ -525,17 +587,23 @@ int cuda_bn_fwd_train(lt_backend *be, float *y, const float *x, const float *res
     double *part = bn_part(ws);
     float *fac = bn_fac(ws, C);
     const dim3 grid((C + BN_TX - 1) / BN_TX, R), block(BN_TX, BN_TY);
-    bn_stats_partial<<<grid, block, 0, c->stream>>>(part, x, M, C, R);
+    if (c->bf16) bn_stats_partial<<<grid, block, 0, c->stream>>>(part, as_bf16(x), M, C, R);
+    else bn_stats_partial<<<grid, block, 0, c->stream>>>(part, x, M, C, R);
     if (launch_check("batch norm statistics")) return -1;
+    const int gc = (C + 255) / 256;
     if (!sync) {
-        bn_stats_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, x, M, C, eps, momentum,
-                                                               gamma, beta, mean, invstd, rm, rv,
-                                                               fac);
+        if (c->bf16)
+            bn_stats_final<<<gc, 256, 0, c->stream>>>(part, R, as_bf16(x), M, C, eps, momentum,
+                                                      gamma, beta, mean, invstd, rm, rv, fac);
+        else
+            bn_stats_final<<<gc, 256, 0, c->stream>>>(part, R, x, M, C, eps, momentum, gamma,
+                                                      beta, mean, invstd, rm, rv, fac);
         if (launch_check("batch norm statistics (fold)")) return -1;
     } else {
         /* this process's means go to part's first C doubles (the partials are folded by then) */
         double *xf = bn_xfer(ws, C), *mu_p = part;
-        bn_sync_local<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, x, M, C, xf);
+        if (c->bf16) bn_sync_local<<<gc, 256, 0, c->stream>>>(part, R, as_bf16(x), M, C, xf);
+        else bn_sync_local<<<gc, 256, 0, c->stream>>>(part, R, x, M, C, xf);
         if (launch_check("batch norm statistics (this process)")) return -1;
         if (cudaMemcpyAsync(mu_p, xf, (size_t)C * sizeof(double), cudaMemcpyDeviceToDevice,
                             c->stream) != cudaSuccess)
@@ -549,9 +617,7 @@ int cuda_bn_fwd_train(lt_backend *be, float *y, const float *x, const float *res
                                                               fac);
         if (launch_check("batch norm statistics (all processes)")) return -1;
     }
-    const int64_t n = (int64_t)M * C;
-    bn_apply<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(y, x, res, fac, n, C,
-                                                                           relu);
+    bn_apply_launch(c, y, x, res, fac, (int64_t)M * C, C, relu);
     return launch_check("batch norm");
 }
 
@@ -567,15 +633,14 @@ int cuda_bn_fwd_eval(lt_backend *be, float *y, const float *x, const float *res,
     float *fac = (float *)c->red; /* the backend's own buffer: no scratch parameter here */
     bn_eval_factors<<<(C + 255) / 256, 256, 0, c->stream>>>(C, eps, gamma, beta, rm, rv, fac);
     if (launch_check("batch norm (eval factors)")) return -1;
-    const int64_t n = (int64_t)M * C;
-    bn_apply<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(y, x, res, fac, n, C,
-                                                                           relu);
+    bn_apply_launch(c, y, x, res, fac, (int64_t)M * C, C, relu);
     return launch_check("batch norm (eval)");
 }
 
 /* part (R, 2, C): Σ g and Σ g·(x − μ) over chunk j's rows, g = dy masked by y > 0 when relu;
- * g·(x − μ) rounded to float as the CPU forms it, then summed in double. */
-__global__ void bn_grad_partial(double *part, const float *dy, const float *x, const float *y,
+ * g·(x − μ) rounded to float as the CPU forms it, then summed in double. dy, x, y: T. */
+template <typename T>
+__global__ void bn_grad_partial(double *part, const T *dy, const T *x, const T *y,
                                 const float *mean, int64_t M, int C, int R, int relu) {
     __shared__ double ss[BN_TY][BN_TX], sx[BN_TY][BN_TX];
     const int tx = threadIdx.x, ty = threadIdx.y, c = blockIdx.x * BN_TX + tx, j = blockIdx.y;
@@ -585,10 +650,10 @@ __global__ void bn_grad_partial(double *part, const float *dy, const float *x, c
         const float m = mean[c];
         for (int64_t r = r0 + ty; r < r1; r += BN_TY) {
             const int64_t i = r * C + c;
-            float g = dy[i];
-            if (relu) g = y[i] > 0.0f ? g : 0.0f;
+            float g = ldf(dy, i);
+            if (relu) g = ldf(y, i) > 0.0f ? g : 0.0f;
             s += (double)g;
-            q += (double)__fmul_rn(g, __fsub_rn(x[i], m));
+            q += (double)__fmul_rn(g, __fsub_rn(ldf(x, i), m));
         }
     }
     ss[ty][tx] = s;
@@ -622,7 +687,6 @@ __global__ void bn_grad_final(const double *part, int R, int64_t M, int C, const
     fac[3 * C + c] = (float)(dg * is / M);
 }
 
-/* dx = a·(g − b − (x − μ)·k), each operation rounded as the CPU's; dx may equal dy */
 /* Data parallel: this process's Σg (xf[c]) and Σg·(x − μ) (xf[C + c]), folded in order. */
 __global__ void bn_grad_local(const double *part, int R, int C, double *xf) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -651,16 +715,19 @@ __global__ void bn_grad_final_sync(const double *xf, double Mt, int P, int C, co
     fac[3 * C + c] = (float)(dg * is / Mt);
 }
 
-__global__ void bn_grad_apply(float *dx, const float *dy, const float *x, const float *y,
-                              const float *fac, int64_t n, int C, int relu) {
+/* dx = a·(g − b − (x − μ)·k) (fac of bn_grad_final), each operation rounded as the CPU's; dx
+ * may equal dy. dx, dy, x, y: T (a bf16 dx is the fp32 result rounded once). */
+template <typename T>
+__global__ void bn_grad_apply(T *dx, const T *dy, const T *x, const T *y, const float *fac,
+                              int64_t n, int C, int relu) {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int c = (int)(i % C);
-        float g = dy[i];
-        if (relu) g = y[i] > 0.0f ? g : 0.0f;
+        float g = ldf(dy, i);
+        if (relu) g = ldf(y, i) > 0.0f ? g : 0.0f;
         const float t = __fsub_rn(g, fac[2 * C + c]);
-        const float u = __fmul_rn(__fsub_rn(x[i], fac[c]), fac[3 * C + c]);
-        dx[i] = __fmul_rn(fac[C + c], __fsub_rn(t, u));
+        const float u = __fmul_rn(__fsub_rn(ldf(x, i), fac[c]), fac[3 * C + c]);
+        stf(dx, i, __fmul_rn(fac[C + c], __fsub_rn(t, u)));
     }
 }
 
@@ -677,7 +744,11 @@ int cuda_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const fl
     double *part = bn_part(ws);
     float *fac = bn_fac(ws, C);
     const dim3 grid((C + BN_TX - 1) / BN_TX, R), block(BN_TX, BN_TY);
-    bn_grad_partial<<<grid, block, 0, c->stream>>>(part, dy, x, y, mean, M, C, R, relu);
+    if (c->bf16)
+        bn_grad_partial<<<grid, block, 0, c->stream>>>(part, as_bf16(dy), as_bf16(x), as_bf16(y),
+                                                       mean, M, C, R, relu);
+    else
+        bn_grad_partial<<<grid, block, 0, c->stream>>>(part, dy, x, y, mean, M, C, R, relu);
     if (launch_check("batch norm backward sums")) return -1;
     if (!sync) {
         bn_grad_final<<<(C + 255) / 256, 256, 0, c->stream>>>(part, R, M, C, gamma, mean, invstd,
@@ -694,7 +765,11 @@ int cuda_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const fl
         if (launch_check("batch norm backward (all processes)")) return -1;
     }
     const int64_t n = (int64_t)M * C;
-    bn_grad_apply<<<grid_1d(n, LT_CUDA_THREADS), LT_CUDA_THREADS, 0, c->stream>>>(
-        dx, dy, x, y, fac, n, C, relu);
+    const int g = grid_1d(n, LT_CUDA_THREADS);
+    if (c->bf16)
+        bn_grad_apply<<<g, LT_CUDA_THREADS, 0, c->stream>>>(as_bf16(dx), as_bf16(dy), as_bf16(x),
+                                                            as_bf16(y), fac, n, C, relu);
+    else
+        bn_grad_apply<<<g, LT_CUDA_THREADS, 0, c->stream>>>(dx, dy, x, y, fac, n, C, relu);
     return launch_check("batch norm backward");
 }

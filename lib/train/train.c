@@ -786,7 +786,10 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
     if (lead)
         lt_debug("training on %s%s", be->name,
                  be->mem == LT_MEM_DEVICE
-                     ? (o->precision == LT_PREC_TF32 ? " (tf32 tensor cores)" : " (fp32)") : "");
+                     ? (o->precision == LT_PREC_TF32   ? " (tf32 tensor cores)"
+                        : o->precision == LT_PREC_BF16 ? " (bf16 activations, fp32 parameters)"
+                                                       : " (fp32)")
+                     : "");
     if (pool_auto && be->mem == LT_MEM_DEVICE &&
         pool_need <= (int64_t)(lt_render_gpu_free_memory() / 4))
         pool_kind = LT_POOL_DEVICE; /* at most a quarter of the free GPU memory: the student's

@@ -39,6 +39,9 @@
  *   sum of squares: relative difference <= 1e-12 (double, different order).
  * Determinism: conv backward, batch norm forward/backward, the loss and the sum of squares are
  * each run twice on the same inputs and must give identical bytes.
+ * Precisions: a second backend at tf32 runs the convolutions again (conv_thr 1e-5); a third at
+ * bf16 runs every entry whose arguments include activations, which are bf16 there, with the
+ * bounds of the bf16 section (bf16_cases).
  *
  * Output: one line per check; exit 0 all passed, 1 a failure, 77 no GPU. */
 #include "core/error.h"
@@ -836,6 +839,345 @@ static void optimizer_cases(void) {
     free(w), free(g), free(buf), free(m), free(v);
 }
 
+/* ---- bf16 activations (a backend at LT_PREC_BF16) --------------------------------------------------
+ * There an activation buffer keeps its float size and holds bf16 values in its first half
+ * (nn/backend.h). The CPU reference gets the same inputs rounded to bf16 (round to nearest even,
+ * lt_cuda_f32_to_bf16, as the device's __float2bfloat16_rn), so the two differ only by what the
+ * GPU rounds itself: its bf16 outputs, and the filter's bf16 copy inside a convolution. Bounds:
+ *   bitwise, against the CPU's output rounded to bf16: relu_backward, add, max pool (values,
+ *     argmax, gradient), avgpool (fp32 features; the gradient rounded), mix_normalize, batch norm
+ *     in eval mode. Their fp32 arithmetic is the CPU's operation for operation (bitwise equal in
+ *     fp32 above) and a bf16 output is that value rounded once, so nothing but the rounding may
+ *     differ (a stricter check than the NMSE 1e-4 a single rounding would allow);
+ *   batch norm training: y and dx NMSE <= 1e-4 against the CPU's fp32 outputs (one bf16 rounding:
+ *     relative error <= 2^-8, NMSE ~5e-6; the statistics differ by float ulps as in fp32). The
+ *     statistics, running statistics, dgamma and dbeta are fp32 computed from the same (rounded)
+ *     values on both sides, and the ReLU mask of a bf16 y is the fp32 y's (rounding keeps the
+ *     sign): the fp32 bounds above hold;
+ *   conv2d y and dx: NMSE <= 1e-4: bf16 operands (the GPU also rounds the fp32 filter, ~5e-6),
+ *     fp32 accumulation, one rounding of the output (~5e-6), as the teacher's bf16 products;
+ *   conv2d dw (fp32 parameter gradient): NMSE <= 1e-3: the bf16 products are exact in fp32, but
+ *     cuDNN's bf16 backward-filter writes dw_t in bf16 (~5e-6) and an algorithm may reduce over
+ *     the batch's positions in bf16 partial sums; 1e-3 allows a handful of such roundings and
+ *     still fails a wrong layout, half or flag (O(1)). */
+#define BF16_ACT_THR 1e-4
+#define BF16_DW_THR 1e-3
+#define BF16_NAN 0x7fc0u
+
+static float bf16r(float f) { return lt_cuda_bf16_to_f32(lt_cuda_f32_to_bf16(f)); }
+static void round_bf16(float *h, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h[i] = bf16r(h[i]);
+}
+/* A device buffer of n floats' bytes (as the model allocates it): h as bf16 in its first half,
+ * bf16 NaNs in the second (a kernel reading the wrong half fails) */
+static float *upb(const float *h, int64_t n) {
+    uint16_t *t = xmalloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) t[i] = lt_cuda_f32_to_bf16(h[i]), t[n + i] = BF16_NAN;
+    float *d = up(t, (size_t)n * 4);
+    free(t);
+    return d;
+}
+/* n floats' bytes of bf16 NaNs: an unwritten output element fails */
+static float *nanb_dev(int64_t n) {
+    uint16_t *t = xmalloc((size_t)n * 4);
+    for (int64_t i = 0; i < 2 * n; i++) t[i] = BF16_NAN;
+    float *d = up(t, (size_t)n * 4);
+    free(t);
+    return d;
+}
+/* The n bf16 values in the first half of d, widened to float */
+static float *downb(const float *d, int64_t n) {
+    uint16_t *t = down(d, (size_t)n * 2);
+    float *f = xmalloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) f[i] = lt_cuda_bf16_to_f32(t[i]);
+    free(t);
+    return f;
+}
+/* The second half of an output made by nanb_dev is untouched: the entry wrote bf16, not floats */
+static void tail_intact(const char *op, const char *what, const float *d, int64_t n) {
+    uint16_t *t = down(d, (size_t)n * 4);
+    int64_t bad = 0;
+    for (int64_t i = n; i < 2 * n; i++) bad += t[i] != BF16_NAN;
+    char w[128];
+    snprintf(w, sizeof w, "%s: second half untouched", what);
+    expect(bad == 0, op, w);
+    free(t);
+}
+
+static void test_conv_bf16(int B, int H, int W, int Cin, int Cout, int k, int stride, int pad) {
+    lt_conv2d_dims d;
+    char what[96];
+    snprintf(what, sizeof what, "B%d %dx%dx%d->%d k%d s%d p%d", B, H, W, Cin, Cout, k, stride,
+             pad);
+    if (lt_conv2d_dims_init(&d, B, H, W, Cin, Cout, k, k, stride, pad)) die("conv dims");
+    const int64_t nx = (int64_t)B * H * W * Cin, ny = (int64_t)B * d.OH * d.OW * Cout;
+    const int64_t nw = (int64_t)Cout * Cin * k * k;
+    float *x = randn(nx, 1.0f, 0.0f), *w = randn(nw, 0.2f, 0.0f), *dy = randn(ny, 1.0f, 0.0f);
+    float *dx0 = randn(nx, 1.0f, 0.0f), *dw0 = randn(nw, 1.0f, 0.0f);
+    round_bf16(x, nx), round_bf16(dy, ny), round_bf16(dx0, nx); /* the activations */
+    size_t cws = cpu->conv2d_ws_bytes(cpu, &d), gws = gpu->conv2d_ws_bytes(gpu, &d);
+    void *hws = host_ws(cws);
+    float *y = xmalloc((size_t)ny * sizeof(float));
+    float *gx = upb(x, nx), *gw = upf(w, nw), *gdy = upb(dy, ny), *gy = nanb_dev(ny);
+    float *gdx = NULL, *gdw = NULL, *gdx2 = NULL, *gdw2 = NULL;
+    void *gws_p = dev(gws ? gws : 1);
+    OK_OR_FAIL(gws == 0 ? -1 : 0, "bf16 conv2d ws", what);
+    OK_OR_FAIL(cpu->conv2d_forward(cpu, &d, y, x, w, hws), "conv2d fwd (cpu)", what);
+    OK_OR_FAIL(gpu->conv2d_forward(gpu, &d, gy, gx, gw, gws_p), "bf16 conv2d fwd", what);
+    compare("bf16 conv2d fwd", what, downb(gy, ny), y, ny, BF16_ACT_THR);
+    tail_intact("bf16 conv2d fwd", what, gy, ny);
+    for (int mode = 0; mode < 4; mode++) {
+        /* 0: dw, dx written; 1: dw +=, dx +=; 2: dw only; 3: dx only (accumulate_dx) */
+        const int acc = mode == 1, acc_dx = mode == 1 || mode == 3;
+        const int with_dx = mode != 2, with_dw = mode != 3;
+        float *dx = copyf(dx0, nx), *dw = copyf(dw0, nw);
+        gdx = acc_dx ? upb(dx0, nx) : nanb_dev(nx);
+        gdw = acc ? upf(dw0, nw) : nanf_dev(nw);
+        char m[128];
+        snprintf(m, sizeof m, "%s acc=%d acc_dx=%d%s%s", what, acc, acc_dx,
+                 with_dx ? "" : " no dx", with_dw ? "" : " no dw");
+        int rc = cpu->conv2d_backward(cpu, &d, with_dx ? dx : NULL, with_dw ? dw : NULL, dy, x, w,
+                                      hws, acc, acc_dx);
+        if (rc == 0)
+            rc = gpu->conv2d_backward(gpu, &d, with_dx ? gdx : NULL, with_dw ? gdw : NULL, gdy,
+                                      gx, gw, gws_p, acc, acc_dx);
+        if (rc != 0) {
+            printf("%-18s %-44s FAIL (%s)\n", "bf16 conv2d bwd", m, lt_err_msg());
+            n_fail++;
+        } else {
+            if (with_dx) compare("bf16 conv2d dx", m, downb(gdx, nx), dx, nx, BF16_ACT_THR);
+            if (with_dw) compare("bf16 conv2d dw", m, downf(gdw, nw), dw, nw, BF16_DW_THR);
+        }
+        free(dx);
+        free(dw);
+        gfree(gdx);
+        gfree(gdw);
+        gdx = gdw = NULL;
+    }
+    /* determinism: the same backward twice */
+    gdx = nanb_dev(nx), gdw = nanf_dev(nw), gdx2 = nanb_dev(nx), gdw2 = nanf_dev(nw);
+    OK_OR_FAIL(gpu->conv2d_backward(gpu, &d, gdx, gdw, gdy, gx, gw, gws_p, 0, 0),
+               "bf16 conv2d bwd", what);
+    OK_OR_FAIL(gpu->conv2d_backward(gpu, &d, gdx2, gdw2, gdy, gx, gw, gws_p, 0, 0),
+               "bf16 conv2d bwd", what);
+    same_bytes("bf16 conv2d determ.", what, gdx, gdx2, (size_t)nx * 2);
+    same_bytes("bf16 conv2d determ.", what, gdw, gdw2, (size_t)nw * sizeof(float));
+    tail_intact("bf16 conv2d dx", what, gdx, nx);
+out:
+    gfree(gx), gfree(gw), gfree(gdy), gfree(gy), gfree(gdx), gfree(gdw), gfree(gdx2), gfree(gdw2);
+    gfree(gws_p);
+    free(x), free(w), free(dy), free(dx0), free(dw0), free(y), free(hws);
+}
+
+/* Training forward and backward (the backward from the GPU's own forward outputs, as the model
+ * runs it), then the backward again with dx = dy in place (the walk's use), bitwise the first. */
+static void test_bn_bf16(int M, int C, int relu, int with_res, int acc, float offset) {
+    char what[96];
+    snprintf(what, sizeof what, "M%d C%d relu=%d res=%d acc=%d mean~%g", M, C, relu, with_res,
+             acc, offset);
+    const int64_t n = (int64_t)M * C;
+    const float eps = 1e-5f, mom = 0.1f;
+    float *x = randn(n, 1.5f, offset), *res = with_res ? randn(n, 1.0f, 0.0f) : NULL;
+    float *gamma = randn(C, 0.3f, 1.0f), *beta = randn(C, 0.3f, 0.0f);
+    float *rm = randn(C, 0.1f, 0.0f), *rv = randn(C, 0.1f, 1.0f);
+    float *dy = randn(n, 1.0f, 0.0f), *dg0 = randn(C, 1.0f, 0.0f), *db0 = randn(C, 1.0f, 0.0f);
+    round_bf16(x, n), round_bf16(dy, n);
+    if (res) round_bf16(res, n);
+    float *y = xmalloc((size_t)n * sizeof(float)), *mean = xmalloc(C * sizeof(float));
+    float *invstd = xmalloc(C * sizeof(float)), *dx = xmalloc((size_t)n * sizeof(float));
+    float *crm = copyf(rm, C), *crv = copyf(rv, C), *dg = copyf(dg0, C), *db = copyf(db0, C);
+    void *hws = host_ws(cpu->bn_ws_bytes(cpu, C));
+    float *gx = upb(x, n), *gres = with_res ? upb(res, n) : NULL, *gg = upf(gamma, C);
+    float *gb = upf(beta, C), *grm = upf(rm, C), *grv = upf(rv, C), *gdy = upb(dy, n);
+    float *gy = nanb_dev(n), *gmean = nanf_dev(C), *ginv = nanf_dev(C), *gdx = nanb_dev(n);
+    float *gdg = acc ? upf(dg0, C) : nanf_dev(C), *gdb = acc ? upf(db0, C) : nanf_dev(C);
+    float *gdy2 = upb(dy, n);
+    void *gws = dev(gpu->bn_ws_bytes(gpu, C));
+    OK_OR_FAIL(cpu->bn_forward_train(cpu, y, x, res, gamma, beta, mean, invstd, crm, crv, M, C,
+                                     eps, mom, relu, hws),
+               "bn fwd (cpu)", what);
+    OK_OR_FAIL(gpu->bn_forward_train(gpu, gy, gx, gres, gg, gb, gmean, ginv, grm, grv, M, C, eps,
+                                     mom, relu, gws),
+               "bf16 bn fwd train", what);
+    compare("bf16 bn fwd y", what, downb(gy, n), y, n, BF16_ACT_THR);
+    tail_intact("bf16 bn fwd y", what, gy, n);
+    compare("bf16 bn mean", what, downf(gmean, C), mean, C, BN_FWD_THR);
+    compare("bf16 bn invstd", what, downf(ginv, C), invstd, C, BN_FWD_THR);
+    compare("bf16 bn running_mean", what, downf(grm, C), crm, C, BN_FWD_THR);
+    compare("bf16 bn running_var", what, downf(grv, C), crv, C, BN_FWD_THR);
+    OK_OR_FAIL(cpu->bn_backward(cpu, dx, dg, db, dy, x, y, gamma, mean, invstd, M, C, relu, acc,
+                                hws),
+               "bn bwd (cpu)", what);
+    OK_OR_FAIL(gpu->bn_backward(gpu, gdx, gdg, gdb, gdy, gx, gy, gg, gmean, ginv, M, C, relu, acc,
+                                gws),
+               "bf16 bn bwd", what);
+    if (M == 2) { /* dx a cancellation: measured against its terms (test_bn) */
+        float *terms = xmalloc((size_t)n * sizeof(float));
+        for (int64_t i = 0; i < n; i++) terms[i] = gamma[i % C] * invstd[i % C] * dy[i];
+        compare_scaled("bf16 bn bwd dx", what, downb(gdx, n), dx, terms, n, BN_BWD_M2_THR);
+        free(terms);
+    } else {
+        compare("bf16 bn bwd dx", what, downb(gdx, n), dx, n, BF16_ACT_THR);
+    }
+    compare("bf16 bn bwd dgamma", what, downf(gdg, C), dg, C, BN_BWD_THR);
+    compare("bf16 bn bwd dbeta", what, downf(gdb, C), db, C, BN_BWD_THR);
+    OK_OR_FAIL(gpu->bn_backward(gpu, gdy2, NULL, NULL, gdy2, gx, gy, gg, gmean, ginv, M, C, relu,
+                                0, gws),
+               "bf16 bn bwd", what);
+    same_bytes("bf16 bn bwd dx=dy", what, gdx, gdy2, (size_t)n * 2);
+out:
+    gfree(gx), gfree(gres), gfree(gg), gfree(gb), gfree(grm), gfree(grv), gfree(gdy);
+    gfree(gy), gfree(gmean), gfree(ginv), gfree(gdx), gfree(gdg), gfree(gdb), gfree(gdy2);
+    gfree(gws);
+    free(x), free(res), free(gamma), free(beta), free(rm), free(rv), free(dy), free(dg0);
+    free(db0), free(y), free(mean), free(invstd), free(dx), free(crm), free(crv), free(dg);
+    free(db), free(hws);
+}
+
+static void test_bn_eval_bf16(int M, int C, int relu, int with_res) {
+    char what[64];
+    snprintf(what, sizeof what, "M%d C%d relu=%d res=%d", M, C, relu, with_res);
+    const int64_t n = (int64_t)M * C;
+    float *x = randn(n, 1.0f, 0.5f), *res = with_res ? randn(n, 1.0f, 0.0f) : NULL;
+    float *gamma = randn(C, 0.3f, 1.0f), *beta = randn(C, 0.3f, 0.0f);
+    float *rm = randn(C, 0.3f, 0.0f), *rv = randn(C, 0.2f, 1.0f);
+    for (int c = 0; c < C; c++) rv[c] = fabsf(rv[c]);
+    round_bf16(x, n);
+    if (res) round_bf16(res, n);
+    float *y = xmalloc((size_t)n * sizeof(float));
+    float *gx = upb(x, n), *gres = with_res ? upb(res, n) : NULL, *gg = upf(gamma, C);
+    float *gb = upf(beta, C), *grm = upf(rm, C), *grv = upf(rv, C), *gy = nanb_dev(n);
+    OK_OR_FAIL(cpu->bn_forward_eval(cpu, y, x, res, gamma, beta, rm, rv, M, C, 1e-5f, relu),
+               "bn eval (cpu)", what);
+    OK_OR_FAIL(gpu->bn_forward_eval(gpu, gy, gx, gres, gg, gb, grm, grv, M, C, 1e-5f, relu),
+               "bf16 bn eval", what);
+    round_bf16(y, n);
+    compare("bf16 bn fwd eval", what, downb(gy, n), y, n, -1);
+out:
+    gfree(gx), gfree(gres), gfree(gg), gfree(gb), gfree(grm), gfree(grv), gfree(gy);
+    free(x), free(res), free(gamma), free(beta), free(rm), free(rv), free(y);
+}
+
+static void elementwise_cases_bf16(void) {
+    const int64_t n = 100003;
+    float *a = randn(n, 1.0f, 0.0f), *b = randn(n, 1.0f, 0.0f), *r = xmalloc(n * sizeof(float));
+    round_bf16(a, n), round_bf16(b, n);
+    float *ga = upb(a, n), *gb = upb(b, n), *gr = nanb_dev(n);
+    if (cpu->relu_backward(cpu, r, a, b, n) || gpu->relu_backward(gpu, gr, ga, gb, n))
+        die("relu_backward");
+    compare("bf16 relu_backward", "n 100003", downb(gr, n), r, n, -1);
+    tail_intact("bf16 relu_backward", "n 100003", gr, n);
+    if (cpu->add(cpu, r, a, b, n) || gpu->add(gpu, ga, ga, gb, n)) die("add");
+    round_bf16(r, n);
+    compare("bf16 add", "n 100003, y = a in place", downb(ga, n), r, n, -1);
+    gfree(ga), gfree(gb), gfree(gr);
+    free(a), free(b), free(r);
+
+    static const int pools[][5] = {{2, 15, 15, 16, 0}, {3, 16, 16, 64, 0}, {2, 9, 11, 8, 1}};
+    for (int k = 0; k < 3; k++) {
+        lt_pool_dims d;
+        const int ties = pools[k][4];
+        if (lt_pool_dims_init(&d, pools[k][0], pools[k][1], pools[k][2], pools[k][3], 3, 2, 1))
+            die("pool dims");
+        char what[64];
+        snprintf(what, sizeof what, "B%d %dx%dx%d k3 s2 p1%s", d.B, d.H, d.W, d.C,
+                 ties ? " ties" : "");
+        const int64_t ni = (int64_t)d.B * d.H * d.W * d.C, no = (int64_t)d.B * d.OH * d.OW * d.C;
+        float *x = randn(ni, 1.0f, 0.0f), *dy = randn(no, 1.0f, 0.0f);
+        if (ties)
+            for (int64_t i = 0; i < ni; i++) x[i] = roundf(x[i]);
+        round_bf16(x, ni), round_bf16(dy, no);
+        float *y = xmalloc(no * sizeof(float)), *dx = xmalloc(ni * sizeof(float));
+        int32_t *am = xmalloc(no * sizeof(int32_t));
+        float *gx = upb(x, ni), *gy = nanb_dev(no), *gdy = upb(dy, no), *gdx = nanb_dev(ni);
+        int32_t *am_init = xmalloc(no * sizeof(int32_t));
+        for (int64_t i = 0; i < no; i++) am_init[i] = -1;
+        int32_t *gam = up(am_init, no * sizeof(int32_t));
+        free(am_init);
+        if (cpu->maxpool_forward(cpu, &d, y, am, x) || gpu->maxpool_forward(gpu, &d, gy, gam, gx))
+            die("maxpool_forward");
+        compare("bf16 maxpool fwd", what, downb(gy, no), y, no, -1);
+        compare_i32("bf16 maxpool argmax", what, down(gam, no * sizeof(int32_t)), am, no);
+        if (cpu->maxpool_backward(cpu, &d, dx, dy, am) ||
+            gpu->maxpool_backward(gpu, &d, gdx, gdy, gam))
+            die("maxpool_backward");
+        round_bf16(dx, ni);
+        compare("bf16 maxpool bwd", what, downb(gdx, ni), dx, ni, -1);
+        tail_intact("bf16 maxpool bwd", what, gdx, ni);
+        gfree(gx), gfree(gy), gfree(gdy), gfree(gdx), gfree(gam);
+        free(x), free(dy), free(y), free(dx), free(am);
+    }
+
+    /* global average pool: x bf16, the features y and their gradient dy fp32, dx bf16 */
+    static const int avg[][3] = {{3, 49, 24}, {8, 4, 512}};
+    for (int k = 0; k < 2; k++) {
+        const int B = avg[k][0], HW = avg[k][1], C = avg[k][2];
+        char what[64];
+        snprintf(what, sizeof what, "B%d HW%d C%d", B, HW, C);
+        const int64_t ni = (int64_t)B * HW * C, no = (int64_t)B * C;
+        float *x = randn(ni, 1.0f, 0.0f), *dy = randn(no, 1.0f, 0.0f);
+        round_bf16(x, ni);
+        float *y = xmalloc(no * sizeof(float)), *dx = xmalloc(ni * sizeof(float));
+        float *gx = upb(x, ni), *gy = nanf_dev(no), *gdy = upf(dy, no), *gdx = nanb_dev(ni);
+        if (cpu->avgpool_forward(cpu, y, x, B, HW, C) ||
+            gpu->avgpool_forward(gpu, gy, gx, B, HW, C) ||
+            cpu->avgpool_backward(cpu, dx, dy, B, HW, C) ||
+            gpu->avgpool_backward(gpu, gdx, gdy, B, HW, C))
+            die("avgpool");
+        compare("bf16 avgpool fwd", what, downf(gy, no), y, no, -1);
+        round_bf16(dx, ni);
+        compare("bf16 avgpool bwd", what, downb(gdx, ni), dx, ni, -1);
+        gfree(gx), gfree(gy), gfree(gdy), gfree(gdx);
+        free(x), free(dy), free(y), free(dx);
+    }
+}
+
+/* mix_normalize into the model's input, a bf16 activation */
+static void test_mix_bf16(int B, int HW, int partner) {
+    char what[64];
+    snprintf(what, sizeof what, "B%d HW%d partner=%d", B, HW, partner);
+    const int64_t n = (int64_t)B * HW * 3;
+    uint8_t *a = xmalloc(n), *b = xmalloc(n);
+    for (int64_t i = 0; i < n; i++) a[i] = (uint8_t)(next_u64() >> 56), b[i] = (uint8_t)(next_u64() >> 56);
+    float *lambda = xmalloc(B * sizeof(float)), *x = xmalloc(n * sizeof(float));
+    for (int i = 0; i < B; i++) lambda[i] = (float)uni();
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    uint8_t *ga = up(a, n), *gb = up(b, n);
+    float *gl = upf(lambda, B), *gx = nanb_dev(n);
+    if (cpu->mix_normalize(cpu, x, a, partner ? b : NULL, lambda, B, HW, mean, std) ||
+        gpu->mix_normalize(gpu, gx, ga, partner ? gb : NULL, gl, B, HW, mean, std))
+        die("mix_normalize");
+    round_bf16(x, n);
+    compare("bf16 mix_normalize", what, downb(gx, n), x, n, -1);
+    tail_intact("bf16 mix_normalize", what, gx, n);
+    gfree(ga), gfree(gb), gfree(gl), gfree(gx);
+    free(a), free(b), free(lambda), free(x);
+}
+
+/* The bf16 section: gpu is a backend at LT_PREC_BF16 */
+static void bf16_cases(void) {
+    expect(gpu->act_bf16 == 1, "bf16 backend", "act_bf16 set");
+    test_conv_bf16(2, 37, 37, 3, 16, 7, 2, 3);  /* the stem: Cin 3 */
+    test_conv_bf16(3, 7, 7, 32, 32, 3, 1, 1);   /* 3×3/1 */
+    test_conv_bf16(2, 15, 15, 16, 32, 3, 2, 1); /* 3×3/2, odd input */
+    test_conv_bf16(4, 9, 9, 64, 128, 1, 1, 0);  /* 1×1/1 */
+    test_conv_bf16(2, 13, 13, 32, 64, 1, 2, 0); /* 1×1/2 downsample */
+    test_bn_bf16(3 * 7 * 7, 32, 1, 0, 0, 0.0f);
+    test_bn_bf16(3 * 7 * 7, 32, 1, 1, 1, 0.0f);   /* block output: residual + ReLU, accumulate */
+    test_bn_bf16(2 * 15 * 15, 64, 0, 0, 1, 20.0f); /* |mean| >> std */
+    test_bn_bf16(2, 5, 0, 0, 0, 0.0f);
+    test_bn_bf16(2 * 56 * 56, 64, 1, 0, 0, 0.0f);  /* many row chunks */
+    test_bn_bf16(1000, 40, 1, 1, 0, 0.0f);         /* C not a multiple of 32 */
+    test_bn_eval_bf16(3 * 7 * 7, 32, 1, 0);
+    test_bn_eval_bf16(2 * 5 * 5, 48, 1, 1);
+    elementwise_cases_bf16();
+    test_mix_bf16(3, 37 * 37, 1);
+    test_mix_bf16(2, 64 * 64, 0);
+    expect(lt_backend_cuda_set_precision(gpu, LT_PREC_FP32) == -1 &&
+               strstr(lt_err_msg(), "before the first convolution") != NULL,
+           "bf16 backend", "precision after a convolution: refused");
+}
+
 /* ---- main --------------------------------------------------------------------------------------- */
 
 int main(void) {
@@ -896,9 +1238,22 @@ int main(void) {
                "tf32 backend", "precision after a convolution: refused");
         gpu->destroy(gpu);
     }
+    /* bf16: activations in bf16 (the first half of their buffers), parameters fp32 */
+    printf("-- bf16 (a third CUDA backend, --precision bf16)\n");
+    gpu = lt_backend_cuda(0);
+    if (!gpu || lt_backend_cuda_set_precision(gpu, LT_PREC_BF16) != 0) {
+        printf("bf16 backend %-34s FAIL (%s)\n", "", lt_err_msg());
+        n_fail++;
+    } else {
+        bf16_cases();
+    }
+    if (gpu) gpu->destroy(gpu);
     gpu = fp32;
+    expect(gpu->act_bf16 == 0, "fp32 backend", "act_bf16 clear");
     expect(lt_backend_cuda_set_precision(cpu, LT_PREC_TF32) == -1, "cpu backend",
            "tf32 refused");
+    expect(lt_backend_cuda_set_precision(cpu, LT_PREC_BF16) == -1, "cpu backend",
+           "bf16 refused");
     gpu->destroy(gpu);
     cpu->destroy(cpu);
     printf("%d passed, %d failed\n", n_ok, n_fail);

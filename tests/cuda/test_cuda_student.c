@@ -1,7 +1,8 @@
 /* test_cuda_student.c: whole training steps of the student on the CUDA backend against the CPU
  * backend: lt_student_init + lt_student_step (lib/train/step.c, the code lt-train runs), with
  * mixup (a partner view and random λ), gradient clipping that bites (clip 0.5), LARS, a queue
- * longer than the batch, at 64x64 and batch 8: resnet18 for 3 steps, resnet50 for 1.
+ * longer than the batch, at 64x64 and batch 8: resnet18 for 3 steps, resnet50 for 1; then
+ * resnet18 for 3 steps on a CUDA backend at --precision bf16 against the same CPU fp32 run.
  *
  * Why it exists: test_cuda_cnn checks each backend entry alone; this checks that the entries
  * are called as the CPU's are in a real step (buffer roles, aliasing, scratch shared between
@@ -23,11 +24,19 @@
  *     normalises 32 rows): the CPU pair already differs by 3e-5 in the gradient norm and 3e-5
  *     NMSE in the update. Bounds 1e-3 and 1e-2 only catch gross errors (a wrong layout or flag
  *     gives O(1)); resnet18 and test_cuda_cnn carry the tight checks.
+ * bf16 (activations and their gradients bf16, the rest fp32) against the CPU's fp32: sized with
+ * LT_TEST_CPU_PAIR=bf16, which runs the CPU backend with the GPU's bf16 roundings emulated
+ * (emu_bf16 below) against the plain CPU over 7 input sets: loss rel ≤ 9e-3, gradient norm rel
+ * ≤ 6.3e-2 (the norm of a few noisy layers), backbone update cosine 0.956..0.961, head update
+ * cosine ≥ 0.9994, running statistics NMSE ≤ 1.9e-6. Bounds: loss 3e-2, gradient norm 0.15,
+ * cosines 0.9 (backbone) and 0.99 (head), statistics NMSE 1e-4 (the GPU adds only fp32
+ * summation-order differences to the emulation's). A wrong half, layout or flag gives O(1).
+ * The bf16 backend also refuses a host array of floats as lt_resnet_forward's input.
  * AdamW is not run here: its first updates are ≈ lr·sign(g), which turns rounding noise in
  * gradients that vanish mathematically (e.g. conv weights just before a batch norm) into ±lr
  * (CPU pair: update NMSE 1e-3); its kernel is checked bitwise in test_cuda_cnn.
  *
- * Exit 0 all passed, 1 a failure, 77 no GPU (unless LT_TEST_CPU_PAIR=1). */
+ * Exit 0 all passed, 1 a failure, 77 no GPU (unless LT_TEST_CPU_PAIR=1 or bf16: CPU only). */
 #include "core/error.h"
 #include "core/threads.h"
 #include "models/resnet.h"
@@ -157,6 +166,106 @@ static int run(lt_backend *be, const char *arch, lt_opt_kind kind, int steps, co
     return rc;
 }
 
+/* ---- bf16: the CUDA backend at LT_PREC_BF16, and its emulation on the CPU ----
+ * The emulation (LT_TEST_CPU_PAIR=bf16) is the CPU backend with every activation an entry writes
+ * rounded to bf16 (round to nearest even, as __float2bfloat16_rn) and the filter of a convolution
+ * rounded to bf16 on its way in, the weight gradient on its way out (cuDNN's bf16 dw_t): the
+ * roundings of the GPU's bf16 mode at the same places, on the CPU's arithmetic. It sizes the bf16
+ * bounds without a GPU; the real backend differs from it further only by fp32 summation orders. */
+static lt_backend emu_base; /* the CPU backend's entries */
+
+static void emu_round(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = lt_cuda_bf16_to_f32(lt_cuda_f32_to_bf16(x[i]));
+}
+static int64_t conv_out_n(const lt_conv2d_dims *d) { return (int64_t)d->B * d->OH * d->OW * d->Cout; }
+static int64_t conv_in_n(const lt_conv2d_dims *d) { return (int64_t)d->B * d->H * d->W * d->Cin; }
+static int64_t conv_w_n(const lt_conv2d_dims *d) { return (int64_t)d->Cout * d->Cin * d->kh * d->kw; }
+
+static float *emu_filter(const lt_conv2d_dims *d, const float *w) {
+    float *wb = malloc((size_t)conv_w_n(d) * sizeof(float));
+    if (!wb) return NULL;
+    memcpy(wb, w, (size_t)conv_w_n(d) * sizeof(float));
+    emu_round(wb, conv_w_n(d));
+    return wb;
+}
+static int emu_conv_fwd(lt_backend *be, const lt_conv2d_dims *d, float *y, const float *x,
+                        const float *w, void *ws) {
+    float *wb = emu_filter(d, w);
+    int rc = !wb || emu_base.conv2d_forward(be, d, y, x, wb, ws);
+    free(wb);
+    if (!rc) emu_round(y, conv_out_n(d));
+    return rc ? -1 : 0;
+}
+static int emu_conv_bwd(lt_backend *be, const lt_conv2d_dims *d, float *dx, float *dw,
+                        const float *dy, const float *x, const float *w, void *ws, int acc,
+                        int acc_dx) {
+    float *wb = emu_filter(d, w), *g = dw ? malloc((size_t)conv_w_n(d) * sizeof(float)) : NULL;
+    int rc = !wb || (dw && !g) || emu_base.conv2d_backward(be, d, dx, g, dy, x, wb, ws, 0, acc_dx);
+    if (!rc && dx) emu_round(dx, conv_in_n(d));
+    if (!rc && dw) { /* dw (+)= the bf16 gradient, in fp32 */
+        emu_round(g, conv_w_n(d));
+        for (int64_t i = 0; i < conv_w_n(d); i++) dw[i] = acc ? dw[i] + g[i] : g[i];
+    }
+    free(wb), free(g);
+    return rc ? -1 : 0;
+}
+static int emu_bn_fwd_train(lt_backend *be, float *y, const float *x, const float *res,
+                            const float *gamma, const float *beta, float *mean, float *invstd,
+                            float *rm, float *rv, int M, int C, float eps, float momentum,
+                            int relu, void *ws) {
+    int rc = emu_base.bn_forward_train(be, y, x, res, gamma, beta, mean, invstd, rm, rv, M, C,
+                                       eps, momentum, relu, ws);
+    if (!rc) emu_round(y, (int64_t)M * C);
+    return rc;
+}
+static int emu_bn_fwd_eval(lt_backend *be, float *y, const float *x, const float *res,
+                           const float *gamma, const float *beta, const float *rm,
+                           const float *rv, int M, int C, float eps, int relu) {
+    int rc = emu_base.bn_forward_eval(be, y, x, res, gamma, beta, rm, rv, M, C, eps, relu);
+    if (!rc) emu_round(y, (int64_t)M * C);
+    return rc;
+}
+static int emu_bn_bwd(lt_backend *be, float *dx, float *dgamma, float *dbeta, const float *dy,
+                      const float *x, const float *y, const float *gamma, const float *mean,
+                      const float *invstd, int M, int C, int relu, int acc, void *ws) {
+    int rc = emu_base.bn_backward(be, dx, dgamma, dbeta, dy, x, y, gamma, mean, invstd, M, C,
+                                  relu, acc, ws);
+    if (!rc) emu_round(dx, (int64_t)M * C);
+    return rc;
+}
+static int emu_add(lt_backend *be, float *y, const float *a, const float *b, int64_t n) {
+    int rc = emu_base.add(be, y, a, b, n);
+    if (!rc) emu_round(y, n);
+    return rc;
+}
+static int emu_maxpool_bwd(lt_backend *be, const lt_pool_dims *d, float *dx, const float *dy,
+                           const int32_t *argmax) {
+    int rc = emu_base.maxpool_backward(be, d, dx, dy, argmax);
+    if (!rc) emu_round(dx, (int64_t)d->B * d->H * d->W * d->C);
+    return rc;
+}
+static int emu_avgpool_bwd(lt_backend *be, float *dx, const float *dy, int B, int HW, int C) {
+    int rc = emu_base.avgpool_backward(be, dx, dy, B, HW, C);
+    if (!rc) emu_round(dx, (int64_t)B * HW * C);
+    return rc;
+}
+static int emu_mix(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
+                   const float *lambda, int B, int HW, const float mean[3], const float std[3]) {
+    int rc = emu_base.mix_normalize(be, x, a, b, lambda, B, HW, mean, std);
+    if (!rc) emu_round(x, (int64_t)B * HW * 3);
+    return rc;
+}
+
+/* The CPU backend be turned into the bf16 emulation (relu_backward and max pool forward only
+ * move bf16 values: nothing to round) */
+static void emu_bf16(lt_backend *be) {
+    emu_base = *be;
+    be->conv2d_forward = emu_conv_fwd, be->conv2d_backward = emu_conv_bwd;
+    be->bn_forward_train = emu_bn_fwd_train, be->bn_forward_eval = emu_bn_fwd_eval;
+    be->bn_backward = emu_bn_bwd, be->add = emu_add, be->maxpool_backward = emu_maxpool_bwd;
+    be->avgpool_backward = emu_avgpool_bwd, be->mix_normalize = emu_mix;
+}
+
 /* NMSE of (a1 − a0) against (b1 − b0), or of a1 against b1 when a0 is NULL */
 static double nmse_delta(const float *a0, const float *a1, const float *b0, const float *b1,
                          int64_t n) {
@@ -169,6 +278,65 @@ static double nmse_delta(const float *a0, const float *a1, const float *b0, cons
         den += db * db;
     }
     return den > 0 ? num / den : num;
+}
+
+/* cosine of (a1 − a0) and (b1 − b0) */
+static double cos_delta(const float *a0, const float *a1, const float *b0, const float *b1,
+                        int64_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double da = (double)a1[i] - a0[i], db = (double)b1[i] - b0[i];
+        ab += da * db, aa += da * da, bb += db * db;
+    }
+    const double c = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+    return isfinite(c) ? c : 0.0;
+}
+
+/* The bf16 bounds (resnet18, LARS, 3 steps; see the top comment) */
+#define BF16_LOSS_REL 3e-2
+#define BF16_GNORM_REL 0.15
+#define BF16_COS_BACKBONE 0.9
+#define BF16_COS_HEAD 0.99
+#define BF16_STATS_NMSE 1e-4
+
+/* bf16 against fp32 (bounds BF16_*, above): loss and gradient norm per step (relative, finite),
+ * the updates' directions (cosine), the running statistics (NMSE); the queue and the initial
+ * weights bitwise (no activation reaches them). */
+static void compare_bf16(const char *label, int steps, const result *x, const result *ref) {
+    char w[160];
+    if (!x->ok || !ref->ok) {
+        snprintf(w, sizeof w, "%s: both runs completed", label);
+        expect(0, w);
+        return;
+    }
+    for (int k = 0; k < steps; k++) {
+        const double el = fabs(x->loss[k] - ref->loss[k]) / fabs(ref->loss[k]);
+        const double eg = fabs(x->gnorm[k] - ref->gnorm[k]) / fabs(ref->gnorm[k]);
+        snprintf(w, sizeof w, "%s step %d: loss %.7g vs %.7g (rel %.1e), gnorm rel %.1e", label,
+                 k, x->loss[k], ref->loss[k], el, eg);
+        expect(isfinite(x->loss[k]) && isfinite(x->gnorm[k]) && el <= BF16_LOSS_REL &&
+                   eg <= BF16_GNORM_REL,
+               w);
+    }
+    double c = cos_delta(x->p0, x->p1, ref->p0, ref->p1, ref->n_params);
+    double e = nmse_delta(x->p0, x->p1, ref->p0, ref->p1, ref->n_params);
+    snprintf(w, sizeof w, "%s: backbone updates cosine %.6f >= %.2f (nmse %.1e)", label, c,
+             BF16_COS_BACKBONE, e);
+    expect(c >= BF16_COS_BACKBONE, w);
+    c = cos_delta(x->h0, x->h1, ref->h0, ref->h1, ref->n_head);
+    e = nmse_delta(x->h0, x->h1, ref->h0, ref->h1, ref->n_head);
+    snprintf(w, sizeof w, "%s: head updates cosine %.6f >= %.2f (nmse %.1e)", label, c,
+             BF16_COS_HEAD, e);
+    expect(c >= BF16_COS_HEAD, w);
+    e = nmse_delta(NULL, x->buf, NULL, ref->buf, ref->n_buffers);
+    snprintf(w, sizeof w, "%s: running statistics nmse %.2e <= %.0e", label, e, BF16_STATS_NMSE);
+    expect(e <= BF16_STATS_NMSE, w);
+    snprintf(w, sizeof w, "%s: queue bitwise equal", label);
+    expect(!memcmp(x->queue, ref->queue, sizeof(float) * Q * D), w);
+    snprintf(w, sizeof w, "%s: initial weights bitwise equal", label);
+    expect(!memcmp(x->p0, ref->p0, sizeof(float) * (size_t)ref->n_params) &&
+               !memcmp(x->h0, ref->h0, sizeof(float) * (size_t)ref->n_head),
+           w);
 }
 
 static void compare_runs(const char *label, int steps, double step_rel, double delta_nmse,
@@ -209,12 +377,39 @@ static void compare_runs(const char *label, int steps, double step_rel, double d
            w);
 }
 
+/* bf16 (be: the CUDA backend at LT_PREC_BF16, or the CPU emulation) against the CPU's fp32 */
+static void bf16_case(lt_backend *ref, lt_backend *be, const inputs *in) {
+    result a, r;
+    lt_threads_set(ref->threads);
+    run(ref, "resnet18", LT_OPT_LARS, STEPS, in, &r);
+    run(be, "resnet18", LT_OPT_LARS, STEPS, in, &a);
+    compare_bf16("resnet18 LARS bf16, 3 steps", STEPS, &a, &r);
+    result_free(&a);
+    result_free(&r);
+}
+
 int main(void) {
     const char *pair = getenv("LT_TEST_CPU_PAIR");
-    const int cpu_pair = pair && !strcmp(pair, "1");
-    if (!cpu_pair && !lt_cuda_available()) {
+    const int cpu_pair = pair && !strcmp(pair, "1"), emu = pair && !strcmp(pair, "bf16");
+    if (!cpu_pair && !emu && !lt_cuda_available()) {
         printf("test_cuda_student: SKIP: no CUDA device (or a CPU-only build)\n");
         return 77;
+    }
+    static inputs in;
+    make_inputs(&in);
+    if (emu) { /* the bf16 bounds on the CPU: the emulation against fp32 */
+        lt_backend *ref = lt_backend_cpu(lt_threads_set(4)), *be = lt_backend_cpu(4);
+        if (!ref || !be) {
+            printf("test_cuda_student: FAIL: %s\n", lt_err_msg());
+            return 1;
+        }
+        emu_bf16(be);
+        printf("comparing the CPU's bf16 emulation against the CPU backend (fp32)\n");
+        bf16_case(ref, be, &in);
+        be->destroy(be);
+        ref->destroy(ref);
+        printf("%d passed, %d failed\n", n_ok, n_fail);
+        return n_fail ? 1 : 0;
     }
     lt_backend *ref = lt_backend_cpu(lt_threads_set(cpu_pair ? 1 : 4));
     lt_backend *be = cpu_pair ? lt_backend_cpu(3) : lt_backend_cuda(0);
@@ -224,8 +419,6 @@ int main(void) {
     }
     printf("comparing %s%s against the CPU backend with %d thread%s\n", be->name,
            cpu_pair ? " with 3 threads" : "", ref->threads, ref->threads == 1 ? "" : "s");
-    static inputs in;
-    make_inputs(&in);
     /* bounds: see the top comment */
     static const struct {
         const char *arch;
@@ -249,6 +442,25 @@ int main(void) {
         result_free(&r);
     }
     be->destroy(be);
+    if (!cpu_pair) { /* bf16 activations on the GPU */
+        printf("comparing cuda --precision bf16 against the CPU backend (fp32)\n");
+        lt_backend *bf = lt_backend_cuda(0);
+        if (!bf || lt_backend_cuda_set_precision(bf, LT_PREC_BF16) != 0) {
+            expect(0, "a CUDA backend at bf16");
+        } else {
+            bf16_case(ref, bf, &in);
+            /* its activations are bf16: a host array of floats as the input is refused */
+            lt_resnet *m = lt_resnet_create(bf, "resnet18", 2, S, S);
+            float *x = calloc((size_t)2 * S * S * 3, sizeof(float));
+            lt_err_clear();
+            expect(m && x && lt_resnet_forward(m, x, 2, 1) == -1 &&
+                       strstr(lt_err_msg(), "mix_normalize") != NULL,
+                   "bf16: lt_resnet_forward of host floats refused");
+            free(x);
+            lt_resnet_free(m);
+        }
+        if (bf) bf->destroy(bf);
+    }
     ref->destroy(ref);
     printf("%d passed, %d failed\n", n_ok, n_fail);
     return n_fail ? 1 : 0;

@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
     }
     if (bad) {
         fprintf(stderr, "usage: bench_student ARCH BATCH SIZE REPEATS [--threads N] "
-                        "[--device cpu|cuda] [--precision fp32|tf32] [--profile]\n");
+                        "[--device cpu|cuda] [--precision fp32|tf32|bf16] [--profile]\n");
         return 2;
     }
     int B = atoi(argv[2]), S = atoi(argv[3]), R = atoi(argv[4]);
