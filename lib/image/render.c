@@ -75,7 +75,7 @@ static void resample_horizontal(const uint8_t *in, size_t in_stride, int h,
         for (int x = 0; x < out_w; x++) {
             const int32_t *k = t->coef + (size_t)x * (size_t)t->ksize;
             const uint8_t *p = row + (size_t)t->first[x] * 3;
-            for (int c = 0; c < 3; c++) o[3 * x + c] = lt_rs_pixel(p + c, 3, k, t->count[x]);
+            lt_rs_pixel3(p, k, t->count[x], o + 3 * x);
         }
     }
 }

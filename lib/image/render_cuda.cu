@@ -159,8 +159,7 @@ __global__ static void k_horiz(uint8_t *ws, int size) {
         int r = (int)(i / size), x = (int)(i % size);
         const int32_t *k = t.coef + (size_t)x * j->kh;
         const uint8_t *p = j->src + ((size_t)(j->cy + j->y0 + r) * j->w + j->cx + t.first[x]) * 3;
-        uint8_t *o = tmp + (size_t)i * 3;
-        for (int c = 0; c < 3; c++) o[c] = lt_rs_pixel(p + c, 3, k, t.count[x]);
+        lt_rs_pixel3(p, k, t.count[x], tmp + (size_t)i * 3);
     }
 }
 

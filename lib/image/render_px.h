@@ -107,6 +107,20 @@ LT_PX uint8_t lt_rs_clip8(int32_t v) {
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
+/* One output pixel of the horizontal pass: the three channels of lt_rs_pixel(p + c, 3, k, n),
+ * summed in one loop over the taps (p: n RGB pixels). */
+LT_PX void lt_rs_pixel3(const uint8_t *p, const int32_t *k, int n, uint8_t *out) {
+    int32_t s0 = 1 << (LT_RS_BITS - 1), s1 = s0, s2 = s0;
+    for (int i = 0; i < n; i++) {
+        s0 += (int32_t)p[3 * i + 0] * k[i];
+        s1 += (int32_t)p[3 * i + 1] * k[i];
+        s2 += (int32_t)p[3 * i + 2] * k[i];
+    }
+    out[0] = lt_rs_clip8(s0);
+    out[1] = lt_rs_clip8(s1);
+    out[2] = lt_rs_clip8(s2);
+}
+
 /* One output value of a pass: rounding offset + Σ p[i·stride] · k[i] over n taps, clamped. */
 LT_PX uint8_t lt_rs_pixel(const uint8_t *p, long stride, const int32_t *k, int n) {
     int32_t s = 1 << (LT_RS_BITS - 1);
