@@ -159,7 +159,7 @@ $(BUILD)/plugin/h5zstd_plugin.o: lib/data/plugin/h5zstd_plugin.c
 # The CUDA renderer's kernels compiled for the CPU (tests/unit/cuda_emu.h), CUDA or not.
 CXX     ?= g++
 $(BUILD)/tests/test_render_emu: tests/unit/test_render_emu.cpp tests/unit/cuda_emu.h \
-                                tests/cuda/test_cuda_render.c lib/image/render_cuda.cu \
+                                tests/cuda/test_cuda_render.c tests/cuda/test_rng.h lib/image/render_cuda.cu \
                                 lib/image/render_px.h $(LIBLT)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \

@@ -17,6 +17,7 @@
 #include "image/render.h"
 #include "models/dinov2.h"
 #include "models/dinov2_cuda.h"
+#include "test_rng.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -27,19 +28,7 @@
 #include <unistd.h>
 
 static int n_fail, n_ok;
-static uint64_t rng_state;
 
-static uint64_t next_u64(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-static double uni(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static float gauss(void) {
-    double u = uni(), v = uni();
-    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
-}
 
 /* ---- random model files --------------------------------------------------------------------- */
 
@@ -342,18 +331,7 @@ int main(void) {
     }
     char info[256];
     if (lt_cuda_device_info(info, sizeof info) == 0) printf("device: %s\n", info);
-    const char *env = getenv("LT_TEST_SEED");
-    uint64_t s = 0;
-    if (env) {
-        s = strtoull(env, NULL, 10);
-    } else {
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(&s, sizeof s, 1, f) != 1) s = (uint64_t)time(NULL);
-        if (f) fclose(f);
-    }
-    printf("seed %llu (LT_TEST_SEED=%llu repeats this run)\n", (unsigned long long)s,
-           (unsigned long long)s);
-    rng_state = s ? s : 1;
+    seed_rng();
 
     static const model_cfg cfgs[] = {
         /* name                      D  depth p  M  R  hidden swiglu hf  B  H    W */

@@ -22,6 +22,7 @@
 #include "image/render.h"
 #include "nn/ops.h"
 #include "nn/ops_cuda.h"
+#include "test_rng.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -32,21 +33,9 @@
 
 static lt_cuda_ctx *ctx;
 static int n_fail, n_ok;
-static uint64_t rng_state;
 
 /* ---- random inputs --------------------------------------------------------------------------- */
 
-static uint64_t next_u64(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-static double uni(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static float gauss(void) {
-    double u = uni(), v = uni();
-    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
-}
 
 static float *randn(int64_t n, float scale) {
     float *p = malloc((size_t)(n ? n : 1) * sizeof(float));
@@ -58,20 +47,6 @@ static float *randn(int64_t n, float scale) {
     return p;
 }
 
-static void seed_rng(void) {
-    const char *env = getenv("LT_TEST_SEED");
-    uint64_t s = 0;
-    if (env) {
-        s = strtoull(env, NULL, 10);
-    } else {
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(&s, sizeof s, 1, f) != 1) s = (uint64_t)time(NULL);
-        if (f) fclose(f);
-    }
-    printf("seed %llu (LT_TEST_SEED=%llu repeats this run)\n", (unsigned long long)s,
-           (unsigned long long)s);
-    rng_state = s ? s : 1;
-}
 
 /* ---- device helpers: a failure prints lt_err and counts as FAIL ----------------------------- */
 

@@ -35,6 +35,7 @@ extern "C" {
 #ifdef __cplusplus
 }
 #endif
+#include "test_rng.h"
 
 #include <dirent.h>
 #include <stdint.h>
@@ -43,30 +44,8 @@ extern "C" {
 #include <string.h>
 #include <time.h>
 
-static uint64_t rng_state;
-static uint64_t next_u64(void) { /* xorshift64* */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-static double uni(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
 static int irange(int lo, int hi) { return lo + (int)(next_u64() % (uint64_t)(hi - lo + 1)); }
 
-static void seed_rng(void) {
-    const char *env = getenv("LT_TEST_SEED");
-    uint64_t s = 0;
-    if (env) {
-        s = strtoull(env, NULL, 10);
-    } else {
-        FILE *f = fopen("/dev/urandom", "rb");
-        if (!f || fread(&s, sizeof s, 1, f) != 1) s = (uint64_t)time(NULL);
-        if (f) fclose(f);
-    }
-    printf("seed %llu (LT_TEST_SEED=%llu repeats this run)\n", (unsigned long long)s,
-           (unsigned long long)s);
-    rng_state = s ? s : 1;
-}
 
 /* ---- device memory: the GPU's, or host memory when the kernels are emulated ---------------- */
 

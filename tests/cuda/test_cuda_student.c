@@ -43,6 +43,7 @@
 #include "nn/backend.h"
 #include "nn/ops_cuda.h"
 #include "train/step.h"
+#include "test_rng.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -59,14 +60,6 @@ static void expect(int cond, const char *what) {
     cond ? n_ok++ : n_fail++;
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static uint64_t next_u64(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-static double uni(void) { return (double)(next_u64() >> 11) * (1.0 / 9007199254740992.0); }
 
 /* The inputs of every step, the same for both backends. */
 typedef struct {
