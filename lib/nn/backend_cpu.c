@@ -191,9 +191,9 @@ lt_backend *lt_backend_open(const char *device, int threads) {
 }
 
 lt_backend *lt_backend_open_local(const char *device, int threads, int local_rank) {
+    if (!device || !strcmp(device, "cpu")) return lt_backend_cpu(threads);
     const int n_dev = lt_cuda_device_count();
     const int dev = n_dev > 0 && local_rank > 0 ? local_rank % n_dev : 0;
-    if (!device || !strcmp(device, "cpu")) return lt_backend_cpu(threads);
     if (!strcmp(device, "cuda")) {
         if (!lt_cuda_available()) {
             lt_err_set("--device cuda: no usable CUDA device (no GPU or driver, or this lt was "

@@ -68,24 +68,16 @@ extern "C" float lt_cuda_bf16_to_f32(uint16_t h) {
 
 /* ---- device, memory, context ------------------------------------------------------------------ */
 
-extern "C" int lt_cuda_available(void) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) {
-        cudaGetLastError(); /* clear the sticky "no driver" error */
-        return 0;
-    }
-    return n > 0;
-}
-
 extern "C" int lt_cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        cudaGetLastError();
+        cudaGetLastError(); /* clear the sticky "no driver" error */
         return 0;
     }
     return n;
 }
+
+extern "C" int lt_cuda_available(void) { return lt_cuda_device_count() > 0; }
 
 extern "C" int lt_cuda_device_info(char *buf, size_t n) {
     int dev = 0;

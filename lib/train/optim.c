@@ -89,7 +89,8 @@ int lt_optim_init(lt_optim *o, lt_backend *be, const lt_optim_config *cfg, const
     const size_t k2 = 2 * (size_t)(nparams > 0 ? nparams : 1);
     o->nx = lt_malloc(k2 * sizeof *o->nx, "the optimizer's norm list");
     o->nn = lt_malloc(k2 * sizeof *o->nn, "the optimizer's norm list");
-    o->ns = lt_malloc(k2 * sizeof *o->ns, "the optimizer's norm list");
+    o->ns = lt_malloc(2 * k2 * sizeof *o->ns, "the optimizer's norm list"); /* per parameter,
+                                                                              then results */
     if (!o->nx || !o->nn || !o->ns) {
         lt_optim_free(o);
         return -1;
@@ -174,26 +175,26 @@ static int adamw_step(lt_optim *o, lt_param *p, double lr) {
 
 /* LARS: Σ p² and Σ g² of every decayed tensor, in one call to the backend (an update changes
  * only its own tensor, so the norms taken before the first update are each tensor's own):
- * o->ns[2i], o->ns[2i + 1] for parameter i. */
+ * o->ns[2i], o->ns[2i + 1] for parameter i (0 for the others). */
+static int lars_decayed(const lt_optim *o, const lt_param *p) {
+    return p->n > 0 && p->weight_decay && o->cfg.weight_decay != 0.0;
+}
+
 static int lars_norms(lt_optim *o) {
-    int k = 0, at[o->nparams > 0 ? o->nparams : 1];
+    int k = 0;
     for (int i = 0; i < o->nparams; i++) {
         const lt_param *p = &o->params[i];
-        at[i] = -1;
-        if (p->n == 0 || !p->weight_decay || o->cfg.weight_decay == 0.0) continue;
-        at[i] = k;
+        o->ns[2 * i] = o->ns[2 * i + 1] = 0.0;
+        if (!lars_decayed(o, p)) continue;
         o->nx[k] = p->w, o->nn[k++] = p->n;
         o->nx[k] = p->g, o->nn[k++] = p->n;
     }
-    if (k > 0 && o->be->sumsq_many(o->be, o->nx, o->nn, k, o->ns + 2 * o->nparams - k) != 0)
-        return -1;
-    /* spread the k results (stored at the end) to their parameters' places (forward: a
-     * parameter's place is never after its result) */
-    const double *res = o->ns + 2 * o->nparams - k;
-    for (int i = 0; i < o->nparams; i++) {
-        double pss = 0, gss = 0;
-        if (at[i] >= 0) pss = res[at[i]], gss = res[at[i] + 1];
-        o->ns[2 * i] = pss, o->ns[2 * i + 1] = gss;
+    double *res = o->ns + 2 * o->nparams; /* the k results, then to their parameters' places */
+    if (k > 0 && o->be->sumsq_many(o->be, o->nx, o->nn, k, res) != 0) return -1;
+    for (int i = 0, j = 0; i < o->nparams; i++) {
+        if (!lars_decayed(o, &o->params[i])) continue;
+        o->ns[2 * i] = res[j++];
+        o->ns[2 * i + 1] = res[j++];
     }
     return 0;
 }

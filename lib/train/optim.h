@@ -80,7 +80,7 @@ typedef struct {
     /* scratch of the norms, asked of the backend in one call (be->sumsq_many) */
     const float **nx; /* (2·nparams) */
     int64_t *nn;      /* (2·nparams) */
-    double *ns;       /* (2·nparams) */
+    double *ns;       /* (4·nparams): Σ p², Σ g² per parameter, then sumsq_many's results */
 } lt_optim;
 
 /* The defaults of docs/architecture.md §1:
