@@ -100,7 +100,7 @@ LIBLT   := $(BUILD)/liblt.a
 PLUGIN  := $(BUILD)/plugins/libh5zstd.so
 TOOLS   := $(patsubst tools/%/,$(BINDIR)/lt-%,$(sort $(dir $(wildcard tools/*/main.c))))
 TESTS   := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c)) \
-           $(BUILD)/tests/test_render_emu
+           $(BUILD)/tests/test_render_emu $(BUILD)/tests/test_optim_emu
 CUDA_TESTS := $(patsubst tests/cuda/%.c,$(BUILD)/tests/%,$(wildcard tests/cuda/test_*.c))
 # Small programs the Python tests drive (decode one file, render one recipe, run the teacher...).
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
@@ -161,6 +161,14 @@ CXX     ?= g++
 $(BUILD)/tests/test_render_emu: tests/unit/test_render_emu.cpp tests/unit/cuda_emu.h \
                                 tests/cuda/test_cuda_render.c tests/cuda/test_rng.h lib/image/render_cuda.cu \
                                 lib/image/render_px.h $(LIBLT)
+	@mkdir -p $(dir $@)
+	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \
+	  -std=c++20 -ffp-contract=off -Wall -Wextra -Ilib -pthread $< $(LIBLT) $(LDFLAGS) $(LDLIBS) -o $@
+
+# The same for the multi-tensor optimizer's kernels.
+$(BUILD)/tests/test_optim_emu: tests/unit/test_optim_emu.cpp tests/unit/cuda_emu.h \
+                               tests/cuda/test_rng.h lib/nn/optim_multi_cuda.cu lib/nn/optim_multi.h \
+                               lib/nn/optim_rules.h $(LIBLT)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \
 	  -std=c++20 -ffp-contract=off -Wall -Wextra -Ilib -pthread $< $(LIBLT) $(LDFLAGS) $(LDLIBS) -o $@

@@ -33,6 +33,7 @@
 #include "nn/cnn.h"
 #include "nn/ops_cuda.h" /* lt_precision */
 #include "nn/optim_kernels.h"
+#include "nn/optim_multi.h"
 
 /* Where a buffer lives; what its elements are is the project's lt_dtype (data/safetensors.h). */
 typedef enum { LT_MEM_HOST = 0, LT_MEM_DEVICE = 1 } lt_mem;
@@ -129,6 +130,26 @@ struct lt_backend {
                            float scale, float wd, float mu, float lr, int first);
     int (*adamw_update)(lt_backend *be, float *w, const float *g, float *m, float *v, int64_t n,
                         const lt_adamw_scalars *k);
+
+    /* ---- optional (NULL where absent, as on the CPU): a step whose scalars stay on the device,
+     * so that the host waits once per step and the step can be a CUDA graph (lib/train/step.c
+     * uses them when all are present) ---- */
+    /* kd_loss_forward with the loss left in backend memory (loss: one double there) */
+    int (*kd_loss_forward_dev)(lt_backend *be, double *loss, const float *t, const float *s,
+                               const float *queue, int B, int Qn, int D, float tau, float *probs);
+    /* the multi-tensor optimizer of nn/optim_multi.h on the backend's stream: mt_create gives
+     * its handle (NULL + lt_err), mt_io its pinned exchange struct, mt_step enqueues one step */
+    void *(*mt_create)(lt_backend *be, const lt_mt_config *cfg, const lt_mt_param *ps, int n);
+    lt_mt_io *(*mt_io)(lt_backend *be, void *mt);
+    int (*mt_step)(lt_backend *be, void *mt, const double *loss);
+    void (*mt_free)(lt_backend *be, void *mt);
+    /* CUDA graphs: between graph_begin and graph_end the entries' work is recorded, not run;
+     * graph_end gives the recorded work as *graph (-1 + lt_err when the capture failed: the
+     * stream then runs work again as before), graph_launch enqueues one replay of it */
+    int (*graph_begin)(lt_backend *be);
+    int (*graph_end)(lt_backend *be, void **graph);
+    int (*graph_launch)(lt_backend *be, void *graph);
+    void (*graph_free)(lt_backend *be, void *graph);
 };
 
 /* The CPU backend with `threads` threads (>= 1: the lt_threads_set() count). NULL + lt_err on

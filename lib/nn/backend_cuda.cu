@@ -382,6 +382,58 @@ static int be_mix(lt_backend *be, float *x, const uint8_t *a, const uint8_t *b,
     return launch_check("mix_normalize");
 }
 
+/* ---- the step with its scalars on the device: the multi-tensor optimizer, CUDA graphs ---- */
+
+static void *be_mt_create(lt_backend *be, const lt_mt_config *cfg, const lt_mt_param *ps, int n) {
+    return lt_mt_create((void *)cbe(be)->stream, cfg, ps, n);
+}
+static lt_mt_io *be_mt_io(lt_backend *be, void *mt) {
+    (void)be;
+    return lt_mt_io_of((lt_mt *)mt);
+}
+static int be_mt_step(lt_backend *be, void *mt, const double *loss) {
+    (void)be;
+    return lt_mt_step((lt_mt *)mt, loss);
+}
+static void be_mt_free(lt_backend *be, void *mt) {
+    (void)be;
+    lt_mt_free((lt_mt *)mt);
+}
+
+/* Capture mode "thread local": other threads of the process (lt-train's loader, the HDF5
+ * writer) may go on calling CUDA while this thread records. */
+static int be_graph_begin(lt_backend *be) {
+    CUDA_TRY(cudaStreamBeginCapture(cbe(be)->stream, cudaStreamCaptureModeThreadLocal),
+             "cudaStreamBeginCapture");
+    return 0;
+}
+
+static int be_graph_end(lt_backend *be, void **graph) {
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    *graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(cbe(be)->stream, &g);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&x, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* a failed capture is no fault of the device: clear it */
+        return cuda_fail(e, "capturing the training step as a CUDA graph");
+    }
+    *graph = (void *)x;
+    return 0;
+}
+
+static int be_graph_launch(lt_backend *be, void *graph) {
+    CUDA_TRY(cudaGraphLaunch((cudaGraphExec_t)graph, cbe(be)->stream), "cudaGraphLaunch");
+    return 0;
+}
+
+static void be_graph_free(lt_backend *be, void *graph) {
+    if (!graph) return;
+    cudaStreamSynchronize(cbe(be)->stream);
+    cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ---- the backend ------------------------------------------------------------------------------------ */
 
 static void be_destroy(lt_backend *be) {
@@ -421,9 +473,9 @@ static int be_init(cuda_be *c, int device) {
     CUBLAS_TRY(cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
     CUDNN_TRY(cudnnCreate(&c->dnn), "cudnnCreate (is libcudnn installed?)");
     CUDNN_TRY(cudnnSetStream(c->dnn, c->stream), "cudnnSetStream");
-    CUDA_TRY(cudaMalloc((void **)&c->red, (LT_CUDA_RED + 1) * sizeof(double)),
+    CUDA_TRY(cudaMalloc((void **)&c->red, (LT_CUDA_RED + 2) * sizeof(double)),
              "cudaMalloc(%zu bytes for the backend's reductions)",
-             (size_t)(LT_CUDA_RED + 1) * sizeof(double));
+             (size_t)(LT_CUDA_RED + 2) * sizeof(double));
     return 0;
 }
 
@@ -493,5 +545,14 @@ extern "C" lt_backend *lt_backend_cuda(int device_index) {
     be->scale = cuda_scale;
     be->momentum_update = cuda_momentum;
     be->adamw_update = cuda_adamw;
+    be->kd_loss_forward_dev = cuda_kd_fwd_dev;
+    be->mt_create = be_mt_create;
+    be->mt_io = be_mt_io;
+    be->mt_step = be_mt_step;
+    be->mt_free = be_mt_free;
+    be->graph_begin = be_graph_begin;
+    be->graph_end = be_graph_end;
+    be->graph_launch = be_graph_launch;
+    be->graph_free = be_graph_free;
     return be;
 }

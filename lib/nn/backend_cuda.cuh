@@ -29,7 +29,8 @@ extern "C" {
 
 /* The backend's own device buffer for reductions whose results go to the host or feed a later
  * kernel of the same entry (sum of squares chunks, per-row KL values, batch norm eval's
- * per-channel factors): LT_CUDA_RED doubles, plus one for a running total. Allocated with the
+ * per-channel factors): LT_CUDA_RED doubles, plus one for a running total and one for a result
+ * on its way to the host (the loss). Allocated with the
  * backend; the entries run one after another on one stream, so they share it. */
 #define LT_CUDA_RED 65536
 
@@ -66,7 +67,7 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     cudnnHandle_t dnn;
-    double *red; /* (LT_CUDA_RED + 1) doubles on the device */
+    double *red; /* (LT_CUDA_RED + 2) doubles on the device */
     cuda_conv_plan plans[LT_CUDA_CONV_PLANS];
     int nplans, next_evict;
     cuda_conv_limit limits[LT_CUDA_CONV_LIMITS];
@@ -136,6 +137,8 @@ int cuda_l2_bwd(lt_backend *be, float *dx, const float *dy, const float *y, cons
 int cuda_queue_push(lt_backend *be, float *queue, int Q, int D, const float *x, int B);
 int cuda_kd_fwd(lt_backend *be, double *loss, const float *t, const float *s, const float *queue,
                 int B, int Qn, int D, float tau, float *probs);
+int cuda_kd_fwd_dev(lt_backend *be, double *loss, const float *t, const float *s,
+                    const float *queue, int B, int Qn, int D, float tau, float *probs);
 int cuda_kd_bwd(lt_backend *be, float *ds, const float *probs, const float *queue, int B, int Qn,
                 int D, float tau);
 

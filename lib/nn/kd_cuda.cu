@@ -166,8 +166,13 @@ __global__ void kd_rows_kernel(float *pt, float *ps, int Qn, int b0, double *kl)
     if (threadIdx.x == 0) kl[blockIdx.x] = acc;
 }
 
-int cuda_kd_fwd(lt_backend *be, double *loss, const float *t, const float *s, const float *queue,
-                int B, int Qn, int D, float tau, float *probs) {
+/* *loss = *total / B, on the device */
+__global__ void kd_mean_kernel(double *loss, const double *total, int B) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *loss = *total / B;
+}
+
+int cuda_kd_fwd_dev(lt_backend *be, double *loss, const float *t, const float *s,
+                    const float *queue, int B, int Qn, int D, float tau, float *probs) {
     cuda_be *c = cbe(be);
     if (B <= 0 || Qn <= 0 || D <= 0)
         return lt_err_set("distillation loss: invalid sizes B=%d Q=%d D=%d", B, Qn, D);
@@ -185,11 +190,19 @@ int cuda_kd_fwd(lt_backend *be, double *loss, const float *t, const float *s, co
         if (launch_check("distillation loss rows")) return -1;
         if (cuda_sum_in_order(c, c->red, nb, total, b0 > 0)) return -1;
     }
-    double h = 0.0;
-    CUDA_TRY(cudaMemcpyAsync(&h, total, sizeof h, cudaMemcpyDeviceToHost, c->stream),
+    kd_mean_kernel<<<1, 1, 0, c->stream>>>(loss, total, B);
+    return launch_check("distillation loss mean");
+}
+
+int cuda_kd_fwd(lt_backend *be, double *loss, const float *t, const float *s, const float *queue,
+                int B, int Qn, int D, float tau, float *probs) {
+    cuda_be *c = cbe(be);
+    double *dev = c->red + LT_CUDA_RED + 1, h = 0.0;
+    if (cuda_kd_fwd_dev(be, dev, t, s, queue, B, Qn, D, tau, probs)) return -1;
+    CUDA_TRY(cudaMemcpyAsync(&h, dev, sizeof h, cudaMemcpyDeviceToHost, c->stream),
              "cudaMemcpyAsync(loss)");
     CUDA_TRY(cudaStreamSynchronize(c->stream), "distillation loss (a kernel failed)");
-    *loss = h / B;
+    *loss = h;
     return 0;
 }
 

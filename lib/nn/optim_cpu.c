@@ -1,8 +1,12 @@
 /* optim_cpu.c: the CPU implementation of optim_kernels.h (the optimizers' elementwise loops and
- * the deterministic sums of squares). */
+ * the deterministic sums of squares). The per-element updates are optim_rules.h's, the ones the
+ * CUDA kernels run: built without FMA contraction (ISO C mode), they give the GPU's bits. */
 #include "nn/optim_kernels.h"
 
 #include <math.h>
+#include <stddef.h>
+
+#include "nn/optim_rules.h"
 
 /* Elementwise loops go parallel only when the tensor is big enough to pay for the threads. */
 #define PAR_MIN 32768
@@ -42,46 +46,24 @@ int lt_scale(float *x, int64_t n, float s) {
 
 int lt_momentum_update(float *w, const float *g, float *buf, int64_t n, float scale, float wd,
                        float mu, float lr, int first) {
+    /* the three cases as separate loops, so that each vectorises without a branch inside */
     if (!buf) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            w[i] = w[i] - lr * d;
-        }
+        for (int64_t i = 0; i < n; i++) lt_momentum_elem(&w[i], g[i], NULL, 0, scale, wd, mu, lr, 0);
     } else if (first) {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            buf[i] = d;
-            w[i] = w[i] - lr * d;
-        }
+        for (int64_t i = 0; i < n; i++) lt_momentum_elem(&w[i], g[i], &buf[i], 1, scale, wd, mu, lr, 1);
     } else {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-        for (int64_t i = 0; i < n; i++) {
-            float d = (g[i] + wd * w[i]) * scale;
-            float b = buf[i] * mu + d;
-            buf[i] = b;
-            w[i] = w[i] - lr * b;
-        }
+        for (int64_t i = 0; i < n; i++) lt_momentum_elem(&w[i], g[i], &buf[i], 1, scale, wd, mu, lr, 0);
     }
     return 0;
 }
 
 int lt_adamw_update(float *w, const float *g, float *m, float *v, int64_t n,
                     const lt_adamw_scalars *k) {
-    const float decay = k->decay, b1 = k->b1, b2 = k->b2, omb1 = k->omb1, omb2 = k->omb2;
-    const float step_size = k->step_size, bc2_sqrt = k->bc2_sqrt, eps = k->eps;
-    const int decay_on = k->decay_on;
+    const lt_adamw_scalars kk = *k;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float wi = decay_on ? w[i] * decay : w[i];
-        float gi = g[i];
-        float mi = m[i] * b1 + gi * omb1;
-        float vi = v[i] * b2 + gi * gi * omb2;
-        m[i] = mi;
-        v[i] = vi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        w[i] = wi - step_size * (mi / denom);
-    }
+    for (int64_t i = 0; i < n; i++) lt_adamw_elem(&w[i], g[i], &m[i], &v[i], &kk);
     return 0;
 }

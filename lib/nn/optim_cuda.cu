@@ -5,13 +5,14 @@
  * clipping coefficient) once on the host and hands the per-element work to the backend; these
  * are that work on the device, kept apart so that they can be read beside optim_cpu.c.
  *
- * Arithmetic: the updates evaluate optim_cpu.c's expressions operation for operation with each
- * operation rounded (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn: no FMA contraction, as the CPU
- * build), so w, buf, m, v come out bitwise equal to the CPU's for the same inputs. The sum of
+ * Arithmetic: the updates are optim_rules.h's element functions, the CPU's, with each operation
+ * rounded (__fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn: no FMA contraction, as the CPU build), so
+ * w, buf, m, v come out bitwise equal to the CPU's for the same inputs. The sum of
  * squares is in double over fixed chunks of 64 Ki elements like the CPU's, but inside a chunk
  * a block of 256 threads sums strided slices and then a fixed tree (the CPU sums the chunk left
  * to right): deterministic, and equal to the CPU's up to double rounding (relative ~1e-15). */
 #include "nn/backend_cuda.cuh"
+#include "nn/optim_rules.h"
 
 #define SUMSQ_CHUNK 65536
 #define SUMSQ_THREADS 256
@@ -112,20 +113,11 @@ int cuda_scale(lt_backend *be, float *x, int64_t n, float s) {
     return launch_check("scale");
 }
 
-/* d = (g + wd·w)·scale; buf NULL: w −= lr·d; first: buf = d, w −= lr·d; else buf = buf·mu + d,
- * w −= lr·buf (lt_momentum_update) */
+/* lt_momentum_update, one element per thread (optim_rules.h) */
 __global__ void momentum_kernel(float *w, const float *g, float *buf, int64_t n, float scale,
                                 float wd, float mu, float lr, int first) {
-    GRID_STRIDE(i, n) {
-        const float wi = w[i];
-        const float d = __fmul_rn(__fadd_rn(g[i], __fmul_rn(wd, wi)), scale);
-        float u = d;
-        if (buf) {
-            if (!first) u = __fadd_rn(__fmul_rn(buf[i], mu), d);
-            buf[i] = u;
-        }
-        w[i] = __fsub_rn(wi, __fmul_rn(lr, u));
-    }
+    GRID_STRIDE(i, n) lt_momentum_elem(&w[i], g[i], buf ? &buf[i] : NULL, buf != NULL, scale, wd,
+                                       mu, lr, first);
 }
 
 int cuda_momentum(lt_backend *be, float *w, const float *g, float *buf, int64_t n, float scale,
@@ -136,20 +128,10 @@ int cuda_momentum(lt_backend *be, float *w, const float *g, float *buf, int64_t 
     return launch_check("momentum update");
 }
 
-/* lt_adamw_update: w = w·decay (decay_on); m = b1·m + omb1·g; v = b2·v + omb2·g²;
- * w −= step_size · m / (sqrt(v)/bc2_sqrt + eps) */
+/* lt_adamw_update, one element per thread (optim_rules.h) */
 __global__ void adamw_kernel(float *w, const float *g, float *m, float *v, int64_t n,
                              lt_adamw_scalars k) {
-    GRID_STRIDE(i, n) {
-        const float wi = k.decay_on ? __fmul_rn(w[i], k.decay) : w[i];
-        const float gi = g[i];
-        const float mi = __fadd_rn(__fmul_rn(m[i], k.b1), __fmul_rn(gi, k.omb1));
-        const float vi = __fadd_rn(__fmul_rn(v[i], k.b2), __fmul_rn(__fmul_rn(gi, gi), k.omb2));
-        m[i] = mi;
-        v[i] = vi;
-        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), k.bc2_sqrt), k.eps);
-        w[i] = __fsub_rn(wi, __fmul_rn(k.step_size, __fdiv_rn(mi, denom)));
-    }
+    GRID_STRIDE(i, n) lt_adamw_elem(&w[i], g[i], &m[i], &v[i], &k);
 }
 
 int cuda_adamw(lt_backend *be, float *w, const float *g, float *m, float *v, int64_t n,

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "nn/backend.h"
+#include "nn/optim_rules.h"
 
 /* ---- configuration ---- */
 
@@ -140,14 +141,8 @@ static int lars_step(lt_optim *o, lt_param *p, double lr, double pss, double gss
     const lt_optim_config *c = &o->cfg;
     lt_backend *be = o->be;
     double wd = p->weight_decay ? c->weight_decay : 0.0;
-    float scale = 1.0f, fwd = 0.0f;
-    if (wd != 0.0) {
-        double pn = sqrt(pss), gn = sqrt(gss);
-        if (pn != 0.0 && gn != 0.0) {
-            scale = (float)(c->trust_coef * pn / (gn + pn * wd + c->eps));
-            fwd = (float)wd;
-        }
-    }
+    float scale, fwd;
+    lt_lars_factors(pss, gss, wd, c->trust_coef, c->eps, &scale, &fwd);
     return be->momentum_update(be, p->w, p->g, p->m, p->n, scale, fwd, (float)c->momentum,
                                (float)lr, o->step == 0);
 }
@@ -158,18 +153,23 @@ static int sgd_step(lt_optim *o, lt_param *p, double lr) {
                                   (float)o->cfg.momentum, (float)lr, o->step == 0);
 }
 
-/* AdamW: the bias corrections of step t = step + 1, then the elementwise update. */
-static int adamw_step(lt_optim *o, lt_param *p, double lr) {
+void lt_optim_adamw_scalars(const lt_optim *o, double lr, int decay, lt_adamw_scalars *k) {
     const lt_optim_config *c = &o->cfg;
-    double wd = p->weight_decay ? c->weight_decay : 0.0;
+    double wd = decay ? c->weight_decay : 0.0;
     double t = (double)(o->step + 1);
     double bc1 = 1.0 - pow(c->beta1, t);
     double bc2 = 1.0 - pow(c->beta2, t);
-    lt_adamw_scalars k = {.decay_on = wd != 0.0, .decay = (float)(1.0 - lr * wd),
-                          .b1 = (float)c->beta1, .b2 = (float)c->beta2,
-                          .omb1 = (float)(1.0 - c->beta1), .omb2 = (float)(1.0 - c->beta2),
-                          .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
-                          .eps = (float)c->eps};
+    *k = (lt_adamw_scalars){.decay_on = wd != 0.0, .decay = (float)(1.0 - lr * wd),
+                            .b1 = (float)c->beta1, .b2 = (float)c->beta2,
+                            .omb1 = (float)(1.0 - c->beta1), .omb2 = (float)(1.0 - c->beta2),
+                            .step_size = (float)(lr / bc1), .bc2_sqrt = (float)sqrt(bc2),
+                            .eps = (float)c->eps};
+}
+
+/* AdamW: the bias corrections of step t = step + 1, then the elementwise update. */
+static int adamw_step(lt_optim *o, lt_param *p, double lr) {
+    lt_adamw_scalars k;
+    lt_optim_adamw_scalars(o, lr, p->weight_decay, &k);
     return o->be->adamw_update(o->be, p->w, p->g, p->m, p->v, p->n, &k);
 }
 
@@ -222,11 +222,10 @@ int lt_clip_grad_norm(lt_optim *o, double max_norm, double *norm) {
     for (int i = 0; i < o->nparams; i++) ss += o->ns[i]; /* in parameter order, as before */
     double total = sqrt(ss);
     *norm = total;
-    if (max_norm <= 0.0 || !isfinite(total)) return 0;
-    double coef = max_norm / (total + 1e-6);
-    if (coef < 1.0)
+    float coef;
+    if (lt_clip_factor(total, max_norm, &coef))
         for (int i = 0; i < o->nparams; i++)
-            if (be->scale(be, o->params[i].g, o->params[i].n, (float)coef) != 0) return -1;
+            if (be->scale(be, o->params[i].g, o->params[i].n, coef) != 0) return -1;
     return 0;
 }
 

@@ -112,6 +112,10 @@ void lt_optim_free(lt_optim *o);
  * schedule). Increments o->step. Returns 0, or -1 if lr is not finite / negative. */
 int lt_optim_step(lt_optim *o, double lr);
 
+/* AdamW's scalars for o's next update (step t = o->step + 1) at learning rate lr, for a tensor
+ * of the weight-decay group (decay 1) or not (0). */
+void lt_optim_adamw_scalars(const lt_optim *o, double lr, int decay, lt_adamw_scalars *k);
+
 /* Global-norm clipping over the gradients of o's parameters (see the top comment). max_norm <= 0
  * turns clipping off (the norm is still computed). *norm receives the total norm before
  * clipping. A non-finite total leaves the gradients untouched (torch would turn them all into

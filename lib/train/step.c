@@ -2,10 +2,12 @@
 #include "train/step.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "core/rng.h"
 
 /* Head weight ~ trunc_normal(std 0.02) (torch's default bounds ±2 are absolute, so at this std
@@ -25,12 +27,14 @@ static void draw_head(float *w, int64_t n, uint64_t seed) {
 
 void lt_student_free(lt_student *st) {
     lt_backend *be = st->be;
+    if (be && st->graph) be->graph_free(be, st->graph);
+    if (be && st->mt) be->mt_free(be, st->mt);
     lt_optim_free(&st->optim);
     lt_resnet_free(st->model);
     if (be) {
         void *bufs[] = {st->head_w, st->head_b, st->dhead_w, st->dhead_b, st->z, st->znorm,
                         st->s, st->ds, st->dz, st->dfeat, st->probs, st->t,
-                        st->queue.data, st->a, st->b, st->lambda, st->t_all_be};
+                        st->queue.data, st->a, st->b, st->lambda, st->t_all_be, st->loss_dev};
         for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) be->free(be, bufs[k]);
         if (be->bn_sync == &st->bn_sync) be->bn_sync = NULL;
     }
@@ -40,6 +44,32 @@ void lt_student_free(lt_student *st) {
     free(st->grad_ns);
     free(st->params);
     memset(st, 0, sizeof *st);
+}
+
+/* The device step's optimizer (nn/optim_multi.h) over the optimizer's parameters and state, on a
+ * backend that has every entry it needs; nothing on one that has not. */
+static int device_step_init(lt_student *st) {
+    lt_backend *be = st->be;
+    if (!be->kd_loss_forward_dev || !be->mt_create || !be->mt_io || !be->mt_step || !be->mt_free)
+        return 0;
+    const lt_optim *o = &st->optim;
+    lt_mt_param *ps = lt_calloc((size_t)o->nparams + 1, sizeof *ps, "parameter list");
+    if (!ps) return -1;
+    for (int i = 0; i < o->nparams; i++) {
+        const lt_param *p = &o->params[i];
+        ps[i] = (lt_mt_param){.w = p->w, .g = p->g, .m = p->m, .v = p->v, .n = p->n,
+                              .decay = p->weight_decay};
+    }
+    const lt_mt_config mc = {.kind = (int)o->cfg.kind, .weight_decay = o->cfg.weight_decay,
+                             .trust_coef = o->cfg.trust_coef, .eps = o->cfg.eps,
+                             .momentum = (float)o->cfg.momentum};
+    st->mt = be->mt_create(be, &mc, ps, o->nparams);
+    free(ps);
+    if (!st->mt) return -1;
+    st->loss_dev = be->alloc(be, sizeof(double), "the loss");
+    const char *g = getenv("LT_CUDA_GRAPH");
+    st->graph_off = !be->graph_begin || (g && !strcmp(g, "0"));
+    return st->loss_dev ? 0 : -1;
 }
 
 int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int size, int D,
@@ -104,7 +134,8 @@ int lt_student_init(lt_student *st, lt_backend *be, const char *arch, int B, int
                                            .weight_decay = 1};
     st->params[st->nparams++] = (lt_param){.name = "head.bias", .w = st->head_b,
                                            .g = st->dhead_b, .n = D, .weight_decay = 0};
-    return lt_optim_init(&st->optim, be, cfg, st->params, st->nparams);
+    if (lt_optim_init(&st->optim, be, cfg, st->params, st->nparams) != 0) return -1;
+    return device_step_init(st);
 }
 
 /* lt_bn_sync's sum over the processes of the run */
@@ -162,6 +193,102 @@ static int average_gradients(lt_student *st) {
     return 0;
 }
 
+/* The device step's work after the inputs are in st->a, st->b, st->lambda, st->t: enqueued on the
+ * backend's stream, nothing waited for (so it can be recorded as a graph). */
+static int device_body(lt_student *st, int B, float tau) {
+    lt_backend *be = st->be;
+    const int C = st->C, D = st->D, Q = st->queue.Q;
+    const lt_resnet *m = st->model;
+    float *f = m->features;
+    return be->mix_normalize(be, st->x, st->a, st->b, st->lambda, B, m->H * m->W, st->mean,
+                             st->std) ||
+                   lt_resnet_forward(st->model, st->x, B, 1) ||
+                   be->linear_forward(be, st->z, f, st->head_w, st->head_b, B, C, D) ||
+                   be->l2norm_forward(be, st->s, st->znorm, st->z, B, D) ||
+                   be->queue_push(be, st->queue.data, Q, D, st->t, B) ||
+                   be->kd_loss_forward_dev(be, st->loss_dev, st->t, st->s, st->queue.data, B, Q,
+                                           D, tau, st->probs) ||
+                   be->kd_loss_backward(be, st->ds, st->probs, st->queue.data, B, Q, D, tau) ||
+                   be->l2norm_backward(be, st->dz, st->ds, st->s, st->znorm, B, D) ||
+                   be->linear_backward(be, st->dfeat, st->dhead_w, st->dhead_b, st->dz, f,
+                                       st->head_w, B, C, D, 0) ||
+                   lt_resnet_backward(st->model, st->dfeat, NULL, 0) ||
+                   be->mt_step(be, st->mt, st->loss_dev)
+               ? -1
+               : 0;
+}
+
+/* Records the device step as a graph (the second full batch: the first one has made every
+ * convolution plan and workspace); 0 with st->graph set, or st->graph_off set when it could not
+ * be recorded (then nothing of this step has run). -1 only when the stream is unusable. */
+static int device_capture(lt_student *st, int B, float tau) {
+    lt_backend *be = st->be;
+    lt_resnet *m = st->model;
+    /* the walk counts its batches on the host (num_batches_tracked) while it records: kept, as
+     * the recorded step runs right after; put back when there will be no graph */
+    int64_t *nbt = lt_malloc((size_t)m->n_bn * sizeof *nbt + 1, "batch counters");
+    if (!nbt) return -1;
+    memcpy(nbt, m->nbt, (size_t)m->n_bn * sizeof *nbt);
+    if (be->graph_begin(be) != 0) {
+        free(nbt);
+        lt_debug("training step: no CUDA graph (%s); the step runs without one", lt_err_msg());
+        st->graph_off = 1;
+        lt_err_clear();
+        return 0;
+    }
+    int r = device_body(st, B, tau);
+    char why[512];
+    snprintf(why, sizeof why, "%s", r != 0 ? lt_err_msg() : "");
+    void *g = NULL;
+    int e = be->graph_end(be, &g);
+    if (r == 0 && e == 0) {
+        free(nbt);
+        st->graph = g;
+        lt_debug("training step: recorded as a CUDA graph for batches of %d", B);
+        return 0;
+    }
+    memcpy(m->nbt, nbt, (size_t)m->n_bn * sizeof *nbt);
+    free(nbt);
+    if (g) be->graph_free(be, g);
+    lt_debug("training step: no CUDA graph (%s); the step runs without one",
+             r != 0 ? why : lt_err_msg());
+    st->graph_off = 1;
+    lt_err_clear();
+    return be->sync(be);
+}
+
+static int device_step(lt_student *st, int B, double tau, double clip, double lr, double *loss,
+                       double *gnorm) {
+    lt_backend *be = st->be;
+    lt_mt_io *io = be->mt_io(be, st->mt);
+    const lt_optim *o = &st->optim;
+    io->lr = (float)lr;
+    io->clip = clip;
+    io->first = o->step == 0;
+    lt_optim_adamw_scalars(o, lr, 0, &io->adam[0]);
+    lt_optim_adamw_scalars(o, lr, 1, &io->adam[1]);
+    const float ftau = (float)tau;
+    int recorded = 0; /* this step's walk has just been recorded (and counted its batch) */
+    if (!st->graph && !st->graph_off && B == st->B && st->dev_steps >= 1) {
+        if (device_capture(st, B, ftau) != 0) return -1;
+        recorded = st->graph != NULL;
+    }
+    int rc;
+    if (st->graph && B == st->B) {
+        if (!recorded) /* what the walk does on the host: a replay does not */
+            for (int i = 0; i < st->model->n_bn; i++) st->model->nbt[i]++;
+        rc = be->graph_launch(be, st->graph);
+    } else {
+        rc = device_body(st, B, ftau);
+    }
+    if (rc != 0 || be->sync(be) != 0) return -1;
+    st->dev_steps++;
+    *loss = io->loss;
+    *gnorm = io->gnorm;
+    if (io->updated) st->optim.step++;
+    return 0;
+}
+
 int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
                     const float *t, int B, double tau, double clip, double lr, double *loss,
                     double *gnorm) {
@@ -199,6 +326,7 @@ int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const fl
         a = st->a, b = st->b, lambda = st->lambda, t = st->t;
         if (!st->comm) tq = t;
     }
+    if (st->mt && !st->comm) return device_step(st, B, tau, clip, lr, loss, gnorm);
     float *f = st->model->features;
     if (be->mix_normalize(be, st->x, a, b, lambda, B, HW, st->mean, st->std) ||
         lt_resnet_forward(st->model, st->x, B, 1) ||

@@ -53,6 +53,14 @@ typedef struct {
     int64_t grads_n;
     float **grad_ptrs;                          /* (nparams) each gradient, and its length, */
     int64_t *grad_ns;                           /* for a communicator's device collective */
+    /* The step with its scalars on the device (a backend with the optional entries of
+     * nn/backend.h, one process): the multi-tensor optimizer, the loss in backend memory, and
+     * the step recorded once as a CUDA graph and replayed (graph_off: not, or no longer, tried) */
+    void *mt;
+    double *loss_dev;                           /* (1) */
+    void *graph;                                /* the step for B = st->B rows */
+    int graph_off;
+    int64_t dev_steps;                          /* device steps run so far by this process */
 } lt_student;
 
 /* Builds arch for batches of up to B square views of `size` pixels, the head C -> D, a zero queue
@@ -80,7 +88,16 @@ int lt_student_data_parallel(lt_student *st, lt_comm *comm);
  * backend a and b may be NULL: the views were written into st->a and st->b (device, (B, size,
  * size, 3) each) by the GPU renderer on the backend's stream. *loss and *gnorm get the loss and
  * the gradient norm before clipping; when either is not finite the step stops there (no update)
- * and returns 0: the caller decides. -1 + lt_err on a backend failure. */
+ * and returns 0: the caller decides. -1 + lt_err on a backend failure.
+ *
+ * On a backend with the device-step entries (CUDA) and one process, the loss, the gradient norm,
+ * clipping and the optimizer's scalars stay on the device (nn/optim_multi.h: the same formulas,
+ * sums and updates as the host path, so the same bits), the host waits once per step, and from
+ * the second full batch on the step (everything after the inputs' upload) is one CUDA graph
+ * recorded once and replayed: the same kernels on the same buffers, so the same bits again.
+ * LT_CUDA_GRAPH=0 in the environment runs it without the graph; a graph that cannot be recorded
+ * is given up for the run, with a note at -v. A non-finite loss then still runs the backward
+ * (nothing is updated, *gnorm is 0). */
 int lt_student_step(lt_student *st, const uint8_t *a, const uint8_t *b, const float *lambda,
                     const float *t, int B, double tau, double clip, double lr, double *loss,
                     double *gnorm);

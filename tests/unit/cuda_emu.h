@@ -2,11 +2,12 @@
  * and run its kernels on the CPU: grids and blocks as loops, __syncthreads as a barrier.
  *
  * Why it exists: CI has no GPU, yet the CUDA renderer (lib/image/render_cuda.cu) must give the
- * CPU's bytes. tests/unit/test_render_emu.cpp includes that file after this one (with
+ * CPU's bytes and the multi-tensor optimizer (lib/nn/optim_multi_cuda.cu) optim.c's updates.
+ * tests/unit/test_render_emu.cpp and test_optim_emu.cpp include those files after this one (with
  * LT_CUDA_EMULATE defined), so every `make test` runs the kernels' index arithmetic, scratch
- * layout and block reductions against lt_render. What it cannot check: anything the GPU does
+ * layout and block reductions against the CPU code. What it cannot check: anything the GPU does
  * differently from C++ on the host (its float units, memory model, races between blocks); those
- * stay with tests/cuda/test_cuda_render.c on a GPU.
+ * stay with tests/cuda/ on a GPU.
  *
  * Execution: a kernel listed in EMU_THREADED (one that calls __syncthreads) runs each block as
  * blockDim.x real threads meeting at a std::barrier; every other kernel runs its blocks and
@@ -45,7 +46,7 @@ inline void __syncthreads() {
 typedef void *cudaStream_t;
 typedef int cudaError_t;
 enum { cudaSuccess = 0 };
-enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1 };
+enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
 inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind,
                                    cudaStream_t) {
     std::memcpy(dst, src, n);
@@ -82,8 +83,14 @@ inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 inline const char *cudaGetErrorString(cudaError_t) { return "emulated"; }
 
+/* The kernels that meet at __syncthreads: the including test may name its own before this
+ * header (a comma-separated list of string literals). */
+#ifndef EMU_THREADED
+#define EMU_THREADED "k_color"
+#endif
+
 inline bool emu_threaded(const char *name) {
-    static const char *const names[] = {"k_color"}; /* EMU_THREADED */
+    static const char *const names[] = {EMU_THREADED};
     for (const char *n : names)
         if (!std::strcmp(n, name)) return true;
     return false;
