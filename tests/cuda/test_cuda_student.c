@@ -36,6 +36,8 @@
  * gradients that vanish mathematically (e.g. conv weights just before a batch norm) into ±lr
  * (CPU pair: update NMSE 1e-3); its kernel is checked bitwise in test_cuda_cnn.
  *
+ * Then, on the GPU alone, the step's variants bit for bit (variants_case).
+ *
  * Exit 0 all passed, 1 a failure, 77 no GPU (unless LT_TEST_CPU_PAIR=1 or bf16: CPU only). */
 #include "core/error.h"
 #include "core/threads.h"
@@ -109,6 +111,7 @@ typedef struct {
     float *buf;         /* running statistics after (n_buffers) */
     float *queue;       /* (Q, D) after */
     int64_t n_params, n_buffers, n_head;
+    int64_t nbt;        /* Σ of the batch norms' num_batches_tracked after */
     int ok;
 } result;
 
@@ -151,6 +154,7 @@ static int run(lt_backend *be, const char *arch, lt_opt_kind kind, int steps, co
         r->h1 = fetch(be, st.head_w, r->n_head);
         r->buf = fetch(be, m->buffers, r->n_buffers);
         r->queue = fetch(be, st.queue.data, (int64_t)Q * D);
+        for (int i = 0; i < m->n_bn; i++) r->nbt += m->nbt[i];
         rc = r->p1 && r->h1 && r->buf && r->queue ? 0 : -1;
     }
     if (rc != 0) printf("%s on %s: %s\n", arch, be->name, lt_err_msg());
@@ -381,6 +385,57 @@ static void bf16_case(lt_backend *ref, lt_backend *be, const inputs *in) {
     result_free(&r);
 }
 
+/* ---- the device step's variants on one GPU: bit for bit ----
+ * The step on a CUDA backend keeps its scalars on the device (nn/optim_multi.h) and replays a
+ * recorded CUDA graph from its second batch on (lib/train/step.c). Both are claimed to change no
+ * bit: the graph replays the same kernels on the same buffers, and the multi-tensor optimizer
+ * takes the same sums in the same order and the same element updates as the host-scalar path
+ * (optim.c over the backend's sumsq_many, scale and updates). Compared: the same run with the
+ * graph, without it (LT_CUDA_GRAPH=0), and through the host-scalar path (the backend's
+ * device-step entries hidden), for LARS, SGD and AdamW. */
+static int same_f(const float *a, const float *b, int64_t n) {
+    return a && b && memcmp(a, b, (size_t)n * sizeof(float)) == 0;
+}
+
+static int same_run(const result *a, const result *b) {
+    return a->ok && b->ok && !memcmp(a->loss, b->loss, sizeof a->loss) &&
+           !memcmp(a->gnorm, b->gnorm, sizeof a->gnorm) && same_f(a->p1, b->p1, a->n_params) &&
+           same_f(a->h1, b->h1, a->n_head) && same_f(a->buf, b->buf, a->n_buffers) &&
+           same_f(a->queue, b->queue, (int64_t)Q * D) && a->nbt == b->nbt;
+}
+
+static void variants_case(lt_backend *be, const inputs *in) {
+    static const struct {
+        lt_opt_kind kind;
+        const char *name;
+    } kinds[] = {{LT_OPT_LARS, "LARS"}, {LT_OPT_SGD, "SGD"}, {LT_OPT_ADAMW, "AdamW"}};
+    lt_backend host_path = *be; /* the same backend without the device-step entries */
+    host_path.kd_loss_forward_dev = NULL;
+    host_path.mt_create = NULL;
+    char what[256];
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        result g, e, h;
+        run(be, "resnet18", kinds[k].kind, STEPS, in, &g);
+        setenv("LT_CUDA_GRAPH", "0", 1);
+        run(be, "resnet18", kinds[k].kind, STEPS, in, &e);
+        unsetenv("LT_CUDA_GRAPH");
+        run(&host_path, "resnet18", kinds[k].kind, STEPS, in, &h);
+        snprintf(what, sizeof what, "resnet18 %s, %d steps: graph replay = no graph, bit for bit",
+                 kinds[k].name, STEPS);
+        expect(same_run(&g, &e), what);
+        snprintf(what, sizeof what,
+                 "resnet18 %s, %d steps: device optimizer = host-scalar path, bit for bit",
+                 kinds[k].name, STEPS);
+        expect(same_run(&e, &h), what);
+        snprintf(what, sizeof what, "resnet18 %s: num_batches_tracked counted by every step (%lld)",
+                 kinds[k].name, (long long)g.nbt);
+        expect(g.ok && g.nbt == h.nbt && g.nbt > 0 && g.nbt % STEPS == 0, what);
+        result_free(&g);
+        result_free(&e);
+        result_free(&h);
+    }
+}
+
 int main(void) {
     const char *pair = getenv("LT_TEST_CPU_PAIR");
     const int cpu_pair = pair && !strcmp(pair, "1"), emu = pair && !strcmp(pair, "bf16");
@@ -433,6 +488,10 @@ int main(void) {
                      &r);
         result_free(&a);
         result_free(&r);
+    }
+    if (!cpu_pair) {
+        printf("comparing the CUDA step's variants (graph, no graph, host scalars) bit for bit\n");
+        variants_case(be, &in);
     }
     be->destroy(be);
     if (!cpu_pair) { /* bf16 activations on the GPU */
