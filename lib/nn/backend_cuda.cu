@@ -446,6 +446,7 @@ static void be_destroy(lt_backend *be) {
         if (c->totals) cudaFree(c->totals);
         if (c->dnn) cudnnDestroy(c->dnn);
         if (c->blas) cublasDestroy(c->blas);
+        if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->stream) cudaStreamDestroy(c->stream);
         free(c);
     }
@@ -471,6 +472,11 @@ static int be_init(cuda_be *c, int device) {
     /* fp32 products in fp32: no TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH is never set) */
     CUBLAS_TRY(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
     CUBLAS_TRY(cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+    /* cuBLAS's workspace, ours and fixed: the same GEMM plans whether the step runs as it is or
+     * is recorded as a CUDA graph (cuBLAS allocates nothing while a stream records) */
+    CUDA_TRY(cudaMalloc(&c->blas_ws, LT_CUDA_BLAS_WS), "cudaMalloc(%d bytes of cuBLAS workspace)",
+             LT_CUDA_BLAS_WS);
+    CUBLAS_TRY(cublasSetWorkspace(c->blas, c->blas_ws, LT_CUDA_BLAS_WS), "cublasSetWorkspace");
     CUDNN_TRY(cudnnCreate(&c->dnn), "cudnnCreate (is libcudnn installed?)");
     CUDNN_TRY(cudnnSetStream(c->dnn, c->stream), "cudnnSetStream");
     CUDA_TRY(cudaMalloc((void **)&c->red, (LT_CUDA_RED + 2) * sizeof(double)),

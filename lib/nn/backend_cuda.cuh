@@ -59,6 +59,9 @@ typedef struct {
     size_t bytes;
 } cuda_conv_limit;
 
+/* cuBLAS's workspace: 32 MiB, what NVIDIA's cuBLAS documentation recommends for Hopper */
+#define LT_CUDA_BLAS_WS (32 << 20)
+
 #define LT_CUDA_CONV_PLANS 128
 #define LT_CUDA_CONV_LIMITS 256
 
@@ -75,6 +78,7 @@ typedef struct {
     int tf32; /* LT_PREC_TF32: convolutions and GEMMs may round operands to TF32 (tensor cores) */
     int bf16; /* LT_PREC_BF16: activations are bf16 (in the first half of their float-sized
                  buffers; nn/backend.h says which arguments), convolutions cuDNN's bf16 ones */
+    void *blas_ws;  /* (LT_CUDA_BLAS_WS bytes) cuBLAS's workspace (cublasSetWorkspace) */
     double *totals; /* (cap_totals) device: sumsq_many's results before their one copy back */
     int cap_totals;
 } cuda_be;
