@@ -156,19 +156,13 @@ $(BUILD)/plugin/h5zstd_plugin.o: lib/data/plugin/h5zstd_plugin.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# The CUDA renderer's kernels compiled for the CPU (tests/unit/cuda_emu.h), CUDA or not.
+# CUDA kernels compiled for the CPU (tests/unit/cuda_emu.h), CUDA or not: the renderer's and the
+# multi-tensor optimizer's, each test with the files it includes.
 CXX     ?= g++
-$(BUILD)/tests/test_render_emu: tests/unit/test_render_emu.cpp tests/unit/cuda_emu.h \
-                                tests/cuda/test_cuda_render.c tests/cuda/test_rng.h lib/image/render_cuda.cu \
-                                lib/image/render_px.h $(LIBLT)
-	@mkdir -p $(dir $@)
-	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \
-	  -std=c++20 -ffp-contract=off -Wall -Wextra -Ilib -pthread $< $(LIBLT) $(LDFLAGS) $(LDLIBS) -o $@
-
-# The same for the multi-tensor optimizer's kernels.
-$(BUILD)/tests/test_optim_emu: tests/unit/test_optim_emu.cpp tests/unit/cuda_emu.h \
-                               tests/cuda/test_rng.h lib/nn/optim_multi_cuda.cu lib/nn/optim_multi.h \
-                               lib/nn/optim_rules.h $(LIBLT)
+$(BUILD)/tests/test_render_emu: tests/cuda/test_cuda_render.c lib/image/render_cuda.cu \
+                                lib/image/render_px.h
+$(BUILD)/tests/test_optim_emu: lib/nn/optim_multi_cuda.cu lib/nn/optim_multi.h lib/nn/optim_rules.h
+$(BUILD)/tests/test_%_emu: tests/unit/test_%_emu.cpp tests/unit/cuda_emu.h tests/cuda/test_rng.h $(LIBLT)
 	@mkdir -p $(dir $@)
 	$(CXX) $(OPT) $(filter -fsanitize% -fno-sanitize% -fno-omit-frame-pointer,$(CFLAGS)) -g \
 	  -std=c++20 -ffp-contract=off -Wall -Wextra -Ilib -pthread $< $(LIBLT) $(LDFLAGS) $(LDLIBS) -o $@
