@@ -46,7 +46,11 @@ endif
 # Rendering must give identical bytes on every machine: no FMA contraction there, on the CPU and
 # in the CUDA renderer, and IEEE division on the GPU (docs/architecture.md §4).
 $(BUILD)/lib/image/%.o: CFLAGS += -ffp-contract=off
-$(BUILD)/lib/image/%.cu.o: NVCCFLAGS += -fmad=false -prec-div=true -ftz=false -Xcompiler -ffp-contract=off
+NOFMA_NVCC := -fmad=false -prec-div=true -ftz=false -Xcompiler -ffp-contract=off
+$(BUILD)/lib/image/%.cu.o $(BUILD)/lib/image/%.cu.ptx: NVCCFLAGS += $(NOFMA_NVCC)
+# The optimizer's kernels too: the scalar rules of nn/optim_rules.h in double (a trust ratio's
+# gn + pn·wd) must round as optim.c's do on the host, for the device step's bit-identity.
+$(BUILD)/lib/nn/optim_%.cu.o $(BUILD)/lib/nn/optim_%.cu.ptx: NVCCFLAGS += $(NOFMA_NVCC)
 
 # ---- CUDA backend (built when nvcc is present unless CUDA=0) ----
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -138,6 +142,12 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+# PTX of one file for one architecture, with the file's own flags (tests/py/test_no_fma.py reads
+# it: no fused multiply-add where results must be the CPU's)
+$(BUILD)/%.cu.ptx: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -gencode arch=%,$(NVCCFLAGS)) -arch=compute_90 --ptx $< -o $@
 
 $(LIBLT): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

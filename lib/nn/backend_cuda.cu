@@ -403,8 +403,11 @@ static void be_mt_free(lt_backend *be, void *mt) {
 /* Capture mode "thread local": other threads of the process (lt-train's loader, the HDF5
  * writer) may go on calling CUDA while this thread records. */
 static int be_graph_begin(lt_backend *be) {
-    CUDA_TRY(cudaStreamBeginCapture(cbe(be)->stream, cudaStreamCaptureModeThreadLocal),
-             "cudaStreamBeginCapture");
+    cudaError_t e = cudaStreamBeginCapture(cbe(be)->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* the step then runs without a graph: no stale error for its kernels */
+        return cuda_fail(e, "cudaStreamBeginCapture");
+    }
     return 0;
 }
 

@@ -68,7 +68,8 @@ static int device_step_init(lt_student *st) {
     if (!st->mt) return -1;
     st->loss_dev = be->alloc(be, sizeof(double), "the loss");
     const char *g = getenv("LT_CUDA_GRAPH");
-    st->graph_off = !be->graph_begin || (g && !strcmp(g, "0"));
+    st->graph_off = !be->graph_begin || !be->graph_end || !be->graph_launch || !be->graph_free ||
+                    (g && !strcmp(g, "0"));
     return st->loss_dev ? 0 : -1;
 }
 
@@ -226,7 +227,7 @@ static int device_capture(lt_student *st, int B, float tau) {
     lt_resnet *m = st->model;
     /* the walk counts its batches on the host (num_batches_tracked) while it records: kept, as
      * the recorded step runs right after; put back when there will be no graph */
-    int64_t *nbt = lt_malloc((size_t)m->n_bn * sizeof *nbt + 1, "batch counters");
+    int64_t *nbt = lt_malloc((size_t)(m->n_bn > 0 ? m->n_bn : 1) * sizeof *nbt, "batch counters");
     if (!nbt) return -1;
     memcpy(nbt, m->nbt, (size_t)m->n_bn * sizeof *nbt);
     if (be->graph_begin(be) != 0) {
@@ -244,6 +245,7 @@ static int device_capture(lt_student *st, int B, float tau) {
     if (r == 0 && e == 0) {
         free(nbt);
         st->graph = g;
+        st->graph_tau = tau;
         lt_debug("training step: recorded as a CUDA graph for batches of %d", B);
         return 0;
     }
@@ -260,6 +262,7 @@ static int device_capture(lt_student *st, int B, float tau) {
 static int device_step(lt_student *st, int B, double tau, double clip, double lr, double *loss,
                        double *gnorm) {
     lt_backend *be = st->be;
+    if (!(lr >= 0.0) || !isfinite(lr)) return lt_err_set("optimizer: learning rate %g", lr);
     lt_mt_io *io = be->mt_io(be, st->mt);
     const lt_optim *o = &st->optim;
     io->lr = (float)lr;
@@ -273,8 +276,9 @@ static int device_step(lt_student *st, int B, double tau, double clip, double lr
         if (device_capture(st, B, ftau) != 0) return -1;
         recorded = st->graph != NULL;
     }
+    /* the graph holds this batch size and temperature (1/τ went in as numbers) */
     int rc;
-    if (st->graph && B == st->B) {
+    if (st->graph && B == st->B && ftau == st->graph_tau) {
         if (!recorded) /* what the walk does on the host: a replay does not */
             for (int i = 0; i < st->model->n_bn; i++) st->model->nbt[i]++;
         rc = be->graph_launch(be, st->graph);

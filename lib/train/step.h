@@ -59,6 +59,7 @@ typedef struct {
     void *mt;
     double *loss_dev;                           /* (1) */
     void *graph;                                /* the step for B = st->B rows */
+    float graph_tau;                            /* and the temperature it was recorded with */
     int graph_off;
     int64_t dev_steps;                          /* device steps run so far by this process */
 } lt_student;
@@ -95,6 +96,7 @@ int lt_student_data_parallel(lt_student *st, lt_comm *comm);
  * sums and updates as the host path, so the same bits), the host waits once per step, and from
  * the second full batch on the step (everything after the inputs' upload) is one CUDA graph
  * recorded once and replayed: the same kernels on the same buffers, so the same bits again.
+ * A step with another batch size or temperature than the recorded one runs without the graph.
  * LT_CUDA_GRAPH=0 in the environment runs it without the graph; a graph that cannot be recorded
  * is given up for the run, with a note at -v. A non-finite loss then still runs the backward
  * (nothing is updated, *gnorm is 0). */
