@@ -309,6 +309,8 @@ if want student; then
   student_ours resnet18 256 5 bf16 ours_bf16
   # the same step without the CUDA graph: what recording the step saves
   LT_CUDA_GRAPH=0 student_ours resnet18 256 5 bf16 ours_bf16_nograph
+  # and with cuDNN's non-deterministic algorithms allowed: what determinism costs
+  LT_CUDA_DETERMINISTIC=0 student_ours resnet18 256 5 bf16 ours_bf16_nondet
   student_torch resnet18 256 10 eager_fp32,eager_bf16,compile_bf16
   student_ours resnet50 256 3 fp32 ours
   student_ours resnet50 256 3 tf32 ours_tf32
@@ -331,7 +333,7 @@ if want student; then
       TRAIN_E2E=FAILED
     fi
   fi
-  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"ours_tf32\": $(num "${ST[$1-ours_tf32]:-}"), \"ours_bf16\": $(num "${ST[$1-ours_bf16]:-}"), \"ours_bf16_nograph\": $(num "${ST[$1-ours_bf16_nograph]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
+  jst() { echo "{\"ours\": $(num "${ST[$1-ours]:-}"), \"ours_tf32\": $(num "${ST[$1-ours_tf32]:-}"), \"ours_bf16\": $(num "${ST[$1-ours_bf16]:-}"), \"ours_bf16_nograph\": $(num "${ST[$1-ours_bf16_nograph]:-}"), \"ours_bf16_nondet\": $(num "${ST[$1-ours_bf16_nondet]:-}"), \"pytorch_eager\": $(num "${ST[$1-eager_bf16]:-}"), \"pytorch_eager_fp32\": $(num "${ST[$1-eager_fp32]:-}"), \"pytorch_compile\": $(num "${ST[$1-compile_bf16]:-}")}"; }
 fi
 
 # ---- 5. summary --------------------------------------------------------------------------------

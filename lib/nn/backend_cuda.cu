@@ -467,6 +467,8 @@ static int be_init(cuda_be *c, int device) {
         return lt_err_set("cuda backend: device %d does not exist (%d device%s)", device, n,
                           n == 1 ? "" : "s");
     c->device = device;
+    const char *det = getenv("LT_CUDA_DETERMINISTIC");
+    c->nondet = det && !strcmp(det, "0");
     CUDA_TRY(cudaSetDevice(device), "cudaSetDevice(%d)", device);
     CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking),
              "cudaStreamCreateWithFlags");

@@ -78,6 +78,7 @@ typedef struct {
     int tf32; /* LT_PREC_TF32: convolutions and GEMMs may round operands to TF32 (tensor cores) */
     int bf16; /* LT_PREC_BF16: activations are bf16 (in the first half of their float-sized
                  buffers; nn/backend.h says which arguments), convolutions cuDNN's bf16 ones */
+    int nondet;     /* LT_CUDA_DETERMINISTIC=0: cuDNN's non-deterministic algorithms allowed */
     void *blas_ws;  /* (LT_CUDA_BLAS_WS bytes) cuBLAS's workspace (cublasSetWorkspace) */
     double *totals; /* (cap_totals) device: sumsq_many's results before their one copy back */
     int cap_totals;

@@ -15,7 +15,8 @@
  *   [ w_t: Cout·kh·kw·Cin floats | dw_t: the same | cuDNN workspace ]   (each part 256-aligned).
  * Algorithms: cudnnGet*Algorithm_v7 (cuDNN's heuristics: no timing, so the same choice on every
  * run), the first result that succeeded, is CUDNN_DETERMINISTIC, does not use tensor-op math
- * and whose workspace fits. The choice is cached per dims (batch included). conv2d_ws_bytes
+ * and whose workspace fits (LT_CUDA_DETERMINISTIC=0 drops the determinism condition: a switch
+ * for a shape with no deterministic algorithm, and to measure what determinism costs). The choice is cached per dims (batch included). conv2d_ws_bytes
  * records the largest scratch it reported per geometry; a plan made later for a smaller batch of
  * that geometry only takes algorithms whose workspace fits that scratch.
  * (With two models of one geometry, the smallest such scratch bounds them.)
@@ -87,10 +88,18 @@ void cuda_conv_plans_free(cuda_be *c) {
 static int tensor_ops(const cuda_be *c) { return c->tf32 || c->bf16; }
 
 /* fp32: deterministic FMA algorithms only. tf32, bf16: deterministic, tensor cores allowed, never
- * a conversion to fp16. */
-static int det_math_ok(cudnnDeterminism_t det, cudnnMathType_t m, int tensor_cores) {
-    if (det != CUDNN_DETERMINISTIC || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
-    return tensor_cores || m != CUDNN_TENSOR_OP_MATH;
+ * a conversion to fp16. With LT_CUDA_DETERMINISTIC=0 (c->nondet) non-deterministic algorithms are
+ * taken too: cuDNN's heuristic order then decides alone. */
+static int det_math_ok(const cuda_be *c, cudnnDeterminism_t det, cudnnMathType_t m) {
+    if ((det != CUDNN_DETERMINISTIC && !c->nondet) || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+        return 0;
+    return tensor_ops(c) || m != CUDNN_TENSOR_OP_MATH;
+}
+
+/* what a "no algorithm" error adds */
+static const char *det_hint(const cuda_be *c) {
+    return c->nondet ? "" : "; LT_CUDA_DETERMINISTIC=0 lets cuDNN's non-deterministic algorithms "
+                            "be chosen too (a resumed run is then no longer bit-identical)";
 }
 
 static const char *prec_name(const cuda_be *c) {
@@ -148,7 +157,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionForwardAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(fp[i].determinism, fp[i].mathType, tensor_ops(c)))
+        if (fp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(c, fp[i].determinism, fp[i].mathType))
             continue;
         if (cudnnGetConvolutionForwardWorkspaceSize(c->dnn, p->xd, p->wd, p->cd, p->yd, fp[i].algo,
                                                     &ws) != CUDNN_STATUS_SUCCESS)
@@ -158,8 +167,9 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         p->fwd = fp[i].algo, p->ws_fwd = ws, p->m_fwd = fp[i].mathType, found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic %s forward algorithm within "
-                          "%zu bytes of workspace (%s)", prec_name(c), cudnn_limit, shape);
+        return lt_err_set("conv2d: cuDNN offers no %s%s forward algorithm within %zu bytes of "
+                          "workspace (%s)%s", c->nondet ? "" : "deterministic ", prec_name(c),
+                          cudnn_limit, shape, det_hint(c));
 
     cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     found = 0;
@@ -169,7 +179,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardDataAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(dp[i].determinism, dp[i].mathType, tensor_ops(c)))
+        if (dp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(c, dp[i].determinism, dp[i].mathType))
             continue;
         if (cudnnGetConvolutionBackwardDataWorkspaceSize(c->dnn, p->wd, p->yd, p->cd, p->xd,
                                                          dp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
@@ -179,8 +189,9 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         p->bwd_data = dp[i].algo, p->ws_bwd_data = ws, p->m_bwd_data = dp[i].mathType, found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic %s backward-data algorithm "
-                          "within %zu bytes of workspace (%s)", prec_name(c), cudnn_limit, shape);
+        return lt_err_set("conv2d: cuDNN offers no %s%s backward-data algorithm within %zu "
+                          "bytes of workspace (%s)%s", c->nondet ? "" : "deterministic ",
+                          prec_name(c), cudnn_limit, shape, det_hint(c));
 
     cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     found = 0;
@@ -190,7 +201,7 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
               "cudnnGetConvolutionBackwardFilterAlgorithm_v7 (%s)", shape);
     for (int i = 0; i < got && !found; i++) {
         size_t ws = 0;
-        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(wp[i].determinism, wp[i].mathType, tensor_ops(c)))
+        if (wp[i].status != CUDNN_STATUS_SUCCESS || !det_math_ok(c, wp[i].determinism, wp[i].mathType))
             continue;
         if (cudnnGetConvolutionBackwardFilterWorkspaceSize(c->dnn, p->xd, p->yd, p->cd, p->wd,
                                                            wp[i].algo, &ws) != CUDNN_STATUS_SUCCESS)
@@ -201,9 +212,9 @@ static int plan_make(cuda_be *c, cuda_conv_plan *p, const lt_conv2d_dims *d, siz
         found = 1;
     }
     if (!found)
-        return lt_err_set("conv2d: cuDNN offers no deterministic %s backward-filter algorithm "
-                          "within %zu bytes of workspace (%s)", prec_name(c), cudnn_limit,
-                          shape);
+        return lt_err_set("conv2d: cuDNN offers no %s%s backward-filter algorithm within %zu "
+                          "bytes of workspace (%s)%s", c->nondet ? "" : "deterministic ",
+                          prec_name(c), cudnn_limit, shape, det_hint(c));
     p->used = 1;
     return 0;
 }
