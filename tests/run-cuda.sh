@@ -29,6 +29,12 @@ fail=0
 any=0
 nogpu=0
 ran=0 # tests that ran (passed or failed), not skipped
+# train-curve-*'s bounds (below): the CPU pair (1 vs 2 threads) gave 1.75e-3 .. 3.9e-3 over 3
+# seeds; fp32 gets ~13x that. bf16: test_cuda_student's bf16 emulation moved its curve 65-100x
+# more than its CPU pair did; that ratio here gives ~0.25, so bf16 gets 0.3, a coarse check
+# beside the fall of the curve (the CPU's falls to 0.2-0.27 of its first 10-step mean).
+CURVE_FP32=5e-2
+CURVE_BF16=0.3
 
 # Source images of every decoded kind for test_cuda_render (grey, CMYK and RGB JPEGs; 8/16-bit,
 # palette, grey and RGBA PNGs; odd and large sizes): the GPU renders what decode.h made of them.
@@ -154,6 +160,11 @@ e2e || fail=1
 #   train-gpu-views      --image-pool device (views rendered on the GPU from the images in GPU
 #                        memory) against --image-pool host (rendered on the CPU): the same
 #                        student, bit for bit (the same views, the same deterministic step)
+#   train-gpu-to-cpu     a GPU run's checkpoint at step 2 continued with --device cpu to step 6
+#   train-curve-fp32/bf16  51 steps (17 epochs) on the GPU at fp32 and at bf16 against the CPU's
+#                        fp32 run: every 10-step mean of the loss within CURVE_FP32 / CURVE_BF16
+#                        of the CPU's (as a fraction of the first one), and all three curves fall
+#                        (last mean <= 0.8 x first). Sized without a GPU (at CURVE_FP32 above).
 compare_runs() { # compare_runs OUT_A OUT_B LOSS_RTOL W_NMSE: exit 0 when within, prints a line
   "$PYTHON" - "$@" <<'PYEOF'
 import json, struct, sys
@@ -178,6 +189,26 @@ nmse = num / den if den > 0 and set(ta) == set(tb) else float("inf")
 ok = worst <= rtol and nmse <= wthr
 print("steps %d/%d, worst loss rel diff %.3g (<= %g), weights nmse %.3g (<= %g): %s"
       % (len(la), len(lb), worst, rtol, nmse, wthr, "ok" if ok else "FAIL"))
+sys.exit(0 if ok else 1)
+PYEOF
+}
+compare_curves() { # compare_curves OUT OUT_REF BOUND: the loss curves by their 10-step means
+  "$PYTHON" - "$@" <<'PYEOF'
+import json, sys
+a, r, bound = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def losses(d):
+    return [json.loads(l)["loss"] for l in open(d + "/metrics.jsonl") if '"loss"' in l]
+la, lr = losses(a), losses(r)
+W = 10
+ma = [sum(la[i:i + W]) / W for i in range(len(la) - W + 1)]
+mr = [sum(lr[i:i + W]) / W for i in range(len(lr) - W + 1)]
+worst = max(abs(x - y) / mr[0] for x, y in zip(ma, mr)) if len(la) == len(lr) and mr else float("inf")
+falls = bool(ma) and ma[-1] <= 0.8 * ma[0] and mr[-1] <= 0.8 * mr[0]
+ok = worst <= bound and falls
+print("%d steps, 10-step means %.4g .. %.4g (reference %.4g .. %.4g), worst difference %.3g of "
+      "the first (<= %g): %s" % (len(la), ma[0] if ma else 0, ma[-1] if ma else 0,
+                                 mr[0] if mr else 0, mr[-1] if mr else 0, worst, bound,
+                                 "ok" if ok else "FAIL"))
 sys.exit(0 if ok else 1)
 PYEOF
 }
@@ -247,6 +278,34 @@ e2e_train() {
     echo "run-cuda: train-gpu-views FAIL (--image-pool device differs from --image-pool host)"; rc=1
   fi
   ran=$((ran + 1))
+  # a GPU checkpoint continued on the CPU
+  if run_bin "$train" "${common[@]}" --device cuda --steps 2 --out "$tmp/back" "$tmp/cache.h5" &&
+     run_bin "$train" "${common[@]}" --device cpu --out "$tmp/back" "$tmp/cache.h5" &&
+     "$PYTHON" -c 'import json,math,sys; l=[json.loads(x) for x in open(sys.argv[1])]; sys.exit(0 if l[-1]["step"] >= 6 and all(math.isfinite(x["loss"]) for x in l) else 1)' \
+       "$tmp/back/metrics.jsonl"; then
+    echo "run-cuda: train-gpu-to-cpu PASS (a GPU checkpoint trained on on the CPU)"
+  else
+    echo "run-cuda: train-gpu-to-cpu FAIL"; rc=1
+  fi
+  ran=$((ran + 1))
+  # the loss curve of 51 steps (17 epochs of 3 batches), fp32 and bf16 on the GPU against the CPU
+  local curve=(-q --student resnet18 --batch-size 8 --epochs 17 --queue-size 16 --seed 3
+               --no-tensorboard --image-pool host)
+  if run_bin "$train" "${curve[@]}" --device cpu --out "$tmp/curve-cpu" "$tmp/cache.h5"; then
+    local prec bound
+    for prec in fp32 bf16; do
+      bound=$CURVE_FP32; [ $prec = bf16 ] && bound=$CURVE_BF16
+      if run_bin "$train" "${curve[@]}" --device cuda --precision $prec --out "$tmp/curve-$prec" "$tmp/cache.h5" &&
+         line=$(compare_curves "$tmp/curve-$prec" "$tmp/curve-cpu" "$bound"); then
+        echo "run-cuda: train-curve-$prec PASS ($line)"
+      else
+        echo "run-cuda: train-curve-$prec FAIL (${line:-lt-train exited non-zero})"; rc=1
+      fi
+      ran=$((ran + 1))
+    done
+  else
+    echo "run-cuda: train-curve FAIL (the CPU run exited non-zero)"; rc=1
+  fi
   return $rc
 }
 
