@@ -139,7 +139,7 @@ MISSING=$(run_lt ldd build/tests/test_cuda_ops 2>&1 | grep -c "not found")
 
 # ---- 3. tests ------------------------------------------------------------------------------------
 step "tests (tests/run-cuda.sh)"
-timeout "$(tl 150)" bash tests/run-cuda.sh 2>&1 | tee "$WORK/tests.log"
+timeout "$(tl 200)" bash tests/run-cuda.sh 2>&1 | tee "$WORK/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 cp "$WORK/tests.log" "$OUT/tests.log"
 grep -E "FAIL" "$WORK/tests.log" | grep -v "^run-cuda" | head -40 >"$WORK/fails.txt"
