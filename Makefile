@@ -88,13 +88,17 @@ ifeq ($(MPI),1)
 endif
 
 # ---- NCCL for data-parallel lt-train on GPUs (with CUDA and MPI, when nccl.h is found in the CUDA
-# toolkit or /usr/include unless NCCL=0). Only lib/train/comm_nccl.c includes nccl.h; only lt-train
-# links it.
+# toolkit or /usr/include unless NCCL=0). Only lib/train/comm_nccl.c includes nccl.h; it loads
+# libnccl.so.2 when a run first needs it (from the folder it was found in here, else the loader's
+# search), so no binary links NCCL.
 NCCL_INC ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/local/include/nccl.h /usr/include/nccl.h))
 NCCL    ?= $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(NCCL_INC)),1,0)
 ifeq ($(NCCL),1)
-  $(BUILD)/lib/train/comm_nccl.o: CFLAGS += -DLT_HAVE_NCCL=1 -I$(dir $(NCCL_INC))
-  $(BINDIR)/lt-train: LDLIBS += -lnccl
+  NCCL_LIBDIR ?= $(patsubst %/,%,$(dir $(firstword $(wildcard $(CUDA_HOME)/lib64/libnccl.so.2 \
+                    /usr/lib/x86_64-linux-gnu/libnccl.so.2 /usr/local/lib/libnccl.so.2))))
+  $(BUILD)/lib/train/comm_nccl.o: CFLAGS += -DLT_HAVE_NCCL=1 -I$(dir $(NCCL_INC)) \
+                                            -DLT_NCCL_LIBDIR='"$(NCCL_LIBDIR)"'
+
 endif
 
 # lib/nn/cuda_stub.c stands in for the CUDA backend (same symbols, "no CUDA" errors) when CUDA=0.

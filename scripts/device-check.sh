@@ -96,12 +96,12 @@ else
   echo "no -dev packages here (pkg-config): using the binaries built on the dev machine (.devpack)"
 fi
 if [ "$BUILT" = carried ]; then
-  if [ ! -d .devpack/tree ] || [ ! -f .devpack/libs.tar.xz ]; then
+  if [ ! -f .devpack/tree.tar.xz ] || [ ! -f .devpack/libs.tar.xz ]; then
     echo "device-check: FATAL: no .devpack/ (run scripts/pack-device.sh and carry .devpack)"
     exit 1
   fi
   cat .devpack/MANIFEST 2>/dev/null | head -3
-  cp -a .devpack/tree/. .
+  tar -C . -xJf .devpack/tree.tar.xz
   mkdir -p "$WORK/lib"
   tar -C "$WORK/lib" -xJf .devpack/libs.tar.xz
   LT_LIBPATH=$WORK/lib
@@ -121,6 +121,16 @@ if [ -x build/tests/test_cuda_cnn ] && run_lt ldd build/tests/test_cuda_cnn | gr
   for d in /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu \
            $("$PY" -c 'import nvidia, os, glob; print(" ".join(glob.glob(os.path.join(list(nvidia.__path__)[0], "cudnn*", "lib"))))' 2>/dev/null); do
     if [ -e "$d/libcudnn.so.9" ]; then
+      LT_LIBPATH=${LT_LIBPATH:+$LT_LIBPATH:}$d
+      break
+    fi
+  done
+fi
+# NCCL (lt-train loads libnccl.so.2 for a data-parallel GPU run; not carried): the device's own,
+# e.g. PyTorch's nvidia-nccl wheel, unless the CUDA folder or the system has it
+if [ ! -e /usr/local/cuda/lib64/libnccl.so.2 ] && ! ldconfig -p 2>/dev/null | grep libnccl.so.2 >/dev/null; then
+  for d in $("$PY" -c 'import nvidia, os, glob; print(" ".join(glob.glob(os.path.join(list(nvidia.__path__)[0], "nccl*", "lib"))))' 2>/dev/null); do
+    if [ -e "$d/libnccl.so.2" ]; then
       LT_LIBPATH=${LT_LIBPATH:+$LT_LIBPATH:}$d
       break
     fi

@@ -9,10 +9,11 @@
 #   make -j2 all && bash scripts/pack-device.sh
 #   then run on the device with `carry: [".devpack"]`:  bash scripts/device-check.sh
 #
-# .devpack/tree/    bin/lt-*, build/tests/test_cuda_*, build/tests/tools/{vit_bench,dinov2_tool,
-#                   cache_tool,bench_data_gpu,bench_student}, build/dev/cuda/* (the earlier
-#                   kernels' benchmarks), build/plugins/
-#                   (same relative paths as here)
+# .devpack/tree.tar.xz  bin/lt-*, build/tests/test_cuda_*, build/tests/tools/{vit_bench,
+#                   dinov2_tool,cache_tool,bench_data_gpu,bench_student}, build/dev/cuda/* (the
+#                   earlier kernels' benchmarks), build/plugins/ (same relative paths as here),
+#                   without debug sections; xz shrinks them ~20x (every binary holds much the
+#                   same CUDA code)
 # .devpack/libs.tar.xz  every non-system library of `ldd` of those binaries, except glibc's own
 #                   (libc, libm, libpthread, libdl, librt, libresolv, ld-linux), libstdc++/libgcc_s (the
 #                   device's are newer) and CUDA's (the device has CUDA 13 and its driver);
@@ -27,7 +28,7 @@ need=(build/tests/test_cuda_ops build/tests/test_cuda_dinov2 build/tests/tools/v
 for f in "${need[@]}"; do
   [ -x "$f" ] || { echo "pack-device: $f is missing: run 'make -j2 all' first (with nvcc present)" >&2; exit 1; }
 done
-if ! ldd build/tests/test_cuda_ops | grep -q libcublasLt; then
+if ! ldd build/tests/test_cuda_ops | grep libcublasLt >/dev/null; then  # not -q: with pipefail, an early exit of grep fails ldd (SIGPIPE)
   echo "pack-device: build/tests/test_cuda_ops is not linked with cuBLASLt: it was built with CUDA=0;" \
        "rebuild with nvcc present (make clean && make -j2 all)" >&2
   exit 1
@@ -46,6 +47,8 @@ mkdir -p .devpack/tree .devpack/lib
 for f in "${bins[@]}"; do
   mkdir -p ".devpack/tree/$(dirname "$f")"
   cp -p "$f" ".devpack/tree/$f"
+  # without their debug sections (symbols stay, for backtraces): a third of the size
+  strip --strip-debug ".devpack/tree/$f" 2>/dev/null || true
 done
 
 # the libraries: the union of ldd over all binaries, minus the system/CUDA ones
@@ -58,7 +61,8 @@ done
 missing=$(ldd "${bins[@]}" 2>/dev/null | grep "not found" || true)
 [ -z "$missing" ] || { echo "pack-device: unresolved libraries here:" >&2; echo "$missing" >&2; exit 1; }
 XZ_OPT=-T0 tar -C .devpack/lib -cJf .devpack/libs.tar.xz .
-rm -rf .devpack/lib
+XZ_OPT=-T0 tar -C .devpack/tree -cJf .devpack/tree.tar.xz .
+rm -rf .devpack/lib .devpack/tree
 
 {
   echo "packed $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \

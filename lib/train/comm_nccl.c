@@ -8,6 +8,11 @@
  * no second launcher. Built when the Makefile finds NCCL, MPI and CUDA (LT_HAVE_NCCL); otherwise
  * lt_comm_nccl_open says the build has none.
  *
+ * NCCL is loaded when a run first asks for it (dlopen of libnccl.so.2: the library's folder at
+ * build time, then the loader's usual search), not linked: lt-train then starts on machines
+ * without NCCL (a CPU run, one GPU), and NCCL is a few hundred megabytes that only data-parallel
+ * GPU runs need. The types and constants come from nccl.h at build time.
+ *
  * Failures during setup are agreed over MPI before and after ncclCommInitRank, so no process
  * waits in a collective the others left; a process that fails inside ncclCommInitRank itself
  * (NCCL's own bootstrap) may still leave the others blocked there until the launcher ends them.
@@ -25,7 +30,71 @@
 
 #if LT_HAVE_NCCL
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
+
+/* ---- the library, loaded at the first use ---- */
+
+#ifndef LT_NCCL_LIBDIR
+#define LT_NCCL_LIBDIR ""
+#endif
+
+static struct {
+    int tried, ok;
+    char why[512];
+    const char *(*GetErrorString)(ncclResult_t);
+    ncclResult_t (*GetUniqueId)(ncclUniqueId *);
+    ncclResult_t (*CommInitRank)(ncclComm_t *, int, ncclUniqueId, int);
+    ncclResult_t (*CommAbort)(ncclComm_t);
+    ncclResult_t (*CommDestroy)(ncclComm_t);
+    ncclResult_t (*GroupStart)(void);
+    ncclResult_t (*GroupEnd)(void);
+    ncclResult_t (*AllReduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                              ncclComm_t, cudaStream_t);
+    ncclResult_t (*AllGather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t,
+                              cudaStream_t);
+    ncclResult_t (*Broadcast)(const void *, void *, size_t, ncclDataType_t, int, ncclComm_t,
+                              cudaStream_t);
+} nc;
+
+/* 0, or -1 + lt_err when libnccl.so.2 or one of its functions cannot be found */
+static int nccl_load(void) {
+    if (!nc.tried) {
+        nc.tried = 1;
+        void *h = NULL;
+        char path[1024];
+        if (LT_NCCL_LIBDIR[0]) {
+            snprintf(path, sizeof path, "%s/libnccl.so.2", LT_NCCL_LIBDIR);
+            h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        }
+        if (!h) h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *e = dlerror();
+            snprintf(nc.why, sizeof nc.why, "%s", e ? e : "not found");
+        } else {
+            static const char *const names[] = {
+                "ncclGetErrorString", "ncclGetUniqueId", "ncclCommInitRank", "ncclCommAbort",
+                "ncclCommDestroy", "ncclGroupStart", "ncclGroupEnd", "ncclAllReduce",
+                "ncclAllGather", "ncclBroadcast"};
+            void **slots[] = {(void **)&nc.GetErrorString, (void **)&nc.GetUniqueId,
+                              (void **)&nc.CommInitRank, (void **)&nc.CommAbort,
+                              (void **)&nc.CommDestroy, (void **)&nc.GroupStart,
+                              (void **)&nc.GroupEnd, (void **)&nc.AllReduce,
+                              (void **)&nc.AllGather, (void **)&nc.Broadcast};
+            nc.ok = 1;
+            for (size_t i = 0; i < sizeof names / sizeof names[0] && nc.ok; i++)
+                if (!(*slots[i] = dlsym(h, names[i]))) {
+                    snprintf(nc.why, sizeof nc.why, "libnccl.so.2 has no %s", names[i]);
+                    nc.ok = 0;
+                }
+        }
+    }
+    if (nc.ok) return 0;
+    return lt_err_set("NCCL: could not load libnccl.so.2 (%s): data-parallel training on GPUs "
+                      "needs NCCL; install it (the libnccl2 package, or the nvidia-nccl wheel) "
+                      "or put its folder on LD_LIBRARY_PATH",
+                      nc.why);
+}
 
 typedef struct {
     lt_comm *host;       /* the MPI communicator, whose host collectives are ours */
@@ -34,7 +103,7 @@ typedef struct {
 } nccl_state;
 
 static int nccl_fail(ncclResult_t r, const char *what) {
-    return lt_err_set("NCCL: %s failed: %s", what, ncclGetErrorString(r));
+    return lt_err_set("NCCL: %s failed: %s", what, nc.GetErrorString(r));
 }
 
 static int wait_stream(nccl_state *s, const char *what) {
@@ -56,10 +125,10 @@ static void n_abort(lt_comm *c, int code) { HOST(c)->abort(HOST(c), code); }
 
 static int n_mean_f32_dev(lt_comm *c, float *const *xs, const int64_t *ns, int k) {
     nccl_state *s = c->impl;
-    ncclResult_t r = ncclGroupStart();
+    ncclResult_t r = nc.GroupStart();
     for (int i = 0; i < k && r == ncclSuccess; i++)
-        r = ncclAllReduce(xs[i], xs[i], (size_t)ns[i], ncclFloat32, ncclAvg, s->nccl, s->stream);
-    ncclResult_t r2 = ncclGroupEnd();
+        r = nc.AllReduce(xs[i], xs[i], (size_t)ns[i], ncclFloat32, ncclAvg, s->nccl, s->stream);
+    ncclResult_t r2 = nc.GroupEnd();
     if (r != ncclSuccess) return nccl_fail(r, "all-reduce (gradient mean)");
     if (r2 != ncclSuccess) return nccl_fail(r2, "all-reduce (gradient mean)");
     return wait_stream(s, "gradient mean");
@@ -67,19 +136,19 @@ static int n_mean_f32_dev(lt_comm *c, float *const *xs, const int64_t *ns, int k
 
 static int n_allgather_dev(lt_comm *c, void *dst, const void *src, size_t bytes) {
     nccl_state *s = c->impl;
-    ncclResult_t r = ncclAllGather(src, dst, bytes, ncclUint8, s->nccl, s->stream);
+    ncclResult_t r = nc.AllGather(src, dst, bytes, ncclUint8, s->nccl, s->stream);
     return r != ncclSuccess ? nccl_fail(r, "all-gather") : wait_stream(s, "all-gather");
 }
 
 static int n_bcast_dev(lt_comm *c, void *buf, size_t bytes) {
     nccl_state *s = c->impl;
-    ncclResult_t r = ncclBroadcast(buf, buf, bytes, ncclUint8, 0, s->nccl, s->stream);
+    ncclResult_t r = nc.Broadcast(buf, buf, bytes, ncclUint8, 0, s->nccl, s->stream);
     return r != ncclSuccess ? nccl_fail(r, "broadcast") : wait_stream(s, "broadcast");
 }
 
 static void n_destroy(lt_comm *c) {
     nccl_state *s = c->impl;
-    ncclCommDestroy(s->nccl);
+    nc.CommDestroy(s->nccl);
     free(s);
     free(c);
 }
@@ -90,12 +159,14 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
     ncclResult_t r = ncclSuccess;
     nccl_state *s = calloc(1, sizeof *s);
     lt_comm *c = calloc(1, sizeof *c);
-    /* rank 0 makes the id; everyone learns whether that (and every allocation) worked, then the
-     * id itself: no process enters ncclCommInitRank unless all of them will */
-    double bad = !s || !c ? 2 : 0, mine = bad;
-    if (bad == 0 && host->rank == 0 && (r = ncclGetUniqueId(&id)) != ncclSuccess) bad = mine = 1;
+    /* rank 0 makes the id; everyone learns whether that (and every allocation and the library's
+     * load) worked, then the id itself: no process enters ncclCommInitRank unless all of them
+     * will */
+    double bad = !s || !c ? 2 : nccl_load() != 0 ? 3 : 0, mine = bad;
+    if (bad == 0 && host->rank == 0 && (r = nc.GetUniqueId(&id)) != ncclSuccess) bad = mine = 1;
     if (host->sum_f64(host, &bad, 1) != 0 || bad > 0) {
         if (mine == 2) lt_err_set("out of memory");
+        else if (mine == 3) { /* lt_err says why */ }
         else if (mine == 1) nccl_fail(r, "ncclGetUniqueId");
         else if (bad > 0) lt_err_set("NCCL: another process could not set up the communicator");
         free(s);
@@ -107,7 +178,7 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
         free(c);
         return NULL;
     }
-    r = ncclCommInitRank(&s->nccl, host->size, id, host->rank);
+    r = nc.CommInitRank(&s->nccl, host->size, id, host->rank);
     /* agree: a rank whose init failed must not leave the others waiting in a collective */
     bad = r != ncclSuccess;
     double any = bad;
@@ -115,7 +186,7 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
         if (bad) nccl_fail(r, "ncclCommInitRank");
         else {
             lt_err_set("NCCL: another process could not join the communicator");
-            ncclCommAbort(s->nccl); /* its peers are gone: destroy could wait for them */
+            nc.CommAbort(s->nccl); /* its peers are gone: destroy could wait for them */
         }
         free(s);
         free(c);

@@ -50,3 +50,10 @@ def test_refusals(cache, tmp_path, args, code, fragment):
     assert r.returncode == code, r.stderr
     assert fragment in r.stderr, r.stderr
     assert not os.path.exists(os.path.join(out, "checkpoints")), os.listdir(out)
+
+
+def test_nccl_is_not_needed_to_start():
+    # NCCL (hundreds of megabytes) serves only data-parallel GPU runs: lt-train loads it then
+    # (lib/train/comm_nccl.c), so a machine without it still runs lt-train
+    r = run(["ldd", lt_train()], check=True)
+    assert "libnccl" not in r.stdout, r.stdout
