@@ -660,7 +660,8 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
 
 /* --image-pool: where the embedding pass finds the decoded images. auto: in GPU memory when the
  * views are rendered there and the images take at most a quarter of the free device memory (the
- * teacher and the renderer's scratch come after), else in
+ * teacher and the renderer's scratch come after) and fit the host budget too (they are decoded
+ * into host memory on their way up), else in
  * host memory when they fit the budget, else decoded per batch (stream). A part (--shard) reads
  * partners from other parts' files: stream only. The kind and the sizes are said at start. */
 static int setup_pool(embed_run *R) {
@@ -679,7 +680,7 @@ static int setup_pool(embed_run *R) {
                           need_s, (long long)need, budget_s);
     if (kind == LT_POOL_AUTO)
         kind = o->shard_count ? LT_POOL_STREAM
-               : R->gpu_render && need <= dev_free / 4 ? LT_POOL_DEVICE
+               : R->gpu_render && need <= dev_free / 4 && need <= budget ? LT_POOL_DEVICE
                : need <= budget ? LT_POOL_HOST : LT_POOL_STREAM;
     if (kind == LT_POOL_STREAM) {
         lt_info("image pool: stream (each batch decodes its images; all of them decoded would "

@@ -70,8 +70,10 @@ lt_comm *lt_comm_mpi_open(int *argc, char ***argv);
  * must outlive it: destroy() frees only the NCCL part) plus the device ones above, over NCCL on `stream` (a
  * cudaStream_t of the training backend) of the current CUDA device. Rank 0 creates the NCCL id
  * and broadcasts it through `host`. NULL + lt_err when this build has no NCCL ("built without
- * NCCL") or NCCL fails to start (host is then left as it was). */
-lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream);
+ * NCCL") or NCCL fails to start (host is then left as it was); every process then returns NULL
+ * together, and *own says whether this process's own part failed (its lt_err names the cause:
+ * the library missing here, NCCL's error) or another's did (lt_err says so, without the cause). */
+lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream, int *own);
 
 /* Setup agreement: every process says whether its setup failed; returns how many did (the same
  * on every process), and *rank0_failed whether rank 0 was one of them (a failure on every

@@ -87,6 +87,15 @@ static int nccl_load(void) {
                     snprintf(nc.why, sizeof nc.why, "libnccl.so.2 has no %s", names[i]);
                     nc.ok = 0;
                 }
+            /* ncclAvg, the gradient mean's operation, came with NCCL 2.10 */
+            ncclResult_t (*get_version)(int *) =
+                (ncclResult_t(*)(int *))dlsym(h, "ncclGetVersion");
+            int v = 0;
+            if (nc.ok && (!get_version || get_version(&v) != ncclSuccess || v < 21000)) {
+                snprintf(nc.why, sizeof nc.why, "NCCL %d.%d found, 2.10 or later needed",
+                         v / 10000, v / 100 % 100);
+                nc.ok = 0;
+            }
         }
     }
     if (nc.ok) return 0;
@@ -153,7 +162,7 @@ static void n_destroy(lt_comm *c) {
     free(c);
 }
 
-lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
+lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream, int *own) {
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     ncclResult_t r = ncclSuccess;
@@ -163,17 +172,20 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
      * load) worked, then the id itself: no process enters ncclCommInitRank unless all of them
      * will */
     double bad = !s || !c ? 2 : nccl_load() != 0 ? 3 : 0, mine = bad;
+    *own = 0;
     if (bad == 0 && host->rank == 0 && (r = nc.GetUniqueId(&id)) != ncclSuccess) bad = mine = 1;
     if (host->sum_f64(host, &bad, 1) != 0 || bad > 0) {
         if (mine == 2) lt_err_set("out of memory");
         else if (mine == 3) { /* lt_err says why */ }
         else if (mine == 1) nccl_fail(r, "ncclGetUniqueId");
         else if (bad > 0) lt_err_set("NCCL: another process could not set up the communicator");
+        *own = mine != 0;
         free(s);
         free(c);
         return NULL;
     }
     if (host->bcast(host, &id, sizeof id) != 0) {
+        *own = 1;
         free(s);
         free(c);
         return NULL;
@@ -183,6 +195,7 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
     bad = r != ncclSuccess;
     double any = bad;
     if (host->sum_f64(host, &any, 1) != 0 || any > 0) {
+        *own = bad > 0;
         if (bad) nccl_fail(r, "ncclCommInitRank");
         else {
             lt_err_set("NCCL: another process could not join the communicator");
@@ -211,8 +224,9 @@ lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
 
 #else
 
-lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream) {
+lt_comm *lt_comm_nccl_open(lt_comm *host, void *stream, int *own) {
     (void)host, (void)stream;
+    *own = 0; /* the same on every process: rank 0 says it */
     lt_err_set("this lt-train was built without NCCL (it needs CUDA, MPI and NCCL at build time): "
                "data-parallel training on GPUs is not available; train on the CPU (--device cpu)");
     return NULL;

@@ -399,16 +399,17 @@ static int bcast_floats(lt_comm *c, lt_backend *be, float *buf, int64_t n, float
                : 0;
 }
 
-/* Data parallel: every process takes rank 0's state (weights, running statistics, head, queue,
- * optimizer state, step, epoch), which rank 0 alone restored from a checkpoint or --init. */
 /* Data parallel on GPUs: every process's backend is on a GPU, and the gradients are then averaged
  * GPU to GPU over NCCL (train/comm.h lt_comm_nccl_open): *comm becomes that communicator (its host
  * collectives are the old one's), for the step too; *made is set to it (the caller destroys it).
- * All processes call this at the same point and fail together (-1 + lt_err). LT_NCCL=1 in the
+ * All processes call this at the same point and fail together (-1 + lt_err; *own: this process's
+ * own part failed, so it should say why, not only rank 0). LT_NCCL=1 in the
  * environment takes the NCCL path even for one process on a GPU (to check it against the plain
  * run: the mean over one process must change nothing). */
-static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_comm **made) {
+static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_comm **made,
+                           int *own) {
     lt_comm *c = *comm;
+    *own = 0; /* a failure the same on every process: rank 0 says it */
     double on_gpu = be->mem == LT_MEM_DEVICE ? 1 : 0;
     const char *force = getenv("LT_NCCL");
     if (c->size < 2 && !(force && !strcmp(force, "1") && on_gpu > 0)) return 0;
@@ -417,14 +418,19 @@ static int gpu_collectives(lt_comm **comm, lt_backend *be, lt_student *tr, lt_co
     if (on_gpu < c->size)
         return lt_err_set("data parallel: %d of %d processes train on a GPU; give every process "
                           "a GPU, or use --device cpu", (int)on_gpu, c->size);
-    lt_comm *nc = lt_comm_nccl_open(c, be->stream);
+    lt_comm *nc = lt_comm_nccl_open(c, be->stream, own);
     if (!nc) return -1;
     *made = *comm = nc;
-    if (c->size < 2) return lt_student_data_parallel(tr, nc); /* forced: set up as for P > 1 */
+    if (c->size < 2) { /* forced: set up as for P > 1 */
+        *own = 1;
+        return lt_student_data_parallel(tr, nc);
+    }
     tr->comm = nc;
     return 0;
 }
 
+/* Data parallel: every process takes rank 0's state (weights, running statistics, head, queue,
+ * optimizer state, step, epoch), which rank 0 alone restored from a checkpoint or --init. */
 static int bcast_state(lt_comm *c, lt_student *t, int64_t *step, int64_t *epoch) {
     if (c->size == 1) return 0;
     lt_backend *be = t->be;
@@ -790,10 +796,12 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                         : o->precision == LT_PREC_BF16 ? " (bf16 activations, fp32 parameters)"
                                                        : " (fp32)")
                      : "");
-    if (pool_auto && be->mem == LT_MEM_DEVICE &&
+    if (pool_auto && be->mem == LT_MEM_DEVICE && pool_need <= pool_budget &&
         pool_need <= (int64_t)(lt_render_gpu_free_memory() / 4))
         pool_kind = LT_POOL_DEVICE; /* at most a quarter of the free GPU memory: the student's
-                                       weights, activations and the renderer's scratch come after */
+                                       weights, activations and the renderer's scratch come
+                                       after; and within the host budget, as the images are
+                                       decoded into host memory on their way there */
     if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
         lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
                    "and needs a GPU backend; this run trains on the %s (--device %s): use "
@@ -841,8 +849,10 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
             phase = 0;
             goto done;
         }
-        if (gpu_collectives(&comm, be, &tr, &nccl_comm) != 0) { /* the same on every process */
-            if (!lead) rep->reported_elsewhere = 1;
+        int own = 0;
+        if (gpu_collectives(&comm, be, &tr, &nccl_comm, &own) != 0) { /* on every process */
+            /* a process whose own part failed says why; rank 0 also says what it knows */
+            if (!lead && !own) rep->reported_elsewhere = 1;
             phase = 0;
             goto done;
         }
@@ -850,8 +860,10 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
             phase = 2; /* a broken collective: end every process */
             goto done;
         }
-    } else if (gpu_collectives(&comm, be, &tr, &nccl_comm) != 0) { /* LT_NCCL=1, one process */
-        goto done;
+    } else {
+        int own = 0;
+        if (gpu_collectives(&comm, be, &tr, &nccl_comm, &own) != 0) /* LT_NCCL=1, one process */
+            goto done;
     }
     int lcpu = lt_cpu_count() / comm->local_size;
     lt_loader_opts lo = {.cache = cache, .cache_path = o->cache_path,
@@ -991,7 +1003,11 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         double lr = base_lr * lt_sched_multiplier(step, total, W);
         double ts = lt_now();
         if (b->smp) { /* --image-pool device: the views are rendered into the student's input */
-            if (!img_rows && !(img_rows = lt_malloc((size_t)b->B * 2 * sizeof *img_rows, "rows")))
+            if (b->B > tr.B) {
+                lt_err_set("internal: a batch of %d rows for a student of %d", b->B, tr.B);
+                goto done;
+            }
+            if (!img_rows && !(img_rows = lt_malloc((size_t)tr.B * 2 * sizeof *img_rows, "rows")))
                 goto done;
             for (int i = 0; i < b->B; i++)
                 img_rows[2 * i] = b->smp[i].image[0], img_rows[2 * i + 1] = b->smp[i].image[1];
