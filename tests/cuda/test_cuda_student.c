@@ -407,9 +407,9 @@ static void bf16_case(lt_backend *ref, lt_backend *be, const inputs *in) {
  * first's). The difference is measured as a fraction of the reference's first window mean (the
  * losses fall ~300x, so a fraction of each window's own mean would weigh the last windows'
  * noise most). Bounds, sized without a GPU (the modes in main's comment):
- *   CPU pair (1 vs 3 threads, only summation orders differ, as CPU vs GPU fp32): 3.0e-5 ..
- *     1.6e-4 over 11 seeds; bound for the GPU fp32 run 5e-3;
- *   bf16 emulation vs the CPU's fp32: 6.7e-3 .. 1.04e-2 over 3 seeds; bound for the GPU's bf16
+ *   CPU pair (1 vs 3 threads, only summation orders differ, as CPU vs GPU fp32): 1.5e-5 ..
+ *     1.6e-4 over 12 seeds; bound for the GPU fp32 run 5e-3;
+ *   bf16 emulation vs the CPU's fp32: 6.7e-3 .. 1.04e-2 over 4 seeds; bound for the GPU's bf16
  *     run 5e-2 (the GPU adds only fp32 summation-order differences to the emulation's).
  * A wrong update, a missing step of the method or a layout error moves the curve by O(1). */
 enum { CURVE = 50, CURVE_W = 10 };
