@@ -212,6 +212,13 @@ print("%d steps, 10-step means %.4g .. %.4g (reference %.4g .. %.4g), worst diff
 sys.exit(0 if ok else 1)
 PYEOF
 }
+continued() { # continued FROM TO OUT: 2 steps on --device FROM, then on to step 6 on --device TO
+  # (e2e_train's train, common and tmp); 0 when the second run reached step 6 with finite losses
+  run_bin "$train" "${common[@]}" --device "$1" --steps 2 --out "$3" "$tmp/cache.h5" &&
+    run_bin "$train" "${common[@]}" --device "$2" --out "$3" "$tmp/cache.h5" &&
+    "$PYTHON" -c 'import json,math,sys; l=[json.loads(x) for x in open(sys.argv[1])]; sys.exit(0 if l[-1]["step"] >= 6 and all(math.isfinite(x["loss"]) for x in l) else 1)' \
+      "$3/metrics.jsonl"
+}
 e2e_train() {
   local train=bin/lt-train embed=bin/lt-embed
   if [ ! -x "$train" ] || [ ! -x "$embed" ]; then echo "run-cuda: e2e-train SKIP (not built)"; return 0; fi
@@ -253,10 +260,7 @@ e2e_train() {
   fi
   ran=$((ran + 1))
   # a CPU checkpoint continued on the GPU
-  if run_bin "$train" "${common[@]}" --device cpu --steps 2 --out "$tmp/mixed" "$tmp/cache.h5" &&
-     run_bin "$train" "${common[@]}" --device cuda --out "$tmp/mixed" "$tmp/cache.h5" &&
-     "$PYTHON" -c 'import json,math,sys; l=[json.loads(x) for x in open(sys.argv[1])]; sys.exit(0 if l[-1]["step"] >= 6 and all(math.isfinite(x["loss"]) for x in l) else 1)' \
-       "$tmp/mixed/metrics.jsonl"; then
+  if continued cpu cuda "$tmp/mixed"; then
     echo "run-cuda: train-cpu-to-gpu PASS (a CPU checkpoint trained on on the GPU)"
   else
     echo "run-cuda: train-cpu-to-gpu FAIL"; rc=1
@@ -279,10 +283,7 @@ e2e_train() {
   fi
   ran=$((ran + 1))
   # a GPU checkpoint continued on the CPU
-  if run_bin "$train" "${common[@]}" --device cuda --steps 2 --out "$tmp/back" "$tmp/cache.h5" &&
-     run_bin "$train" "${common[@]}" --device cpu --out "$tmp/back" "$tmp/cache.h5" &&
-     "$PYTHON" -c 'import json,math,sys; l=[json.loads(x) for x in open(sys.argv[1])]; sys.exit(0 if l[-1]["step"] >= 6 and all(math.isfinite(x["loss"]) for x in l) else 1)' \
-       "$tmp/back/metrics.jsonl"; then
+  if continued cuda cpu "$tmp/back"; then
     echo "run-cuda: train-gpu-to-cpu PASS (a GPU checkpoint trained on on the CPU)"
   else
     echo "run-cuda: train-gpu-to-cpu FAIL"; rc=1

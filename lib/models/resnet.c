@@ -548,6 +548,10 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train) {
 
 float *lt_resnet_input(lt_resnet *m) { return m->net->in; }
 
+void lt_resnet_count_train_batch(lt_resnet *m) {
+    for (int i = 0; i < m->n_bn; i++) m->nbt[i]++; /* bn_fwd's (*b->nbt)++, for every one */
+}
+
 /* ---- backward ---- */
 
 static int conv_bwd(lt_resnet *m, const rconv *c, int B, float *dx, const float *dy,

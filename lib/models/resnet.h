@@ -113,6 +113,11 @@ int lt_resnet_forward(lt_resnet *m, const float *x, int B, int train);
  * (e.g. with the backend's mix_normalize) and passes it as x saves the copy. */
 float *lt_resnet_input(lt_resnet *m);
 
+/* What a training-mode forward does on the host besides the backend's work: one more batch in
+ * every batch norm's num_batches_tracked. For a forward that ran without the walk (the training
+ * step replayed from a recorded CUDA graph, lib/train/step.c). */
+void lt_resnet_count_train_batch(lt_resnet *m);
+
 /* Backward of the last (training-mode) forward: given dfeat (B, C) = ∂L/∂features, writes the
  * gradient of every parameter into m->grads (added to what is there when accumulate), and
  * ∂L/∂x (B, H, W, 3) into dinput unless it is NULL (an activation buffer of the backend: bf16 in

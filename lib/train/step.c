@@ -280,7 +280,7 @@ static int device_step(lt_student *st, int B, double tau, double clip, double lr
     int rc;
     if (st->graph && B == st->B && ftau == st->graph_tau) {
         if (!recorded) /* what the walk does on the host: a replay does not */
-            for (int i = 0; i < st->model->n_bn; i++) st->model->nbt[i]++;
+            lt_resnet_count_train_batch(st->model);
         rc = be->graph_launch(be, st->graph);
     } else {
         rc = device_body(st, B, ftau);

@@ -302,25 +302,52 @@ static double cos_delta(const float *a0, const float *a1, const float *b0, const
 #define BF16_COS_HEAD 0.99
 #define BF16_STATS_NMSE 1e-4
 
+/* ---- what both comparisons check the same way ---- */
+
+/* Both runs completed (else one failed check, and 0). */
+static int both_completed(const char *label, const result *x, const result *ref) {
+    if (x->ok && ref->ok) return 1;
+    char w[160];
+    snprintf(w, sizeof w, "%s: both runs completed", label);
+    expect(0, w);
+    return 0;
+}
+
+/* The loss and the gradient norm of each step: finite, and within loss_rel and gnorm_rel of the
+ * reference's (relative). */
+static void compare_steps(const char *label, int steps, double loss_rel, double gnorm_rel,
+                          const result *x, const result *ref) {
+    char w[160];
+    for (int k = 0; k < steps; k++) {
+        const double el = fabs(x->loss[k] - ref->loss[k]) / fabs(ref->loss[k]);
+        const double eg = fabs(x->gnorm[k] - ref->gnorm[k]) / fabs(ref->gnorm[k]);
+        snprintf(w, sizeof w, "%s step %d: loss %.7g vs %.7g (rel %.1e), gnorm %.5g (rel %.1e)",
+                 label, k, x->loss[k], ref->loss[k], el, ref->gnorm[k], eg);
+        expect(isfinite(x->loss[k]) && isfinite(x->gnorm[k]) && el <= loss_rel &&
+                   eg <= gnorm_rel,
+               w);
+    }
+}
+
+/* What no activation reaches: the queue (teacher rows, only moved) and the initial weights,
+ * bitwise. */
+static void compare_untouched(const char *label, const result *x, const result *ref) {
+    char w[160];
+    snprintf(w, sizeof w, "%s: queue bitwise equal", label);
+    expect(!memcmp(x->queue, ref->queue, sizeof(float) * Q * D), w);
+    snprintf(w, sizeof w, "%s: initial weights bitwise equal", label);
+    expect(!memcmp(x->p0, ref->p0, sizeof(float) * (size_t)ref->n_params) &&
+               !memcmp(x->h0, ref->h0, sizeof(float) * (size_t)ref->n_head),
+           w);
+}
+
 /* bf16 against fp32 (bounds BF16_*, above): loss and gradient norm per step (relative, finite),
  * the updates' directions (cosine), the running statistics (NMSE); the queue and the initial
  * weights bitwise (no activation reaches them). */
 static void compare_bf16(const char *label, int steps, const result *x, const result *ref) {
     char w[160];
-    if (!x->ok || !ref->ok) {
-        snprintf(w, sizeof w, "%s: both runs completed", label);
-        expect(0, w);
-        return;
-    }
-    for (int k = 0; k < steps; k++) {
-        const double el = fabs(x->loss[k] - ref->loss[k]) / fabs(ref->loss[k]);
-        const double eg = fabs(x->gnorm[k] - ref->gnorm[k]) / fabs(ref->gnorm[k]);
-        snprintf(w, sizeof w, "%s step %d: loss %.7g vs %.7g (rel %.1e), gnorm rel %.1e", label,
-                 k, x->loss[k], ref->loss[k], el, eg);
-        expect(isfinite(x->loss[k]) && isfinite(x->gnorm[k]) && el <= BF16_LOSS_REL &&
-                   eg <= BF16_GNORM_REL,
-               w);
-    }
+    if (!both_completed(label, x, ref)) return;
+    compare_steps(label, steps, BF16_LOSS_REL, BF16_GNORM_REL, x, ref);
     double c = cos_delta(x->p0, x->p1, ref->p0, ref->p1, ref->n_params);
     double e = nmse_delta(x->p0, x->p1, ref->p0, ref->p1, ref->n_params);
     snprintf(w, sizeof w, "%s: backbone updates cosine %.6f >= %.2f (nmse %.1e)", label, c,
@@ -334,12 +361,7 @@ static void compare_bf16(const char *label, int steps, const result *x, const re
     e = nmse_delta(NULL, x->buf, NULL, ref->buf, ref->n_buffers);
     snprintf(w, sizeof w, "%s: running statistics nmse %.2e <= %.0e", label, e, BF16_STATS_NMSE);
     expect(e <= BF16_STATS_NMSE, w);
-    snprintf(w, sizeof w, "%s: queue bitwise equal", label);
-    expect(!memcmp(x->queue, ref->queue, sizeof(float) * Q * D), w);
-    snprintf(w, sizeof w, "%s: initial weights bitwise equal", label);
-    expect(!memcmp(x->p0, ref->p0, sizeof(float) * (size_t)ref->n_params) &&
-               !memcmp(x->h0, ref->h0, sizeof(float) * (size_t)ref->n_head),
-           w);
+    compare_untouched(label, x, ref);
 }
 
 /* the bounds of one fp32 comparison (see the top comment) */
@@ -352,18 +374,8 @@ typedef struct {
 static void compare_runs(const char *label, int steps, const bounds *bd, const result *x,
                          const result *ref) {
     char w[160];
-    if (!x->ok || !ref->ok) {
-        snprintf(w, sizeof w, "%s: both runs completed", label);
-        expect(0, w);
-        return;
-    }
-    for (int k = 0; k < steps; k++) {
-        const double el = fabs(x->loss[k] - ref->loss[k]) / fabs(ref->loss[k]);
-        const double eg = fabs(x->gnorm[k] - ref->gnorm[k]) / fabs(ref->gnorm[k]);
-        snprintf(w, sizeof w, "%s step %d: loss %.7g vs %.7g (rel %.1e), gnorm %.5g (rel %.1e)",
-                 label, k, x->loss[k], ref->loss[k], el, ref->gnorm[k], eg);
-        expect(isfinite(x->loss[k]) && el <= bd->loss_rel && eg <= bd->gnorm_rel, w);
-    }
+    if (!both_completed(label, x, ref)) return;
+    compare_steps(label, steps, bd->loss_rel, bd->gnorm_rel, x, ref);
     /* clipping bit (gnorm > clip) in at least one step, or the test would not cover it */
     int clipped = 0;
     for (int k = 0; k < steps; k++) clipped |= ref->gnorm[k] > 0.5;
@@ -379,12 +391,7 @@ static void compare_runs(const char *label, int steps, const bounds *bd, const r
     e = nmse_delta(NULL, x->buf, NULL, ref->buf, ref->n_buffers);
     snprintf(w, sizeof w, "%s: running statistics nmse %.2e <= %.0e", label, e, bd->small_nmse);
     expect(e <= bd->small_nmse, w);
-    snprintf(w, sizeof w, "%s: queue bitwise equal", label);
-    expect(!memcmp(x->queue, ref->queue, sizeof(float) * Q * D), w);
-    snprintf(w, sizeof w, "%s: initial weights bitwise equal", label);
-    expect(!memcmp(x->p0, ref->p0, sizeof(float) * (size_t)ref->n_params) &&
-               !memcmp(x->h0, ref->h0, sizeof(float) * (size_t)ref->n_head),
-           w);
+    compare_untouched(label, x, ref);
 }
 
 /* bf16 (be: the CUDA backend at LT_PREC_BF16, or the CPU emulation) against the CPU's fp32 */
