@@ -22,15 +22,8 @@ __global__ void sumsq_chunks(double *part, const float *x, int64_t n) {
     __shared__ double sh[SUMSQ_THREADS];
     const int64_t a = (int64_t)blockIdx.x * SUMSQ_CHUNK;
     const int64_t e = a + SUMSQ_CHUNK < n ? a + SUMSQ_CHUNK : n;
-    double s = 0.0;
-    for (int64_t i = a + threadIdx.x; i < e; i += SUMSQ_THREADS) s += (double)x[i] * x[i];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int k = SUMSQ_THREADS / 2; k > 0; k >>= 1) {
-        if (threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+    const double s = lt_block_sumsq(x + a, e - a, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 __global__ void sum_in_order_kernel(const double *vals, int n, double *total, int add) {

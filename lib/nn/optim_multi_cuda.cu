@@ -5,12 +5,12 @@
  * parameter and the 64 Ki-element slice it covers), so every kernel of the step is one launch
  * over all parameters.
  *
- * Arithmetic, and why the results equal the per-tensor path's bit for bit: a chunk's Σ x² is the
- * CUDA backend's sumsq_chunks (MT_THREADS strided slices in double, then the same fixed tree), a
- * parameter's sum adds its chunks' partials in index order from 0.0 on one thread (as
- * cuda_sum_in_order), the total norm adds the parameters' sums in parameter order (as
- * lt_clip_grad_norm); the scalars are optim_rules.h's (double, rounded once) and the element
- * updates too. No atomics: every result has one writer and a fixed order.
+ * Arithmetic, and why the results equal the per-tensor path's bit for bit: a chunk's Σ x² is
+ * lt_block_sumsq (optim_rules.h), the function the per-tensor sumsq_chunks calls, over as many
+ * threads (MT_THREADS = SUMSQ_THREADS); a parameter's sum adds its chunks' partials in index
+ * order from 0.0 on one thread (as cuda_sum_in_order), the total norm adds the parameters' sums
+ * in parameter order (as lt_clip_grad_norm); the scalars are optim_rules.h's (double, rounded
+ * once) and the element updates too. No atomics: every result has one writer and a fixed order.
  *
  * LT_CUDA_EMULATE: tests/unit/test_optim_emu.cpp compiles this file as host C++ through
  * tests/unit/cuda_emu.h and checks the step against optim.c on the CPU backend. */
@@ -85,15 +85,8 @@ __global__ void mt_sumsq_part(const mt_param *ps, const mt_chunk *cs, int which,
     __shared__ double sh[MT_THREADS];
     const mt_chunk ch = cs[blockIdx.x];
     const float *x = (which ? ps[ch.p].w : ps[ch.p].g) + ch.a;
-    double s = 0.0;
-    for (int64_t i = threadIdx.x; i < ch.len; i += MT_THREADS) s += (double)x[i] * x[i];
-    sh[threadIdx.x] = s;
-    __syncthreads();
-    for (int k = MT_THREADS / 2; k > 0; k >>= 1) {
-        if ((int)threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+    const double s = lt_block_sumsq(x, ch.len, sh);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 /* tot[i] = Σ of parameter i's chunk sums in order; one thread per parameter */

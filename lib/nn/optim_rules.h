@@ -18,6 +18,7 @@
 #define LT_NN_OPTIM_RULES_H
 
 #include <math.h>
+#include <stdint.h>
 
 #include "nn/optim_kernels.h" /* lt_adamw_scalars */
 
@@ -91,5 +92,24 @@ LT_OR void lt_adamw_elem(float *w, float g, float *m, float *v, const lt_adamw_s
     const float denom = LT_OR_ADD(LT_OR_DIV(LT_OR_SQRT(vi), k->bc2_sqrt), k->eps);
     *w = LT_OR_SUB(wi, LT_OR_MUL(k->step_size, LT_OR_DIV(mi, denom)));
 }
+
+#if defined(__CUDACC__) || defined(LT_CUDA_EMULATE)
+/* One block's Σ x² over x[0..len) in double, returned to thread 0: thread t sums x[t], x[t + T],
+ * ... (T = blockDim.x, a power of two, the size of the shared array sh), then a fixed tree over
+ * the T partial sums. The chunk sum of both the per-tensor sumsq_many (optim_cuda.cu) and the
+ * multi-tensor step (optim_multi_cuda.cu): one code, so both paths give the same bits. */
+static __device__ __forceinline__ double lt_block_sumsq(const float *x, int64_t len, double *sh) {
+    const int T = (int)blockDim.x, t = (int)threadIdx.x;
+    double s = 0.0;
+    for (int64_t i = t; i < len; i += T) s += (double)x[i] * x[i];
+    sh[t] = s;
+    __syncthreads();
+    for (int k = T / 2; k > 0; k >>= 1) {
+        if (t < k) sh[t] += sh[t + k];
+        __syncthreads();
+    }
+    return sh[0];
+}
+#endif
 
 #endif
