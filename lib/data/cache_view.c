@@ -10,15 +10,9 @@
 #include "image/render.h"
 
 int lt_cache_render_view(lt_cache *c, int64_t img, const lt_recipe *r, int size, uint8_t *out) {
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    if (lt_cache_image_bytes(c, img, &bytes, &n) != 0) return -1;
     lt_image im;
-    int rc = lt_image_decode(bytes, n, lt_cache_meta_of(c)->max_pixels, &im);
-    free(bytes);
-    if (rc != 0)
-        return lt_err_prefix("stored image %lld (%s)", (long long)img, lt_cache_image_path(c, img));
-    rc = lt_render(&im, r, size, out);
+    if (lt_cache_decode_image(c, img, &im) != 0) return -1;
+    int rc = lt_render(&im, r, size, out);
     lt_image_free(&im);
     return rc;
 }

@@ -50,6 +50,11 @@ int64_t lt_pool_default_budget(void) {
     return b > ((int64_t)64 << 20) ? b : ((int64_t)64 << 20);
 }
 
+lt_pool_kind lt_pool_auto_kind(int64_t need, int64_t budget, int64_t gpu_free) {
+    if (need > budget) return LT_POOL_STREAM;
+    return gpu_free > 0 && need <= gpu_free / 4 ? LT_POOL_DEVICE : LT_POOL_HOST;
+}
+
 int64_t lt_pool_decoded_bytes(const lt_cache *c) {
     int64_t n = lt_cache_n_images(c), total = 0;
     for (int64_t i = 0; i < n; i++) {

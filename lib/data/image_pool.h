@@ -6,8 +6,8 @@
  * Kinds: host decodes every image of the cache once, at start, on all the process's threads, into
  * one block of host memory that the workers render from; stream decodes per view as before, each
  * worker keeping its few most recently decoded images (lt_recent_images); device (the host
- * block copied to the training device's memory) needs a GPU backend; auto is host when the
- * decoded images fit in the memory budget, else stream. The pool changes speed, never bytes:
+ * block copied to the training device's memory) needs a GPU backend; auto is
+ * lt_pool_auto_kind's choice. The pool changes speed, never bytes:
  * a view rendered from the pool is lt_render of the very pixels lt_cache_decode_image gives.
  *
  * Host pool layout (lt_image_pool), kept flat so that a GPU backend can register the block as
@@ -38,6 +38,12 @@ int64_t lt_pool_default_budget(void);
 /* Bytes of all the cache's images decoded: the sum of 3·w·h over the stored widths and heights
  * (no image is read). */
 int64_t lt_pool_decoded_bytes(const lt_cache *c);
+/* What --image-pool auto means for images that take `need` bytes decoded, a host budget of
+ * `budget` bytes and, when the views are rendered on a GPU, gpu_free bytes free there (0: not on
+ * a GPU): device when they take at most a quarter of gpu_free (the model and the renderer's
+ * scratch come after) and fit the budget too (they are decoded into host memory on their way
+ * up), else host when they fit the budget, else stream. */
+lt_pool_kind lt_pool_auto_kind(int64_t need, int64_t budget, int64_t gpu_free);
 
 typedef struct {
     int64_t n;               /* N images */

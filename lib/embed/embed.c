@@ -658,11 +658,9 @@ static int pass2_gpu(embed_run *R, int64_t done0, int64_t W) {
     return rc;
 }
 
-/* --image-pool: where the embedding pass finds the decoded images. auto: in GPU memory when the
- * views are rendered there and the images take at most a quarter of the free device memory (the
- * teacher and the renderer's scratch come after) and fit the host budget too (they are decoded
- * into host memory on their way up), else in
- * host memory when they fit the budget, else decoded per batch (stream). A part (--shard) reads
+/* --image-pool: where the embedding pass finds the decoded images. auto: lt_pool_auto_kind (in
+ * GPU memory when the views are rendered there and there is room, else in host memory when they
+ * fit the budget, else decoded per batch: stream). A part (--shard) reads
  * partners from other parts' files: stream only. The kind and the sizes are said at start. */
 static int setup_pool(embed_run *R) {
     const lt_embed_opts *o = R->o;
@@ -679,9 +677,7 @@ static int setup_pool(embed_run *R) {
                           "the budget of %s (--pool-memory); raise it or use --image-pool stream",
                           need_s, (long long)need, budget_s);
     if (kind == LT_POOL_AUTO)
-        kind = o->shard_count ? LT_POOL_STREAM
-               : R->gpu_render && need <= dev_free / 4 && need <= budget ? LT_POOL_DEVICE
-               : need <= budget ? LT_POOL_HOST : LT_POOL_STREAM;
+        kind = o->shard_count ? LT_POOL_STREAM : lt_pool_auto_kind(need, budget, dev_free);
     if (kind == LT_POOL_STREAM) {
         lt_info("image pool: stream (each batch decodes its images; all of them decoded would "
                 "take %s, budget %s)", need_s, budget_s);

@@ -82,8 +82,8 @@ static int render_view(lt_loader *l, worker_scratch *ws, int64_t img, const lt_r
         lt_image im = lt_image_pool_image(l->o.pool, img);
         return lt_render(&im, r, l->size, out);
     }
-    if (ws->recent.cap > 0) return lt_recent_render(&ws->recent, l->o.cache, img, r, l->size, out);
-    return lt_cache_render_view(l->o.cache, img, r, l->size, out);
+    /* without room to keep one (cap 0), it decodes and renders and keeps nothing */
+    return lt_recent_render(&ws->recent, l->o.cache, img, r, l->size, out);
 }
 
 static int teacher_row(lt_loader *l, int64_t s, float *t) {
@@ -134,7 +134,7 @@ static void *worker_main(void *arg) {
     lt_loader *l = arg;
     worker_scratch ws = {0};
     ws.perm_epoch = -1;
-    ws.recent.cap = l->o.pool ? 0 : l->o.recent_bytes;
+    ws.recent.cap = l->o.recent_bytes; /* used only without a pool */
     ws.perm = l->o.shuffle ? malloc((size_t)l->N * sizeof *ws.perm) : NULL;
     int oom = l->o.shuffle && !ws.perm;
     pthread_mutex_lock(&l->mu);

@@ -773,9 +773,7 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
         rc = LT_EXIT_USAGE;
         goto done;
     }
-    /* auto: device once the backend is known to be on a GPU (below), else host or stream */
-    const int pool_auto = pool_kind == LT_POOL_AUTO;
-    if (pool_auto) pool_kind = pool_need <= pool_budget ? LT_POOL_HOST : LT_POOL_STREAM;
+    const int pool_auto = pool_kind == LT_POOL_AUTO; /* settled once the backend is known */
     char identity[65] = "";
     double t_id = lt_now();
     if (lead && lt_cache_identity(cache, o->cache_path, identity) != 0) goto done;
@@ -796,12 +794,11 @@ int lt_train_run(const lt_train_opts *opts, lt_train_report *rep) {
                         : o->precision == LT_PREC_BF16 ? " (bf16 activations, fp32 parameters)"
                                                        : " (fp32)")
                      : "");
-    if (pool_auto && be->mem == LT_MEM_DEVICE && pool_need <= pool_budget &&
-        pool_need <= (int64_t)(lt_render_gpu_free_memory() / 4))
-        pool_kind = LT_POOL_DEVICE; /* at most a quarter of the free GPU memory: the student's
-                                       weights, activations and the renderer's scratch come
-                                       after; and within the host budget, as the images are
-                                       decoded into host memory on their way there */
+    if (pool_auto)
+        pool_kind = lt_pool_auto_kind(pool_need, pool_budget,
+                                      be->mem == LT_MEM_DEVICE
+                                          ? (int64_t)lt_render_gpu_free_memory()
+                                          : 0);
     if (pool_kind == LT_POOL_DEVICE && be->mem != LT_MEM_DEVICE) {
         lt_err_set("--image-pool device keeps the decoded images in the training device's memory "
                    "and needs a GPU backend; this run trains on the %s (--device %s): use "

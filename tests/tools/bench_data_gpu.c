@@ -31,16 +31,6 @@ static void die(const char *what) {
     exit(1);
 }
 
-/* Decodes image img of the cache into *im. */
-static int decode_one(lt_cache *c, int64_t img, int64_t max_pixels, lt_image *im) {
-    uint8_t *bytes = NULL;
-    size_t n = 0;
-    if (lt_cache_image_bytes(c, img, &bytes, &n) != 0) return -1;
-    int rc = lt_image_decode(bytes, n, max_pixels, im);
-    free(bytes);
-    return rc;
-}
-
 int main(int argc, char **argv) {
     int B = 256, T = omp_get_max_threads(), device_mode = 0;
     for (int i = 3; i < argc; i++) {
@@ -91,7 +81,7 @@ int main(int argc, char **argv) {
         int bad = 0;
         double t0 = lt_now();
 #pragma omp parallel for schedule(dynamic, 4) reduction(| : bad)
-        for (int64_t i = 0; i < N; i++) bad |= decode_one(c, i, m->max_pixels, &ims[i]) != 0;
+        for (int64_t i = 0; i < N; i++) bad |= lt_cache_decode_image(c, i, &ims[i]) != 0;
         decode_s = lt_now() - t0;
         if (bad) die("decoding");
         uint8_t **dev = malloc((size_t)N * sizeof *dev);
@@ -172,7 +162,7 @@ int main(int argc, char **argv) {
             double t0 = lt_now();
             int bad = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : bad)
-            for (int j = 0; j < ns; j++) bad |= decode_one(c, which[j], m->max_pixels, &ims[j]) != 0;
+            for (int j = 0; j < ns; j++) bad |= lt_cache_decode_image(c, which[j], &ims[j]) != 0;
             decode_s += lt_now() - t0;
             if (bad) die("decoding");
             int slot = (int)((bi + 1) & 1);
